@@ -1,0 +1,7 @@
+//! One module per `trustbridge` subcommand.
+
+pub(crate) mod demo;
+pub(crate) mod inspect;
+pub(crate) mod keygen;
+pub(crate) mod seal;
+pub(crate) mod unseal;

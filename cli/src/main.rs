@@ -1,0 +1,78 @@
+//! `trustbridge`: the TrustBridge user tool.
+//!
+//! Provider commands (`keygen`, `seal`, `unseal`, `inspect`) and `demo`. Results go to
+//! stdout, diagnostics to stderr; exit status 0 on success, 1 on failure, 2 on usage errors.
+#![forbid(unsafe_code)]
+
+mod bundle_dir;
+mod commands;
+mod key_files;
+mod output_file;
+mod progress;
+mod sizes;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// TrustBridge: confidential AI inference. Model weights and prompts stay encrypted to
+/// everyone but an attested TEE.
+#[derive(Debug, Parser)]
+#[command(
+    name = "trustbridge",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Hide progress bars.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// More log output on stderr (-v info, -vv debug). RUST_LOG overrides it.
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+/// Each variant takes its help text from its arguments struct.
+#[derive(Debug, Subcommand)]
+enum Command {
+    Keygen(commands::keygen::KeygenArgs),
+    Seal(commands::seal::SealArgs),
+    Unseal(commands::unseal::UnsealArgs),
+    Inspect(commands::inspect::InspectArgs),
+    Demo(commands::demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+
+    let result = match cli.command {
+        Command::Keygen(args) => commands::keygen::run(args),
+        Command::Seal(args) => commands::seal::run(args, cli.quiet),
+        Command::Unseal(args) => commands::unseal::run(args, cli.quiet),
+        Command::Inspect(args) => commands::inspect::run(args),
+        Command::Demo(args) => commands::demo::run(args, cli.quiet),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
