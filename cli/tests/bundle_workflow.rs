@@ -24,22 +24,41 @@ impl Fixture {
         fs::write(f.p("model/weights/model.bin"), pattern(200_000, 1)).unwrap();
         fs::write(f.p("model/config.json"), b"{\"layers\": 2}").unwrap();
         ok(tb(["keygen", "--out", s(&f.p("provider.key"))]));
-        ok(tb([
+        ok(f.seal(
+            "model",
+            "bundle",
+            "acme/model@v1",
+            "provider.key",
+            ("--key-out", "dek.key"),
+        ));
+        f
+    }
+
+    /// `trustbridge seal` of `model` into `out` (paths relative to the fixture) with the
+    /// key option `key` = (`--key` or `--key-out`, file) and 4 KiB segments.
+    fn seal(
+        &self,
+        model: &str,
+        out: &str,
+        asset: &str,
+        signer: &str,
+        key: (&str, &str),
+    ) -> std::process::Output {
+        tb([
             "seal",
             "--in",
-            s(&f.p("model")),
+            s(&self.p(model)),
             "--out",
-            s(&f.p("bundle")),
+            s(&self.p(out)),
             "--asset-id",
-            "acme/model@v1",
+            asset,
             "--signing-key",
-            s(&f.p("provider.key")),
-            "--key-out",
-            s(&f.p("dek.key")),
+            s(&self.p(signer)),
+            key.0,
+            s(&self.p(key.1)),
             "--segment-size",
             "4KiB",
-        ]));
-        f
+        ])
     }
 
     fn p(&self, rel: &str) -> PathBuf {
@@ -253,21 +272,13 @@ fn manifest_signed_by_another_provider_is_rejected() {
     let f = Fixture::new();
     ok(tb(["keygen", "--out", s(&f.p("attacker.key"))]));
     // The attacker re-seals the same model under their own key with the same data key.
-    ok(tb([
-        "seal",
-        "--in",
-        s(&f.p("model")),
-        "--out",
-        s(&f.p("forged")),
-        "--asset-id",
+    ok(f.seal(
+        "model",
+        "forged",
         "acme/model@v1",
-        "--signing-key",
-        s(&f.p("attacker.key")),
-        "--key",
-        s(&f.p("dek.key")),
-        "--segment-size",
-        "4KiB",
-    ]));
+        "attacker.key",
+        ("--key", "dek.key"),
+    ));
     let err = fails(f.unseal("forged", "out"));
     assert!(
         err.contains("signed by provider key") && err.contains("expected"),
@@ -324,21 +335,13 @@ fn file_moved_to_another_path_is_rejected() {
     let f = Fixture::new();
     // Give both files the same length so only the path binding can tell them apart.
     fs::write(f.p("model/config.json"), pattern(200_000, 2)).unwrap();
-    ok(tb([
-        "seal",
-        "--in",
-        s(&f.p("model")),
-        "--out",
-        s(&f.p("b")),
-        "--asset-id",
+    ok(f.seal(
+        "model",
+        "b",
         "acme/model@v1",
-        "--signing-key",
-        s(&f.p("provider.key")),
-        "--key",
-        s(&f.p("dek.key")),
-        "--segment-size",
-        "4KiB",
-    ]));
+        "provider.key",
+        ("--key", "dek.key"),
+    ));
     fs::rename(f.p("b/config.json.sealed"), f.p("tmp.sealed")).unwrap();
     fs::rename(
         f.p("b/weights/model.bin.sealed"),
@@ -357,21 +360,13 @@ fn file_moved_to_another_path_is_rejected() {
 #[test]
 fn file_moved_from_another_bundle_is_rejected() {
     let f = Fixture::new();
-    ok(tb([
-        "seal",
-        "--in",
-        s(&f.p("model")),
-        "--out",
-        s(&f.p("other")),
-        "--asset-id",
+    ok(f.seal(
+        "model",
+        "other",
         "acme/other@v1",
-        "--signing-key",
-        s(&f.p("provider.key")),
-        "--key",
-        s(&f.p("dek.key")),
-        "--segment-size",
-        "4KiB",
-    ]));
+        "provider.key",
+        ("--key", "dek.key"),
+    ));
     fs::copy(
         f.p("other/weights/model.bin.sealed"),
         f.p("bundle/weights/model.bin.sealed"),
@@ -389,33 +384,9 @@ fn clear_messages_for_bad_invocations() {
     let f = Fixture::new();
     let err = fails(tb(["inspect", s(&f.p("nowhere"))]));
     assert!(err.contains("is not a bundle"), "{err}");
-    let err = fails(tb([
-        "seal",
-        "--in",
-        s(&f.p("missing")),
-        "--out",
-        s(&f.p("x")),
-        "--asset-id",
-        "a",
-        "--signing-key",
-        s(&f.p("provider.key")),
-        "--key",
-        s(&f.p("dek.key")),
-    ]));
+    let err = fails(f.seal("missing", "x", "a", "provider.key", ("--key", "dek.key")));
     assert!(err.contains("cannot read input"), "{err}");
-    let err = fails(tb([
-        "seal",
-        "--in",
-        s(&f.p("model")),
-        "--out",
-        s(&f.p("x")),
-        "--asset-id",
-        "bad id",
-        "--signing-key",
-        s(&f.p("provider.key")),
-        "--key",
-        s(&f.p("dek.key")),
-    ]));
+    let err = fails(f.seal("model", "x", "bad id", "provider.key", ("--key", "dek.key")));
     assert!(err.contains("invalid asset id"), "{err}");
     let err = fails(tb([
         "seal",

@@ -213,6 +213,25 @@ fn payload_map(s: &Sealed) -> Vec<(Value, Value)> {
     }
 }
 
+/// Sets `field` of the first entry of the payload's `files` array.
+fn set_first_file_field(map: &mut [(Value, Value)], field: &str, value: Value) {
+    let files = map
+        .iter_mut()
+        .find(|(k, _)| k.as_text() == Some("files"))
+        .unwrap();
+    let Value::Array(entries) = &mut files.1 else {
+        panic!("files is not an array")
+    };
+    let Value::Map(entry) = &mut entries[0] else {
+        panic!("file entry is not a map")
+    };
+    entry
+        .iter_mut()
+        .find(|(k, _)| k.as_text() == Some(field))
+        .unwrap()
+        .1 = value;
+}
+
 fn reparse(map: Vec<(Value, Value)>) -> Result<Manifest, BundleError> {
     Manifest::from_cbor(&cbor::to_canonical_vec(&Value::Map(map)).unwrap())
 }
@@ -254,38 +273,14 @@ fn malformed_manifest_payloads_are_rejected() {
     );
 
     let mut m = payload_map(&s);
-    let files = m
-        .iter_mut()
-        .find(|(k, _)| k.as_text() == Some("files"))
-        .unwrap();
-    if let Value::Array(f) = &mut files.1 {
-        if let Value::Map(entry) = &mut f[0] {
-            entry
-                .iter_mut()
-                .find(|(k, _)| k.as_text() == Some("ciphertext_len"))
-                .unwrap()
-                .1 = Value::from(1u64);
-        }
-    }
+    set_first_file_field(&mut m, "ciphertext_len", Value::from(1u64));
     assert!(
         matches!(reparse(m), Err(BundleError::ManifestMalformed(_))),
         "inconsistent lengths"
     );
 
     let mut m = payload_map(&s);
-    let files = m
-        .iter_mut()
-        .find(|(k, _)| k.as_text() == Some("files"))
-        .unwrap();
-    if let Value::Array(f) = &mut files.1 {
-        if let Value::Map(entry) = &mut f[0] {
-            entry
-                .iter_mut()
-                .find(|(k, _)| k.as_text() == Some("path"))
-                .unwrap()
-                .1 = Value::Text("../etc/passwd".into());
-        }
-    }
+    set_first_file_field(&mut m, "path", Value::Text("../etc/passwd".into()));
     assert!(
         matches!(reparse(m), Err(BundleError::InvalidPath(_))),
         "escaping path"

@@ -3,5 +3,6 @@
 pub(crate) mod demo;
 pub(crate) mod inspect;
 pub(crate) mod keygen;
+pub(crate) mod raw_stream;
 pub(crate) mod seal;
 pub(crate) mod unseal;

@@ -9,9 +9,9 @@ use anyhow::{Context, Result, bail};
 use trustbridge_protocol::bundle::{self, AssetId, Manifest, ProviderSigningKey, SignedManifest};
 use trustbridge_protocol::sealed::{self, DataKey, SegmentSize};
 
+use super::raw_stream::{RawStreamArgs, transform_file};
 use crate::bundle_dir::{StagedDir, collect_inputs, sealed_file};
-use crate::key_files::{data_key_from_hex_arg, read_data_key, read_signing_key, write_data_key};
-use crate::output_file::write_output;
+use crate::key_files::{read_data_key, read_signing_key, write_data_key};
 use crate::progress::bytes_bar;
 use crate::sizes::{human, parse_segment_size};
 
@@ -53,7 +53,7 @@ pub(crate) struct SealArgs {
     #[arg(long, value_name = "BYTES", default_value = "4MiB", value_parser = parse_segment_size)]
     segment_size: SegmentSize,
     /// Use this existing data key file instead of creating one.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["key_out", "key_hex"])]
+    #[arg(long, value_name = "FILE", conflicts_with = "key_out")]
     key: Option<PathBuf>,
     /// Where to write the newly created data key (mode 0600).
     #[arg(long, value_name = "FILE", conflicts_with = "raw")]
@@ -61,26 +61,12 @@ pub(crate) struct SealArgs {
     /// Replace existing output (bundle directory, sealed file or key file).
     #[arg(long)]
     force: bool,
-    /// Seal one bare stream instead of a bundle.
-    #[arg(long)]
-    raw: bool,
-    /// With --raw: the data key as 64 hex characters (prefer --key FILE: arguments are
-    /// visible to other local users).
-    #[arg(long, value_name = "HEX", requires = "raw")]
-    key_hex: Option<String>,
-    /// With --raw: the associated data as hex (default: empty).
-    #[arg(
-        long,
-        value_name = "HEX",
-        requires = "raw",
-        default_value = "",
-        hide_default_value = true
-    )]
-    ad_hex: String,
+    #[command(flatten)]
+    raw: RawStreamArgs,
 }
 
 pub(crate) fn run(args: SealArgs, quiet: bool) -> Result<()> {
-    if args.raw {
+    if args.raw.raw {
         return seal_raw(&args, quiet);
     }
     let (Some(asset_id), Some(signing_key)) = (&args.asset_id, &args.signing_key) else {
@@ -206,38 +192,22 @@ pub(crate) fn seal_bundle(
     Ok(signed)
 }
 
-pub(crate) fn raw_key(key: &Option<PathBuf>, key_hex: &Option<String>) -> Result<DataKey> {
-    match (key, key_hex) {
-        (Some(path), None) => read_data_key(path),
-        (None, Some(hex)) => data_key_from_hex_arg(hex),
-        _ => bail!("--raw needs the data key: --key FILE or --key-hex HEX"),
-    }
-}
-
 fn seal_raw(args: &SealArgs, quiet: bool) -> Result<()> {
-    let key = raw_key(&args.key, &args.key_hex)?;
-    let ad = hex::decode(args.ad_hex.trim()).context("--ad-hex is not hex")?;
-    let src =
-        File::open(&args.input).with_context(|| format!("cannot open {}", args.input.display()))?;
-    let len = src.metadata()?.len();
-    let bar = bytes_bar(len, "sealing", quiet);
-    let written = write_output(&args.out, args.force, 0o644, |f| {
-        let mut w = BufWriter::with_capacity(1 << 20, f);
-        let n = sealed::encrypt_stream(
-            &key,
-            &ad,
-            args.segment_size,
-            bar.wrap_read(BufReader::new(src)),
-            &mut w,
-        )?;
-        w.flush()?;
-        Ok(n)
-    })?;
-    bar.finish_and_clear();
+    let key = args.raw.data_key(args.key.as_deref())?;
+    let ad = args.raw.associated_data()?;
+    let n = transform_file(
+        &args.input,
+        &args.out,
+        args.force,
+        0o644,
+        "sealing",
+        quiet,
+        |r, w| Ok(sealed::encrypt_stream(&key, &ad, args.segment_size, r, w)?),
+    )?;
     writeln!(
         std::io::stdout().lock(),
         "sealed {} into {} (data key id {})",
-        human(written),
+        human(n),
         args.out.display(),
         key.key_id()
     )?;

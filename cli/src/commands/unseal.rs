@@ -9,10 +9,9 @@ use anyhow::{Context, Result, bail};
 use trustbridge_protocol::bundle::{self, BundleError, SignedManifest};
 use trustbridge_protocol::sealed::{self, DataKey, SegmentSize};
 
-use super::seal::raw_key;
+use super::raw_stream::{RawStreamArgs, transform_file};
 use crate::bundle_dir::{StagedDir, plain_file, read_manifest, sealed_file, unlisted_files};
 use crate::key_files::{read_data_key, read_provider_pubkey};
-use crate::output_file::write_output;
 use crate::progress::bytes_bar;
 use crate::sizes::{human, parse_segment_size};
 
@@ -42,7 +41,7 @@ pub(crate) struct UnsealArgs {
     #[arg(long, value_name = "PATH")]
     out: PathBuf,
     /// The data key file.
-    #[arg(long, value_name = "FILE", conflicts_with = "key_hex")]
+    #[arg(long, value_name = "FILE")]
     key: Option<PathBuf>,
     /// The provider public key to pin: a .pub file or 64 hex characters. Without it the
     /// signature is checked against the key the manifest names, which proves integrity but
@@ -52,28 +51,15 @@ pub(crate) struct UnsealArgs {
     /// Replace an existing output.
     #[arg(long)]
     force: bool,
-    /// Decrypt one bare stream instead of a bundle.
-    #[arg(long)]
-    raw: bool,
-    /// With --raw: the data key as 64 hex characters.
-    #[arg(long, value_name = "HEX", requires = "raw")]
-    key_hex: Option<String>,
-    /// With --raw: the associated data as hex (default: empty).
-    #[arg(
-        long,
-        value_name = "HEX",
-        requires = "raw",
-        default_value = "",
-        hide_default_value = true
-    )]
-    ad_hex: String,
+    #[command(flatten)]
+    raw: RawStreamArgs,
     /// With --raw: the ciphertext segment size the stream was sealed with.
     #[arg(long, value_name = "BYTES", default_value = "4MiB", value_parser = parse_segment_size, requires = "raw")]
     segment_size: SegmentSize,
 }
 
 pub(crate) fn run(args: UnsealArgs, quiet: bool) -> Result<()> {
-    if args.raw {
+    if args.raw.raw {
         return unseal_raw(&args, quiet);
     }
     let Some(bundle) = &args.bundle else {
@@ -171,23 +157,24 @@ fn unseal_raw(args: &UnsealArgs, quiet: bool) -> Result<()> {
     let Some(input) = &args.input else {
         bail!("--raw needs --in FILE")
     };
-    let key = raw_key(&args.key, &args.key_hex)?;
-    let ad = hex::decode(args.ad_hex.trim()).context("--ad-hex is not hex")?;
-    let src = File::open(input).with_context(|| format!("cannot open {}", input.display()))?;
-    let bar = bytes_bar(src.metadata()?.len(), "unsealing", quiet);
-    let written = write_output(&args.out, args.force, 0o600, |f| {
-        let mut w = BufWriter::with_capacity(1 << 20, f);
-        let reader = bar.wrap_read(BufReader::with_capacity(1 << 20, src));
-        let n = sealed::decrypt_stream(&key, &ad, args.segment_size, reader, &mut w)
-            .with_context(|| format!("{} did not decrypt", input.display()))?;
-        w.flush()?;
-        Ok(n)
-    })?;
-    bar.finish_and_clear();
+    let key = args.raw.data_key(args.key.as_deref())?;
+    let ad = args.raw.associated_data()?;
+    let n = transform_file(
+        input,
+        &args.out,
+        args.force,
+        0o600,
+        "unsealing",
+        quiet,
+        |r, w| {
+            sealed::decrypt_stream(&key, &ad, args.segment_size, r, w)
+                .with_context(|| format!("{} did not decrypt", input.display()))
+        },
+    )?;
     writeln!(
         std::io::stdout().lock(),
         "unsealed {} into {}",
-        human(written),
+        human(n),
         args.out.display()
     )?;
     Ok(())
