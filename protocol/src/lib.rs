@@ -2,12 +2,14 @@
 //!
 //! - [`sealed`]: the sealed-weights stream format (Tink `AES256_GCM_HKDF`), data keys.
 //! - [`bundle`]: a sealed model: per-file associated data and the signed manifest.
+//! - [`binding`]: the evidence binding rule (sentinel keys + verifier nonce -> evidence).
 //! - [`cbor`]: deterministic CBOR used by every signed structure.
 //!
 //! This crate does no file-system or network I/O and has no async: it reads and writes
 //! only through the `std::io` streams its callers hand it.
 #![forbid(unsafe_code)]
 
+pub mod binding;
 pub mod bundle;
 pub mod cbor;
 mod key_id;

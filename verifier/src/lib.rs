@@ -1,10 +1,32 @@
 //! Attestation evidence verification for TrustBridge.
 //!
-//! This crate is what providers, the key broker and clients trust: it verifies AWS Nitro
-//! attestation documents, AMD SEV-SNP reports and Azure vTPM SNP evidence against pinned
-//! roots at a caller-given time, and checks receipts and receipt logs. It is pure, has no
-//! async and no network, so a third party's auditor can build and read only this crate.
+//! This crate is what providers, the key broker and clients trust. Auditors read it line by
+//! line. It is pure Rust, has no async and no network, and is deterministic given a `now`.
 //!
-//! Status: the crate is created with the workspace; verification lands with the
-//! "verifier" issue (see `docs/ROADMAP.md`).
+//! Verification is two separate steps:
+//! 1. `verify_*` checks that evidence is genuine: signatures, certificate chains to a
+//!    pinned root, validity at `now`, platform format rules. It returns a
+//!    [`VerifiedEvidence`] describing what the TEE reported.
+//! 2. [`Policy::check`] decides whether that evidence is acceptable: debug mode,
+//!    simulation, reference measurements, nonce, evidence binding.
+//!
+//! Supported: AWS Nitro ([`verify_nitro`]). SEV-SNP and Azure vTPM SNP follow in the same
+//! shape.
 #![forbid(unsafe_code)]
+
+mod error;
+mod evidence;
+pub mod nitro;
+mod policy;
+mod roots;
+pub mod x509;
+
+pub use error::VerifyError;
+pub use evidence::{BindingFields, Check, Checks, Platform, VerifiedEvidence};
+pub use nitro::{verify_nitro, verify_nitro_logged};
+pub use policy::{Policy, PolicyError, check_binding};
+pub use roots::{
+    AMD_ARK_GENOA_SHA256, AMD_ARK_MILAN_SHA256, AMD_ARK_TURIN_SHA256, AWS_NITRO_ROOT_G1_SHA256,
+    TrustRoots, TrustedRoot,
+};
+pub use trustbridge_protocol::binding::EvidenceBinding;

@@ -1,0 +1,129 @@
+//! What a successful verification yields, and the log of checks that led there.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::SystemTime;
+
+use crate::VerifyError;
+use crate::x509::CertificateInfo;
+
+/// A TEE platform.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Platform {
+    /// AWS Nitro Enclaves.
+    Nitro,
+    /// AMD SEV-SNP (bare).
+    Snp,
+    /// Azure confidential VM: SEV-SNP reached through a vTPM.
+    AzureSnpVtpm,
+}
+
+impl Platform {
+    /// The name used on the command line and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Nitro => "nitro",
+            Self::Snp => "snp",
+            Self::AzureSnpVtpm => "azure-snp-vtpm",
+        }
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The values by which evidence binds a verifier's challenge and a sentinel's keys.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BindingFields {
+    /// Nitro `nonce`.
+    pub nonce: Option<Vec<u8>>,
+    /// Nitro `user_data`.
+    pub user_data: Option<Vec<u8>>,
+    /// Nitro `public_key`.
+    pub public_key: Option<Vec<u8>>,
+    /// SNP `REPORT_DATA`.
+    pub report_data: Option<Vec<u8>>,
+    /// Azure HCL `user-data`.
+    pub hcl_user_data: Option<Vec<u8>>,
+    /// Azure TPM quote `extraData`.
+    pub quote_nonce: Option<Vec<u8>>,
+}
+
+/// Evidence whose signatures, certificate chain and platform rules all verified.
+///
+/// It says what the TEE reported; whether that is acceptable is the policy step's job
+/// ([`crate::Policy`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedEvidence {
+    /// The platform.
+    pub platform: Platform,
+    /// Whether the evidence chains to a simulation root (never a real TEE).
+    pub simulated: bool,
+    /// Whether the TEE runs in debug mode (Nitro PCR0 all zero; SNP policy DEBUG bit).
+    pub debug: bool,
+    /// Named measurements: `pcr0`..`pcr31` (Nitro); `measurement`, `host_data`,
+    /// `report_data`, `chip_id` (SNP); plus `tpm_pcr0`.. for Azure.
+    pub measurements: BTreeMap<String, Vec<u8>>,
+    /// Binding fields.
+    pub binding: BindingFields,
+    /// When the evidence was produced, where the platform says.
+    pub timestamp: Option<SystemTime>,
+    /// The certificate chain used, leaf first.
+    pub chain: Vec<CertificateInfo>,
+    /// Platform-specific facts for display (module id, TCB, VMPL ...), as name/value text.
+    pub facts: BTreeMap<String, String>,
+}
+
+/// One verification step and its outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    /// Short name of the check.
+    pub name: &'static str,
+    /// Whether it passed.
+    pub passed: bool,
+    /// What was checked, or why it failed.
+    pub detail: String,
+}
+
+/// The ordered log of checks of one verification.
+#[derive(Clone, Debug, Default)]
+pub struct Checks(Vec<Check>);
+
+impl Checks {
+    /// Records a passed check.
+    pub fn pass(&mut self, name: &'static str, detail: impl Into<String>) {
+        self.0.push(Check {
+            name,
+            passed: true,
+            detail: detail.into(),
+        });
+    }
+
+    /// Records a failed check.
+    pub fn fail(&mut self, name: &'static str, detail: impl Into<String>) {
+        self.0.push(Check {
+            name,
+            passed: false,
+            detail: detail.into(),
+        });
+    }
+
+    /// Records `err` as a failed check and returns it.
+    pub fn failed(&mut self, err: VerifyError) -> VerifyError {
+        self.fail(err.check(), err.to_string());
+        err
+    }
+
+    /// The checks so far.
+    pub fn as_slice(&self) -> &[Check] {
+        &self.0
+    }
+
+    /// Consumes the log.
+    pub fn into_vec(self) -> Vec<Check> {
+        self.0
+    }
+}
