@@ -10,8 +10,8 @@
 //! 2. [`Policy::check`] decides whether that evidence is acceptable: debug mode,
 //!    simulation, reference measurements, nonce, evidence binding.
 //!
-//! Supported: AWS Nitro ([`verify_nitro`]). SEV-SNP and Azure vTPM SNP follow in the same
-//! shape.
+//! Supported: AWS Nitro ([`verify_nitro`]) and AMD SEV-SNP ([`verify_snp`]); Azure vTPM SNP
+//! follows in the same shape.
 #![forbid(unsafe_code)]
 
 mod error;
@@ -19,6 +19,8 @@ mod evidence;
 pub mod nitro;
 mod policy;
 mod roots;
+pub mod snp;
+pub mod snp_report;
 pub mod x509;
 
 pub use error::VerifyError;
@@ -29,4 +31,5 @@ pub use roots::{
     AMD_ARK_GENOA_SHA256, AMD_ARK_MILAN_SHA256, AMD_ARK_TURIN_SHA256, AWS_NITRO_ROOT_G1_SHA256,
     TrustRoots, TrustedRoot,
 };
+pub use snp::{verify_snp, verify_snp_logged};
 pub use trustbridge_protocol::binding::EvidenceBinding;
