@@ -19,6 +19,8 @@ mod evidence;
 pub mod nitro;
 mod policy;
 mod roots;
+#[cfg(feature = "simulate")]
+pub mod simulated;
 pub mod snp;
 pub mod snp_report;
 pub mod x509;
