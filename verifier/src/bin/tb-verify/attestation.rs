@@ -1,0 +1,197 @@
+//! `tb-verify attestation`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use anyhow::Result;
+use serde_json::json;
+use trustbridge_verifier::x509::ParsedCertificate;
+use trustbridge_verifier::{
+    Checks, Platform, Policy, TrustRoots, VerifiedEvidence, verify_nitro_logged, verify_snp_logged,
+};
+
+use crate::Outcome;
+use crate::input::{
+    HexBytes, parse_expectation, parse_hex, parse_platform, parse_time, read_certificates,
+    read_evidence,
+};
+
+/// Verify TEE attestation evidence at a given time against pinned roots and a policy.
+///
+/// Prints one line per check ([PASS] or [FAIL] with the reason) and a verdict. The
+/// default roots are the AWS Nitro root G1 and AMD's Milan, Genoa and Turin ARKs, pinned by
+/// SHA-256. Debug-mode and simulated evidence is rejected unless allowed.
+#[derive(Debug, clap::Args)]
+pub(crate) struct AttestationArgs {
+    /// The evidence: a Nitro attestation document (CBOR or base64) or an SNP report
+    /// (1184 bytes raw, or hex).
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// The platform; detected from the file when omitted.
+    #[arg(long, value_parser = parse_platform)]
+    platform: Option<Platform>,
+    /// Verify as of this time (RFC 3339 or Unix seconds) instead of now.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    at: Option<SystemTime>,
+    /// Trust the self-signed certificates in this PEM file instead of the built-in roots;
+    /// other certificates in it are used as intermediates (e.g. an AMD ASK). Repeatable.
+    #[arg(long, value_name = "PEM")]
+    trust_root: Vec<PathBuf>,
+    /// Trust this simulation root (evidence from TrustBridge's simulated TEE). Repeatable.
+    /// Simulated evidence is still rejected unless --allow-simulated is given.
+    #[arg(long, value_name = "PEM")]
+    simulation_root: Vec<PathBuf>,
+    /// SNP: the VCEK or VLEK (DER or PEM), optionally followed by the ASK/ASVK and ARK.
+    #[arg(long, value_name = "FILE")]
+    vcek: Option<PathBuf>,
+    /// Require a measurement to have this value, e.g. pcr0=HEX or measurement=HEX. Repeatable.
+    #[arg(long = "expect", value_name = "NAME=HEX", value_parser = parse_expectation)]
+    expect: Vec<(String, Vec<u8>)>,
+    /// Require this nonce (Nitro nonce; SNP REPORT_DATA, zero-padded to 64 bytes).
+    #[arg(long, value_name = "HEX", value_parser = parse_hex)]
+    nonce: Option<HexBytes>,
+    /// Accept a debug-mode TEE.
+    #[arg(long)]
+    allow_debug: bool,
+    /// Accept simulated evidence (needs --simulation-root).
+    #[arg(long)]
+    allow_simulated: bool,
+    /// Print JSON: {verified, platform, measurements, checks, ...}.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn run(args: AttestationArgs) -> Result<Outcome> {
+    let evidence = read_evidence(&args.file, args.platform)?;
+    let now = args.at.unwrap_or_else(SystemTime::now);
+    let mut roots = if args.trust_root.is_empty() {
+        TrustRoots::production()
+    } else {
+        TrustRoots::empty()
+    };
+    let mut pool: Vec<ParsedCertificate> = Vec::new();
+    for path in &args.trust_root {
+        for cert in read_certificates(path)? {
+            if is_self_signed(&cert) {
+                roots.add_root(evidence.platform, &cert);
+            }
+            // Roots complete chains too (SNP evidence rarely carries the ARK).
+            pool.push(cert);
+        }
+    }
+    for path in &args.simulation_root {
+        for cert in read_certificates(path)? {
+            if is_self_signed(&cert) {
+                roots.add_simulation_root(evidence.platform, &cert);
+            }
+            pool.push(cert);
+        }
+    }
+    let mut checks = Checks::default();
+    let verified = match evidence.platform {
+        Platform::Nitro => verify_nitro_logged(&evidence.bytes, &roots, now, &mut checks),
+        Platform::Snp => {
+            let mut certs = match &args.vcek {
+                Some(path) => read_certificates(path)?,
+                None => Vec::new(),
+            };
+            certs.extend(pool);
+            verify_snp_logged(
+                &evidence.bytes,
+                &certs,
+                &roots,
+                now,
+                Platform::Snp,
+                &mut checks,
+            )
+        }
+        Platform::AzureSnpVtpm => {
+            anyhow::bail!("azure-snp-vtpm evidence is not supported by this build yet")
+        }
+    };
+    let policy = Policy {
+        allow_debug: args.allow_debug,
+        allow_simulated: args.allow_simulated,
+        expected: args.expect.into_iter().collect(),
+        nonce: args.nonce.map(|h| h.0),
+        binding: None,
+    };
+    let (evidence_ok, error) = match &verified {
+        Ok(ev) => match policy.check(ev, &mut checks) {
+            Ok(()) => (true, None),
+            Err(e) => (false, Some(e.to_string())),
+        },
+        Err(e) => (false, Some(e.to_string())),
+    };
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let doc = json!({
+            "verified": evidence_ok,
+            "platform": evidence.platform.name(),
+            "error": error,
+            "simulated": verified.as_ref().ok().map(|e| e.simulated),
+            "debug": verified.as_ref().ok().map(|e| e.debug),
+            "measurements": verified.as_ref().ok().map(|e| e.measurements.iter().map(|(k, v)| (k.clone(), json!(hex::encode(v)))).collect::<serde_json::Map<_, _>>()),
+            "facts": verified.as_ref().ok().map(|e| &e.facts),
+            "binding": verified.as_ref().ok().map(binding_json),
+            "chain": verified.as_ref().ok().map(|e| e.chain.iter().map(|c| json!({"subject": c.subject, "not_before": c.not_before, "not_after": c.not_after, "sha256": hex::encode(c.sha256)})).collect::<Vec<_>>()),
+            "checks": checks.as_slice().iter().map(|c| json!({"name": c.name, "passed": c.passed, "detail": c.detail})).collect::<Vec<_>>(),
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+    } else {
+        for c in checks.as_slice() {
+            writeln!(
+                out,
+                "[{}] {}: {}",
+                if c.passed { "PASS" } else { "FAIL" },
+                c.name,
+                c.detail
+            )?;
+        }
+        if let Ok(ev) = &verified {
+            for (k, v) in &ev.facts {
+                writeln!(out, "  {k} = {v}")?;
+            }
+            let mut names: Vec<&String> = ev.measurements.keys().collect();
+            names.sort_by_key(|k| natural_key(k));
+            for k in names {
+                writeln!(out, "  {k} = {}", hex::encode(&ev.measurements[k]))?;
+            }
+        }
+        let verdict = if evidence_ok {
+            "VERIFIED"
+        } else {
+            "NOT VERIFIED"
+        };
+        writeln!(out, "verdict: {verdict} ({})", evidence.platform)?;
+    }
+    Ok(if evidence_ok {
+        Outcome::Verified
+    } else {
+        Outcome::NotVerified
+    })
+}
+
+/// Sorts `pcr2` before `pcr10`.
+fn natural_key(name: &str) -> (String, u32) {
+    let digits = name.trim_start_matches(|c: char| !c.is_ascii_digit());
+    let prefix = &name[..name.len() - digits.len()];
+    (prefix.to_owned(), digits.parse().unwrap_or(0))
+}
+
+fn is_self_signed(cert: &ParsedCertificate) -> bool {
+    let tbs = &cert.certificate().tbs_certificate;
+    tbs.issuer == tbs.subject
+}
+
+fn binding_json(ev: &VerifiedEvidence) -> serde_json::Value {
+    let h = |v: &Option<Vec<u8>>| v.as_ref().map(hex::encode);
+    let b = &ev.binding;
+    json!({
+        "nonce": h(&b.nonce),
+        "user_data": h(&b.user_data),
+        "public_key": h(&b.public_key),
+        "report_data": h(&b.report_data),
+    })
+}

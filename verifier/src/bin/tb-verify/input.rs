@@ -1,0 +1,117 @@
+//! Reading evidence files: platform detection and encodings.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use base64::Engine;
+use trustbridge_verifier::Platform;
+use trustbridge_verifier::snp_report::REPORT_LEN;
+use trustbridge_verifier::x509::ParsedCertificate;
+
+/// Evidence bytes in their binary form, with the platform they belong to.
+pub(crate) struct Evidence {
+    pub(crate) platform: Platform,
+    pub(crate) bytes: Vec<u8>,
+}
+
+/// Reads `path` and decides the platform (unless `forced`): a Nitro document may be raw
+/// CBOR or base64; an SNP report raw (1184 bytes) or hex.
+pub(crate) fn read_evidence(path: &Path, forced: Option<Platform>) -> Result<Evidence> {
+    let raw = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = std::str::from_utf8(&raw).ok().map(str::trim);
+    let decoded_hex = text.and_then(|t| hex::decode(t).ok());
+    let decoded_b64 = text.and_then(|t| {
+        let t: String = t.split_whitespace().collect();
+        base64::engine::general_purpose::STANDARD
+            .decode(&t)
+            .or_else(|_| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t.trim_end_matches('='))
+            })
+            .ok()
+    });
+    let is_cose = |b: &[u8]| matches!(b.first(), Some(0x84 | 0xd2));
+    let candidates = [Some(raw.clone()), decoded_hex, decoded_b64];
+    let pick = |platform: Platform| -> Option<Vec<u8>> {
+        candidates
+            .iter()
+            .flatten()
+            .find(|b| match platform {
+                Platform::Nitro => is_cose(b),
+                Platform::Snp => b.len() == REPORT_LEN,
+                Platform::AzureSnpVtpm => false,
+            })
+            .cloned()
+    };
+    if let Some(platform) = forced {
+        if platform == Platform::AzureSnpVtpm {
+            bail!("azure-snp-vtpm evidence is not supported by this build yet");
+        }
+        let bytes = pick(platform).with_context(|| {
+            format!("{} does not look like {platform} evidence", path.display())
+        })?;
+        return Ok(Evidence { platform, bytes });
+    }
+    for platform in [Platform::Nitro, Platform::Snp] {
+        if let Some(bytes) = pick(platform) {
+            return Ok(Evidence { platform, bytes });
+        }
+    }
+    bail!(
+        "cannot tell the platform of {}: expected a Nitro attestation document (CBOR or base64) or a 1184-byte SNP report (raw or hex); use --platform",
+        path.display()
+    )
+}
+
+/// Reads certificates from a PEM file (any number) or a DER file (one).
+pub(crate) fn read_certificates(path: &Path) -> Result<Vec<ParsedCertificate>> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let certs =
+        if bytes.starts_with(b"-----BEGIN") || bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+            ParsedCertificate::from_pem_chain(&bytes, "certificate file")
+        } else {
+            ParsedCertificate::from_der(&bytes, "certificate file").map(|c| vec![c])
+        };
+    certs.with_context(|| format!("{} holds no usable certificate", path.display()))
+}
+
+/// Parses `--at`: RFC 3339 (`2021-03-17T22:01:55Z`) or Unix seconds.
+pub(crate) fn parse_time(s: &str) -> Result<SystemTime, String> {
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(UNIX_EPOCH + Duration::from_secs(secs));
+    }
+    humantime::parse_rfc3339_weak(s)
+        .map_err(|e| format!("{s:?} is neither RFC 3339 nor Unix seconds: {e}"))
+}
+
+/// Parses `NAME=HEX`.
+pub(crate) fn parse_expectation(s: &str) -> Result<(String, Vec<u8>), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not NAME=HEX"))?;
+    let value = hex::decode(value.trim()).map_err(|e| format!("{name}: value is not hex: {e}"))?;
+    Ok((name.trim().to_ascii_lowercase(), value))
+}
+
+/// Bytes given as hex on the command line (a newtype, so clap takes one value, not many).
+#[derive(Clone, Debug)]
+pub(crate) struct HexBytes(pub(crate) Vec<u8>);
+
+/// Parses a hex argument.
+pub(crate) fn parse_hex(s: &str) -> Result<HexBytes, String> {
+    hex::decode(s.trim())
+        .map(HexBytes)
+        .map_err(|e| format!("{s:?} is not hex: {e}"))
+}
+
+/// Parses `--platform`.
+pub(crate) fn parse_platform(s: &str) -> Result<Platform, String> {
+    match s {
+        "nitro" => Ok(Platform::Nitro),
+        "snp" | "sev-snp" => Ok(Platform::Snp),
+        "azure-snp-vtpm" => Ok(Platform::AzureSnpVtpm),
+        other => Err(format!(
+            "unknown platform {other:?}: nitro, snp or azure-snp-vtpm"
+        )),
+    }
+}
