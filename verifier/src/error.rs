@@ -50,6 +50,16 @@ pub enum VerifyError {
         /// The certificate presented as its issuer.
         issuer: String,
     },
+    /// A certificate's issuer is not among the certificates supplied.
+    #[error(
+        "the issuer of {subject} ({issuer}) is not among the supplied certificates: pass the chain (e.g. AMD's ASK and ARK with --trust-root)"
+    )]
+    IssuerNotFound {
+        /// Certificate subject.
+        subject: String,
+        /// The missing issuer's name.
+        issuer: String,
+    },
     /// A certificate's signature does not verify with its issuer's key.
     #[error("certificate {subject}: signature by its issuer does not verify")]
     CertificateSignature {
@@ -106,11 +116,13 @@ impl VerifyError {
     pub fn check(&self) -> &'static str {
         match self {
             Self::Malformed { .. } | Self::UnsupportedAlgorithm(_) => "format",
+            Self::Signature { what: "TPM quote" } => "quote signature",
             Self::Signature { .. } => "evidence signature",
             Self::CertificateNotYetValid { .. } | Self::CertificateExpired { .. } => {
                 "certificate validity"
             }
             Self::IssuerMismatch { .. }
+            | Self::IssuerNotFound { .. }
             | Self::CertificateSignature { .. }
             | Self::NotAnIssuer { .. } => "certificate chain",
             Self::LeafUsage { .. } => "signing certificate",

@@ -10,12 +10,14 @@
 //! 2. [`Policy::check`] decides whether that evidence is acceptable: debug mode,
 //!    simulation, reference measurements, nonce, evidence binding.
 //!
-//! Supported: AWS Nitro ([`verify_nitro`]) and AMD SEV-SNP ([`verify_snp`]); Azure vTPM SNP
-//! follows in the same shape.
+//! Supported: AWS Nitro ([`verify_nitro`]), AMD SEV-SNP ([`verify_snp`]) and Azure vTPM SNP
+//! ([`verify_azure`]).
 #![forbid(unsafe_code)]
 
+pub mod azure;
 mod error;
 mod evidence;
+pub mod hcl_report;
 pub mod nitro;
 mod policy;
 mod roots;
@@ -23,8 +25,10 @@ mod roots;
 pub mod simulated;
 pub mod snp;
 pub mod snp_report;
+pub mod tpm_quote;
 pub mod x509;
 
+pub use azure::{AzureEvidence, verify_azure, verify_azure_logged};
 pub use error::VerifyError;
 pub use evidence::{BindingFields, Check, Checks, Platform, VerifiedEvidence};
 pub use nitro::{verify_nitro, verify_nitro_logged};

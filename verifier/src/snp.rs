@@ -214,7 +214,7 @@ fn build_chain(
         let issuer = pool
             .iter()
             .find(|c| c.certificate().tbs_certificate.subject == tbs.issuer)
-            .ok_or_else(|| VerifyError::IssuerMismatch {
+            .ok_or_else(|| VerifyError::IssuerNotFound {
                 subject: current.subject().to_owned(),
                 issuer: tbs.issuer.to_string(),
             })?;

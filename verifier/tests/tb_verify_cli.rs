@@ -236,3 +236,57 @@ fn usage_and_io_errors_exit_2() {
         );
     }
 }
+
+#[test]
+fn azure_evidence_json_is_detected_and_verified() {
+    let Some(d) = v() else { return };
+    let ev = p(&d, "azure-snp-vtpm/trustee/evidence-v1.json");
+    let ask = p(&d, "sev-snp/amd-certs/milan_ask.pem");
+    let ark = p(&d, "sev-snp/amd-certs/milan_ark.pem");
+    let at = "2025-02-19T00:00:00Z";
+    let nonce = hex::encode(b"challenge");
+    let out = tb_verify(&[
+        "attestation",
+        &ev,
+        "--trust-root",
+        &ask,
+        "--trust-root",
+        &ark,
+        "--at",
+        at,
+        "--nonce",
+        &nonce,
+        "--json",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let j = json(&out);
+    assert_eq!(j["platform"], "azure-snp-vtpm");
+    assert_eq!(
+        j["measurements"]["tpm_pcr0"],
+        "e15c44796beabf46abcec7c57e590942041e47497e4ec27571c8b7664f48dced"
+    );
+    assert_eq!(j["binding"]["quote_nonce"], nonce);
+    // Without the ARK the chain cannot be completed, and the message says what to pass.
+    let out = tb_verify(&["attestation", &ev, "--trust-root", &ask, "--at", at]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not among the supplied certificates"));
+    // Wrong nonce.
+    let out = tb_verify(&[
+        "attestation",
+        &ev,
+        "--trust-root",
+        &ask,
+        "--trust-root",
+        &ark,
+        "--at",
+        at,
+        "--nonce",
+        "00",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+}

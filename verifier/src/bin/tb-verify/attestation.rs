@@ -8,7 +8,8 @@ use anyhow::Result;
 use serde_json::json;
 use trustbridge_verifier::x509::ParsedCertificate;
 use trustbridge_verifier::{
-    Checks, Platform, Policy, TrustRoots, VerifiedEvidence, verify_nitro_logged, verify_snp_logged,
+    AzureEvidence, Checks, Platform, Policy, TrustRoots, VerifiedEvidence, verify_azure_logged,
+    verify_nitro_logged, verify_snp_logged,
 };
 
 use crate::Outcome;
@@ -24,8 +25,8 @@ use crate::input::{
 /// SHA-256. Debug-mode and simulated evidence is rejected unless allowed.
 #[derive(Debug, clap::Args)]
 pub(crate) struct AttestationArgs {
-    /// The evidence: a Nitro attestation document (CBOR or base64) or an SNP report
-    /// (1184 bytes raw, or hex).
+    /// The evidence: a Nitro attestation document (CBOR or base64), an SNP report (1184
+    /// bytes raw, or hex), or Azure vTPM SNP evidence (JSON, versions 0 to 2).
     #[arg(value_name = "FILE")]
     file: PathBuf,
     /// The platform; detected from the file when omitted.
@@ -42,13 +43,15 @@ pub(crate) struct AttestationArgs {
     /// Simulated evidence is still rejected unless --allow-simulated is given.
     #[arg(long, value_name = "PEM")]
     simulation_root: Vec<PathBuf>,
-    /// SNP: the VCEK or VLEK (DER or PEM), optionally followed by the ASK/ASVK and ARK.
+    /// SNP and Azure: the VCEK or VLEK (DER or PEM), optionally followed by the ASK/ASVK
+    /// and ARK. Azure evidence usually carries its VCEK already.
     #[arg(long, value_name = "FILE")]
     vcek: Option<PathBuf>,
     /// Require a measurement to have this value, e.g. pcr0=HEX or measurement=HEX. Repeatable.
     #[arg(long = "expect", value_name = "NAME=HEX", value_parser = parse_expectation)]
     expect: Vec<(String, Vec<u8>)>,
-    /// Require this nonce (Nitro nonce; SNP REPORT_DATA, zero-padded to 64 bytes).
+    /// Require this nonce (Nitro nonce; SNP REPORT_DATA, zero-padded to 64 bytes; Azure
+    /// TPM quote extraData).
     #[arg(long, value_name = "HEX", value_parser = parse_hex)]
     nonce: Option<HexBytes>,
     /// Accept a debug-mode TEE.
@@ -106,9 +109,15 @@ pub(crate) fn run(args: AttestationArgs) -> Result<Outcome> {
                 &mut checks,
             )
         }
-        Platform::AzureSnpVtpm => {
-            anyhow::bail!("azure-snp-vtpm evidence is not supported by this build yet")
-        }
+        Platform::AzureSnpVtpm => match AzureEvidence::from_json(&evidence.bytes) {
+            Ok(azure) => {
+                if let Some(path) = &args.vcek {
+                    pool.extend(read_certificates(path)?);
+                }
+                verify_azure_logged(&azure, &pool, &roots, now, &mut checks)
+            }
+            Err(e) => Err(checks.failed(e)),
+        },
     };
     let policy = Policy {
         allow_debug: args.allow_debug,
@@ -193,5 +202,7 @@ fn binding_json(ev: &VerifiedEvidence) -> serde_json::Value {
         "user_data": h(&b.user_data),
         "public_key": h(&b.public_key),
         "report_data": h(&b.report_data),
+        "hcl_user_data": h(&b.hcl_user_data),
+        "quote_nonce": h(&b.quote_nonce),
     })
 }

@@ -39,26 +39,23 @@ pub(crate) fn read_evidence(path: &Path, forced: Option<Platform>) -> Result<Evi
             .find(|b| match platform {
                 Platform::Nitro => is_cose(b),
                 Platform::Snp => b.len() == REPORT_LEN,
-                Platform::AzureSnpVtpm => false,
+                Platform::AzureSnpVtpm => b.trim_ascii_start().starts_with(b"{"),
             })
             .cloned()
     };
     if let Some(platform) = forced {
-        if platform == Platform::AzureSnpVtpm {
-            bail!("azure-snp-vtpm evidence is not supported by this build yet");
-        }
         let bytes = pick(platform).with_context(|| {
             format!("{} does not look like {platform} evidence", path.display())
         })?;
         return Ok(Evidence { platform, bytes });
     }
-    for platform in [Platform::Nitro, Platform::Snp] {
+    for platform in [Platform::Nitro, Platform::Snp, Platform::AzureSnpVtpm] {
         if let Some(bytes) = pick(platform) {
             return Ok(Evidence { platform, bytes });
         }
     }
     bail!(
-        "cannot tell the platform of {}: expected a Nitro attestation document (CBOR or base64) or a 1184-byte SNP report (raw or hex); use --platform",
+        "cannot tell the platform of {}: expected a Nitro attestation document (CBOR or base64), a 1184-byte SNP report (raw or hex) or Azure vTPM evidence (JSON); use --platform",
         path.display()
     )
 }

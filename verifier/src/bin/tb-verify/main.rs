@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Verify TrustBridge evidence offline: TEE attestation (AWS Nitro, AMD SEV-SNP).
+/// Verify TrustBridge evidence offline: TEE attestation (AWS Nitro, AMD SEV-SNP, Azure vTPM SNP).
 ///
 /// Exit status: 0 verified, 1 not verified (reason printed), 2 usage or I/O error.
 #[derive(Debug, Parser)]
