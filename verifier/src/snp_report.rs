@@ -189,7 +189,16 @@ impl SnpReport {
 }
 
 /// Converts the little-endian 72-byte `r` and `s` into big-endian 48-byte halves.
+///
+/// Everything after `r` and `s` (0x330..0x4A0) is reserved and not covered by the
+/// signature, so it must be zero: no byte of an accepted report can vary unsigned.
 fn signature_be(b: &[u8]) -> Result<[u8; 96], VerifyError> {
+    if b[0x330..REPORT_LEN].iter().any(|&x| x != 0) {
+        return Err(VerifyError::malformed(
+            "SNP report",
+            "reserved bytes after the signature are not zero",
+        ));
+    }
     let mut out = [0u8; 96];
     for (half, at) in [(0usize, 0x2A0usize), (48, 0x2E8)] {
         let field = &b[at..at + 72];

@@ -330,3 +330,34 @@ fn nonce_policy_compares_report_data() {
         Err(PolicyError::MeasurementMismatch { .. })
     ));
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+    /// Random mutations of a valid report never verify (the unsigned tail must be zero).
+    #[test]
+    fn random_mutations_never_verify(edits in proptest::collection::vec((proptest::prelude::any::<proptest::sample::Index>(), 1u8..=255), 1..4)) {
+        if dir().is_none() {
+            return Ok(());
+        }
+        let (report, certs) = sets().remove(1);
+        let mut r = read(report);
+        for (index, xor) in edits {
+            let i = index.index(r.len());
+            r[i] ^= xor;
+        }
+        proptest::prop_assert!(verify_snp(&r, &certs, &TrustRoots::production(), at(FIXED)).is_err());
+    }
+}
+
+#[test]
+fn unsigned_reserved_tail_must_be_zero() {
+    if dir().is_none() {
+        return;
+    }
+    let (report, certs) = sets().remove(0);
+    let mut r = read(report);
+    r[0x400] = 1;
+    let err = verify_snp(&r, &certs, &TrustRoots::production(), at(FIXED)).unwrap_err();
+    assert!(matches!(err, VerifyError::Malformed { .. }), "{err}");
+}
