@@ -1,11 +1,12 @@
 //! `trustbridge`: the TrustBridge user tool.
 //!
-//! Provider commands (`keygen`, `seal`, `unseal`, `inspect`) and `demo`. Results go to
+//! Provider commands (`keygen`, `seal`, `unseal`, `inspect`), `kds fetch`, and `demo`. Results go to
 //! stdout, diagnostics to stderr; exit status 0 on success, 1 on failure, 2 on usage errors.
 #![forbid(unsafe_code)]
 
 mod bundle_dir;
 mod commands;
+mod kds;
 mod key_files;
 mod output_file;
 mod progress;
@@ -44,6 +45,7 @@ enum Command {
     Unseal(commands::unseal::UnsealArgs),
     Inspect(commands::inspect::InspectArgs),
     Demo(commands::demo::DemoArgs),
+    Kds(commands::kds::KdsArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +69,7 @@ fn main() -> ExitCode {
         Command::Unseal(args) => commands::unseal::run(args, cli.quiet),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Demo(args) => commands::demo::run(args, cli.quiet),
+        Command::Kds(args) => commands::kds::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -26,6 +26,7 @@ pub mod simulated;
 pub mod snp;
 pub mod snp_report;
 pub mod tpm_quote;
+pub mod vcek_cache;
 pub mod x509;
 
 pub use azure::{AzureEvidence, verify_azure, verify_azure_logged};

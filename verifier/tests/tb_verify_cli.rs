@@ -290,3 +290,50 @@ fn azure_evidence_json_is_detected_and_verified() {
     ]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn snp_vcek_from_the_local_cache() {
+    let Some(d) = v() else { return };
+    let report_path = d.join("sev-snp/trustee/test-report.bin");
+    let report =
+        trustbridge_verifier::snp_report::SnpReport::parse(&std::fs::read(&report_path).unwrap())
+            .unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    // Lay the cache out as `trustbridge kds fetch` does.
+    let vcek = trustbridge_verifier::vcek_cache::vcek_path(cache.path(), "Milan", &report);
+    std::fs::create_dir_all(vcek.parent().unwrap()).unwrap();
+    std::fs::copy(d.join("sev-snp/trustee/test-vcek.der"), &vcek).unwrap();
+    let mut chain = std::fs::read(d.join("sev-snp/amd-certs/milan_ask.pem")).unwrap();
+    chain.extend(std::fs::read(d.join("sev-snp/amd-certs/milan_ark.pem")).unwrap());
+    std::fs::write(
+        trustbridge_verifier::vcek_cache::chain_path(cache.path(), "Milan"),
+        chain,
+    )
+    .unwrap();
+    let args = [
+        "attestation",
+        report_path.to_str().unwrap(),
+        "--vcek-cache",
+        cache.path().to_str().unwrap(),
+        "--at",
+        "2025-02-19T00:00:00Z",
+    ];
+    let out = tb_verify(&args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // An empty cache: not verified, and the message asks for the key.
+    let empty = tempfile::tempdir().unwrap();
+    let out = tb_verify(&[
+        "attestation",
+        report_path.to_str().unwrap(),
+        "--vcek-cache",
+        empty.path().to_str().unwrap(),
+        "--at",
+        "2025-02-19T00:00:00Z",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+}

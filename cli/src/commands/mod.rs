@@ -2,6 +2,7 @@
 
 pub(crate) mod demo;
 pub(crate) mod inspect;
+pub(crate) mod kds;
 pub(crate) mod keygen;
 pub(crate) mod raw_stream;
 pub(crate) mod seal;

@@ -47,6 +47,10 @@ pub(crate) struct AttestationArgs {
     /// and ARK. Azure evidence usually carries its VCEK already.
     #[arg(long, value_name = "FILE")]
     vcek: Option<PathBuf>,
+    /// SNP: look up the VCEK and AMD chain in this cache (filled by `trustbridge kds
+    /// fetch`) when --vcek is not given. Never uses the network.
+    #[arg(long, value_name = "DIR")]
+    vcek_cache: Option<PathBuf>,
     /// Require a measurement to have this value, e.g. pcr0=HEX or measurement=HEX. Repeatable.
     #[arg(long = "expect", value_name = "NAME=HEX", value_parser = parse_expectation)]
     expect: Vec<(String, Vec<u8>)>,
@@ -95,9 +99,10 @@ pub(crate) fn run(args: AttestationArgs) -> Result<Outcome> {
     let verified = match evidence.platform {
         Platform::Nitro => verify_nitro_logged(&evidence.bytes, &roots, now, &mut checks),
         Platform::Snp => {
-            let mut certs = match &args.vcek {
-                Some(path) => read_certificates(path)?,
-                None => Vec::new(),
+            let mut certs = match (&args.vcek, &args.vcek_cache) {
+                (Some(path), _) => read_certificates(path)?,
+                (None, Some(cache)) => cached_vcek(&evidence.bytes, cache)?,
+                (None, None) => Vec::new(),
             };
             certs.extend(pool);
             verify_snp_logged(
@@ -180,6 +185,15 @@ pub(crate) fn run(args: AttestationArgs) -> Result<Outcome> {
     } else {
         Outcome::NotVerified
     })
+}
+
+/// The VCEK and AMD chain for the report from the cache; empty when not cached (the
+/// verification then fails with a message that asks for --vcek).
+fn cached_vcek(report: &[u8], cache: &std::path::Path) -> Result<Vec<ParsedCertificate>> {
+    let Ok(parsed) = trustbridge_verifier::snp_report::SnpReport::parse(report) else {
+        return Ok(Vec::new());
+    };
+    Ok(trustbridge_verifier::vcek_cache::load(cache, &parsed)?.unwrap_or_default())
 }
 
 /// Sorts `pcr2` before `pcr10`.

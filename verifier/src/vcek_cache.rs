@@ -1,0 +1,86 @@
+//! A local cache of AMD endorsement keys, filled by `trustbridge kds fetch` and read here
+//! without any network access.
+//!
+//! ```text
+//! <cache>/<Product>/vcek_<hwid hex>_<bl>_<tee>_<snp>_<ucode>[_<fmc>].der
+//! <cache>/<Product>/cert_chain.pem          (ASK then ARK, as AMD's KDS serves it)
+//! ```
+//!
+//! The VCEK a report needs is fully determined by the product, the chip id and the reported
+//! TCB, so the file name is the cache key.
+
+use std::path::{Path, PathBuf};
+
+use crate::VerifyError;
+use crate::snp_report::{SnpReport, TcbComponents};
+use crate::x509::ParsedCertificate;
+
+/// The AMD product lines with KDS endpoints.
+pub const PRODUCTS: [&str; 3] = ["Milan", "Genoa", "Turin"];
+
+/// The product a report names through its CPUID fields (report version 3 and later).
+pub fn product_from_report(report: &SnpReport) -> Option<&'static str> {
+    match (report.cpuid_family, report.cpuid_model) {
+        (0x19, 0x00..=0x0F) => Some("Milan"),
+        (0x19, 0x10..=0x1F | 0xA0..=0xAF) => Some("Genoa"),
+        (0x1A, _) => Some("Turin"),
+        _ => None,
+    }
+}
+
+/// The hwID KDS expects for `product`: 8 bytes of the chip id on Turin, 64 elsewhere.
+pub fn hw_id(product: &str, report: &SnpReport) -> Vec<u8> {
+    if product == "Turin" {
+        report.chip_id[..8].to_vec()
+    } else {
+        report.chip_id.to_vec()
+    }
+}
+
+/// The reported TCB decoded for `product`.
+pub fn reported_tcb(product: &str, report: &SnpReport) -> TcbComponents {
+    report.reported_tcb.components(product == "Turin")
+}
+
+/// The cache file of the VCEK for `report` on `product`.
+pub fn vcek_path(cache: &Path, product: &str, report: &SnpReport) -> PathBuf {
+    let t = reported_tcb(product, report);
+    let fmc = t.fmc.map(|f| format!("_{f}")).unwrap_or_default();
+    cache.join(product).join(format!(
+        "vcek_{}_{}_{}_{}_{}{fmc}.der",
+        hex::encode(hw_id(product, report)),
+        t.bootloader,
+        t.tee,
+        t.snp,
+        t.microcode
+    ))
+}
+
+/// The cache file of the ASK/ARK chain of `product`.
+pub fn chain_path(cache: &Path, product: &str) -> PathBuf {
+    cache.join(product).join("cert_chain.pem")
+}
+
+/// The VCEK and the AMD chain for `report` from `cache`, trying the report's product or,
+/// for version 2 reports that do not name it, every product. `Ok(None)` when not cached.
+pub fn load(
+    cache: &Path,
+    report: &SnpReport,
+) -> Result<Option<Vec<ParsedCertificate>>, VerifyError> {
+    let products: Vec<&str> = match product_from_report(report) {
+        Some(p) => vec![p],
+        None => PRODUCTS.to_vec(),
+    };
+    for product in products {
+        let vcek = vcek_path(cache, product, report);
+        let Ok(der) = std::fs::read(&vcek) else {
+            continue;
+        };
+        let mut certs = vec![ParsedCertificate::from_der(&der, "cached VCEK")?];
+        if let Ok(pem) = std::fs::read(chain_path(cache, product)) {
+            certs.extend(ParsedCertificate::from_pem_chain(&pem, "cached AMD chain")?);
+        }
+        return Ok(Some(certs));
+    }
+    Ok(None)
+}
