@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::SystemTime;
 
 use crate::VerifyError;
+use crate::snp_report::{SigningKey, TcbComponents};
 use crate::x509::CertificateInfo;
 
 /// A TEE platform.
@@ -75,6 +76,36 @@ pub struct VerifiedEvidence {
     pub chain: Vec<CertificateInfo>,
     /// Platform-specific facts for display (module id, TCB, VMPL ...), as name/value text.
     pub facts: BTreeMap<String, String>,
+    /// The typed SNP claims (SNP and Azure evidence), for policy decisions.
+    pub snp: Option<SnpClaims>,
+}
+
+/// What an SNP report says about the guest and the platform, typed for policy checks
+/// (minimum TCB, policy flags, VMPL).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnpClaims {
+    /// Report format version.
+    pub version: u32,
+    /// Guest SVN.
+    pub guest_svn: u32,
+    /// Guest policy bits (bit 19: debug; bit 16: SMT allowed; ...).
+    pub policy: u64,
+    /// VMPL of the code that requested the report.
+    pub vmpl: u32,
+    /// VCEK or VLEK.
+    pub signing_key: SigningKey,
+    /// The endorsement key's product name.
+    pub product: String,
+    /// The reported TCB (certified by the endorsement key).
+    pub reported_tcb: TcbComponents,
+    /// The current TCB.
+    pub current_tcb: TcbComponents,
+    /// The committed TCB.
+    pub committed_tcb: TcbComponents,
+    /// The TCB at launch.
+    pub launch_tcb: TcbComponents,
+    /// Platform info flags.
+    pub platform_info: u64,
 }
 
 /// One verification step and its outcome.

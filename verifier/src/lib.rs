@@ -31,7 +31,7 @@ pub mod x509;
 
 pub use azure::{AzureEvidence, verify_azure, verify_azure_logged};
 pub use error::VerifyError;
-pub use evidence::{BindingFields, Check, Checks, Platform, VerifiedEvidence};
+pub use evidence::{BindingFields, Check, Checks, Platform, SnpClaims, VerifiedEvidence};
 pub use nitro::{verify_nitro, verify_nitro_logged};
 pub use policy::{Policy, PolicyError, check_binding};
 pub use roots::{

@@ -267,5 +267,6 @@ pub fn verify_nitro_logged(
         timestamp: Some(UNIX_EPOCH + Duration::from_millis(doc.timestamp_ms)),
         chain: chain.iter().map(ParsedCertificate::info).collect(),
         facts,
+        snp: None,
     })
 }

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use x509_cert::der::Decode;
 use x509_cert::der::asn1::{Ia5String, ObjectIdentifier, OctetString};
 
-use crate::evidence::{BindingFields, Checks, Platform, VerifiedEvidence};
+use crate::evidence::{BindingFields, Checks, Platform, SnpClaims, VerifiedEvidence};
 use crate::snp_report::{SIGNED_LEN, SigningKey, SnpReport, TcbComponents};
 use crate::x509::{ParsedCertificate, verify_chain, verify_p384_fixed};
 use crate::{TrustRoots, VerifyError};
@@ -310,7 +310,22 @@ fn evidence(
     ] {
         facts.insert(k.to_owned(), v);
     }
+    let turin = info.is_turin() || r.cpuid_family == 0x1A;
+    let claims = SnpClaims {
+        version: r.version,
+        guest_svn: r.guest_svn,
+        policy: r.policy,
+        vmpl: r.vmpl,
+        signing_key: r.signing_key,
+        product: info.product.clone(),
+        reported_tcb: r.reported_tcb.components(turin),
+        current_tcb: r.current_tcb.components(turin),
+        committed_tcb: r.committed_tcb.components(turin),
+        launch_tcb: r.launch_tcb.components(turin),
+        platform_info: r.platform_info,
+    };
     VerifiedEvidence {
+        snp: Some(claims),
         platform,
         simulated,
         debug: r.debug(),

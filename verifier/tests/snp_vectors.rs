@@ -112,6 +112,20 @@ fn every_report_verifies_with_expected_fields() {
             hex::encode(ev.chain.last().unwrap().sha256),
             trustbridge_verifier::AMD_ARK_MILAN_SHA256
         );
+        let claims = ev.snp.as_ref().unwrap();
+        assert_eq!(claims.vmpl, e["vmpl"].as_u64().unwrap() as u32);
+        assert_eq!(
+            format!("{:#x}", claims.policy),
+            e["policy_hex"].as_str().unwrap()
+        );
+        assert_eq!(
+            claims.reported_tcb.microcode,
+            t["microcode"].as_u64().unwrap() as u8
+        );
+        assert_eq!(
+            claims.current_tcb.microcode,
+            e["current_tcb"]["microcode"].as_u64().unwrap() as u8
+        );
         assert_eq!(Policy::default().check(&ev, &mut Checks::default()), Ok(()));
     }
 }
