@@ -3,6 +3,7 @@
 //! - [`sealed`]: the sealed-weights stream format (Tink `AES256_GCM_HKDF`), data keys.
 //! - [`bundle`]: a sealed model: per-file associated data and the signed manifest.
 //! - [`binding`]: the evidence binding rule (sentinel keys + verifier nonce -> evidence).
+//! - [`key_release`]: key-release messages and HPKE sealing of data keys.
 //! - [`cbor`]: deterministic CBOR used by every signed structure.
 //!
 //! This crate does no file-system or network I/O and has no async: it reads and writes
@@ -13,6 +14,7 @@ pub mod binding;
 pub mod bundle;
 pub mod cbor;
 mod key_id;
+pub mod key_release;
 pub mod sealed;
 
 pub use key_id::{KeyId, KeyIdParseError};

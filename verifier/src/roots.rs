@@ -92,6 +92,22 @@ impl TrustRoots {
         });
     }
 
+    /// Trusts the root whose DER has SHA-256 `sha256` as a *simulation* root for `platform`
+    /// (the key broker's `[simulation]` policy section names roots this way).
+    pub fn add_simulation_fingerprint(
+        &mut self,
+        platform: Platform,
+        sha256: [u8; 32],
+        label: &str,
+    ) {
+        self.roots.push(TrustedRoot {
+            platform,
+            sha256,
+            simulated: true,
+            label: label.to_owned(),
+        });
+    }
+
     /// The trusted root matching `cert` for `platform`.
     pub fn find(&self, platform: Platform, cert: &ParsedCertificate) -> Option<&TrustedRoot> {
         let fp = cert.sha256();

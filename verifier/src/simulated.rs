@@ -42,6 +42,9 @@ pub enum SimError {
     /// The evidence binding is invalid.
     #[error("invalid evidence binding: {0}")]
     Binding(String),
+    /// Reading or writing a saved simulation CA failed.
+    #[error("simulation CA: {0}")]
+    Io(String),
 }
 
 const ORG: &str = "TrustBridge SIMULATION";
@@ -144,9 +147,17 @@ pub const SIM_CHIP_ID: [u8; 64] = [0x5a; 64];
 pub struct SimulatedTee {
     nitro_chain: Vec<ParsedCertificate>,
     nitro_key: EcdsaKeyPair,
+    nitro_key_pkcs8: zeroize::Zeroizing<Vec<u8>>,
     snp_chain: Vec<ParsedCertificate>,
     vcek_key: EcdsaKeyPair,
+    vcek_key_pkcs8: zeroize::Zeroizing<Vec<u8>>,
 }
+
+/// File names of a saved simulation CA directory.
+const NITRO_CHAIN: &str = "nitro_chain.pem";
+const NITRO_KEY: &str = "nitro_leaf.pk8";
+const SNP_CHAIN: &str = "snp_chain.pem";
+const VCEK_KEY: &str = "vcek.pk8";
 
 impl std::fmt::Debug for SimulatedTee {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -178,7 +189,8 @@ impl SimulatedTee {
         let leaf = leaf_params("sim-enclave")?
             .signed_by(&leaf_key, &int_issuer)
             .map_err(cert_err)?;
-        let nitro_key = signing_key(&leaf_key)?;
+        let nitro_key_pkcs8 = zeroize::Zeroizing::new(leaf_key.serialize_der());
+        let nitro_key = signing_key(&nitro_key_pkcs8)?;
 
         // SNP: ARK -> ASK -> VCEK.
         let ark_key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).map_err(cert_err)?;
@@ -202,11 +214,70 @@ impl SimulatedTee {
             ParsedCertificate::from_der(der, "simulated certificate")
                 .map_err(|e| SimError::Certificate(e.to_string()))
         };
+        let vcek_key_pkcs8 = zeroize::Zeroizing::new(vcek_key.serialize_der());
         Ok(Self {
             nitro_chain: vec![parse(leaf.der())?, parse(int.der())?, parse(root.der())?],
             nitro_key,
+            nitro_key_pkcs8,
             snp_chain: vec![parse(vcek.der())?, parse(ask.der())?, parse(ark.der())?],
-            vcek_key: signing_key(&vcek_key)?,
+            vcek_key: signing_key(&vcek_key_pkcs8)?,
+            vcek_key_pkcs8,
+        })
+    }
+
+    /// Saves the chains and signing keys to `dir` (created; key files mode 0600), so a
+    /// broker can pin the roots and later processes can produce evidence under them.
+    pub fn save(&self, dir: &std::path::Path) -> Result<(), SimError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let io = |e: std::io::Error| SimError::Io(e.to_string());
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let pem = |chain: &[ParsedCertificate]| {
+            chain.iter().map(|c| pem_block(c.der())).collect::<String>()
+        };
+        std::fs::write(dir.join(NITRO_CHAIN), pem(&self.nitro_chain)).map_err(io)?;
+        std::fs::write(dir.join(SNP_CHAIN), pem(&self.snp_chain)).map_err(io)?;
+        for (name, key) in [
+            (NITRO_KEY, &self.nitro_key_pkcs8),
+            (VCEK_KEY, &self.vcek_key_pkcs8),
+        ] {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(dir.join(name))
+                .map_err(io)?;
+            f.write_all(key).map_err(io)?;
+        }
+        Ok(())
+    }
+
+    /// Loads a simulation CA saved by [`Self::save`].
+    pub fn load(dir: &std::path::Path) -> Result<Self, SimError> {
+        let read = |name: &str| {
+            std::fs::read(dir.join(name))
+                .map_err(|e| SimError::Io(format!("{}: {e}", dir.join(name).display())))
+        };
+        let chain = |name: &str| -> Result<Vec<ParsedCertificate>, SimError> {
+            let certs = ParsedCertificate::from_pem_chain(&read(name)?, "simulation chain")
+                .map_err(|e| SimError::Certificate(e.to_string()))?;
+            if certs.len() != 3 {
+                return Err(SimError::Certificate(format!(
+                    "{name} must hold 3 certificates"
+                )));
+            }
+            Ok(certs)
+        };
+        let nitro_key_pkcs8 = zeroize::Zeroizing::new(read(NITRO_KEY)?);
+        let vcek_key_pkcs8 = zeroize::Zeroizing::new(read(VCEK_KEY)?);
+        Ok(Self {
+            nitro_chain: chain(NITRO_CHAIN)?,
+            nitro_key: signing_key(&nitro_key_pkcs8)?,
+            nitro_key_pkcs8,
+            snp_chain: chain(SNP_CHAIN)?,
+            vcek_key: signing_key(&vcek_key_pkcs8)?,
+            vcek_key_pkcs8,
         })
     }
 
@@ -399,7 +470,18 @@ fn vcek_extensions(hw_id: &[u8], tcb: TcbComponents) -> Vec<CustomExtension> {
     ]
 }
 
-fn signing_key(key: &KeyPair) -> Result<EcdsaKeyPair, SimError> {
-    EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &key.serialize_der())
-        .map_err(|_| SimError::Signing)
+fn signing_key(pkcs8: &[u8]) -> Result<EcdsaKeyPair, SimError> {
+    EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, pkcs8).map_err(|_| SimError::Signing)
+}
+
+fn pem_block(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
 }

@@ -95,8 +95,9 @@ impl DataKey {
         hmac::verify(&key, &msg, commitment).is_ok()
     }
 
-    /// The raw key bytes, for the stream cipher only.
-    pub(crate) fn expose(&self) -> &[u8; KEY_LEN] {
+    /// The raw key bytes. Only for code that must encrypt the key itself (wrapping under a
+    /// KEK, sealing to a recipient); never log, print or store them in the clear.
+    pub fn expose_secret(&self) -> &[u8; KEY_LEN] {
         &self.0
     }
 
@@ -121,7 +122,7 @@ mod tests {
         assert_eq!(file.len(), 65);
         assert!(file.ends_with('\n'));
         let back = DataKey::from_hex(&file).unwrap();
-        assert_eq!(back.expose(), k.expose());
+        assert_eq!(back.expose_secret(), k.expose_secret());
         assert!(DataKey::from_hex(file.trim_end()).is_ok());
         assert!(DataKey::from_hex(&format!("{}\r\n", file.trim_end())).is_ok());
         for bad in [

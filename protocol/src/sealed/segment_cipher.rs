@@ -67,7 +67,7 @@ pub(crate) struct SegmentCipher {
 impl SegmentCipher {
     /// Derives the segment key of the stream with `header` and `associated_data`.
     pub(crate) fn derive(key: &DataKey, header: &StreamHeader, associated_data: &[u8]) -> Self {
-        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, &header.salt).extract(key.expose());
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, &header.salt).extract(key.expose_secret());
         let info = [associated_data];
         // Invariant: 32 bytes is far below HKDF-SHA256's 255 * 32 byte limit.
         let okm = prk

@@ -1,0 +1,258 @@
+//! `tb-kms`: the TrustBridge key broker.
+//!
+//! `tb-kms serve` runs the attestation-gated key release service; `tb-kms audit verify`
+//! checks the decision log; `tb-kms kek generate` creates a key-encryption key file.
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use ed25519_dalek::VerifyingKey;
+use trustbridge_kms::broker::decision_log::verify_log;
+use trustbridge_kms::broker::kek::{KEK_ENV, Kek};
+use trustbridge_kms::broker::store::{SqliteStore, Store};
+use trustbridge_kms::broker::{Broker, service};
+
+/// The TrustBridge key broker: releases model data keys only to attested sentinels.
+#[derive(Debug, Parser)]
+#[command(name = "tb-kms", version, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Serve(ServeArgs),
+    Audit(AuditArgs),
+    Kek(KekArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Run the key broker.
+///
+/// Data keys are stored in the database only wrapped under the key-encryption key (KEK),
+/// read from --kek-file or the TB_KMS_KEK environment variable (64 hex characters). The
+/// policy (--policy) is stored in the database; later starts may omit it.
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// SQLite database (created if missing; WAL mode).
+    #[arg(long, value_name = "PATH")]
+    db: PathBuf,
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7443")]
+    listen: String,
+    /// KEK file (64 hex characters); TB_KMS_KEK is used when absent.
+    #[arg(long, value_name = "FILE")]
+    kek_file: Option<PathBuf>,
+    /// Policy TOML (see docs/POLICY.md); replaces the stored policy.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+/// Check the decision log.
+#[derive(Debug, clap::Args)]
+struct AuditArgs {
+    #[command(subcommand)]
+    command: AuditCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    Verify(AuditVerifyArgs),
+}
+
+/// Verify every signature and hash link of the decision log. Exit 0 intact, 1 broken.
+#[derive(Debug, clap::Args)]
+struct AuditVerifyArgs {
+    /// The broker's database.
+    #[arg(long, value_name = "PATH")]
+    db: PathBuf,
+    /// The decision-log public key (hex, from GET /v1/broker); or give the KEK.
+    #[arg(long, value_name = "HEX", conflicts_with = "kek_file")]
+    pubkey: Option<String>,
+    /// Derive the decision-log key from this KEK file.
+    #[arg(long, value_name = "FILE")]
+    kek_file: Option<PathBuf>,
+}
+
+/// Manage key-encryption keys.
+#[derive(Debug, clap::Args)]
+struct KekArgs {
+    #[command(subcommand)]
+    command: KekCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum KekCommand {
+    Generate(KekGenerateArgs),
+}
+
+/// Create a new random KEK file (mode 0600; refuses to overwrite).
+#[derive(Debug, clap::Args)]
+struct KekGenerateArgs {
+    /// The file to create.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Audit(AuditArgs {
+            command: AuditCommand::Verify(args),
+        }) => audit_verify(args),
+        Command::Kek(KekArgs {
+            command: KekCommand::Generate(args),
+        }) => kek_generate(args).map(|()| true),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn read_kek(path: Option<&Path>) -> Result<Kek> {
+    let text = match path {
+        Some(p) => zeroize::Zeroizing::new(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read KEK file {}", p.display()))?,
+        ),
+        None => zeroize::Zeroizing::new(
+            std::env::var(KEK_ENV)
+                .with_context(|| format!("no KEK: pass --kek-file or set {KEK_ENV}"))?,
+        ),
+    };
+    Kek::from_hex(&text).context("invalid KEK")
+}
+
+fn serve(args: ServeArgs) -> Result<bool> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    let kek = read_kek(args.kek_file.as_deref())?;
+    let policy = args
+        .policy
+        .as_deref()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read policy {}", p.display()))
+        })
+        .transpose()?;
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&args.db)
+            .with_context(|| format!("cannot open database {}", args.db.display()))?,
+    );
+    let broker = Arc::new(Broker::open(store, kek, policy.as_deref())?);
+    let info = broker.info();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        tracing::info!(
+            listen = %listener.local_addr()?,
+            registration_key = %info.registration_key,
+            decision_log_key = %info.decision_log_key,
+            simulation = info.simulation,
+            "tb-kms serving"
+        );
+        service::serve(listener, broker, shutdown_signal()).await?;
+        tracing::info!("tb-kms stopped");
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(true)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+fn audit_verify(args: AuditVerifyArgs) -> Result<bool> {
+    let key = match (&args.pubkey, &args.kek_file) {
+        (Some(hex_key), _) => {
+            let mut b = [0u8; 32];
+            hex::decode_to_slice(hex_key.trim(), &mut b)
+                .context("--pubkey must be 64 hex characters")?;
+            VerifyingKey::from_bytes(&b).context("--pubkey is not an Ed25519 key")?
+        }
+        (None, kek) => read_kek(kek.as_deref())?.decision_log_key().verifying_key(),
+    };
+    if !args.db.exists() {
+        bail!("database {} does not exist", args.db.display());
+    }
+    let store = SqliteStore::open(&args.db)?;
+    let entries = store.decisions()?;
+    let mut out = std::io::stdout().lock();
+    match verify_log(&entries, &key) {
+        Ok(n) => {
+            writeln!(
+                out,
+                "decision log intact: {n} record(s), signed by {}",
+                hex::encode(key.to_bytes())
+            )?;
+            Ok(true)
+        }
+        Err(e) => {
+            writeln!(out, "decision log BROKEN: {e}")?;
+            Ok(false)
+        }
+    }
+}
+
+fn kek_generate(args: KekGenerateArgs) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let kek = Kek::generate()?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&args.out)
+        .with_context(|| format!("cannot create {} (it must not exist)", args.out.display()))?;
+    f.write_all(kek.to_hex_line().as_bytes())?;
+    f.sync_all()?;
+    writeln!(
+        std::io::stdout().lock(),
+        "wrote {} (mode 0600)",
+        args.out.display()
+    )?;
+    Ok(())
+}

@@ -1,0 +1,221 @@
+//! The broker's HTTP API (axum).
+//!
+//! | route | |
+//! |---|---|
+//! | `GET /health` | liveness |
+//! | `GET /v1/broker` | registration key, decision-log key, simulation flag |
+//! | `POST /v1/key-release/challenge` | single-use nonce for (asset, contract) |
+//! | `POST /v1/key-release` | evidence in, HPKE-sealed data key out, or 403 with a reason code |
+//! | `POST /v1/admin/assets` | register a manifest and its (sealed) data key (signed) |
+//! | `POST /v1/admin/contracts` | add a contract (signed) |
+//! | `POST /v1/admin/contracts/{id}/revoke` | revoke a contract (signed) |
+//! | `PUT /v1/admin/policy` | replace the policy (signed) |
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use serde::Serialize;
+use trustbridge_protocol::key_release::{ChallengeRequest, ErrorBody, ReleaseRequest};
+
+use super::core::{Broker, BrokerError, ReleaseError};
+use super::messages::{ContractRequest, RegisterAssetRequest};
+
+/// The API router.
+pub fn router(broker: Arc<Broker>) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/v1/broker", get(info))
+        .route("/v1/key-release/challenge", post(challenge))
+        .route("/v1/key-release", post(release))
+        .route("/v1/admin/assets", post(register_asset))
+        .route("/v1/admin/contracts", post(add_contract))
+        .route("/v1/admin/contracts/{id}/revoke", post(revoke_contract))
+        .route("/v1/admin/policy", put(replace_policy))
+        .with_state(broker)
+}
+
+/// Serves the API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    broker: Arc<Broker>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(broker))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn error(status: StatusCode, code: &str, detail: impl Into<String>) -> Response {
+    (
+        status,
+        axum::Json(ErrorBody {
+            error: code.to_owned(),
+            detail: detail.into(),
+        }),
+    )
+        .into_response()
+}
+
+fn broker_error(e: BrokerError) -> Response {
+    match e {
+        BrokerError::BadRequest(d) => error(StatusCode::BAD_REQUEST, "bad_request", d),
+        BrokerError::Unauthorized(d) => {
+            error(StatusCode::UNAUTHORIZED, "unauthorized", d.to_string())
+        }
+        BrokerError::Conflict(d) => error(StatusCode::CONFLICT, "conflict", d),
+        BrokerError::NotFound(d) => error(StatusCode::NOT_FOUND, "not_found", d),
+        BrokerError::Policy(d) => error(StatusCode::BAD_REQUEST, "invalid_policy", d.to_string()),
+        other => {
+            tracing::error!(error = %other, "internal error");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error; see the broker log",
+            )
+        }
+    }
+}
+
+fn release_error(e: ReleaseError) -> Response {
+    match e {
+        ReleaseError::Denied(d) => error(StatusCode::FORBIDDEN, d.code.as_str(), d.detail),
+        ReleaseError::Failed(e) => broker_error(e),
+    }
+}
+
+fn ok_json<T: Serialize>(value: &T) -> Response {
+    axum::Json(value).into_response()
+}
+
+/// Runs blocking broker work (SQLite, signature verification) off the async workers.
+async fn blocking(f: impl FnOnce() -> Response + Send + 'static) -> Response {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|_| {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "request handler panicked",
+        )
+    })
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))
+}
+
+async fn info(State(b): State<Arc<Broker>>) -> Response {
+    ok_json(&b.info())
+}
+
+async fn challenge(State(b): State<Arc<Broker>>, body: Bytes) -> Response {
+    let req: ChallengeRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e),
+    };
+    blocking(move || {
+        b.challenge(&req)
+            .map_or_else(release_error, |r| ok_json(&r))
+    })
+    .await
+}
+
+async fn release(State(b): State<Arc<Broker>>, body: Bytes) -> Response {
+    let req: ReleaseRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e),
+    };
+    blocking(move || b.release(&req).map_or_else(release_error, |r| ok_json(&r))).await
+}
+
+/// Runs an admin operation after checking the request's signature.
+async fn admin(
+    b: Arc<Broker>,
+    headers: HeaderMap,
+    method: &'static str,
+    path: String,
+    body: Bytes,
+    op: impl FnOnce(&Broker, &[u8]) -> Result<Response, BrokerError> + Send + 'static,
+) -> Response {
+    blocking(move || {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        if let Err(e) = b.authorize_admin(header, method, &path, &body) {
+            tracing::warn!(error = %e, path, "admin request refused");
+            return broker_error(e);
+        }
+        op(&b, &body).unwrap_or_else(broker_error)
+    })
+    .await
+}
+
+fn done() -> Response {
+    (
+        StatusCode::OK,
+        axum::Json(serde_json::json!({ "ok": true })),
+    )
+        .into_response()
+}
+
+async fn register_asset(State(b): State<Arc<Broker>>, headers: HeaderMap, body: Bytes) -> Response {
+    admin(
+        b,
+        headers,
+        "POST",
+        "/v1/admin/assets".into(),
+        body,
+        |b, body| {
+            let req: RegisterAssetRequest =
+                serde_json::from_slice(body).map_err(|e| BrokerError::BadRequest(e.to_string()))?;
+            b.register_asset(&req).map(|()| done())
+        },
+    )
+    .await
+}
+
+async fn add_contract(State(b): State<Arc<Broker>>, headers: HeaderMap, body: Bytes) -> Response {
+    admin(
+        b,
+        headers,
+        "POST",
+        "/v1/admin/contracts".into(),
+        body,
+        |b, body| {
+            let req: ContractRequest =
+                serde_json::from_slice(body).map_err(|e| BrokerError::BadRequest(e.to_string()))?;
+            b.add_contract(&req).map(|()| done())
+        },
+    )
+    .await
+}
+
+async fn revoke_contract(
+    State(b): State<Arc<Broker>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = format!("/v1/admin/contracts/{id}/revoke");
+    admin(b, headers, "POST", path, body, move |b, _| {
+        b.revoke_contract(&id).map(|()| done())
+    })
+    .await
+}
+
+async fn replace_policy(State(b): State<Arc<Broker>>, headers: HeaderMap, body: Bytes) -> Response {
+    admin(
+        b,
+        headers,
+        "PUT",
+        "/v1/admin/policy".into(),
+        body,
+        |b, body| {
+            let text = std::str::from_utf8(body)
+                .map_err(|_| BrokerError::BadRequest("policy is not UTF-8".into()))?;
+            b.replace_policy(text).map(|()| done())
+        },
+    )
+    .await
+}

@@ -1,0 +1,339 @@
+//! The broker's durable state behind a trait, with a SQLite implementation (WAL mode).
+//!
+//! Everything that must survive a restart lives here: registered assets (with their data
+//! keys wrapped under the KEK), contracts and their release counters, issued nonces, the
+//! decision log and the current policy. Operations that must be atomic (consuming a nonce,
+//! counting a release against a limit, appending to the hash chain) are single SQL
+//! statements or transactions under one connection lock.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::evaluate::Contract;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database reported an error.
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// The lock was poisoned by a panic in another request.
+    #[error("database lock poisoned")]
+    Poisoned,
+    /// A record already exists.
+    #[error("{0} already exists")]
+    Exists(String),
+}
+
+/// A registered asset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AssetRecord {
+    /// Asset id.
+    pub id: String,
+    /// The verified `manifest.cose`.
+    pub manifest: Vec<u8>,
+    /// SHA-256 of `manifest.cose`.
+    pub manifest_sha256: [u8; 32],
+    /// The provider's public key.
+    pub provider_key: [u8; 32],
+    /// The data key wrapped under the KEK.
+    pub wrapped_key: Vec<u8>,
+}
+
+/// What consuming a nonce found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NonceState {
+    /// Issued for (asset, contract), unused, within its TTL: now consumed.
+    Valid {
+        /// The asset.
+        asset: String,
+        /// The contract.
+        contract: String,
+    },
+    /// Issued but past its TTL (now consumed too).
+    Expired,
+    /// Never issued, or already used.
+    UnknownOrUsed,
+}
+
+/// One decision-log entry as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredDecision {
+    /// Sequence number, from 1.
+    pub seq: u64,
+    /// The deterministic-CBOR record.
+    pub record: Vec<u8>,
+    /// Ed25519 signature over the record (see `decision_log`).
+    pub signature: Vec<u8>,
+}
+
+/// Builds decision record number `seq` from the previous record: returns (record, signature).
+pub type RecordBuilder<'a> = dyn FnMut(u64, Option<&[u8]>) -> (Vec<u8>, Vec<u8>) + 'a;
+
+/// The broker's storage.
+pub trait Store: Send + Sync {
+    /// Registers (or replaces) an asset.
+    fn put_asset(&self, asset: &AssetRecord) -> Result<(), StoreError>;
+    /// A registered asset.
+    fn asset(&self, id: &str) -> Result<Option<AssetRecord>, StoreError>;
+    /// Adds a contract; fails if the id exists.
+    fn add_contract(&self, c: &Contract) -> Result<(), StoreError>;
+    /// Inserts or updates a contract's terms, keeping its release counter.
+    fn upsert_contract_terms(&self, c: &Contract) -> Result<(), StoreError>;
+    /// Revokes a contract; false if it does not exist.
+    fn revoke_contract(&self, id: &str) -> Result<bool, StoreError>;
+    /// A contract.
+    fn contract(&self, id: &str) -> Result<Option<Contract>, StoreError>;
+    /// Counts one release if the contract is not revoked and below its limit; false otherwise.
+    fn count_release(&self, contract: &str) -> Result<bool, StoreError>;
+    /// Records an issued nonce.
+    fn issue_nonce(
+        &self,
+        nonce: &[u8],
+        asset: &str,
+        contract: &str,
+        expires_at: u64,
+    ) -> Result<(), StoreError>;
+    /// Consumes a nonce at `now` (single use).
+    fn consume_nonce(&self, nonce: &[u8], now: u64) -> Result<NonceState, StoreError>;
+    /// Appends a decision built by `build(seq, last_record)`, atomically with respect to
+    /// other appends.
+    fn append_decision(&self, build: &mut RecordBuilder<'_>) -> Result<u64, StoreError>;
+    /// The whole decision log, in order.
+    fn decisions(&self) -> Result<Vec<StoredDecision>, StoreError>;
+    /// The stored policy text.
+    fn policy(&self) -> Result<Option<String>, StoreError>;
+    /// Replaces the stored policy text.
+    fn set_policy(&self, toml: &str, now: u64) -> Result<(), StoreError>;
+}
+
+/// SQLite storage.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteStore")
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS assets (
+    id TEXT PRIMARY KEY, manifest BLOB NOT NULL, manifest_sha256 BLOB NOT NULL,
+    provider_key BLOB NOT NULL, wrapped_key BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS contracts (
+    id TEXT PRIMARY KEY, asset TEXT NOT NULL, not_before INTEGER NOT NULL, not_after INTEGER NOT NULL,
+    max_releases INTEGER, revoked INTEGER NOT NULL DEFAULT 0, releases INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS nonces (
+    nonce BLOB PRIMARY KEY, asset TEXT NOT NULL, contract TEXT NOT NULL,
+    expires_at INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS decisions (
+    seq INTEGER PRIMARY KEY, record BLOB NOT NULL, signature BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS policy (
+    id INTEGER PRIMARY KEY CHECK (id = 1), toml TEXT NOT NULL, updated_at INTEGER NOT NULL);
+";
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path`, in WAL mode with full sync.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StoreError> {
+        self.conn.lock().map_err(|_| StoreError::Poisoned)
+    }
+}
+
+fn contract_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Contract> {
+    Ok(Contract {
+        id: row.get(0)?,
+        asset: row.get(1)?,
+        not_before: row.get::<_, i64>(2)? as u64,
+        not_after: row.get::<_, i64>(3)? as u64,
+        max_releases: row.get::<_, Option<i64>>(4)?.map(|m| m as u64),
+        revoked: row.get::<_, i64>(5)? != 0,
+        releases: row.get::<_, i64>(6)? as u64,
+    })
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Store for SqliteStore {
+    fn put_asset(&self, a: &AssetRecord) -> Result<(), StoreError> {
+        self.conn()?.execute(
+            "INSERT INTO assets (id, manifest, manifest_sha256, provider_key, wrapped_key) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(id) DO UPDATE SET manifest = ?2, manifest_sha256 = ?3, provider_key = ?4, wrapped_key = ?5",
+            params![a.id, a.manifest, a.manifest_sha256.to_vec(), a.provider_key.to_vec(), a.wrapped_key],
+        )?;
+        Ok(())
+    }
+
+    fn asset(&self, id: &str) -> Result<Option<AssetRecord>, StoreError> {
+        let conn = self.conn()?;
+        let row = conn
+            .query_row(
+                "SELECT id, manifest, manifest_sha256, provider_key, wrapped_key FROM assets WHERE id = ?1",
+                params![id],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, Vec<u8>>(2)?, r.get::<_, Vec<u8>>(3)?, r.get::<_, Vec<u8>>(4)?)),
+            )
+            .optional()?;
+        Ok(
+            row.and_then(|(id, manifest, digest, provider, wrapped_key)| {
+                Some(AssetRecord {
+                    id,
+                    manifest,
+                    manifest_sha256: digest.try_into().ok()?,
+                    provider_key: provider.try_into().ok()?,
+                    wrapped_key,
+                })
+            }),
+        )
+    }
+
+    fn add_contract(&self, c: &Contract) -> Result<(), StoreError> {
+        let n = self.conn()?.execute(
+            "INSERT OR IGNORE INTO contracts (id, asset, not_before, not_after, max_releases, revoked, releases)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)",
+            params![c.id, c.asset, i64_of(c.not_before), i64_of(c.not_after), c.max_releases.map(i64_of), c.revoked as i64],
+        )?;
+        if n == 0 {
+            return Err(StoreError::Exists(format!("contract {}", c.id)));
+        }
+        Ok(())
+    }
+
+    fn upsert_contract_terms(&self, c: &Contract) -> Result<(), StoreError> {
+        self.conn()?.execute(
+            "INSERT INTO contracts (id, asset, not_before, not_after, max_releases, revoked, releases)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)
+             ON CONFLICT(id) DO UPDATE SET asset = ?2, not_before = ?3, not_after = ?4, max_releases = ?5,
+                 revoked = MAX(revoked, ?6)",
+            params![c.id, c.asset, i64_of(c.not_before), i64_of(c.not_after), c.max_releases.map(i64_of), c.revoked as i64],
+        )?;
+        Ok(())
+    }
+
+    fn revoke_contract(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.conn()?.execute(
+            "UPDATE contracts SET revoked = 1 WHERE id = ?1",
+            params![id],
+        )? == 1)
+    }
+
+    fn contract(&self, id: &str) -> Result<Option<Contract>, StoreError> {
+        Ok(self
+            .conn()?
+            .query_row(
+                "SELECT id, asset, not_before, not_after, max_releases, revoked, releases FROM contracts WHERE id = ?1",
+                params![id],
+                contract_from_row,
+            )
+            .optional()?)
+    }
+
+    fn count_release(&self, contract: &str) -> Result<bool, StoreError> {
+        let n = self.conn()?.execute(
+            "UPDATE contracts SET releases = releases + 1
+             WHERE id = ?1 AND revoked = 0 AND (max_releases IS NULL OR releases < max_releases)",
+            params![contract],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn issue_nonce(
+        &self,
+        nonce: &[u8],
+        asset: &str,
+        contract: &str,
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        let conn = self.conn()?;
+        // Forget nonces that expired long ago, so the table stays small.
+        conn.execute(
+            "DELETE FROM nonces WHERE expires_at < ?1",
+            params![i64_of(expires_at.saturating_sub(3600))],
+        )?;
+        conn.execute(
+            "INSERT INTO nonces (nonce, asset, contract, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            params![nonce, asset, contract, i64_of(expires_at)],
+        )?;
+        Ok(())
+    }
+
+    fn consume_nonce(&self, nonce: &[u8], now: u64) -> Result<NonceState, StoreError> {
+        let conn = self.conn()?;
+        let row = conn
+            .query_row(
+                "UPDATE nonces SET used = 1 WHERE nonce = ?1 AND used = 0 RETURNING asset, contract, expires_at",
+                params![nonce],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)? as u64)),
+            )
+            .optional()?;
+        Ok(match row {
+            None => NonceState::UnknownOrUsed,
+            Some((_, _, expires_at)) if now > expires_at => NonceState::Expired,
+            Some((asset, contract, _)) => NonceState::Valid { asset, contract },
+        })
+    }
+
+    fn append_decision(&self, build: &mut RecordBuilder<'_>) -> Result<u64, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        let last: Option<(i64, Vec<u8>)> = tx
+            .query_row(
+                "SELECT seq, record FROM decisions ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let seq = last.as_ref().map_or(1, |(s, _)| *s as u64 + 1);
+        let (record, signature) = build(seq, last.as_ref().map(|(_, r)| r.as_slice()));
+        tx.execute(
+            "INSERT INTO decisions (seq, record, signature) VALUES (?1, ?2, ?3)",
+            params![i64_of(seq), record, signature],
+        )?;
+        tx.commit()?;
+        Ok(seq)
+    }
+
+    fn decisions(&self) -> Result<Vec<StoredDecision>, StoreError> {
+        let conn = self.conn()?;
+        let mut stmt = conn.prepare("SELECT seq, record, signature FROM decisions ORDER BY seq")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(StoredDecision {
+                seq: r.get::<_, i64>(0)? as u64,
+                record: r.get(1)?,
+                signature: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn policy(&self) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()?
+            .query_row("SELECT toml FROM policy WHERE id = 1", [], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn set_policy(&self, toml: &str, now: u64) -> Result<(), StoreError> {
+        self.conn()?.execute(
+            "INSERT INTO policy (id, toml, updated_at) VALUES (1, ?1, ?2) ON CONFLICT(id) DO UPDATE SET toml = ?1, updated_at = ?2",
+            params![toml, i64_of(now)],
+        )?;
+        Ok(())
+    }
+}

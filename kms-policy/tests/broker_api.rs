@@ -1,0 +1,724 @@
+//! The key broker end to end over HTTP on loopback, with simulated TEE evidence: releases,
+//! every denial reason, persistence across restarts, the release limit under concurrency,
+//! no data key in the database files, and the decision log.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use trustbridge_kms::broker::decision_log::verify_log;
+use trustbridge_kms::broker::kek::Kek;
+use trustbridge_kms::broker::store::{SqliteStore, Store};
+use trustbridge_kms::broker::{Broker, ContractRequest, service};
+use trustbridge_kms::client::{AdminSigner, ClientError, Evidence, KmsClient};
+use trustbridge_protocol::binding::EvidenceBinding;
+use trustbridge_protocol::bundle::{
+    AssetId, BundlePath, Manifest, ProviderSigningKey, SignedManifest, seal_file,
+};
+use trustbridge_protocol::sealed::{DataKey, SegmentSize};
+use trustbridge_verifier::simulated::{NitroSpec, SimulatedTee, SnpSpec};
+
+const ASSET: &str = "acme/model@v1";
+/// The broker's clock starts at the real time: admin requests are signed with the real time.
+fn start_time() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    kek_hex: String,
+    sim: SimulatedTee,
+    provider: ProviderSigningKey,
+    admin: ProviderSigningKey,
+    key: DataKey,
+    manifest: Vec<u8>,
+    clock: Arc<AtomicU64>,
+}
+
+struct Running {
+    client: KmsClient,
+    broker: Arc<Broker>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let provider = ProviderSigningKey::generate().unwrap();
+        let key = DataKey::generate().unwrap();
+        let asset = AssetId::new(ASSET).unwrap();
+        let mut ct = Vec::new();
+        let entry = seal_file(
+            &key,
+            &asset,
+            BundlePath::new("model.bin").unwrap(),
+            SegmentSize::new(4096).unwrap(),
+            &b"weights"[..],
+            &mut ct,
+        )
+        .unwrap();
+        let manifest =
+            Manifest::new(asset, start_time(), provider.public(), &key, vec![entry]).unwrap();
+        let manifest = SignedManifest::sign(manifest, &provider)
+            .unwrap()
+            .as_bytes()
+            .to_vec();
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            kek_hex: Kek::generate().unwrap().to_hex_line().trim().to_owned(),
+            sim: SimulatedTee::new().unwrap(),
+            provider,
+            admin: ProviderSigningKey::generate().unwrap(),
+            key,
+            manifest,
+            clock: Arc::new(AtomicU64::new(start_time())),
+        }
+    }
+
+    fn db(&self) -> PathBuf {
+        self.dir.path().join("kms.db")
+    }
+
+    fn policy(&self, simulation: bool) -> String {
+        let fp = |c: &trustbridge_verifier::x509::ParsedCertificate| hex::encode(c.sha256());
+        let sim = if simulation {
+            format!(
+                "[simulation]\nnitro_root_sha256 = [\"{}\"]\nsnp_root_sha256 = [\"{}\"]\n",
+                fp(self.sim.nitro_root()),
+                fp(self.sim.snp_root())
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            r#"
+[admin]
+keys = ["{admin}"]
+{sim}
+[[asset]]
+id = "{ASSET}"
+provider_key = "{provider}"
+
+  [[asset.nitro]]
+  pcr0 = "{pcr0}"
+  pcr1 = "{pcr1}"
+  pcr2 = "{pcr2}"
+
+  [[asset.snp]]
+  measurement = "{m}"
+  min_tcb = {{ bootloader = 4, snp = 24, microcode = 219 }}
+
+[[contract]]
+id = "c-policy"
+asset = "{ASSET}"
+not_before = "2026-01-01T00:00:00Z"
+not_after = "2030-01-01T00:00:00Z"
+"#,
+            admin = self.admin.public().to_hex(),
+            provider = self.provider.public().to_hex(),
+            pcr0 = "10".repeat(48),
+            pcr1 = "11".repeat(48),
+            pcr2 = "12".repeat(48),
+            m = "4d".repeat(48),
+        )
+    }
+
+    fn start(&self, policy: Option<&str>) -> Running {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&self.db()).unwrap());
+        let clock = self.clock.clone();
+        let broker = Arc::new(
+            Broker::with_clock(
+                store,
+                Kek::from_hex(&self.kek_hex).unwrap(),
+                policy,
+                Box::new(move || clock.load(Ordering::SeqCst)),
+            )
+            .unwrap(),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let b = broker.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                service::serve(listener, b, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        let addr = addr_rx.recv().unwrap();
+        Running {
+            client: KmsClient::new(&format!("http://{addr}")),
+            broker,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    fn signer(&self) -> AdminSigner {
+        let pem = self.admin.to_pkcs8_pem().unwrap();
+        let key = ProviderSigningKey::from_pkcs8_pem(&pem).unwrap();
+        AdminSigner {
+            public_key: self.admin.public().to_bytes(),
+            sign: Box::new(move |m| key.sign(m)),
+        }
+    }
+
+    fn register(&self, r: &Running) {
+        r.client
+            .register_asset(ASSET, &self.manifest, &self.key, &self.signer())
+            .unwrap();
+    }
+
+    fn contract(&self, r: &Running, id: &str, max: Option<u64>) {
+        let c = ContractRequest {
+            id: id.into(),
+            asset: ASSET.into(),
+            not_before: "2026-01-01T00:00:00Z".into(),
+            not_after: "2030-01-01T00:00:00Z".into(),
+            max_releases: max,
+        };
+        r.client.add_contract(&c, &self.signer()).unwrap();
+    }
+
+    fn nitro(
+        &self,
+        spec: NitroSpec,
+    ) -> impl FnOnce(&EvidenceBinding) -> Result<Evidence, String> + '_ {
+        move |b| sim_nitro(&self.sim, spec, b)
+    }
+
+    fn snp(&self, spec: SnpSpec) -> impl FnOnce(&EvidenceBinding) -> Result<Evidence, String> + '_ {
+        move |b| sim_snp(&self.sim, spec, b)
+    }
+}
+
+/// Simulated Nitro evidence that carries `b`.
+fn sim_nitro(sim: &SimulatedTee, spec: NitroSpec, b: &EvidenceBinding) -> Result<Evidence, String> {
+    let doc = sim
+        .nitro_document(&spec.bind(b).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    Ok(Evidence {
+        platform: "nitro".into(),
+        bytes: doc,
+        certificates: vec![],
+    })
+}
+
+/// Simulated SNP evidence that carries `b`, with the simulator's VCEK, ASK and ARK.
+fn sim_snp(sim: &SimulatedTee, spec: SnpSpec, b: &EvidenceBinding) -> Result<Evidence, String> {
+    let report = sim
+        .snp_report(&spec.bind(b).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    Ok(Evidence {
+        platform: "snp".into(),
+        bytes: report,
+        certificates: sim
+            .snp_certificates()
+            .iter()
+            .map(|c| c.der().to_vec())
+            .collect(),
+    })
+}
+
+fn denial(r: Result<impl std::fmt::Debug, ClientError>) -> String {
+    match r {
+        Err(ClientError::Denied { code, .. }) => code,
+        other => panic!("expected a denial, got {other:?}"),
+    }
+}
+
+#[test]
+fn release_end_to_end_on_nitro_and_snp() {
+    let f = Fixture::new();
+    let r = f.start(Some(&f.policy(true)));
+    f.register(&r);
+    let (key, resp) = r
+        .client
+        .release_with_evidence(ASSET, "c-policy", [1; 32], f.nitro(NitroSpec::default()))
+        .unwrap();
+    assert_eq!(key.key_id(), f.key.key_id());
+    assert_eq!(resp.provider_key, f.provider.public().to_hex());
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &f.manifest);
+    assert_eq!(resp.manifest_sha256, hex::encode(digest));
+    let (key, _) = r
+        .client
+        .release_with_evidence(ASSET, "c-policy", [1; 32], f.snp(SnpSpec::default()))
+        .unwrap();
+    assert_eq!(key.key_id(), f.key.key_id());
+    let info = r.client.info().unwrap();
+    assert!(info.simulation);
+    let log = r.broker.store().decisions().unwrap();
+    let vk = Kek::from_hex(&f.kek_hex)
+        .unwrap()
+        .decision_log_key()
+        .verifying_key();
+    assert_eq!(verify_log(&log, &vk), Ok(2));
+}
+
+#[test]
+fn every_denial_reason_is_triggered_by_its_cause() {
+    let f = Fixture::new();
+    let r = f.start(Some(&f.policy(true)));
+    f.register(&r);
+    let c = &r.client;
+
+    // measurement_mismatch (Nitro PCR and SNP TCB below the minimum).
+    let mut spec = NitroSpec::default();
+    spec.pcrs.insert(2, vec![0x99; 48]);
+    assert_eq!(
+        denial(c.release_with_evidence(ASSET, "c-policy", [1; 32], f.nitro(spec))),
+        "measurement_mismatch"
+    );
+    let mut low = SnpSpec::default();
+    low.reported_tcb.microcode = 200;
+    let sim_low = SimulatedTee::with_vcek_hw_id(
+        &trustbridge_verifier::simulated::SIM_CHIP_ID,
+        low.reported_tcb,
+    )
+    .unwrap();
+    let low_evidence = |b: &EvidenceBinding| sim_snp(&sim_low, low.clone(), b);
+    // Another simulator's ARK is not pinned: its evidence is simulated and untrusted.
+    assert_eq!(
+        denial(c.release_with_evidence(ASSET, "c-policy", [1; 32], low_evidence)),
+        "simulation_not_allowed"
+    );
+
+    // debug_forbidden.
+    let mut debug = NitroSpec::default();
+    debug.pcrs.insert(0, vec![0; 48]);
+    assert_eq!(
+        denial(c.release_with_evidence(ASSET, "c-policy", [1; 32], f.nitro(debug))),
+        "debug_forbidden"
+    );
+    let debug_snp = SnpSpec {
+        policy: 0x30000 | (1 << 19),
+        ..SnpSpec::default()
+    };
+    assert_eq!(
+        denial(c.release_with_evidence(ASSET, "c-policy", [1; 32], f.snp(debug_snp))),
+        "debug_forbidden"
+    );
+
+    // unknown_asset and unknown_contract.
+    assert_eq!(
+        denial(c.challenge("acme/other@v1", "c-policy")),
+        "unknown_asset"
+    );
+    assert_eq!(denial(c.challenge(ASSET, "c-nope")), "unknown_contract");
+
+    // contract_revoked: at the challenge, and for a nonce issued before the revocation.
+    f.contract(&r, "c-revoke", None);
+    let pending = c.challenge(ASSET, "c-revoke").unwrap();
+    c.revoke_contract("c-revoke", &f.signer()).unwrap();
+    assert_eq!(denial(c.challenge(ASSET, "c-revoke")), "contract_revoked");
+    let req = release_request(&f, &pending.nonce, None);
+    assert_eq!(denial(c.release(&req)), "contract_revoked");
+
+    // release_limit.
+    f.contract(&r, "c-one", Some(1));
+    c.release_with_evidence(ASSET, "c-one", [1; 32], f.nitro(NitroSpec::default()))
+        .unwrap();
+    assert_eq!(
+        denial(c.release_with_evidence(ASSET, "c-one", [1; 32], f.nitro(NitroSpec::default()))),
+        "release_limit"
+    );
+
+    // nonce_unknown_or_used: a forged nonce, and a reused one.
+    assert_eq!(
+        denial(c.release(&release_request(&f, &"00".repeat(32), None))),
+        "nonce_unknown_or_used"
+    );
+    let ch = c.challenge(ASSET, "c-policy").unwrap();
+    let req = release_request(&f, &ch.nonce, None);
+    c.release(&req).unwrap();
+    assert_eq!(denial(c.release(&req)), "nonce_unknown_or_used");
+
+    // nonce_expired.
+    let ch = c.challenge(ASSET, "c-policy").unwrap();
+    f.clock.fetch_add(61, Ordering::SeqCst);
+    assert_eq!(
+        denial(c.release(&release_request(&f, &ch.nonce, None))),
+        "nonce_expired"
+    );
+    f.clock.fetch_sub(61, Ordering::SeqCst);
+
+    // binding_mismatch: evidence bound to another release key than the one sent.
+    let ch = c.challenge(ASSET, "c-policy").unwrap();
+    let req = release_request(&f, &ch.nonce, Some([9; 32]));
+    assert_eq!(denial(c.release(&req)), "binding_mismatch");
+
+    // evidence_invalid: a flipped byte.
+    let ch = c.challenge(ASSET, "c-policy").unwrap();
+    let mut req = release_request(&f, &ch.nonce, None);
+    let mut doc = base64_decode(&req.evidence);
+    let n = doc.len();
+    doc[n - 3] ^= 1;
+    req.evidence = base64_encode(&doc);
+    assert_eq!(denial(c.release(&req)), "evidence_invalid");
+
+    // contract_expired: the clock passes the contract's end.
+    let real = f.clock.load(Ordering::SeqCst);
+    f.clock.store(1_900_000_000, Ordering::SeqCst); // 2030-03, after the contract's end
+    assert_eq!(denial(c.challenge(ASSET, "c-policy")), "contract_expired");
+    f.clock.store(real, Ordering::SeqCst);
+
+    // simulation_not_allowed: the same evidence once the policy drops [simulation].
+    c.replace_policy(&f.policy(false), &f.signer()).unwrap();
+    assert_eq!(
+        denial(c.release_with_evidence(ASSET, "c-policy", [1; 32], f.nitro(NitroSpec::default()))),
+        "simulation_not_allowed"
+    );
+
+    // Every decision is in an intact log, and no record carries a key.
+    let vk = Kek::from_hex(&f.kek_hex)
+        .unwrap()
+        .decision_log_key()
+        .verifying_key();
+    let log = r.broker.store().decisions().unwrap();
+    assert!(verify_log(&log, &vk).unwrap() >= 15);
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, s).unwrap()
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b)
+}
+
+/// A release request for `nonce` with simulated Nitro evidence; `sent_release_key`
+/// replaces the release key in the request (not in the evidence) when given.
+fn release_request(
+    f: &Fixture,
+    nonce_hex: &str,
+    sent_release_key: Option<[u8; 32]>,
+) -> trustbridge_protocol::key_release::ReleaseRequest {
+    let release = trustbridge_protocol::key_release::HpkeKeyPair::generate();
+    let binding = EvidenceBinding {
+        nonce: hex::decode(nonce_hex).unwrap(),
+        ohttp_keys_sha256: [1; 32],
+        receipt_key: [2; 32],
+        release_key: release.public_key(),
+    };
+    let doc = f
+        .sim
+        .nitro_document(&NitroSpec::default().bind(&binding).unwrap())
+        .unwrap();
+    trustbridge_protocol::key_release::ReleaseRequest {
+        nonce: nonce_hex.to_owned(),
+        platform: "nitro".into(),
+        evidence: base64_encode(&doc),
+        certificates: vec![],
+        binding: trustbridge_protocol::key_release::BindingKeys {
+            ohttp_keys_sha256: hex::encode([1u8; 32]),
+            receipt_key: hex::encode([2u8; 32]),
+            release_key: hex::encode(sent_release_key.unwrap_or(release.public_key())),
+        },
+    }
+}
+
+#[test]
+fn restart_keeps_assets_contracts_and_counters() {
+    let f = Fixture::new();
+    {
+        let r = f.start(Some(&f.policy(true)));
+        f.register(&r);
+        f.contract(&r, "c-two", Some(2));
+        r.client
+            .release_with_evidence(ASSET, "c-two", [1; 32], f.nitro(NitroSpec::default()))
+            .unwrap();
+    }
+    // Restart without a policy argument: everything comes from the database.
+    let r = f.start(None);
+    let (key, _) = r
+        .client
+        .release_with_evidence(ASSET, "c-two", [1; 32], f.nitro(NitroSpec::default()))
+        .unwrap();
+    assert_eq!(key.key_id(), f.key.key_id());
+    assert_eq!(
+        denial(r.client.release_with_evidence(
+            ASSET,
+            "c-two",
+            [1; 32],
+            f.nitro(NitroSpec::default())
+        )),
+        "release_limit"
+    );
+    let vk = Kek::from_hex(&f.kek_hex)
+        .unwrap()
+        .decision_log_key()
+        .verifying_key();
+    assert_eq!(
+        verify_log(&r.broker.store().decisions().unwrap(), &vk),
+        Ok(3)
+    );
+}
+
+#[test]
+fn a_hundred_concurrent_releases_against_a_limit_of_fifty() {
+    let f = Fixture::new();
+    let r = f.start(Some(&f.policy(true)));
+    f.register(&r);
+    f.contract(&r, "c-fifty", Some(50));
+    let outcomes: Vec<Result<String, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..100)
+            .map(|_| {
+                s.spawn(|| {
+                    match r.client.release_with_evidence(
+                        ASSET,
+                        "c-fifty",
+                        [1; 32],
+                        f.nitro(NitroSpec::default()),
+                    ) {
+                        Ok((key, _)) => Ok(key.key_id().to_string()),
+                        Err(ClientError::Denied { code, .. }) => Err(code),
+                        Err(other) => panic!("unexpected failure: {other}"),
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let released = outcomes.iter().filter(|o| o.is_ok()).count();
+    assert_eq!(released, 50);
+    assert!(
+        outcomes
+            .iter()
+            .filter_map(|o| o.as_ref().err())
+            .all(|code| code == "release_limit")
+    );
+    assert_eq!(
+        r.broker
+            .store()
+            .contract("c-fifty")
+            .unwrap()
+            .unwrap()
+            .releases,
+        50
+    );
+}
+
+#[test]
+fn the_data_key_never_reaches_the_database_files() {
+    let f = Fixture::new();
+    let r = f.start(Some(&f.policy(true)));
+    f.register(&r);
+    for _ in 0..3 {
+        r.client
+            .release_with_evidence(ASSET, "c-policy", [1; 32], f.nitro(NitroSpec::default()))
+            .unwrap();
+    }
+    drop(r);
+    let raw = f.key.expose_secret().to_vec();
+    let hexed = hex::encode(&raw);
+    let mut scanned = 0;
+    for entry in std::fs::read_dir(f.dir.path()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        scanned += bytes.len();
+        assert!(
+            !bytes.windows(32).any(|w| w == raw.as_slice()),
+            "raw data key found"
+        );
+        assert!(
+            !bytes
+                .windows(64)
+                .any(|w| w.eq_ignore_ascii_case(hexed.as_bytes())),
+            "hex data key found"
+        );
+    }
+    assert!(
+        scanned > 4096,
+        "the database files were scanned ({scanned} bytes)"
+    );
+}
+
+#[test]
+fn tampered_decision_log_fails_verification() {
+    let f = Fixture::new();
+    {
+        let r = f.start(Some(&f.policy(true)));
+        f.register(&r);
+        r.client
+            .release_with_evidence(ASSET, "c-policy", [1; 32], f.nitro(NitroSpec::default()))
+            .unwrap();
+        let _ = denial(r.client.challenge(ASSET, "c-nope"));
+        r.client
+            .release_with_evidence(ASSET, "c-policy", [1; 32], f.nitro(NitroSpec::default()))
+            .unwrap();
+    }
+    let audit = |extra: &[&str]| {
+        let kek_file = f.dir.path().join("kek");
+        std::fs::write(&kek_file, &f.kek_hex).unwrap();
+        let mut args = vec![
+            "audit",
+            "verify",
+            "--db",
+            f.db().to_str().unwrap().to_owned().leak(),
+            "--kek-file",
+            kek_file.to_str().unwrap().to_owned().leak(),
+        ];
+        args.extend_from_slice(extra);
+        std::process::Command::new(env!("CARGO_BIN_EXE_tb-kms"))
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    let ok = audit(&[]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("3 record(s)"));
+    // Rewrite the second record's reason (a denial turned into silence).
+    let conn = rusqlite::Connection::open(f.db()).unwrap();
+    let record: Vec<u8> = conn
+        .query_row("SELECT record FROM decisions WHERE seq = 2", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    let pos = record
+        .windows(16)
+        .position(|w| w == b"unknown_contract")
+        .unwrap();
+    let mut forged = record.clone();
+    forged[pos..pos + 16].copy_from_slice(b"unknown_contrac_");
+    conn.execute("UPDATE decisions SET record = ?1 WHERE seq = 2", [forged])
+        .unwrap();
+    drop(conn);
+    let broken = audit(&[]);
+    assert_eq!(broken.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&broken.stdout).contains("record 2"),
+        "{}",
+        String::from_utf8_lossy(&broken.stdout)
+    );
+    // Deleting a record is caught too.
+    let conn = rusqlite::Connection::open(f.db()).unwrap();
+    conn.execute("UPDATE decisions SET record = ?1 WHERE seq = 2", [record])
+        .unwrap();
+    assert_eq!(audit(&[]).status.code(), Some(0));
+    conn.execute("DELETE FROM decisions WHERE seq = 2", [])
+        .unwrap();
+    drop(conn);
+    assert_eq!(audit(&[]).status.code(), Some(1));
+}
+
+#[test]
+fn admin_api_requires_a_fresh_signature_by_an_admin_key() {
+    let f = Fixture::new();
+    let r = f.start(Some(&f.policy(true)));
+    let stranger = ProviderSigningKey::generate().unwrap();
+    let pem = stranger.to_pkcs8_pem().unwrap();
+    let key = ProviderSigningKey::from_pkcs8_pem(&pem).unwrap();
+    let signer = AdminSigner {
+        public_key: stranger.public().to_bytes(),
+        sign: Box::new(move |m| key.sign(m)),
+    };
+    match r.client.register_asset(ASSET, &f.manifest, &f.key, &signer) {
+        Err(ClientError::Http { status: 401, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    // Registration checks the manifest's signer and the key commitment.
+    let wrong_key = DataKey::generate().unwrap();
+    match r
+        .client
+        .register_asset(ASSET, &f.manifest, &wrong_key, &f.signer())
+    {
+        Err(ClientError::Http {
+            status: 400,
+            detail,
+            ..
+        }) => assert!(detail.contains("wrong data key"), "{detail}"),
+        other => panic!("{other:?}"),
+    }
+    let forged = {
+        let asset = AssetId::new(ASSET).unwrap();
+        let m = Manifest::new(
+            asset,
+            start_time(),
+            stranger.public(),
+            &f.key,
+            SignedManifest::verify(&f.manifest, None)
+                .unwrap()
+                .manifest()
+                .files
+                .clone(),
+        )
+        .unwrap();
+        SignedManifest::sign(m, &stranger)
+            .unwrap()
+            .as_bytes()
+            .to_vec()
+    };
+    match r.client.register_asset(ASSET, &forged, &f.key, &f.signer()) {
+        Err(ClientError::Http {
+            status: 400,
+            detail,
+            ..
+        }) => assert!(detail.contains("signed by provider key"), "{detail}"),
+        other => panic!("{other:?}"),
+    }
+    // Unsigned and replayed requests.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("{}/v1/admin/contracts/c-policy/revoke", r.client_url());
+    assert_eq!(
+        agent.post(&url).send(&[][..]).unwrap().status().as_u16(),
+        401
+    );
+    let headers = trustbridge_kms::broker::admin_auth::sign_request(
+        &f.admin.public().to_bytes(),
+        |m| f.admin.sign(m),
+        "POST",
+        "/v1/admin/contracts/c-policy/revoke",
+        start_time(),
+        b"",
+    );
+    let send = || {
+        let mut req = agent.post(&url);
+        for (k, v) in &headers {
+            req = req.header(*k, v);
+        }
+        req.send(&[][..]).unwrap().status().as_u16()
+    };
+    assert_eq!(send(), 200);
+    assert_eq!(send(), 401, "a replayed admin request is refused");
+}
+
+impl Running {
+    fn client_url(&self) -> String {
+        format!("{:?}", self.client)
+            .split('"')
+            .nth(1)
+            .unwrap()
+            .to_owned()
+    }
+}
