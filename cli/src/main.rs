@@ -1,6 +1,7 @@
 //! `trustbridge`: the TrustBridge user tool.
 //!
-//! Provider commands (`keygen`, `seal`, `unseal`, `inspect`), `kds fetch`, and `demo`. Results go to
+//! Provider commands (`keygen`, `seal`, `unseal`, `inspect`, `register`, `contract`,
+//! `policy compile`), `key-release`, `sim-ca`, `kds fetch`, and `demo`. Results go to
 //! stdout, diagnostics to stderr; exit status 0 on success, 1 on failure, 2 on usage errors.
 #![forbid(unsafe_code)]
 
@@ -46,6 +47,11 @@ enum Command {
     Inspect(commands::inspect::InspectArgs),
     Demo(commands::demo::DemoArgs),
     Kds(commands::kds::KdsArgs),
+    Policy(commands::policy::PolicyArgs),
+    Register(commands::kms_admin::RegisterArgs),
+    Contract(commands::kms_admin::ContractArgs),
+    KeyRelease(commands::key_release::KeyReleaseArgs),
+    SimCa(commands::key_release::SimCaArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +76,15 @@ fn main() -> ExitCode {
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Demo(args) => commands::demo::run(args, cli.quiet),
         Command::Kds(args) => commands::kds::run(args),
+        Command::Policy(args) => commands::policy::run(args),
+        Command::Register(args) => commands::kms_admin::register(args),
+        Command::Contract(args) => commands::kms_admin::contract(args),
+        Command::KeyRelease(args) => match commands::key_release::run(args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
+        Command::SimCa(args) => commands::key_release::sim_ca(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,7 +3,10 @@
 pub(crate) mod demo;
 pub(crate) mod inspect;
 pub(crate) mod kds;
+pub(crate) mod key_release;
 pub(crate) mod keygen;
+pub(crate) mod kms_admin;
+pub(crate) mod policy;
 pub(crate) mod raw_stream;
 pub(crate) mod seal;
 pub(crate) mod unseal;
