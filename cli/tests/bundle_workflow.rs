@@ -422,4 +422,10 @@ fn demo_runs_end_to_end() {
     assert!(out.contains("demo passed"), "{out}");
     assert!(out.contains("flipped byte rejected"), "{out}");
     assert!(out.contains("wrong key rejected"), "{out}");
+    assert!(
+        out.contains("simulated enclave attested and received the data key"),
+        "{out}"
+    );
+    assert!(out.contains("was denied: measurement_mismatch"), "{out}");
+    assert!(out.contains("decision log: 2 signed"), "{out}");
 }

@@ -18,11 +18,13 @@ use crate::sizes::human;
 
 /// Run the TrustBridge pipeline end to end on this machine.
 ///
-/// Creates a provider key and a synthetic model, seals it into a signed bundle, verifies
-/// the bundle pinned to the provider key, decrypts the weights in memory on all cores as the
-/// sentinel does at hydrate time, shows that a flipped byte and a wrong key are rejected,
-/// and unseals the bundle to check it byte for byte. The key broker, relay and sentinel
-/// stages join this demo as they land (docs/ROADMAP.md).
+/// Creates a provider key and a synthetic model and seals it into a signed bundle. Then it
+/// starts an embedded key broker whose policy pins the provider, the manifest and the
+/// enclave's PCRs, registers the data key, and lets a simulated enclave obtain the key
+/// through an attested release (a foreign enclave is denied). With the released key it
+/// decrypts the weights in memory on all cores as the sentinel does, shows that a flipped
+/// byte and a wrong key are rejected, and unseals the bundle to check it byte for byte.
+/// The relay and sentinel processes join this demo as they land (docs/ROADMAP.md).
 #[derive(Debug, clap::Args)]
 pub(crate) struct DemoArgs {
     /// Size of the synthetic model weights in MiB.
@@ -125,7 +127,10 @@ pub(crate) fn run(args: DemoArgs, quiet: bool) -> Result<()> {
         "manifest signature verified against the pinned provider key",
     )?;
 
-    // 5. Hydrate + decrypt in memory, all cores, as the sentinel does.
+    // 5. Key broker and attested key release to a simulated enclave.
+    let released = super::demo_broker::run(dir, &mut out, &provider, &key, &verified)?;
+
+    // 6. Hydrate + decrypt in memory, all cores, as the sentinel does.
     let vm = verified.manifest();
     let entry = vm
         .files
@@ -135,7 +140,8 @@ pub(crate) fn run(args: DemoArgs, quiet: bool) -> Result<()> {
     let sealed = fs::read(sealed_file(&bundle_dir, &entry.path))?;
     let threads = default_threads();
     let started = Instant::now();
-    let plain = bundle::open_file_in_memory(&key, vm, entry, &sealed, threads)?;
+    // The enclave decrypts with the key it was released, not the provider's copy.
+    let plain = bundle::open_file_in_memory(&released, vm, entry, &sealed, threads)?;
     let secs = started.elapsed().as_secs_f64();
     ensure!(
         *plain == weights,
@@ -149,7 +155,7 @@ pub(crate) fn run(args: DemoArgs, quiet: bool) -> Result<()> {
         ),
     )?;
 
-    // 6. Tampering and a wrong key are rejected with typed errors.
+    // 7. Tampering and a wrong key are rejected with typed errors.
     let mut tampered = sealed.clone();
     let middle = tampered.len() / 2;
     tampered[middle] ^= 0x01;
@@ -173,7 +179,7 @@ pub(crate) fn run(args: DemoArgs, quiet: bool) -> Result<()> {
         other => bail!("a wrong key was not rejected as expected: {other:?}"),
     }
 
-    // 7. Unseal to disk and compare.
+    // 8. Unseal to disk and compare.
     let unsealed = dir.join("unsealed");
     unseal_bundle(&bundle_dir, &verified, &key, &unsealed, false, quiet)?;
     ensure!(
@@ -187,7 +193,7 @@ pub(crate) fn run(args: DemoArgs, quiet: bool) -> Result<()> {
 
     writeln!(
         out,
-        "demo passed. Not in this build yet: key broker (tb-kms), host relay (tb-relay), sentinel (tb-sentinel); see docs/ROADMAP.md"
+        "demo passed. Not in this build yet: host relay (tb-relay) and sentinel (tb-sentinel) as processes; see docs/ROADMAP.md"
     )?;
     if args.workdir.is_some() {
         writeln!(out, "artifacts kept in {}", dir.display())?;
