@@ -2,6 +2,8 @@
 //! sentinel, serves sealed bundles, forwards allow-listed egress, and stores receipt logs.
 //! It holds no keys.
 //!
-//! Status: the crate is created with the workspace; the relay lands with the
-//! "sentinel and host relay" issue (see `docs/ROADMAP.md`).
+//! Built so far: [`egress`], the sentinel's only way out. The ingress proxy, bundle
+//! serving and the `tb-relay` binary follow (see `docs/ROADMAP.md`).
 #![forbid(unsafe_code)]
+
+pub mod egress;
