@@ -2,6 +2,13 @@
 //! model data key through an attestation-gated key release, decrypts sealed weights in
 //! memory and serves inference behind an Oblivious HTTP gateway.
 //!
-//! Status: the crate is created with the workspace; the sentinel lands with the
-//! "sentinel and host relay" issue (see `docs/ROADMAP.md`).
+//! Built so far:
+//! - [`attestation`]: where evidence comes from (Nitro NSM, SEV-SNP configfs-tsm, the
+//!   simulated TEE), with auto-detection.
+//! - [`boot`]: the boot state machine and its retry policy.
+//!
+//! The `tb-sentinel` binary, hydrate and the health API follow (see `docs/ROADMAP.md`).
 #![forbid(unsafe_code)]
+
+pub mod attestation;
+pub mod boot;

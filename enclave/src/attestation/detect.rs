@@ -1,0 +1,84 @@
+//! Choosing the attestation provider: an explicit override, or auto-detection.
+
+use std::path::{Path, PathBuf};
+
+use super::{
+    AttestError, AttestationProvider, CONFIGFS_TSM_REPORT_DIR, ConfigfsTsm, NSM_DEVICE, NitroNsm,
+};
+
+/// What the operator asked for (`--tee` / `TB_TEE`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TeeChoice {
+    /// Probe the machine.
+    Auto,
+    /// AWS Nitro (NSM).
+    Nitro,
+    /// AMD SEV-SNP (configfs-tsm).
+    Snp,
+}
+
+/// Where detection looks; [`Probe::system`] is the real machine, tests point elsewhere.
+#[derive(Clone, Debug)]
+pub struct Probe {
+    /// The NSM device.
+    pub nsm_device: PathBuf,
+    /// The configfs-tsm report directory.
+    pub configfs_tsm: PathBuf,
+    /// The legacy SEV guest device.
+    pub sev_guest: PathBuf,
+}
+
+impl Probe {
+    /// The real paths.
+    pub fn system() -> Self {
+        Self {
+            nsm_device: NSM_DEVICE.into(),
+            configfs_tsm: CONFIGFS_TSM_REPORT_DIR.into(),
+            sev_guest: "/dev/sev-guest".into(),
+        }
+    }
+}
+
+/// The hardware provider for `choice`; the simulated TEE is never chosen here (it is only
+/// used when `--tee simulated` is given, by the caller). The error names every path probed.
+pub fn detect(
+    choice: &TeeChoice,
+    probe: &Probe,
+) -> Result<Box<dyn AttestationProvider>, AttestError> {
+    let exists = |p: &Path| p.exists();
+    let nitro = || -> Box<dyn AttestationProvider> { Box::new(NitroNsm) };
+    let snp =
+        || -> Box<dyn AttestationProvider> { Box::new(ConfigfsTsm::new(&probe.configfs_tsm)) };
+    let probed = || {
+        format!(
+            "{} ({}), {} ({}), {} ({})",
+            probe.nsm_device.display(),
+            state(exists(&probe.nsm_device)),
+            probe.configfs_tsm.display(),
+            state(exists(&probe.configfs_tsm)),
+            probe.sev_guest.display(),
+            state(exists(&probe.sev_guest)),
+        )
+    };
+    match choice {
+        TeeChoice::Nitro if exists(&probe.nsm_device) => Ok(nitro()),
+        TeeChoice::Snp if exists(&probe.configfs_tsm) => Ok(snp()),
+        TeeChoice::Auto if exists(&probe.nsm_device) => Ok(nitro()),
+        TeeChoice::Auto if exists(&probe.configfs_tsm) => Ok(snp()),
+        TeeChoice::Snp | TeeChoice::Auto if exists(&probe.sev_guest) => {
+            Err(AttestError::NoTee(format!(
+                "{}; only {} exists: this kernel lacks configfs-tsm (Linux 6.7+), which TrustBridge requires for SEV-SNP",
+                probed(),
+                probe.sev_guest.display()
+            )))
+        }
+        _ => Err(AttestError::NoTee(format!(
+            "{}; use --tee simulated for development",
+            probed()
+        ))),
+    }
+}
+
+fn state(present: bool) -> &'static str {
+    if present { "present" } else { "absent" }
+}

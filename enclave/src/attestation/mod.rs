@@ -1,0 +1,59 @@
+//! Attestation providers: how the sentinel obtains evidence that binds its keys.
+//!
+//! Every provider takes the [`EvidenceBinding`] (the sentinel's public keys and the key
+//! broker's nonce) and returns evidence that carries it as the binding rule prescribes
+//! (`trustbridge_protocol::binding`). [`detect`] picks the provider of the machine the
+//! sentinel runs on; the simulated TEE is used only when asked for explicitly.
+
+mod configfs_tsm;
+mod detect;
+mod nitro;
+mod simulated;
+
+use trustbridge_protocol::binding::EvidenceBinding;
+
+pub use configfs_tsm::{CONFIGFS_TSM_REPORT_DIR, ConfigfsTsm, parse_cert_table};
+pub use detect::{Probe, TeeChoice, detect};
+pub use nitro::{NSM_DEVICE, NitroNsm};
+pub use simulated::{SimulatedPlatform, SimulatedProvider};
+
+/// Evidence ready to send to the key broker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Evidence {
+    /// `nitro`, `snp` or `azure-snp-vtpm`.
+    pub platform: &'static str,
+    /// The evidence bytes (Nitro document, SNP report, or Azure evidence JSON).
+    pub bytes: Vec<u8>,
+    /// Accompanying certificates (DER): for SNP the VCEK, ASK and ARK when available.
+    pub certificates: Vec<Vec<u8>>,
+}
+
+/// Obtaining evidence failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AttestError {
+    /// The TEE device or interface is missing or refused the request.
+    #[error("{provider}: {detail}")]
+    Device {
+        /// The provider.
+        provider: &'static str,
+        /// What failed.
+        detail: String,
+    },
+    /// The binding could not be encoded.
+    #[error("evidence binding: {0}")]
+    Binding(String),
+    /// No TEE was found.
+    #[error("no TEE found; probed: {0}")]
+    NoTee(String),
+}
+
+/// A source of attestation evidence.
+pub trait AttestationProvider: Send + Sync {
+    /// A short name for logs (`nitro-nsm`, `snp-configfs-tsm`, `simulated-nitro`, ...).
+    fn name(&self) -> &'static str;
+    /// Whether the evidence is simulated (never true for hardware providers).
+    fn simulated(&self) -> bool;
+    /// Evidence that carries `binding`.
+    fn evidence(&self, binding: &EvidenceBinding) -> Result<Evidence, AttestError>;
+}
