@@ -5,10 +5,14 @@
 //! Built so far:
 //! - [`attestation`]: where evidence comes from (Nitro NSM, SEV-SNP configfs-tsm, the
 //!   simulated TEE), with auto-detection.
+//! - [`keys`]: the boot-time keys bound into the evidence.
+//! - [`authorize`]: the key release through the relay's egress tunnel.
 //! - [`boot`]: the boot state machine and its retry policy.
 //!
 //! The `tb-sentinel` binary, hydrate and the health API follow (see `docs/ROADMAP.md`).
 #![forbid(unsafe_code)]
 
 pub mod attestation;
+pub mod authorize;
 pub mod boot;
+pub mod keys;

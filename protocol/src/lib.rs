@@ -4,6 +4,7 @@
 //! - [`bundle`]: a sealed model: per-file associated data and the signed manifest.
 //! - [`binding`]: the evidence binding rule (sentinel keys + verifier nonce -> evidence).
 //! - [`key_release`]: key-release messages and HPKE sealing of data keys.
+//! - [`ohttp`]: the Oblivious HTTP key configuration the evidence binding covers.
 //! - [`cbor`]: deterministic CBOR used by every signed structure.
 //!
 //! This crate does no file-system or network I/O and has no async: it reads and writes
@@ -15,6 +16,7 @@ pub mod bundle;
 pub mod cbor;
 mod key_id;
 pub mod key_release;
+pub mod ohttp;
 pub mod sealed;
 
 pub use key_id::{KeyId, KeyIdParseError};
