@@ -7,6 +7,7 @@
 //!   simulated TEE), with auto-detection.
 //! - [`keys`]: the boot-time keys bound into the evidence.
 //! - [`authorize`]: the key release through the relay's egress tunnel.
+//! - [`hydrate`]: fetching the sealed bundle through the relay and decrypting it in memory.
 //! - [`boot`]: the boot state machine and its retry policy.
 //!
 //! The `tb-sentinel` binary, hydrate and the health API follow (see `docs/ROADMAP.md`).
@@ -15,4 +16,5 @@
 pub mod attestation;
 pub mod authorize;
 pub mod boot;
+pub mod hydrate;
 pub mod keys;

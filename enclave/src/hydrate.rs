@@ -1,0 +1,252 @@
+//! Hydrate and Decrypt: fetch the sealed bundle from the relay, check it against what the
+//! key release named, and decrypt it on all cores into memory.
+//!
+//! - The manifest must have the digest the broker named, verify under the provider key the
+//!   broker named, and commit to the released data key.
+//! - Each sealed file is downloaded in ranged chunks by `concurrency` parallel requests; a
+//!   failed chunk is retried with back-off (so a relay restart only delays hydration) and
+//!   chunks already received are kept (resume).
+//! - Decryption runs in parallel and returns plaintext only when every segment verified;
+//!   any failure is fatal (`tampered_bundle`). Plaintext lives only in memory, in buffers
+//!   that are zeroized on drop; nothing is written to disk.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use tokio::sync::Semaphore;
+use trustbridge_protocol::bundle::{
+    self, FileEntry, MANIFEST_FILE, ProviderPublicKey, SEALED_SUFFIX, SignedManifest,
+};
+use trustbridge_transport::Endpoint;
+use zeroize::Zeroizing;
+
+use crate::authorize::Released;
+use crate::boot::{Backoff, StepError};
+
+/// How hydration downloads.
+#[derive(Clone, Copy, Debug)]
+pub struct HydrateConfig {
+    /// Parallel chunk requests (`TB_DOWNLOAD_CONCURRENCY`).
+    pub concurrency: usize,
+    /// Chunk size in bytes (`TB_DOWNLOAD_CHUNK_BYTES`).
+    pub chunk_bytes: u64,
+    /// Retry policy for each request.
+    pub backoff: Backoff,
+    /// Decryption threads.
+    pub threads: usize,
+}
+
+impl Default for HydrateConfig {
+    /// 8 parallel 8 MiB chunks, the default back-off, one decryption thread per core.
+    fn default() -> Self {
+        Self {
+            concurrency: 8,
+            chunk_bytes: 8 << 20,
+            backoff: Backoff::default(),
+            threads: trustbridge_protocol::sealed::default_threads(),
+        }
+    }
+}
+
+/// The decrypted model, in memory.
+pub struct Model {
+    /// The verified manifest.
+    pub manifest: SignedManifest,
+    /// Plaintext by bundle path (zeroized on drop).
+    pub files: BTreeMap<String, Zeroizing<Vec<u8>>>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Model({} files, asset {})",
+            self.files.len(),
+            self.manifest.manifest().asset_id
+        )
+    }
+}
+
+fn fatal(code: &str, detail: impl Into<String>) -> StepError {
+    StepError::Fatal {
+        code: code.to_owned(),
+        detail: detail.into(),
+    }
+}
+
+/// Percent-encodes a bundle path for a URL (each component; `/` kept).
+fn url_path(path: &str) -> String {
+    path.split('/')
+        .map(|c| {
+            c.bytes()
+                .map(|b| {
+                    if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// One GET over a fresh connection to `source`; `range` is inclusive.
+async fn get(source: &Endpoint, path: &str, range: Option<(u64, u64)>) -> Result<Bytes, StepError> {
+    let transient = |e: String| StepError::Transient(format!("relay {path}: {e}"));
+    let stream = trustbridge_transport::connect(source)
+        .await
+        .map_err(|e| transient(e.to_string()))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| transient(e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut req = hyper::Request::get(path).header(hyper::header::HOST, "relay");
+    if let Some((start, end)) = range {
+        req = req.header(hyper::header::RANGE, format!("bytes={start}-{end}"));
+    }
+    let req = req
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| fatal("internal", e.to_string()))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| transient(e.to_string()))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| transient(e.to_string()))?
+        .to_bytes();
+    match (status, range) {
+        (200, None) => Ok(body),
+        (206, Some((start, end))) if body.len() as u64 == end - start + 1 => Ok(body),
+        (206, Some(_)) => Err(transient(format!(
+            "short range answer ({} bytes)",
+            body.len()
+        ))),
+        (404, _) => Err(fatal("bundle_missing", format!("the relay has no {path}"))),
+        (s, _) if s >= 500 => Err(transient(format!("HTTP {s}"))),
+        (s, _) => Err(fatal("bundle_missing", format!("{path}: HTTP {s}"))),
+    }
+}
+
+/// `get` with retries on transient failures.
+async fn get_retrying(
+    source: &Endpoint,
+    path: &str,
+    range: Option<(u64, u64)>,
+    backoff: Backoff,
+) -> Result<Bytes, StepError> {
+    let attempts = backoff.attempts.max(1);
+    for attempt in 1..=attempts {
+        match get(source, path, range).await {
+            Err(StepError::Transient(e)) if attempt < attempts => {
+                let wait = backoff.delay(attempt - 1);
+                tracing::warn!(path, attempt, wait_ms = wait.as_millis() as u64, error = %e, "download failed; retrying");
+                tokio::time::sleep(wait).await;
+            }
+            Err(StepError::Transient(e)) => {
+                return Err(fatal(
+                    "unavailable",
+                    format!("{e} (gave up after {attempts} attempts)"),
+                ));
+            }
+            other => return other,
+        }
+    }
+    Err(fatal("unavailable", "not attempted"))
+}
+
+/// Downloads one sealed file in parallel ranged chunks.
+async fn download(
+    source: &Endpoint,
+    entry: &FileEntry,
+    config: &HydrateConfig,
+) -> Result<Vec<u8>, StepError> {
+    let path = format!("/bundle/{}{SEALED_SUFFIX}", url_path(entry.path.as_str()));
+    let len = entry.ciphertext_len;
+    let chunk = config.chunk_bytes.max(1);
+    let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut start = 0;
+    while start < len {
+        let end = (start + chunk).min(len) - 1;
+        let (source, path, slots, backoff) =
+            (source.clone(), path.clone(), slots.clone(), config.backoff);
+        tasks.spawn(async move {
+            let _permit = slots
+                .acquire_owned()
+                .await
+                .map_err(|e| fatal("internal", e.to_string()))?;
+            get_retrying(&source, &path, Some((start, end)), backoff)
+                .await
+                .map(|b| (start, b))
+        });
+        start = end + 1;
+    }
+    let mut out = vec![0u8; len as usize];
+    while let Some(joined) = tasks.join_next().await {
+        let (offset, bytes) = joined.map_err(|e| fatal("internal", e.to_string()))??;
+        out[offset as usize..offset as usize + bytes.len()].copy_from_slice(&bytes);
+    }
+    Ok(out)
+}
+
+/// Fetches, checks and decrypts the bundle at `source` for the key release `released`.
+pub async fn hydrate(
+    source: &Endpoint,
+    released: &Released,
+    config: &HydrateConfig,
+) -> Result<Model, StepError> {
+    let bytes = get_retrying(
+        source,
+        &format!("/bundle/{MANIFEST_FILE}"),
+        None,
+        config.backoff,
+    )
+    .await?;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
+    if digest.as_ref() != released.manifest_sha256 {
+        return Err(fatal(
+            "manifest_mismatch",
+            "the relay's manifest is not the one the key broker named",
+        ));
+    }
+    let provider = ProviderPublicKey::from_bytes(&released.provider_key)
+        .map_err(|e| fatal("manifest_invalid", e.to_string()))?;
+    let manifest = SignedManifest::verify(&bytes, Some(&provider))
+        .map_err(|e| fatal("manifest_invalid", e.to_string()))?;
+    manifest
+        .manifest()
+        .check_data_key(&released.key)
+        .map_err(|e| fatal("wrong_key", e.to_string()))?;
+    let mut files = BTreeMap::new();
+    for entry in &manifest.manifest().files {
+        let started = std::time::Instant::now();
+        let ciphertext = download(source, entry, config).await?;
+        let downloaded = started.elapsed();
+        let (key, m, e, threads) = (
+            released.key.clone(),
+            manifest.manifest().clone(),
+            entry.clone(),
+            config.threads,
+        );
+        let plain = tokio::task::spawn_blocking(move || {
+            bundle::open_file_in_memory(&key, &m, &e, &ciphertext, threads)
+        })
+        .await
+        .map_err(|e| fatal("internal", e.to_string()))?
+        .map_err(|e| fatal("tampered_bundle", e.to_string()))?;
+        tracing::info!(path = %entry.path, bytes = entry.plaintext_len, download_ms = downloaded.as_millis() as u64, total_ms = started.elapsed().as_millis() as u64, "file hydrated and decrypted");
+        files.insert(entry.path.as_str().to_owned(), plain);
+    }
+    Ok(Model { manifest, files })
+}

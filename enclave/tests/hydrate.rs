@@ -1,0 +1,212 @@
+//! Hydrate and Decrypt through the relay's bundle server on a Unix socket: the model
+//! decrypts in memory; a tampered blob, another manifest or another provider fail with
+//! their reason and no plaintext; a relay restart during the download only delays it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use trustbridge_enclave::authorize::Released;
+use trustbridge_enclave::boot::{Backoff, StepError};
+use trustbridge_enclave::hydrate::{HydrateConfig, hydrate};
+use trustbridge_protocol::bundle::{
+    AssetId, BundlePath, MANIFEST_FILE, Manifest, ProviderSigningKey, SignedManifest, seal_file,
+};
+use trustbridge_protocol::sealed::{DataKey, SegmentSize};
+use trustbridge_transport::{Endpoint, Listener};
+
+struct Bundle {
+    dir: tempfile::TempDir,
+    key: DataKey,
+    provider: ProviderSigningKey,
+    digest: [u8; 32],
+    weights: Vec<u8>,
+}
+
+fn weights(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[2])
+        .collect()
+}
+
+fn bundle() -> Bundle {
+    let dir = tempfile::tempdir().unwrap();
+    let key = DataKey::generate().unwrap();
+    let provider = ProviderSigningKey::generate().unwrap();
+    let asset = AssetId::new("acme/llm@v1").unwrap();
+    let seg = SegmentSize::new(64 * 1024).unwrap();
+    let weights = weights(3 * 1024 * 1024 + 123);
+    let mut entries = Vec::new();
+    for (path, data) in [
+        ("weights/model bin.gguf", weights.as_slice()),
+        ("config.json", b"{}".as_slice()),
+    ] {
+        let file = dir.path().join(format!("{path}.sealed"));
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        let mut out = std::fs::File::create(&file).unwrap();
+        entries.push(
+            seal_file(
+                &key,
+                &asset,
+                BundlePath::new(path).unwrap(),
+                seg,
+                data,
+                &mut out,
+            )
+            .unwrap(),
+        );
+    }
+    let signed = SignedManifest::sign(
+        Manifest::new(asset, 0, provider.public(), &key, entries).unwrap(),
+        &provider,
+    )
+    .unwrap();
+    std::fs::write(dir.path().join(MANIFEST_FILE), signed.as_bytes()).unwrap();
+    Bundle {
+        dir,
+        key,
+        provider,
+        digest: signed.digest(),
+        weights,
+    }
+}
+
+fn released(b: &Bundle) -> Released {
+    Released {
+        key: b.key.clone(),
+        manifest_sha256: b.digest,
+        provider_key: b.provider.public().to_bytes(),
+    }
+}
+
+/// Serves the bundle on `endpoint`; counts requests; returns the server task.
+async fn relay(
+    dir: &Path,
+    endpoint: &Endpoint,
+    counter: Arc<AtomicUsize>,
+) -> tokio::task::JoinHandle<()> {
+    let app = trustbridge_relay::bundles::router(dir.to_owned()).layer(axum::middleware::from_fn(
+        move |req, next: axum::middleware::Next| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                next.run(req).await
+            }
+        },
+    ));
+    let listener = Listener::bind(endpoint).await.unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() })
+}
+
+fn config() -> HydrateConfig {
+    HydrateConfig {
+        concurrency: 4,
+        chunk_bytes: 256 * 1024,
+        backoff: Backoff {
+            initial: Duration::from_millis(20),
+            max: Duration::from_millis(200),
+            attempts: 40,
+        },
+        threads: 2,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hydrates_and_decrypts_in_memory() {
+    let b = bundle();
+    let sock = tempfile::tempdir().unwrap();
+    let endpoint = Endpoint::Unix(sock.path().join("bundles.sock"));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let _relay = relay(b.dir.path(), &endpoint, requests.clone()).await;
+    let model = hydrate(&endpoint, &released(&b), &config()).await.unwrap();
+    assert_eq!(*model.files["weights/model bin.gguf"], b.weights);
+    assert_eq!(model.files["config.json"].as_slice(), b"{}");
+    // Ranged, parallel downloads: manifest + at least 13 chunks for the weights.
+    assert!(
+        requests.load(Ordering::SeqCst) >= 15,
+        "{}",
+        requests.load(Ordering::SeqCst)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampering_and_substitution_fail_with_their_reason() {
+    let b = bundle();
+    let sock = tempfile::tempdir().unwrap();
+    let endpoint = Endpoint::Unix(sock.path().join("bundles.sock"));
+    let _relay = relay(b.dir.path(), &endpoint, Arc::new(AtomicUsize::new(0))).await;
+    let code = |r: Result<_, StepError>| match r {
+        Err(StepError::Fatal { code, .. }) => code,
+        other => panic!(
+            "expected a fatal error, got {:?}",
+            other.map(|_: trustbridge_enclave::hydrate::Model| ())
+        ),
+    };
+    // The broker named another manifest.
+    let mut other = released(&b);
+    other.manifest_sha256[0] ^= 1;
+    assert_eq!(
+        code(hydrate(&endpoint, &other, &config()).await),
+        "manifest_mismatch"
+    );
+    // The broker named another provider.
+    let mut other = released(&b);
+    other.provider_key = ProviderSigningKey::generate().unwrap().public().to_bytes();
+    assert_eq!(
+        code(hydrate(&endpoint, &other, &config()).await),
+        "manifest_invalid"
+    );
+    // A flipped byte in the sealed weights.
+    let file = b.dir.path().join("weights/model bin.gguf.sealed");
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[2_000_000] ^= 1;
+    std::fs::write(&file, bytes).unwrap();
+    assert_eq!(
+        code(hydrate(&endpoint, &released(&b), &config()).await),
+        "tampered_bundle"
+    );
+    // A missing file.
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(
+        code(hydrate(&endpoint, &released(&b), &config()).await),
+        "bundle_missing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_restart_during_hydrate_only_delays_it() {
+    let b = bundle();
+    let sock = tempfile::tempdir().unwrap();
+    let endpoint = Endpoint::Unix(sock.path().join("bundles.sock"));
+    let requests = Arc::new(AtomicUsize::new(0));
+    let first = relay(b.dir.path(), &endpoint, requests.clone()).await;
+    let config = HydrateConfig {
+        chunk_bytes: 64 * 1024,
+        concurrency: 2,
+        ..config()
+    };
+    let rel = released(&b);
+    let (ep, cfg) = (endpoint.clone(), config);
+    let hydration = tokio::spawn(async move { hydrate(&ep, &rel, &cfg).await });
+    // Kill the relay once the download is under way, restart it a little later.
+    while requests.load(Ordering::SeqCst) < 8 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    first.abort();
+    let _ = first.await;
+    let served_before = requests.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        !hydration.is_finished(),
+        "hydration must wait for the relay"
+    );
+    let _second = relay(b.dir.path(), &endpoint, requests.clone()).await;
+    let model = hydration.await.unwrap().unwrap();
+    assert_eq!(*model.files["weights/model bin.gguf"], b.weights);
+    assert!(
+        requests.load(Ordering::SeqCst) > served_before,
+        "the download resumed on the restarted relay"
+    );
+}
