@@ -200,12 +200,21 @@ async fn download(
     Ok(out)
 }
 
-/// Fetches, checks and decrypts the bundle at `source` for the key release `released`.
-pub async fn hydrate(
+/// The verified manifest and the downloaded (still sealed) files.
+pub struct Fetched {
+    /// The verified manifest.
+    pub manifest: SignedManifest,
+    /// Ciphertext by bundle path.
+    pub sealed: Vec<(FileEntry, Vec<u8>)>,
+}
+
+/// Hydrate: fetches the manifest and every sealed file, and checks the manifest against the
+/// key release (digest, provider key, key commitment).
+pub async fn fetch(
     source: &Endpoint,
     released: &Released,
     config: &HydrateConfig,
-) -> Result<Model, StepError> {
+) -> Result<Fetched, StepError> {
     let bytes = get_retrying(
         source,
         &format!("/bundle/{MANIFEST_FILE}"),
@@ -228,25 +237,45 @@ pub async fn hydrate(
         .manifest()
         .check_data_key(&released.key)
         .map_err(|e| fatal("wrong_key", e.to_string()))?;
-    let mut files = BTreeMap::new();
+    let mut sealed = Vec::new();
     for entry in &manifest.manifest().files {
         let started = std::time::Instant::now();
         let ciphertext = download(source, entry, config).await?;
-        let downloaded = started.elapsed();
-        let (key, m, e, threads) = (
-            released.key.clone(),
-            manifest.manifest().clone(),
-            entry.clone(),
-            config.threads,
-        );
-        let plain = tokio::task::spawn_blocking(move || {
-            bundle::open_file_in_memory(&key, &m, &e, &ciphertext, threads)
-        })
-        .await
-        .map_err(|e| fatal("internal", e.to_string()))?
-        .map_err(|e| fatal("tampered_bundle", e.to_string()))?;
-        tracing::info!(path = %entry.path, bytes = entry.plaintext_len, download_ms = downloaded.as_millis() as u64, total_ms = started.elapsed().as_millis() as u64, "file hydrated and decrypted");
-        files.insert(entry.path.as_str().to_owned(), plain);
+        tracing::info!(path = %entry.path, bytes = entry.ciphertext_len, ms = started.elapsed().as_millis() as u64, "sealed file downloaded");
+        sealed.push((entry.clone(), ciphertext));
     }
+    Ok(Fetched { manifest, sealed })
+}
+
+/// Decrypt: opens every file on all cores into zeroizing memory.
+pub async fn decrypt(
+    fetched: Fetched,
+    released: &Released,
+    threads: usize,
+) -> Result<Model, StepError> {
+    let Fetched { manifest, sealed } = fetched;
+    let m = manifest.manifest().clone();
+    let key = released.key.clone();
+    let files = tokio::task::spawn_blocking(move || {
+        let mut files = BTreeMap::new();
+        for (entry, ciphertext) in sealed {
+            let plain = bundle::open_file_in_memory(&key, &m, &entry, &ciphertext, threads)
+                .map_err(|e| fatal("tampered_bundle", e.to_string()))?;
+            files.insert(entry.path.as_str().to_owned(), plain);
+        }
+        Ok::<_, StepError>(files)
+    })
+    .await
+    .map_err(|e| fatal("internal", e.to_string()))??;
     Ok(Model { manifest, files })
+}
+
+/// Hydrate and Decrypt in one call.
+pub async fn hydrate(
+    source: &Endpoint,
+    released: &Released,
+    config: &HydrateConfig,
+) -> Result<Model, StepError> {
+    let fetched = fetch(source, released, config).await?;
+    decrypt(fetched, released, config.threads).await
 }

@@ -9,6 +9,7 @@
 //! - [`authorize`]: the key release through the relay's egress tunnel.
 //! - [`hydrate`]: fetching the sealed bundle through the relay and decrypting it in memory.
 //! - [`boot`]: the boot state machine and its retry policy.
+//! - [`sentinel`]: the boot task and the health API.
 //!
 //! The `tb-sentinel` binary, hydrate and the health API follow (see `docs/ROADMAP.md`).
 #![forbid(unsafe_code)]
@@ -18,3 +19,4 @@ pub mod authorize;
 pub mod boot;
 pub mod hydrate;
 pub mod keys;
+pub mod sentinel;

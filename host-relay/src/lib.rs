@@ -2,10 +2,12 @@
 //! sentinel, serves sealed bundles, forwards allow-listed egress, and stores receipt logs.
 //! It holds no keys.
 //!
-//! Built so far: [`egress`], the sentinel's only way out, and [`bundles`], sealed-bundle
-//! serving with range requests. The ingress proxy and the `tb-relay` binary follow (see
-//! `docs/ROADMAP.md`).
+//! - [`ingress`]: clients' requests forwarded to the sentinel.
+//! - [`egress`]: the sentinel's only way out, to allow-listed destinations.
+//! - [`bundles`]: sealed-bundle serving with range requests (local directory; S3, Azure
+//!   Blob and HTTP sources are on the roadmap).
 #![forbid(unsafe_code)]
 
 pub mod bundles;
 pub mod egress;
+pub mod ingress;

@@ -1,0 +1,239 @@
+//! The running sentinel: the boot task that drives the state machine, and the health API.
+//!
+//! | route | |
+//! |---|---|
+//! | `GET /health` | 200 when Ready, 503 otherwise |
+//! | `GET /readiness` | 200 from Decrypt on, 503 before |
+//! | `GET /status` | JSON: state, reason (when Failed), asset, contract, uptime, requests |
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use trustbridge_transport::Endpoint;
+
+use crate::attestation::AttestationProvider;
+use crate::authorize::{KmsTarget, authorize};
+use crate::boot::{Backoff, BootMachine, BootState, StepError};
+use crate::hydrate::{HydrateConfig, Model, decrypt, fetch};
+use crate::keys::SentinelKeys;
+
+/// What the sentinel needs to boot.
+#[derive(Clone, Debug)]
+pub struct SentinelConfig {
+    /// The asset to serve.
+    pub asset: String,
+    /// The contract to release it under.
+    pub contract: String,
+    /// The key broker, as the relay's egress allow-list names it.
+    pub kms: KmsTarget,
+    /// The relay's egress endpoint.
+    pub egress: Endpoint,
+    /// The relay's bundle endpoint.
+    pub bundles: Endpoint,
+    /// Download settings.
+    pub hydrate: HydrateConfig,
+    /// Retry policy for the key release.
+    pub backoff: Backoff,
+}
+
+/// A sentinel: its state, model and counters.
+pub struct Sentinel {
+    config: SentinelConfig,
+    machine: Mutex<BootMachine>,
+    model: Mutex<Option<Arc<Model>>>,
+    requests: AtomicU64,
+    simulated: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for Sentinel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Sentinel(asset {}, state {})",
+            self.config.asset,
+            self.state()
+        )
+    }
+}
+
+impl Sentinel {
+    /// A sentinel in state Boot.
+    pub fn new(config: SentinelConfig) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            machine: Mutex::new(BootMachine::default()),
+            model: Mutex::new(None),
+            requests: AtomicU64::new(0),
+            simulated: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// The current state.
+    pub fn state(&self) -> BootState {
+        self.machine
+            .lock()
+            .map(|m| m.state().clone())
+            .unwrap_or(BootState::Failed {
+                code: "internal".into(),
+                detail: "state lock poisoned".into(),
+            })
+    }
+
+    /// The decrypted model, once Ready.
+    pub fn model(&self) -> Option<Arc<Model>> {
+        self.model.lock().ok().and_then(|m| m.clone())
+    }
+
+    fn go(&self, next: BootState) {
+        if let Ok(mut m) = self.machine.lock() {
+            if let Err(e) = m.transition(next) {
+                tracing::error!(error = %e, "boot state machine refused a transition");
+            }
+        }
+    }
+
+    fn fail(&self, e: StepError) {
+        let (code, detail) = match e {
+            StepError::Fatal { code, detail } => (code, detail),
+            StepError::Transient(d) => ("unavailable".to_owned(), d),
+        };
+        self.go(BootState::Failed { code, detail });
+    }
+
+    /// Boots to Ready (or Failed): keys, attestation, key release through the relay,
+    /// hydrate, decrypt.
+    pub async fn boot(self: Arc<Self>, provider: Arc<dyn AttestationProvider>) {
+        let keys = SentinelKeys::generate();
+        self.simulated.store(provider.simulated(), Ordering::SeqCst);
+        if provider.simulated() {
+            tracing::warn!(
+                provider = provider.name(),
+                "SIMULATED TEE: this sentinel has no hardware protection"
+            );
+        }
+        self.go(BootState::Attest);
+        // A first evidence request checks that the TEE answers before talking to anyone.
+        let probe_binding = keys.binding(vec![0; 32]);
+        let p = provider.clone();
+        match tokio::task::spawn_blocking(move || p.evidence(&probe_binding)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                return self.fail(StepError::Fatal {
+                    code: "attestation".into(),
+                    detail: e.to_string(),
+                });
+            }
+            Err(e) => {
+                return self.fail(StepError::Fatal {
+                    code: "internal".into(),
+                    detail: e.to_string(),
+                });
+            }
+        }
+        self.go(BootState::Authorize);
+        let c = &self.config;
+        let mut attempt = 0;
+        let released = loop {
+            attempt += 1;
+            match authorize(
+                provider.clone(),
+                &keys,
+                &c.egress,
+                &c.kms,
+                &c.asset,
+                &c.contract,
+            )
+            .await
+            {
+                Ok(r) => break r,
+                Err(StepError::Transient(e)) if attempt < c.backoff.attempts => {
+                    let wait = c.backoff.delay(attempt - 1);
+                    tracing::warn!(attempt, wait_ms = wait.as_millis() as u64, error = %e, "key release failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                Err(e) => return self.fail(e),
+            }
+        };
+        tracing::info!(key_id = %released.key.key_id(), "data key released");
+        self.go(BootState::Hydrate);
+        let fetched = match fetch(&c.bundles, &released, &c.hydrate).await {
+            Ok(f) => f,
+            Err(e) => return self.fail(e),
+        };
+        self.go(BootState::Decrypt);
+        match decrypt(fetched, &released, c.hydrate.threads).await {
+            Ok(model) => {
+                if let Ok(mut slot) = self.model.lock() {
+                    *slot = Some(Arc::new(model));
+                }
+                self.go(BootState::Ready);
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// The health API.
+    pub fn router(self: Arc<Self>) -> Router {
+        let counted = {
+            let s = self.clone();
+            axum::middleware::from_fn(move |req, next: axum::middleware::Next| {
+                let s = s.clone();
+                async move {
+                    s.requests.fetch_add(1, Ordering::Relaxed);
+                    next.run(req).await
+                }
+            })
+        };
+        let (h, r, st) = (self.clone(), self.clone(), self);
+        Router::new()
+            .route(
+                "/health",
+                get(move || async move { code(h.state().healthy(), h.state().name()) }),
+            )
+            .route(
+                "/readiness",
+                get(move || async move { code(r.state().ready_for_traffic(), r.state().name()) }),
+            )
+            .route("/status", get(move || async move { st.status() }))
+            .layer(counted)
+    }
+
+    fn status(&self) -> Response {
+        let (state, uptime) = self
+            .machine
+            .lock()
+            .map(|m| (m.state().clone(), m.uptime().as_secs()))
+            .unwrap_or((BootState::Boot, 0));
+        let (reason, detail) = match &state {
+            BootState::Failed { code, detail } => (Some(code.clone()), Some(detail.clone())),
+            BootState::Suspended { reason } => (Some(reason.clone()), None),
+            _ => (None, None),
+        };
+        axum::Json(json!({
+            "state": state.name(),
+            "reason": reason,
+            "detail": detail,
+            "asset": self.config.asset,
+            "contract": self.config.contract,
+            "uptime_secs": uptime,
+            "requests": self.requests.load(Ordering::Relaxed),
+            "simulated": self.simulated.load(Ordering::SeqCst),
+            "files": self.model().map(|m| m.files.len()),
+        }))
+        .into_response()
+    }
+}
+
+fn code(ok: bool, state: &'static str) -> Response {
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, state).into_response()
+}

@@ -1,0 +1,130 @@
+//! `tb-relay`: the untrusted TrustBridge host relay. It holds no keys.
+//!
+//! - Ingress (`--ingress`): clients' requests are forwarded to the sentinel (`--sentinel`).
+//! - Egress (`--egress-listen`): the sentinel's only way out, a CONNECT proxy to the
+//!   `--egress-allow` destinations.
+//! - Bundles (`--bundle-listen`): the sealed bundle in `--bundle-dir`, with range requests.
+//!
+//! It can be restarted at any time: the sentinel retries and resumes.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, ValueEnum};
+use trustbridge_relay::egress::{AllowList, EgressConfig, serve_egress};
+use trustbridge_relay::{bundles, ingress};
+use trustbridge_transport::{Endpoint, Listener};
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The TrustBridge host relay: forwards ciphertext, serves sealed bundles, and lets the
+/// sentinel reach only allow-listed destinations. Holds no keys.
+#[derive(Debug, Parser)]
+#[command(name = "tb-relay", version, max_term_width = 100)]
+struct Args {
+    /// Where clients connect.
+    #[arg(
+        long,
+        env = "TB_RELAY_INGRESS",
+        value_name = "ENDPOINT",
+        default_value = "tcp://0.0.0.0:8443"
+    )]
+    ingress: Endpoint,
+    /// The sentinel's endpoint.
+    #[arg(
+        long,
+        env = "TB_SENTINEL",
+        value_name = "ENDPOINT",
+        default_value = "vsock://16:8000"
+    )]
+    sentinel: Endpoint,
+    /// Where the sentinel's egress connections arrive.
+    #[arg(
+        long,
+        env = "TB_RELAY_EGRESS_LISTEN",
+        value_name = "ENDPOINT",
+        default_value = "vsock://-1:8001"
+    )]
+    egress_listen: Endpoint,
+    /// An allowed egress destination HOST:PORT (repeatable; comma-separated in the
+    /// environment variable). Nothing else is reachable.
+    #[arg(
+        long = "egress-allow",
+        env = "TB_RELAY_EGRESS_ALLOW",
+        value_name = "HOST:PORT",
+        value_delimiter = ','
+    )]
+    egress_allow: Vec<String>,
+    /// Most concurrent egress tunnels.
+    #[arg(long, env = "TB_RELAY_EGRESS_MAX", default_value_t = 64)]
+    egress_max_connections: usize,
+    /// Where the sentinel fetches the sealed bundle.
+    #[arg(
+        long,
+        env = "TB_RELAY_BUNDLE_LISTEN",
+        value_name = "ENDPOINT",
+        default_value = "vsock://-1:8002"
+    )]
+    bundle_listen: Endpoint,
+    /// The sealed bundle directory.
+    #[arg(long, env = "TB_RELAY_BUNDLE_DIR", value_name = "DIR")]
+    bundle_dir: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, env = "TB_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let allow = AllowList::parse(&args.egress_allow)?;
+    if !args.bundle_dir.is_dir() {
+        anyhow::bail!(
+            "--bundle-dir {} is not a directory",
+            args.bundle_dir.display()
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let ingress_l = Listener::bind(&args.ingress).await.with_context(|| format!("cannot listen on {}", args.ingress))?;
+        let egress_l = Listener::bind(&args.egress_listen).await.with_context(|| format!("cannot listen on {}", args.egress_listen))?;
+        let bundle_l = Listener::bind(&args.bundle_listen).await.with_context(|| format!("cannot listen on {}", args.bundle_listen))?;
+        tracing::info!(ingress = %args.ingress, sentinel = %args.sentinel, egress = %args.egress_listen, allow = ?args.egress_allow, bundles = %args.bundle_listen, "tb-relay starting");
+        let mut config = EgressConfig::new(allow);
+        config.max_connections = args.egress_max_connections;
+        let egress = tokio::spawn(serve_egress(egress_l, config));
+        let bundles = tokio::spawn(async move { axum::serve(bundle_l, bundles::router(args.bundle_dir)).await });
+        let ingress = tokio::spawn(async move { axum::serve(ingress_l, ingress::router(args.sentinel)).await });
+        tokio::select! {
+            r = egress => r?.context("egress"),
+            r = bundles => r?.context("bundles"),
+            r = ingress => r?.context("ingress"),
+        }
+    })
+}
