@@ -11,12 +11,10 @@
 //!   that are zeroized on drop; nothing is written to disk.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use tokio::sync::Semaphore;
 use trustbridge_protocol::bundle::{
     self, FileEntry, MANIFEST_FILE, ProviderPublicKey, SEALED_SUFFIX, SignedManifest,
 };
@@ -165,38 +163,109 @@ async fn get_retrying(
     Err(fatal("unavailable", "not attempted"))
 }
 
-/// Downloads one sealed file in parallel ranged chunks.
+/// One ranged GET streamed straight into `dst` (the range `start..start + dst.len()`).
+async fn fetch_into(
+    source: &Endpoint,
+    path: &str,
+    start: u64,
+    dst: &mut [u8],
+) -> Result<(), StepError> {
+    let transient = |e: String| StepError::Transient(format!("relay {path}: {e}"));
+    let stream = trustbridge_transport::connect(source)
+        .await
+        .map_err(|e| transient(e.to_string()))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| transient(e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let end = start + dst.len() as u64 - 1;
+    let req = hyper::Request::get(path)
+        .header(hyper::header::HOST, "relay")
+        .header(hyper::header::RANGE, format!("bytes={start}-{end}"))
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| fatal("internal", e.to_string()))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| transient(e.to_string()))?;
+    match resp.status().as_u16() {
+        206 => {}
+        404 => return Err(fatal("bundle_missing", format!("the relay has no {path}"))),
+        s if s >= 500 => return Err(transient(format!("HTTP {s}"))),
+        s => return Err(fatal("bundle_missing", format!("{path}: HTTP {s}"))),
+    }
+    let mut body = resp.into_body();
+    let mut written = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| transient(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            let next = written + data.len();
+            if next > dst.len() {
+                return Err(transient("range answer longer than requested".into()));
+            }
+            dst[written..next].copy_from_slice(&data);
+            written = next;
+        }
+    }
+    if written != dst.len() {
+        return Err(transient(format!(
+            "short range answer ({written} of {} bytes)",
+            dst.len()
+        )));
+    }
+    Ok(())
+}
+
+/// [`fetch_into`] with retries on transient failures (each attempt restarts the chunk).
+async fn fetch_chunk(
+    source: &Endpoint,
+    path: &str,
+    start: u64,
+    dst: &mut [u8],
+    backoff: Backoff,
+) -> Result<(), StepError> {
+    let attempts = backoff.attempts.max(1);
+    for attempt in 1..=attempts {
+        match fetch_into(source, path, start, dst).await {
+            Err(StepError::Transient(e)) if attempt < attempts => {
+                let wait = backoff.delay(attempt - 1);
+                tracing::warn!(path, start, attempt, wait_ms = wait.as_millis() as u64, error = %e, "download failed; retrying");
+                tokio::time::sleep(wait).await;
+            }
+            Err(StepError::Transient(e)) => {
+                return Err(fatal(
+                    "unavailable",
+                    format!("{e} (gave up after {attempts} attempts)"),
+                ));
+            }
+            other => return other,
+        }
+    }
+    Err(fatal("unavailable", "not attempted"))
+}
+
+/// Downloads one sealed file in parallel ranged chunks, each streamed into its place in one
+/// buffer; a failed chunk is retried (from its start) with back-off, the others are kept.
 async fn download(
     source: &Endpoint,
     entry: &FileEntry,
     config: &HydrateConfig,
 ) -> Result<Vec<u8>, StepError> {
+    use futures_util::{StreamExt, TryStreamExt};
     let path = format!("/bundle/{}{SEALED_SUFFIX}", url_path(entry.path.as_str()));
-    let len = entry.ciphertext_len;
-    let chunk = config.chunk_bytes.max(1);
-    let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut start = 0;
-    while start < len {
-        let end = (start + chunk).min(len) - 1;
-        let (source, path, slots, backoff) =
-            (source.clone(), path.clone(), slots.clone(), config.backoff);
-        tasks.spawn(async move {
-            let _permit = slots
-                .acquire_owned()
-                .await
-                .map_err(|e| fatal("internal", e.to_string()))?;
-            get_retrying(&source, &path, Some((start, end)), backoff)
-                .await
-                .map(|b| (start, b))
-        });
-        start = end + 1;
-    }
-    let mut out = vec![0u8; len as usize];
-    while let Some(joined) = tasks.join_next().await {
-        let (offset, bytes) = joined.map_err(|e| fatal("internal", e.to_string()))??;
-        out[offset as usize..offset as usize + bytes.len()].copy_from_slice(&bytes);
-    }
+    let chunk = usize::try_from(config.chunk_bytes.max(1)).unwrap_or(usize::MAX);
+    let mut out = vec![0u8; entry.ciphertext_len as usize];
+    let fetches: Vec<_> = out
+        .chunks_mut(chunk)
+        .enumerate()
+        .map(|(i, dst)| fetch_chunk(source, &path, (i * chunk) as u64, dst, config.backoff))
+        .collect();
+    futures_util::stream::iter(fetches)
+        .buffer_unordered(config.concurrency.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
     Ok(out)
 }
 
@@ -259,7 +328,8 @@ pub async fn decrypt(
     let files = tokio::task::spawn_blocking(move || {
         let mut files = BTreeMap::new();
         for (entry, ciphertext) in sealed {
-            let plain = bundle::open_file_in_memory(&key, &m, &entry, &ciphertext, threads)
+            // In place: the downloaded ciphertext becomes the plaintext, no new allocation.
+            let plain = bundle::open_file_owned(&key, &m, &entry, ciphertext, threads)
                 .map_err(|e| fatal("tampered_bundle", e.to_string()))?;
             files.insert(entry.path.as_str().to_owned(), plain);
         }

@@ -161,3 +161,36 @@ proptest! {
         prop_assert_eq!(out, pt);
     }
 }
+
+#[test]
+fn in_place_decryption_matches_and_rejects_tampering() {
+    use trustbridge_protocol::sealed::decrypt_owned;
+    for size in [57u64, 100, 4096] {
+        let seg = SegmentSize::new(size).unwrap();
+        let first = seg.plaintext_segment_len(0) as usize;
+        let rest = seg.plaintext_segment_len(1) as usize;
+        for len in [
+            0,
+            1,
+            first,
+            first + 1,
+            first + 5 * rest,
+            first + 7 * rest + 3,
+        ] {
+            let pt = pattern(len);
+            let ct = encrypt_to_vec(&key(), b"own", seg, &pt).unwrap();
+            for threads in [1, 2, 5] {
+                assert_eq!(
+                    &*decrypt_owned(&key(), b"own", seg, ct.clone(), threads).unwrap(),
+                    &pt,
+                    "size {size} len {len} threads {threads}"
+                );
+            }
+            let mut bad = ct.clone();
+            let n = bad.len();
+            bad[n - 1] ^= 1;
+            assert!(decrypt_owned(&key(), b"own", seg, bad, 2).is_err());
+            assert!(decrypt_owned(&key(), b"other", seg, ct, 2).is_err());
+        }
+    }
+}

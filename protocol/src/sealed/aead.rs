@@ -65,6 +65,30 @@ impl Aes256Gcm {
         tag.as_ref().try_into().map_err(|_| AeadError)
     }
 
+    /// Verifies and decrypts `buf` in place with `tag`. On failure `buf` is zeroed.
+    pub fn open_in_place(
+        &self,
+        nonce: [u8; NONCE_LEN],
+        aad: &[u8],
+        tag: &[u8],
+        buf: &mut [u8],
+    ) -> Result<(), AeadError> {
+        if self
+            .key
+            .open_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                tag,
+                buf,
+            )
+            .is_err()
+        {
+            buf.zeroize();
+            return Err(AeadError);
+        }
+        Ok(())
+    }
+
     /// Verifies and decrypts `ciphertext` with `tag` into `out` (same length as the
     /// ciphertext). On failure `out` is zeroed: no unverified plaintext is left behind.
     pub fn open_into(

@@ -33,4 +33,4 @@ pub use layout::{
     DEFAULT_SEGMENT_SIZE, HEADER_LEN, KEY_LEN, MAX_SEGMENT_SIZE, MAX_SEGMENTS, MIN_SEGMENT_SIZE,
     NONCE_PREFIX_LEN, SALT_LEN, SegmentSize, SegmentSpan, StreamLayout, TAG_LEN,
 };
-pub use parallel::{decrypt_in_memory, decrypt_into, default_threads};
+pub use parallel::{decrypt_in_memory, decrypt_into, decrypt_owned, default_threads};

@@ -67,6 +67,83 @@ pub fn decrypt_into(
     result
 }
 
+/// Decrypts a complete stream that the caller hands over, in place: the ciphertext buffer
+/// becomes the plaintext, so no second buffer is allocated (and no fresh memory is
+/// faulted in). Segments are opened in place on `threads` threads, then each segment's
+/// plaintext is moved down to its final offset. The buffer is returned only when every
+/// segment verified; on failure it is zeroized.
+pub fn decrypt_owned(
+    key: &DataKey,
+    associated_data: &[u8],
+    segment_size: SegmentSize,
+    ciphertext: Vec<u8>,
+    threads: usize,
+) -> Result<Zeroizing<Vec<u8>>, StreamError> {
+    let layout = StreamLayout::for_ciphertext(segment_size, ciphertext.len() as u64)?;
+    let header = StreamHeader::parse(&ciphertext)?;
+    let cipher = SegmentCipher::derive(key, &header, associated_data);
+    let mut buf = Zeroizing::new(ciphertext);
+    let segments = layout.segments();
+    let threads = (threads.max(1) as u64).min(segments);
+    let failed = AtomicBool::new(false);
+    let open_range =
+        |start: u64, end: u64, region: &mut [u8], base: u64| -> Result<(), StreamError> {
+            for i in start..end {
+                if failed.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                let span = layout.segment(i);
+                let seg = &mut region[(span.ciphertext.start - base) as usize
+                    ..(span.ciphertext.end - base) as usize];
+                if let Err(e) = cipher.open_in_place(span.index, span.last, seg) {
+                    failed.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+            Ok(())
+        };
+    let body = &mut buf[crate::sealed::HEADER_LEN..];
+    let result = if threads == 1 {
+        open_range(0, segments, body, crate::sealed::HEADER_LEN as u64)
+    } else {
+        std::thread::scope(|scope| {
+            let mut rest: &mut [u8] = body;
+            let mut workers = Vec::with_capacity(threads as usize);
+            for t in 0..threads {
+                let (start, end) = (segments * t / threads, segments * (t + 1) / threads);
+                let (first, last) = (
+                    layout.segment(start).ciphertext.start,
+                    layout.segment(end - 1).ciphertext.end,
+                );
+                let (mine, tail) = std::mem::take(&mut rest).split_at_mut((last - first) as usize);
+                rest = tail;
+                let open_range = &open_range;
+                workers.push(scope.spawn(move || open_range(start, end, mine, first)));
+            }
+            let mut result = Ok(());
+            for worker in workers {
+                match worker.join() {
+                    Ok(r) => result = result.and(r),
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            result
+        })
+    };
+    // On error `buf` (a Zeroizing) is wiped on drop.
+    result?;
+    // Each segment's plaintext moves down to its place; destinations never overlap a
+    // segment that has not moved yet, because every offset shrinks.
+    for i in 0..segments {
+        let span = layout.segment(i);
+        let len = (span.plaintext.end - span.plaintext.start) as usize;
+        let from = span.ciphertext.start as usize;
+        buf.copy_within(from..from + len, span.plaintext.start as usize);
+    }
+    buf.truncate(layout.plaintext_len() as usize);
+    Ok(buf)
+}
+
 fn open_all(
     cipher: &SegmentCipher,
     layout: &StreamLayout,

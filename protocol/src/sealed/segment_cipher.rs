@@ -99,6 +99,29 @@ impl SegmentCipher {
             .map_err(|_| StreamError::Backend)
     }
 
+    /// Verifies and decrypts one segment (`ciphertext || tag`) in place: on success the
+    /// plaintext occupies the segment's first `len - 16` bytes; on failure the segment is
+    /// zeroed. (No truncation diagnosis: the ciphertext is gone after a failed attempt.)
+    pub(crate) fn open_in_place(
+        &self,
+        index: u32,
+        last: bool,
+        segment: &mut [u8],
+    ) -> Result<(), StreamError> {
+        let Some(ct_len) = segment.len().checked_sub(TAG_LEN) else {
+            return Err(StreamError::SegmentTruncated {
+                segment: index.into(),
+            });
+        };
+        let (ct, tag) = segment.split_at_mut(ct_len);
+        let tag: [u8; TAG_LEN] = (&*tag).try_into().map_err(|_| StreamError::Backend)?;
+        self.aead
+            .open_in_place(self.nonce(index, last), &[], &tag, ct)
+            .map_err(|_| StreamError::SegmentAuthentication {
+                segment: index.into(),
+            })
+    }
+
     /// Verifies and decrypts one segment (`ciphertext || tag`) into `out`, which must be
     /// exactly 16 bytes shorter. On failure `out` holds only zeros.
     ///

@@ -1,0 +1,196 @@
+//! Time to Ready for a sealed bundle, against `cat` of the same bundle in the same run.
+//!
+//! `cargo bench -p trustbridge-enclave --bench ready`
+//!
+//! One process, Unix sockets, simulated TEE, page-cached bundle: a key broker, the relay's
+//! egress and bundle server, and a sentinel that boots (attest, key release through the
+//! egress tunnel, parallel ranged download, verification, parallel decryption) to Ready.
+//! Baseline: `cat` of every sealed file to /dev/null. Ends with
+//! `ready: bundle_gib=G cat_s=X ready_s=Y ratio=Z`. TB_BENCH_GIB sets the size (default 1).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    missing_docs
+)] // bench binary
+
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Instant;
+
+use trustbridge_enclave::attestation::{SimulatedPlatform, SimulatedProvider};
+use trustbridge_enclave::authorize::KmsTarget;
+use trustbridge_enclave::boot::{Backoff, BootState};
+use trustbridge_enclave::hydrate::HydrateConfig;
+use trustbridge_enclave::sentinel::{Sentinel, SentinelConfig};
+use trustbridge_kms::broker::kek::Kek;
+use trustbridge_kms::broker::store::{SqliteStore, Store};
+use trustbridge_kms::broker::{Broker, ContractRequest, service};
+use trustbridge_kms::client::{AdminSigner, KmsClient};
+use trustbridge_protocol::bundle::{
+    AssetId, BundlePath, MANIFEST_FILE, Manifest, ProviderSigningKey, SignedManifest, seal_file,
+};
+use trustbridge_protocol::sealed::{DataKey, SegmentSize};
+use trustbridge_relay::egress::{AllowList, EgressConfig, serve_egress};
+use trustbridge_transport::{Endpoint, Listener};
+use trustbridge_verifier::simulated::SimulatedTee;
+
+/// An endless pseudo-random reader (incompressible weights).
+struct Weights(u64, u64);
+
+impl Read for Weights {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min(self.1 as usize) / 8 * 8;
+        for c in buf[..n].chunks_mut(8) {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            c.copy_from_slice(&self.0.to_le_bytes());
+        }
+        self.1 -= n as u64;
+        Ok(n)
+    }
+}
+
+fn main() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let gib: u64 = std::env::var("TB_BENCH_GIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    std::fs::create_dir(&bundle).unwrap();
+    let key = DataKey::generate().unwrap();
+    let provider = ProviderSigningKey::generate().unwrap();
+    let admin = ProviderSigningKey::generate().unwrap();
+    let asset = AssetId::new("bench/model@v1").unwrap();
+    let mut out =
+        std::io::BufWriter::new(std::fs::File::create(bundle.join("weights.bin.sealed")).unwrap());
+    let entry = seal_file(
+        &key,
+        &asset,
+        BundlePath::new("weights.bin").unwrap(),
+        SegmentSize::default(),
+        Weights(0x9e37_79b9, gib << 30),
+        &mut out,
+    )
+    .unwrap();
+    drop(out);
+    let signed = SignedManifest::sign(
+        Manifest::new(asset.clone(), 0, provider.public(), &key, vec![entry]).unwrap(),
+        &provider,
+    )
+    .unwrap();
+    std::fs::write(bundle.join(MANIFEST_FILE), signed.as_bytes()).unwrap();
+
+    let cat = || {
+        let t = Instant::now();
+        let status = std::process::Command::new("cat")
+            .arg(bundle.join("weights.bin.sealed"))
+            .arg(bundle.join(MANIFEST_FILE))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        t.elapsed().as_secs_f64()
+    };
+    cat(); // warm the page cache
+
+    let sim = SimulatedTee::new().unwrap();
+    let sim_dir = tempfile::tempdir().unwrap();
+    sim.save(sim_dir.path()).unwrap();
+    let policy = format!(
+        "[admin]\nkeys = [\"{}\"]\n[simulation]\nnitro_root_sha256 = [\"{}\"]\n[[asset]]\nid = \"bench/model@v1\"\nprovider_key = \"{}\"\n[[asset.nitro]]\npcr0 = \"{}\"\n",
+        admin.public().to_hex(),
+        hex::encode(sim.nitro_root().sha256()),
+        provider.public().to_hex(),
+        "10".repeat(48)
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (cat_s, ready_s) = rt.block_on(async {
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&dir.path().join("kms.db")).unwrap());
+        let broker =
+            Arc::new(Broker::open(store, Kek::generate().unwrap(), Some(&policy)).unwrap());
+        let kms = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = kms.local_addr().unwrap().port();
+        tokio::spawn(service::serve(kms, broker, std::future::pending()));
+        let manifest = signed.as_bytes().to_vec();
+        let k = key.clone();
+        tokio::task::spawn_blocking(move || {
+            let client = KmsClient::new(&format!("http://127.0.0.1:{port}"));
+            let signer = AdminSigner {
+                public_key: admin.public().to_bytes(),
+                sign: Box::new(move |m| admin.sign(m)),
+            };
+            client
+                .register_asset("bench/model@v1", &manifest, &k, &signer)
+                .unwrap();
+            let c = ContractRequest {
+                id: "c".into(),
+                asset: "bench/model@v1".into(),
+                not_before: "2020-01-01T00:00:00Z".into(),
+                not_after: "2099-01-01T00:00:00Z".into(),
+                max_releases: None,
+            };
+            client.add_contract(&c, &signer).unwrap();
+        })
+        .await
+        .unwrap();
+        let egress = Endpoint::Unix(dir.path().join("egress.sock"));
+        let bundles = Endpoint::Unix(dir.path().join("bundles.sock"));
+        tokio::spawn(serve_egress(
+            Listener::bind(&egress).await.unwrap(),
+            EgressConfig::new(AllowList::parse(&[format!("127.0.0.1:{port}")]).unwrap()),
+        ));
+        let bundle_listener = Listener::bind(&bundles).await.unwrap();
+        let router = trustbridge_relay::bundles::router(bundle.clone());
+        tokio::spawn(async move { axum::serve(bundle_listener, router).await });
+
+        let cat_s = tokio::task::block_in_place(cat);
+        let config = SentinelConfig {
+            asset: "bench/model@v1".into(),
+            contract: "c".into(),
+            kms: KmsTarget {
+                host: "127.0.0.1".into(),
+                port,
+            },
+            egress,
+            bundles,
+            hydrate: HydrateConfig::default(),
+            backoff: Backoff::default(),
+        };
+        let provider = Arc::new(SimulatedProvider::new(
+            SimulatedTee::load(sim_dir.path()).unwrap(),
+            SimulatedPlatform::Nitro,
+        ));
+        let sentinel = Sentinel::new(config);
+        let t = Instant::now();
+        sentinel.clone().boot(provider).await;
+        let ready_s = t.elapsed().as_secs_f64();
+        assert_eq!(sentinel.state(), BootState::Ready, "{}", sentinel.state());
+        (cat_s, ready_s)
+    });
+    println!("cat of the bundle: {cat_s:.3} s; boot to Ready: {ready_s:.3} s");
+    println!(
+        "bar: ratio <= 3 ({})",
+        if ready_s / cat_s <= 3.0 {
+            "meets"
+        } else {
+            "MISSES"
+        }
+    );
+    println!(
+        "ready: bundle_gib={gib} cat_s={cat_s:.3} ready_s={ready_s:.3} ratio={:.2}",
+        ready_s / cat_s
+    );
+}
