@@ -1,9 +1,10 @@
 //! End-to-end tests that run TrustBridge's binaries as real processes (broker, relay,
 //! sentinel, CLI). The tests live in `tests/tests/`; this library finds the binaries.
 #![forbid(unsafe_code)]
-#![allow(clippy::panic)] // test support: a missing binary fails the test
+#![allow(clippy::panic, clippy::unwrap_used)] // test support: failures fail the test
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
 
 /// The path of workspace binary `name` (built by `cargo test --workspace`, or
 /// `cargo build --workspace`), next to the running test executable.
@@ -26,4 +27,49 @@ pub fn binary(name: &str) -> PathBuf {
         );
     }
     path
+}
+
+/// A child process killed (and reaped) on drop.
+#[derive(Debug)]
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs workspace binary `bin` with `args` to completion (RUST_LOG cleared).
+pub fn run(bin: &str, args: &[&str]) -> Output {
+    Command::new(binary(bin))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+/// Asserts success and returns stdout.
+pub fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A path as an owned string, for argument lists.
+pub fn s(p: &Path) -> String {
+    p.to_str().unwrap().to_owned()
+}
+
+/// A loopback TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -4,30 +4,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use trustbridge_protocol::bundle::ProviderPublicKey;
-use trustbridge_tests::binary;
+use trustbridge_tests::{binary, free_port, ok, run};
 
-fn run(bin: &str, args: &[&str]) -> Output {
-    Command::new(binary(bin))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
+/// A path as `&str`, for borrowed argument lists.
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -39,14 +22,6 @@ impl Drop for Broker {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn start_broker(dir: &Path, port: u16) -> Broker {

@@ -6,46 +6,15 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use trustbridge_protocol::bundle::ProviderPublicKey;
-use trustbridge_tests::binary;
+use trustbridge_tests::{Proc, binary, free_port, ok, run, s};
 
 const ASSET: &str = "acme/llm@v1";
 /// The model's marker: a relay that saw plaintext would see this.
 const MARKER: &[u8] = b"TRUSTBRIDGE-PLAINTEXT-MARKER-";
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn run(bin: &str, args: &[&str]) -> Output {
-    Command::new(binary(bin))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn s(p: &Path) -> String {
-    p.to_str().unwrap().to_owned()
-}
 
 fn spawn(bin: &str, args: &[String], log: &Path) -> Proc {
     let log = std::fs::OpenOptions::new()
@@ -62,14 +31,6 @@ fn spawn(bin: &str, args: &[String], log: &Path) -> Proc {
             .spawn()
             .unwrap(),
     )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `GET path` over a Unix socket: (status, body).

@@ -12,7 +12,8 @@ use ciborium::Value;
 use coset::{CborSerializable, CoseSign1, TaggedCborSerializable, iana};
 
 use crate::evidence::{BindingFields, Checks, Platform, VerifiedEvidence};
-use crate::x509::{ParsedCertificate, verify_chain, verify_p384_fixed};
+use crate::roots::anchor_chain;
+use crate::x509::{ParsedCertificate, verify_p384_fixed};
 use crate::{TrustRoots, VerifyError};
 
 /// Prefix of a simulated enclave's `module_id`.
@@ -202,30 +203,14 @@ pub fn verify_nitro_logged(
         );
     }
     chain[0].check_leaf_usage().map_err(|e| checks.failed(e))?;
-    for cert in &chain {
-        cert.check_validity(now).map_err(|e| checks.failed(e))?;
-    }
-    checks.pass(
-        "certificate validity",
-        format!(
-            "{} certificates valid at {}",
-            chain.len(),
-            crate::x509::unix_secs(now)
-        ),
-    );
-    verify_chain(&chain, now).map_err(|e| checks.failed(e))?;
-    checks.pass(
-        "certificate chain",
+    let trusted = anchor_chain(
+        &chain,
+        roots,
+        Platform::Nitro,
+        now,
         "leaf -> cabundle -> root signatures, CA flags and path lengths",
-    );
-    let root = chain
-        .last()
-        .ok_or_else(|| VerifyError::malformed("cabundle", "empty"))?;
-    let trusted = roots.find(Platform::Nitro, root).ok_or_else(|| {
-        checks.failed(VerifyError::UntrustedRoot {
-            sha256: hex::encode(root.sha256()),
-        })
-    })?;
+        checks,
+    )?;
     let simulated = trusted.simulated || doc.module_id.starts_with(SIMULATED_MODULE_PREFIX);
     checks.pass(
         "trusted root",

@@ -1,7 +1,10 @@
 //! Trusted roots, pinned by the SHA-256 of their DER encoding.
 
-use crate::Platform;
-use crate::x509::ParsedCertificate;
+use std::time::SystemTime;
+
+use crate::evidence::Checks;
+use crate::x509::{ParsedCertificate, unix_secs, verify_chain};
+use crate::{Platform, VerifyError};
 
 /// SHA-256 of the DER of the AWS Nitro Enclaves root G1 (as published by AWS).
 pub const AWS_NITRO_ROOT_G1_SHA256: &str =
@@ -124,4 +127,34 @@ impl TrustRoots {
     pub fn roots(&self) -> &[TrustedRoot] {
         &self.roots
     }
+}
+
+/// Validates `chain` (leaf first) at `now` and finds its root among `roots` for `platform`,
+/// recording the "certificate validity", "certificate chain" and (on failure) "trusted root"
+/// checks. Every platform's verifier anchors its chain through this one function.
+pub(crate) fn anchor_chain<'r>(
+    chain: &[ParsedCertificate],
+    roots: &'r TrustRoots,
+    platform: Platform,
+    now: SystemTime,
+    chain_detail: &str,
+    checks: &mut Checks,
+) -> Result<&'r TrustedRoot, VerifyError> {
+    for cert in chain {
+        cert.check_validity(now).map_err(|e| checks.failed(e))?;
+    }
+    checks.pass(
+        "certificate validity",
+        format!("{} certificates valid at {}", chain.len(), unix_secs(now)),
+    );
+    verify_chain(chain, now).map_err(|e| checks.failed(e))?;
+    checks.pass("certificate chain", chain_detail);
+    let root = chain
+        .last()
+        .ok_or_else(|| checks.failed(VerifyError::malformed("certificate chain", "empty")))?;
+    roots.find(platform, root).ok_or_else(|| {
+        checks.failed(VerifyError::UntrustedRoot {
+            sha256: hex::encode(root.sha256()),
+        })
+    })
 }

@@ -11,8 +11,9 @@ use x509_cert::der::Decode;
 use x509_cert::der::asn1::{Ia5String, ObjectIdentifier, OctetString};
 
 use crate::evidence::{BindingFields, Checks, Platform, SnpClaims, VerifiedEvidence};
+use crate::roots::anchor_chain;
 use crate::snp_report::{SIGNED_LEN, SigningKey, SnpReport, TcbComponents};
-use crate::x509::{ParsedCertificate, verify_chain, verify_p384_fixed};
+use crate::x509::{ParsedCertificate, verify_p384_fixed};
 use crate::{TrustRoots, VerifyError};
 
 const OID_PRODUCT_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.2");
@@ -140,30 +141,14 @@ pub fn verify_snp_logged(
         }));
     }
     let chain = build_chain(ek, &certs[1..]).map_err(|e| checks.failed(e))?;
-    for cert in &chain {
-        cert.check_validity(now).map_err(|e| checks.failed(e))?;
-    }
-    checks.pass(
-        "certificate validity",
-        format!(
-            "{} certificates valid at {}",
-            chain.len(),
-            crate::x509::unix_secs(now)
-        ),
-    );
-    verify_chain(&chain, now).map_err(|e| checks.failed(e))?;
-    checks.pass(
-        "certificate chain",
+    let trusted = anchor_chain(
+        &chain,
+        roots,
+        platform,
+        now,
         "endorsement key -> ASK/ASVK -> ARK signatures (RSASSA-PSS) and CA flags",
-    );
-    let root = chain
-        .last()
-        .ok_or_else(|| VerifyError::malformed("certificate chain", "empty"))?;
-    let trusted = roots.find(platform, root).ok_or_else(|| {
-        checks.failed(VerifyError::UntrustedRoot {
-            sha256: hex::encode(root.sha256()),
-        })
-    })?;
+        checks,
+    )?;
     let simulated = trusted.simulated;
     checks.pass(
         "trusted root",

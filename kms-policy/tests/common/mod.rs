@@ -1,0 +1,256 @@
+//! The broker test fixture: a provider, a simulated TEE, a data key and manifest, and a
+//! broker serving on loopback with a controllable clock.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    unreachable_pub
+)] // test code
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use trustbridge_kms::broker::kek::Kek;
+use trustbridge_kms::broker::store::{SqliteStore, Store};
+use trustbridge_kms::broker::{Broker, ContractRequest, service};
+use trustbridge_kms::client::{AdminSigner, Evidence, KmsClient};
+use trustbridge_protocol::binding::EvidenceBinding;
+use trustbridge_protocol::bundle::{
+    AssetId, BundlePath, Manifest, ProviderSigningKey, SignedManifest, seal_file,
+};
+use trustbridge_protocol::sealed::{DataKey, SegmentSize};
+use trustbridge_verifier::simulated::{NitroSpec, SimulatedTee, SnpSpec};
+
+pub const ASSET: &str = "acme/model@v1";
+/// The broker's clock starts at the real time: admin requests are signed with the real time.
+pub fn start_time() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub kek_hex: String,
+    pub sim: SimulatedTee,
+    pub provider: ProviderSigningKey,
+    pub admin: ProviderSigningKey,
+    pub key: DataKey,
+    pub manifest: Vec<u8>,
+    pub clock: Arc<AtomicU64>,
+}
+
+pub struct Running {
+    pub client: KmsClient,
+    pub broker: Arc<Broker>,
+    pub stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        let provider = ProviderSigningKey::generate().unwrap();
+        let key = DataKey::generate().unwrap();
+        let asset = AssetId::new(ASSET).unwrap();
+        let mut ct = Vec::new();
+        let entry = seal_file(
+            &key,
+            &asset,
+            BundlePath::new("model.bin").unwrap(),
+            SegmentSize::new(4096).unwrap(),
+            &b"weights"[..],
+            &mut ct,
+        )
+        .unwrap();
+        let manifest =
+            Manifest::new(asset, start_time(), provider.public(), &key, vec![entry]).unwrap();
+        let manifest = SignedManifest::sign(manifest, &provider)
+            .unwrap()
+            .as_bytes()
+            .to_vec();
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+            kek_hex: Kek::generate().unwrap().to_hex_line().trim().to_owned(),
+            sim: SimulatedTee::new().unwrap(),
+            provider,
+            admin: ProviderSigningKey::generate().unwrap(),
+            key,
+            manifest,
+            clock: Arc::new(AtomicU64::new(start_time())),
+        }
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.dir.path().join("kms.db")
+    }
+
+    pub fn policy(&self, simulation: bool) -> String {
+        let fp = |c: &trustbridge_verifier::x509::ParsedCertificate| hex::encode(c.sha256());
+        let sim = if simulation {
+            format!(
+                "[simulation]\nnitro_root_sha256 = [\"{}\"]\nsnp_root_sha256 = [\"{}\"]\n",
+                fp(self.sim.nitro_root()),
+                fp(self.sim.snp_root())
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            r#"
+[admin]
+keys = ["{admin}"]
+{sim}
+[[asset]]
+id = "{ASSET}"
+provider_key = "{provider}"
+
+  [[asset.nitro]]
+  pcr0 = "{pcr0}"
+  pcr1 = "{pcr1}"
+  pcr2 = "{pcr2}"
+
+  [[asset.snp]]
+  measurement = "{m}"
+  min_tcb = {{ bootloader = 4, snp = 24, microcode = 219 }}
+
+[[contract]]
+id = "c-policy"
+asset = "{ASSET}"
+not_before = "2026-01-01T00:00:00Z"
+not_after = "2030-01-01T00:00:00Z"
+"#,
+            admin = self.admin.public().to_hex(),
+            provider = self.provider.public().to_hex(),
+            pcr0 = "10".repeat(48),
+            pcr1 = "11".repeat(48),
+            pcr2 = "12".repeat(48),
+            m = "4d".repeat(48),
+        )
+    }
+
+    pub fn start(&self, policy: Option<&str>) -> Running {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&self.db()).unwrap());
+        let clock = self.clock.clone();
+        let broker = Arc::new(
+            Broker::with_clock(
+                store,
+                Kek::from_hex(&self.kek_hex).unwrap(),
+                policy,
+                Box::new(move || clock.load(Ordering::SeqCst)),
+            )
+            .unwrap(),
+        );
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let b = broker.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                service::serve(listener, b, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        let addr = addr_rx.recv().unwrap();
+        Running {
+            client: KmsClient::new(&format!("http://{addr}")),
+            broker,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn signer(&self) -> AdminSigner {
+        let pem = self.admin.to_pkcs8_pem().unwrap();
+        let key = ProviderSigningKey::from_pkcs8_pem(&pem).unwrap();
+        AdminSigner {
+            public_key: self.admin.public().to_bytes(),
+            sign: Box::new(move |m| key.sign(m)),
+        }
+    }
+
+    pub fn register(&self, r: &Running) {
+        r.client
+            .register_asset(ASSET, &self.manifest, &self.key, &self.signer())
+            .unwrap();
+    }
+
+    pub fn contract(&self, r: &Running, id: &str, max: Option<u64>) {
+        let c = ContractRequest {
+            id: id.into(),
+            asset: ASSET.into(),
+            not_before: "2026-01-01T00:00:00Z".into(),
+            not_after: "2030-01-01T00:00:00Z".into(),
+            max_releases: max,
+        };
+        r.client.add_contract(&c, &self.signer()).unwrap();
+    }
+
+    pub fn nitro(
+        &self,
+        spec: NitroSpec,
+    ) -> impl FnOnce(&EvidenceBinding) -> Result<Evidence, String> + '_ {
+        move |b| sim_nitro(&self.sim, spec, b)
+    }
+
+    pub fn snp(
+        &self,
+        spec: SnpSpec,
+    ) -> impl FnOnce(&EvidenceBinding) -> Result<Evidence, String> + '_ {
+        move |b| sim_snp(&self.sim, spec, b)
+    }
+}
+
+/// Simulated Nitro evidence that carries `b`.
+pub fn sim_nitro(
+    sim: &SimulatedTee,
+    spec: NitroSpec,
+    b: &EvidenceBinding,
+) -> Result<Evidence, String> {
+    let doc = sim
+        .nitro_document(&spec.bind(b).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    Ok(Evidence {
+        platform: "nitro".into(),
+        bytes: doc,
+        certificates: vec![],
+    })
+}
+
+/// Simulated SNP evidence that carries `b`, with the simulator's VCEK, ASK and ARK.
+pub fn sim_snp(sim: &SimulatedTee, spec: SnpSpec, b: &EvidenceBinding) -> Result<Evidence, String> {
+    let report = sim
+        .snp_report(&spec.bind(b).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    Ok(Evidence {
+        platform: "snp".into(),
+        bytes: report,
+        certificates: sim
+            .snp_certificates()
+            .iter()
+            .map(|c| c.der().to_vec())
+            .collect(),
+    })
+}
