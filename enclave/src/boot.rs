@@ -220,6 +220,15 @@ impl Backoff {
         (base + jitter).min(self.max)
     }
 
+    /// The retry state of one operation named `what`.
+    pub fn retrier<'a>(&self, what: &'a str) -> Retrier<'a> {
+        Retrier {
+            backoff: *self,
+            what,
+            failures: 0,
+        }
+    }
+
     /// Runs `step` until it succeeds, fails fatally, or the attempts run out; `sleep`
     /// waits between attempts.
     pub fn retry<T>(
@@ -228,28 +237,47 @@ impl Backoff {
         mut step: impl FnMut() -> Result<T, StepError>,
         mut sleep: impl FnMut(Duration),
     ) -> Result<T, StepError> {
-        let attempts = self.attempts.max(1);
-        for attempt in 1..=attempts {
+        let mut retry = self.retrier(what);
+        loop {
             match step() {
-                Ok(v) => return Ok(v),
-                Err(StepError::Transient(e)) if attempt < attempts => {
-                    let wait = self.delay(attempt - 1);
-                    tracing::warn!(what, attempt, wait_ms = wait.as_millis() as u64, error = %e, "transient failure; retrying");
-                    sleep(wait);
-                }
-                Err(StepError::Transient(e)) => {
-                    return Err(StepError::Fatal {
-                        code: "unavailable".into(),
-                        detail: format!("{what}: gave up after {attempts} attempts: {e}"),
-                    });
-                }
-                Err(fatal) => return Err(fatal),
+                Err(StepError::Transient(e)) => sleep(retry.next_wait(&e)?),
+                other => return other,
             }
         }
-        Err(StepError::Fatal {
-            code: "unavailable".into(),
-            detail: format!("{what}: not attempted"),
-        })
+    }
+}
+
+/// The retry decision of one operation, shared by every retry loop (sync and async):
+/// after each transient failure, [`Retrier::next_wait`] says how long to wait, or gives up
+/// with a fatal `unavailable` error once the attempts are spent.
+#[derive(Debug)]
+pub struct Retrier<'a> {
+    backoff: Backoff,
+    what: &'a str,
+    failures: u32,
+}
+
+impl Retrier<'_> {
+    /// Records a transient failure `error`: the wait before the next attempt, or the fatal
+    /// error when no attempt is left.
+    pub fn next_wait(&mut self, error: &str) -> Result<Duration, StepError> {
+        self.failures += 1;
+        let attempts = self.backoff.attempts.max(1);
+        if self.failures >= attempts {
+            return Err(StepError::Fatal {
+                code: "unavailable".into(),
+                detail: format!("{}: gave up after {attempts} attempts: {error}", self.what),
+            });
+        }
+        let wait = self.backoff.delay(self.failures - 1);
+        tracing::warn!(
+            what = self.what,
+            attempt = self.failures,
+            wait_ms = wait.as_millis() as u64,
+            error,
+            "transient failure; retrying"
+        );
+        Ok(wait)
     }
 }
 

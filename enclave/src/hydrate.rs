@@ -93,8 +93,13 @@ fn url_path(path: &str) -> String {
         .join("/")
 }
 
-/// One GET over a fresh connection to `source`; `range` is inclusive.
-async fn get(source: &Endpoint, path: &str, range: Option<(u64, u64)>) -> Result<Bytes, StepError> {
+/// Sends `GET path` (with an inclusive `range`) over a fresh connection to `source` and
+/// returns the response, or the error its status means.
+async fn request(
+    source: &Endpoint,
+    path: &str,
+    range: Option<(u64, u64)>,
+) -> Result<hyper::Response<hyper::body::Incoming>, StepError> {
     let transient = |e: String| StepError::Transient(format!("relay {path}: {e}"));
     let stream = trustbridge_transport::connect(source)
         .await
@@ -116,51 +121,34 @@ async fn get(source: &Endpoint, path: &str, range: Option<(u64, u64)>) -> Result
         .send_request(req)
         .await
         .map_err(|e| transient(e.to_string()))?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| transient(e.to_string()))?
-        .to_bytes();
-    match (status, range) {
-        (200, None) => Ok(body),
-        (206, Some((start, end))) if body.len() as u64 == end - start + 1 => Ok(body),
-        (206, Some(_)) => Err(transient(format!(
-            "short range answer ({} bytes)",
-            body.len()
-        ))),
+    match (resp.status().as_u16(), range) {
+        (200, None) | (206, Some(_)) => Ok(resp),
         (404, _) => Err(fatal("bundle_missing", format!("the relay has no {path}"))),
         (s, _) if s >= 500 => Err(transient(format!("HTTP {s}"))),
         (s, _) => Err(fatal("bundle_missing", format!("{path}: HTTP {s}"))),
     }
 }
 
-/// `get` with retries on transient failures.
-async fn get_retrying(
-    source: &Endpoint,
-    path: &str,
-    range: Option<(u64, u64)>,
-    backoff: Backoff,
-) -> Result<Bytes, StepError> {
-    let attempts = backoff.attempts.max(1);
-    for attempt in 1..=attempts {
-        match get(source, path, range).await {
-            Err(StepError::Transient(e)) if attempt < attempts => {
-                let wait = backoff.delay(attempt - 1);
-                tracing::warn!(path, attempt, wait_ms = wait.as_millis() as u64, error = %e, "download failed; retrying");
-                tokio::time::sleep(wait).await;
-            }
-            Err(StepError::Transient(e)) => {
-                return Err(fatal(
-                    "unavailable",
-                    format!("{e} (gave up after {attempts} attempts)"),
-                ));
-            }
+/// One whole-file GET.
+async fn get(source: &Endpoint, path: &str) -> Result<Bytes, StepError> {
+    let resp = request(source, path, None).await?;
+    Ok(resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| StepError::Transient(format!("relay {path}: {e}")))?
+        .to_bytes())
+}
+
+/// [`get`] with retries on transient failures.
+async fn get_retrying(source: &Endpoint, path: &str, backoff: Backoff) -> Result<Bytes, StepError> {
+    let mut retry = backoff.retrier(path);
+    loop {
+        match get(source, path).await {
+            Err(StepError::Transient(e)) => tokio::time::sleep(retry.next_wait(&e)?).await,
             other => return other,
         }
     }
-    Err(fatal("unavailable", "not attempted"))
 }
 
 /// One ranged GET streamed straight into `dst` (the range `start..start + dst.len()`).
@@ -171,31 +159,8 @@ async fn fetch_into(
     dst: &mut [u8],
 ) -> Result<(), StepError> {
     let transient = |e: String| StepError::Transient(format!("relay {path}: {e}"));
-    let stream = trustbridge_transport::connect(source)
-        .await
-        .map_err(|e| transient(e.to_string()))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| transient(e.to_string()))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
     let end = start + dst.len() as u64 - 1;
-    let req = hyper::Request::get(path)
-        .header(hyper::header::HOST, "relay")
-        .header(hyper::header::RANGE, format!("bytes={start}-{end}"))
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| fatal("internal", e.to_string()))?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| transient(e.to_string()))?;
-    match resp.status().as_u16() {
-        206 => {}
-        404 => return Err(fatal("bundle_missing", format!("the relay has no {path}"))),
-        s if s >= 500 => return Err(transient(format!("HTTP {s}"))),
-        s => return Err(fatal("bundle_missing", format!("{path}: HTTP {s}"))),
-    }
+    let resp = request(source, path, Some((start, end))).await?;
     let mut body = resp.into_body();
     let mut written = 0;
     while let Some(frame) = body.frame().await {
@@ -226,24 +191,13 @@ async fn fetch_chunk(
     dst: &mut [u8],
     backoff: Backoff,
 ) -> Result<(), StepError> {
-    let attempts = backoff.attempts.max(1);
-    for attempt in 1..=attempts {
+    let mut retry = backoff.retrier(path);
+    loop {
         match fetch_into(source, path, start, dst).await {
-            Err(StepError::Transient(e)) if attempt < attempts => {
-                let wait = backoff.delay(attempt - 1);
-                tracing::warn!(path, start, attempt, wait_ms = wait.as_millis() as u64, error = %e, "download failed; retrying");
-                tokio::time::sleep(wait).await;
-            }
-            Err(StepError::Transient(e)) => {
-                return Err(fatal(
-                    "unavailable",
-                    format!("{e} (gave up after {attempts} attempts)"),
-                ));
-            }
+            Err(StepError::Transient(e)) => tokio::time::sleep(retry.next_wait(&e)?).await,
             other => return other,
         }
     }
-    Err(fatal("unavailable", "not attempted"))
 }
 
 /// Downloads one sealed file in parallel ranged chunks, each streamed into its place in one
@@ -284,13 +238,7 @@ pub async fn fetch(
     released: &Released,
     config: &HydrateConfig,
 ) -> Result<Fetched, StepError> {
-    let bytes = get_retrying(
-        source,
-        &format!("/bundle/{MANIFEST_FILE}"),
-        None,
-        config.backoff,
-    )
-    .await?;
+    let bytes = get_retrying(source, &format!("/bundle/{MANIFEST_FILE}"), config.backoff).await?;
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
     if digest.as_ref() != released.manifest_sha256 {
         return Err(fatal(

@@ -137,9 +137,8 @@ impl Sentinel {
         }
         self.go(BootState::Authorize);
         let c = &self.config;
-        let mut attempt = 0;
+        let mut retry = c.backoff.retrier("key release");
         let released = loop {
-            attempt += 1;
             match authorize(
                 provider.clone(),
                 &keys,
@@ -151,11 +150,10 @@ impl Sentinel {
             .await
             {
                 Ok(r) => break r,
-                Err(StepError::Transient(e)) if attempt < c.backoff.attempts => {
-                    let wait = c.backoff.delay(attempt - 1);
-                    tracing::warn!(attempt, wait_ms = wait.as_millis() as u64, error = %e, "key release failed; retrying");
-                    tokio::time::sleep(wait).await;
-                }
+                Err(StepError::Transient(e)) => match retry.next_wait(&e) {
+                    Ok(wait) => tokio::time::sleep(wait).await,
+                    Err(fatal) => return self.fail(fatal),
+                },
                 Err(e) => return self.fail(e),
             }
         };

@@ -17,9 +17,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use trustbridge_kms::broker::Broker;
 use trustbridge_kms::broker::kek::Kek;
+use trustbridge_kms::broker::service::LoopbackBroker;
 use trustbridge_kms::broker::store::{SqliteStore, Store};
-use trustbridge_kms::broker::{Broker, service};
 use trustbridge_kms::client::{AdminSigner, Evidence, KmsClient};
 use trustbridge_protocol::bundle::{
     AssetId, BundlePath, Manifest, ProviderSigningKey, SignedManifest, seal_file,
@@ -67,22 +68,8 @@ fn main() {
     );
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("kms.db")).unwrap());
     let broker = Arc::new(Broker::open(store, Kek::generate().unwrap(), Some(&policy)).unwrap());
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            addr_tx.send(listener.local_addr().unwrap()).unwrap();
-            service::serve(listener, broker, std::future::pending())
-                .await
-                .unwrap();
-        });
-    });
-    let base = format!("http://{}", addr_rx.recv().unwrap());
+    let server = LoopbackBroker::start(broker).unwrap();
+    let base = server.url().to_owned();
     let client = KmsClient::new(&base);
     let pem = admin.to_pkcs8_pem().unwrap();
     let signing = ProviderSigningKey::from_pkcs8_pem(&pem).unwrap();

@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::atomic::Ordering;
 
-use common::{ASSET, Fixture, Running, sim_snp, start_time};
+use common::{ASSET, Fixture, sim_snp, start_time};
 use trustbridge_kms::broker::decision_log::verify_log;
 use trustbridge_kms::broker::kek::Kek;
 use trustbridge_kms::client::{AdminSigner, ClientError};
@@ -461,7 +461,7 @@ fn admin_api_requires_a_fresh_signature_by_an_admin_key() {
         .http_status_as_error(false)
         .build()
         .into();
-    let url = format!("{}/v1/admin/contracts/c-policy/revoke", r.client_url());
+    let url = format!("{}/v1/admin/contracts/c-policy/revoke", r.url);
     assert_eq!(
         agent.post(&url).send(&[][..]).unwrap().status().as_u16(),
         401
@@ -483,14 +483,4 @@ fn admin_api_requires_a_fresh_signature_by_an_admin_key() {
     };
     assert_eq!(send(), 200);
     assert_eq!(send(), 401, "a replayed admin request is refused");
-}
-
-impl Running {
-    fn client_url(&self) -> String {
-        format!("{:?}", self.client)
-            .split('"')
-            .nth(1)
-            .unwrap()
-            .to_owned()
-    }
 }

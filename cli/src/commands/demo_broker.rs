@@ -9,8 +9,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail, ensure};
 use trustbridge_kms::broker::decision_log::verify_log;
 use trustbridge_kms::broker::kek::Kek;
+use trustbridge_kms::broker::service::LoopbackBroker;
 use trustbridge_kms::broker::store::{SqliteStore, Store};
-use trustbridge_kms::broker::{Broker, ContractRequest, service};
+use trustbridge_kms::broker::{Broker, ContractRequest};
 use trustbridge_kms::client::{AdminSigner, ClientError, Evidence, KmsClient};
 use trustbridge_protocol::bundle::{ProviderSigningKey, SignedManifest};
 use trustbridge_protocol::sealed::DataKey;
@@ -18,55 +19,6 @@ use trustbridge_verifier::simulated::{NitroSpec, SimulatedTee};
 
 use super::key_release::simulation_section;
 use crate::output_file::write_output;
-
-/// A broker serving on loopback until dropped.
-struct EmbeddedBroker {
-    url: String,
-    broker: Arc<Broker>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<Result<()>>>,
-}
-
-impl Drop for EmbeddedBroker {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn start(broker: Arc<Broker>) -> Result<EmbeddedBroker> {
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let b = broker.clone();
-    let thread = std::thread::spawn(move || -> Result<()> {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()?;
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let _ = addr_tx.send(listener.local_addr()?);
-            service::serve(listener, b, async {
-                let _ = stopped.await;
-            })
-            .await?;
-            Ok(())
-        })
-    });
-    let addr = addr_rx
-        .recv()
-        .context("the embedded broker did not start")?;
-    Ok(EmbeddedBroker {
-        url: format!("http://{addr}"),
-        broker,
-        stop: Some(stop),
-        thread: Some(thread),
-    })
-}
 
 fn step(out: &mut impl Write, text: &str) -> Result<()> {
     writeln!(out, "  [ok] {text}")?;
@@ -105,16 +57,16 @@ pub(crate) fn run(
     );
     std::fs::write(dir.join("policy.toml"), &policy)?;
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("kms.db"))?);
-    let embedded = start(Arc::new(Broker::open(store, kek, Some(&policy))?))?;
+    let embedded = LoopbackBroker::start(Arc::new(Broker::open(store, kek, Some(&policy))?))?;
     step(
         out,
         &format!(
             "key broker started on {} (policy pins the provider key, the manifest and the enclave PCRs; simulation CA in sim-ca/)",
-            embedded.url
+            embedded.url()
         ),
     )?;
 
-    let client = KmsClient::new(&embedded.url);
+    let client = KmsClient::new(embedded.url());
     let signer = AdminSigner {
         public_key: admin.public().to_bytes(),
         sign: Box::new(move |m| admin.sign(m)),
@@ -182,7 +134,7 @@ pub(crate) fn run(
         }
         other => bail!("a foreign enclave was not denied as expected: {other:?}"),
     }
-    let log = embedded.broker.store().decisions()?;
+    let log = embedded.broker().store().decisions()?;
     let verified = verify_log(
         &log,
         &Kek::from_hex(&std::fs::read_to_string(dir.join("kek"))?)?

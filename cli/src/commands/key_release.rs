@@ -113,7 +113,6 @@ pub(crate) fn run(args: KeyReleaseArgs) -> Result<bool> {
         }
         Err(ClientError::Denied { code, detail }) => {
             writeln!(out, "{code}")?;
-            tracing::warn!(%detail, "key release denied");
             eprintln!("denied: {detail}");
             Ok(false)
         }

@@ -29,6 +29,9 @@ pub enum KekError {
     /// The system random number generator failed.
     #[error("system random number generator failed")]
     Random,
+    /// AES-GCM sealing failed.
+    #[error("wrapping the data key failed")]
+    Seal,
 }
 
 /// The 256-bit KEK. Zeroized on drop; never printed.
@@ -80,7 +83,7 @@ impl Kek {
                 Aad::from(asset.as_bytes()),
                 &mut *raw,
             )
-            .map_err(|_| KekError::Random)?;
+            .map_err(|_| KekError::Seal)?;
         let mut out = nonce.to_vec();
         out.extend_from_slice(&raw);
         Ok(out)

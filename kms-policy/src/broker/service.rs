@@ -219,3 +219,86 @@ async fn replace_policy(State(b): State<Arc<Broker>>, headers: HeaderMap, body: 
     )
     .await
 }
+
+/// A broker served on an ephemeral loopback port from its own thread and runtime, for
+/// `trustbridge demo`, tests and benchmarks. Stops gracefully when dropped.
+pub struct LoopbackBroker {
+    url: String,
+    broker: Arc<Broker>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for LoopbackBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LoopbackBroker({})", self.url)
+    }
+}
+
+impl LoopbackBroker {
+    /// Binds 127.0.0.1 on an ephemeral port and serves `broker` until dropped.
+    pub fn start(broker: Arc<Broker>) -> std::io::Result<Self> {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let served = broker.clone();
+        let thread = std::thread::spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = addr_tx.send(Err(e));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::bind("127.0.0.1:0").await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = addr_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = addr_tx.send(listener.local_addr());
+                let shutdown = async {
+                    let _ = stopped.await;
+                };
+                if let Err(e) = serve(listener, served, shutdown).await {
+                    tracing::error!(error = %e, "loopback broker stopped");
+                }
+            });
+        });
+        let addr = addr_rx
+            .recv()
+            .map_err(|_| std::io::Error::other("the broker thread ended before binding"))??;
+        Ok(Self {
+            url: format!("http://{addr}"),
+            broker,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The broker's base URL, e.g. `http://127.0.0.1:41234`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The broker being served.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+}
+
+impl Drop for LoopbackBroker {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use trustbridge_kms::broker::kek::Kek;
+use trustbridge_kms::broker::service::LoopbackBroker;
 use trustbridge_kms::broker::store::{SqliteStore, Store};
-use trustbridge_kms::broker::{Broker, ContractRequest, service};
+use trustbridge_kms::broker::{Broker, ContractRequest};
 use trustbridge_kms::client::{AdminSigner, Evidence, KmsClient};
 use trustbridge_protocol::binding::EvidenceBinding;
 use trustbridge_protocol::bundle::{
@@ -46,19 +47,9 @@ pub struct Fixture {
 pub struct Running {
     pub client: KmsClient,
     pub broker: Arc<Broker>,
-    pub stop: Option<tokio::sync::oneshot::Sender<()>>,
-    pub thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+    pub url: String,
+    /// Serves until dropped.
+    pub server: LoopbackBroker,
 }
 
 impl Fixture {
@@ -154,31 +145,13 @@ not_after = "2030-01-01T00:00:00Z"
             )
             .unwrap(),
         );
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let b = broker.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                service::serve(listener, b, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-            });
-        });
-        let addr = addr_rx.recv().unwrap();
+        let server = LoopbackBroker::start(broker.clone()).unwrap();
+        let url = server.url().to_owned();
         Running {
-            client: KmsClient::new(&format!("http://{addr}")),
+            client: KmsClient::new(&url),
             broker,
-            stop: Some(stop),
-            thread: Some(thread),
+            url,
+            server,
         }
     }
 

@@ -104,21 +104,32 @@ pub fn open_file_in_memory(
     ciphertext: &[u8],
     threads: usize,
 ) -> Result<Zeroizing<Vec<u8>>, BundleError> {
-    manifest.check_data_key(key)?;
-    if ciphertext.len() as u64 != entry.ciphertext_len {
-        return Err(BundleError::LengthMismatch {
-            path: entry.path.clone(),
-            expected: entry.ciphertext_len,
-            found: ciphertext.len() as u64,
-        });
-    }
-    let ad = associated_data(&manifest.asset_id, &entry.path);
+    let ad = checked_associated_data(key, manifest, entry, ciphertext.len())?;
     sealed::decrypt_in_memory(key, &ad, entry.segment_size, ciphertext, threads).map_err(|source| {
         BundleError::File {
             path: entry.path.clone(),
             source,
         }
     })
+}
+
+/// Checks `key` against the manifest and the ciphertext's length against `entry`; returns
+/// the entry's associated data.
+fn checked_associated_data(
+    key: &DataKey,
+    manifest: &Manifest,
+    entry: &FileEntry,
+    len: usize,
+) -> Result<Vec<u8>, BundleError> {
+    manifest.check_data_key(key)?;
+    if len as u64 != entry.ciphertext_len {
+        return Err(BundleError::LengthMismatch {
+            path: entry.path.clone(),
+            expected: entry.ciphertext_len,
+            found: len as u64,
+        });
+    }
+    Ok(associated_data(&manifest.asset_id, &entry.path))
 }
 
 /// Counts bytes read and remembers whether the input ended.
@@ -146,15 +157,7 @@ pub fn open_file_owned(
     ciphertext: Vec<u8>,
     threads: usize,
 ) -> Result<Zeroizing<Vec<u8>>, BundleError> {
-    manifest.check_data_key(key)?;
-    if ciphertext.len() as u64 != entry.ciphertext_len {
-        return Err(BundleError::LengthMismatch {
-            path: entry.path.clone(),
-            expected: entry.ciphertext_len,
-            found: ciphertext.len() as u64,
-        });
-    }
-    let ad = associated_data(&manifest.asset_id, &entry.path);
+    let ad = checked_associated_data(key, manifest, entry, ciphertext.len())?;
     sealed::decrypt_owned(key, &ad, entry.segment_size, ciphertext, threads).map_err(|source| {
         BundleError::File {
             path: entry.path.clone(),
