@@ -113,6 +113,25 @@ pub fn open_file_in_memory(
     })
 }
 
+/// A per-segment opener for one sealed file whose stream header (its first
+/// [`sealed::HEADER_LEN`] bytes) is `header`: for receivers that decrypt segments in place
+/// as they arrive. Checks the key against the manifest first, like the other openers.
+pub fn segment_opener(
+    key: &DataKey,
+    manifest: &Manifest,
+    entry: &FileEntry,
+    header: &[u8],
+) -> Result<sealed::SegmentOpener, BundleError> {
+    let ad = checked_associated_data(key, manifest, entry, entry.ciphertext_len as usize)?;
+    let file_error = |source| BundleError::File {
+        path: entry.path.clone(),
+        source,
+    };
+    let layout = sealed::StreamLayout::for_ciphertext(entry.segment_size, entry.ciphertext_len)
+        .map_err(file_error)?;
+    sealed::SegmentOpener::new(key, &ad, layout, header).map_err(file_error)
+}
+
 /// Checks `key` against the manifest and the ciphertext's length against `entry`; returns
 /// the entry's associated data.
 fn checked_associated_data(

@@ -12,6 +12,8 @@
 //! - [`decrypt_stream`]: reader in, writer out; segments are released only once verified.
 //! - [`decrypt_in_memory`]: all cores, one output buffer, returned only when every segment
 //!   verified.
+//! - [`SegmentOpener`]: one segment at a time, in place, for receivers that place each
+//!   segment where its plaintext belongs as it arrives.
 //!
 //! See `docs/SEALED-WEIGHTS.md` for the exact byte layout.
 
@@ -21,6 +23,7 @@ mod decrypt;
 mod encrypt;
 mod error;
 mod layout;
+mod opener;
 mod parallel;
 mod segment_cipher;
 
@@ -33,4 +36,5 @@ pub use layout::{
     DEFAULT_SEGMENT_SIZE, HEADER_LEN, KEY_LEN, MAX_SEGMENT_SIZE, MAX_SEGMENTS, MIN_SEGMENT_SIZE,
     NONCE_PREFIX_LEN, SALT_LEN, SegmentSize, SegmentSpan, StreamLayout, TAG_LEN,
 };
+pub use opener::SegmentOpener;
 pub use parallel::{decrypt_in_memory, decrypt_into, decrypt_owned, default_threads};

@@ -122,6 +122,19 @@ impl SegmentCipher {
             })
     }
 
+    /// Verifies and decrypts one segment's ciphertext in place with its tag held apart; on
+    /// failure `buf` is zeroed.
+    pub(crate) fn open_detached_in_place(
+        &self,
+        index: u32,
+        last: bool,
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), super::aead::AeadError> {
+        self.aead
+            .open_in_place(self.nonce(index, last), &[], tag, buf)
+    }
+
     /// Verifies and decrypts one segment (`ciphertext || tag`) into `out`, which must be
     /// exactly 16 bytes shorter. On failure `out` holds only zeros.
     ///
