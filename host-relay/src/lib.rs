@@ -4,8 +4,8 @@
 //!
 //! - [`ingress`]: clients' requests forwarded to the sentinel.
 //! - [`egress`]: the sentinel's only way out, to allow-listed destinations.
-//! - [`bundles`]: sealed-bundle serving with range requests (local directory; S3, Azure
-//!   Blob and HTTP sources are on the roadmap).
+//! - [`bundles`]: sealed-bundle serving with range requests, file to socket by
+//!   `sendfile(2)`.
 #![forbid(unsafe_code)]
 
 pub mod bundles;

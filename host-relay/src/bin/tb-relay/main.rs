@@ -13,8 +13,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, ValueEnum};
+use trustbridge_relay::bundles::BundleServer;
 use trustbridge_relay::egress::{AllowList, EgressConfig, serve_egress};
-use trustbridge_relay::{bundles, ingress};
+use trustbridge_relay::ingress;
 use trustbridge_transport::{Endpoint, Listener};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -108,6 +109,8 @@ fn run(args: Args) -> Result<()> {
             args.bundle_dir.display()
         );
     }
+    let bundle_server = BundleServer::new(&args.bundle_dir)
+        .with_context(|| format!("cannot serve {}", args.bundle_dir.display()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -119,7 +122,7 @@ fn run(args: Args) -> Result<()> {
         let mut config = EgressConfig::new(allow);
         config.max_connections = args.egress_max_connections;
         let egress = tokio::spawn(serve_egress(egress_l, config));
-        let bundles = tokio::spawn(async move { axum::serve(bundle_l, bundles::router(args.bundle_dir)).await });
+        let bundles = tokio::spawn(bundle_server.serve(bundle_l));
         let ingress = tokio::spawn(async move { axum::serve(ingress_l, ingress::router(args.sentinel)).await });
         tokio::select! {
             r = egress => r?.context("egress"),
