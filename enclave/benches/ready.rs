@@ -52,6 +52,14 @@ impl Read for Weights {
     }
 }
 
+/// Measured runs of each (after one unscored cold boot); the medians are reported.
+const RUNS: usize = 5;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn main() {
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
@@ -153,34 +161,51 @@ fn main() {
             EgressConfig::new(AllowList::parse(&[format!("127.0.0.1:{port}")]).unwrap()),
         ));
         let bundle_listener = Listener::bind(&bundles).await.unwrap();
-        let router = trustbridge_relay::bundles::router(bundle.clone());
-        tokio::spawn(async move { axum::serve(bundle_listener, router).await });
+        let server = trustbridge_relay::bundles::BundleServer::new(&bundle).unwrap();
+        tokio::spawn(server.serve(bundle_listener));
 
-        let cat_s = tokio::task::block_in_place(cat);
-        let config = SentinelConfig {
-            asset: "bench/model@v1".into(),
-            contract: "c".into(),
-            kms: KmsTarget {
-                host: "127.0.0.1".into(),
-                port,
-            },
-            egress,
-            bundles,
-            hydrate: HydrateConfig::default(),
-            backoff: Backoff::default(),
-        };
         let provider = Arc::new(SimulatedProvider::new(
             SimulatedTee::load(sim_dir.path()).unwrap(),
             SimulatedPlatform::Nitro,
         ));
-        let sentinel = Sentinel::new(config);
-        let t = Instant::now();
-        sentinel.clone().boot(provider).await;
-        let ready_s = t.elapsed().as_secs_f64();
-        assert_eq!(sentinel.state(), BootState::Ready, "{}", sentinel.state());
-        (cat_s, ready_s)
+        let boot = || {
+            let config = SentinelConfig {
+                asset: "bench/model@v1".into(),
+                contract: "c".into(),
+                kms: KmsTarget {
+                    host: "127.0.0.1".into(),
+                    port,
+                },
+                egress: egress.clone(),
+                bundles: bundles.clone(),
+                hydrate: HydrateConfig::default(),
+                backoff: Backoff::default(),
+            };
+            let provider = provider.clone();
+            async move {
+                let sentinel = Sentinel::new(config);
+                let t = Instant::now();
+                sentinel.clone().boot(provider).await;
+                let ready_s = t.elapsed().as_secs_f64();
+                assert_eq!(sentinel.state(), BootState::Ready, "{}", sentinel.state());
+                ready_s
+            }
+        };
+        // The first boot runs on memory the VM has never touched; on this machine's
+        // hypervisor that first touch dominates, so it is reported apart and not scored.
+        let cold_s = boot().await;
+        let mut cats = Vec::new();
+        let mut readies = Vec::new();
+        for _ in 0..RUNS {
+            cats.push(tokio::task::block_in_place(cat));
+            readies.push(boot().await);
+        }
+        println!("cold first boot: {cold_s:.3} s (not scored)");
+        println!("cat runs: {cats:.3?}");
+        println!("boot runs: {readies:.3?}");
+        (median(cats), median(readies))
     });
-    println!("cat of the bundle: {cat_s:.3} s; boot to Ready: {ready_s:.3} s");
+    println!("median of {RUNS}: cat of the bundle {cat_s:.3} s; boot to Ready {ready_s:.3} s");
     println!(
         "bar: ratio <= 3 ({})",
         if ready_s / cat_s <= 3.0 {

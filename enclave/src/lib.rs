@@ -8,15 +8,18 @@
 //! - [`keys`]: the boot-time keys bound into the evidence.
 //! - [`authorize`]: the key release through the relay's egress tunnel.
 //! - [`hydrate`]: fetching the sealed bundle through the relay and decrypting it in memory.
+//! - [`memory`]: plaintext buffers (huge pages, never dumped, zeroized).
 //! - [`boot`]: the boot state machine and its retry policy.
 //! - [`sentinel`]: the boot task and the health API.
 //!
 //! The `tb-sentinel` binary, hydrate and the health API follow (see `docs/ROADMAP.md`).
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: only `memory`, which wraps madvise/mlock, allows `unsafe`.
+#![deny(unsafe_code)]
 
 pub mod attestation;
 pub mod authorize;
 pub mod boot;
 pub mod hydrate;
 pub mod keys;
+pub mod memory;
 pub mod sentinel;

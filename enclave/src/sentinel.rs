@@ -19,7 +19,7 @@ use trustbridge_transport::Endpoint;
 use crate::attestation::AttestationProvider;
 use crate::authorize::{KmsTarget, authorize};
 use crate::boot::{Backoff, BootMachine, BootState, StepError};
-use crate::hydrate::{HydrateConfig, Model, decrypt, fetch};
+use crate::hydrate::{HydrateConfig, Model, fetch_files, fetch_manifest, lock};
 use crate::keys::SentinelKeys;
 
 /// What the sentinel needs to boot.
@@ -159,20 +159,22 @@ impl Sentinel {
         };
         tracing::info!(key_id = %released.key.key_id(), "data key released");
         self.go(BootState::Hydrate);
-        let fetched = match fetch(&c.bundles, &released, &c.hydrate).await {
-            Ok(f) => f,
+        // Hydrate verifies and decrypts every segment as it lands (see `hydrate`).
+        let hydrated = match fetch_manifest(&c.bundles, &released, &c.hydrate).await {
+            Ok(manifest) => fetch_files(&c.bundles, &released, manifest, &c.hydrate).await,
+            Err(e) => Err(e),
+        };
+        let model = match hydrated {
+            Ok(model) => model,
             Err(e) => return self.fail(e),
         };
+        // Decrypt: every segment verified; the plaintext is pinned and published.
         self.go(BootState::Decrypt);
-        match decrypt(fetched, &released, c.hydrate.threads).await {
-            Ok(model) => {
-                if let Ok(mut slot) = self.model.lock() {
-                    *slot = Some(Arc::new(model));
-                }
-                self.go(BootState::Ready);
-            }
-            Err(e) => self.fail(e),
+        lock(&model);
+        if let Ok(mut slot) = self.model.lock() {
+            *slot = Some(Arc::new(model));
         }
+        self.go(BootState::Ready);
     }
 
     /// The health API.

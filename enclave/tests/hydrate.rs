@@ -5,7 +5,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use trustbridge_enclave::authorize::Released;
@@ -15,6 +14,7 @@ use trustbridge_protocol::bundle::{
     AssetId, BundlePath, MANIFEST_FILE, Manifest, ProviderSigningKey, SignedManifest, seal_file,
 };
 use trustbridge_protocol::sealed::{DataKey, SegmentSize};
+use trustbridge_relay::bundles::BundleServer;
 use trustbridge_transport::{Endpoint, Listener};
 
 struct Bundle {
@@ -42,6 +42,7 @@ fn bundle() -> Bundle {
     for (path, data) in [
         ("weights/model bin.gguf", weights.as_slice()),
         ("config.json", b"{}".as_slice()),
+        ("empty.bin", b"".as_slice()),
     ] {
         let file = dir.path().join(format!("{path}.sealed"));
         std::fs::create_dir_all(file.parent().unwrap()).unwrap();
@@ -81,23 +82,18 @@ fn released(b: &Bundle) -> Released {
     }
 }
 
-/// Serves the bundle on `endpoint`; counts requests; returns the server task.
+/// Serves the bundle on `endpoint`; returns the server (for its request count) and task.
 async fn relay(
     dir: &Path,
     endpoint: &Endpoint,
-    counter: Arc<AtomicUsize>,
-) -> tokio::task::JoinHandle<()> {
-    let app = trustbridge_relay::bundles::router(dir.to_owned()).layer(axum::middleware::from_fn(
-        move |req, next: axum::middleware::Next| {
-            let counter = counter.clone();
-            async move {
-                counter.fetch_add(1, Ordering::SeqCst);
-                next.run(req).await
-            }
-        },
-    ));
+) -> (Arc<BundleServer>, tokio::task::JoinHandle<()>) {
+    let server = BundleServer::new(dir).unwrap();
     let listener = Listener::bind(endpoint).await.unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() })
+    let task = tokio::spawn({
+        let server = server.clone();
+        async move { server.serve(listener).await.unwrap() }
+    });
+    (server, task)
 }
 
 fn config() -> HydrateConfig {
@@ -109,7 +105,6 @@ fn config() -> HydrateConfig {
             max: Duration::from_millis(200),
             attempts: 40,
         },
-        threads: 2,
     }
 }
 
@@ -118,17 +113,13 @@ async fn hydrates_and_decrypts_in_memory() {
     let b = bundle();
     let sock = tempfile::tempdir().unwrap();
     let endpoint = Endpoint::Unix(sock.path().join("bundles.sock"));
-    let requests = Arc::new(AtomicUsize::new(0));
-    let _relay = relay(b.dir.path(), &endpoint, requests.clone()).await;
+    let (server, _relay) = relay(b.dir.path(), &endpoint).await;
     let model = hydrate(&endpoint, &released(&b), &config()).await.unwrap();
     assert_eq!(*model.files["weights/model bin.gguf"], b.weights);
     assert_eq!(model.files["config.json"].as_slice(), b"{}");
-    // Ranged, parallel downloads: manifest + at least 13 chunks for the weights.
-    assert!(
-        requests.load(Ordering::SeqCst) >= 15,
-        "{}",
-        requests.load(Ordering::SeqCst)
-    );
+    assert!(model.files["empty.bin"].is_empty());
+    // Ranged, parallel downloads: manifest + header + at least 13 chunks for the weights.
+    assert!(server.requests() >= 15, "{}", server.requests());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,7 +127,7 @@ async fn tampering_and_substitution_fail_with_their_reason() {
     let b = bundle();
     let sock = tempfile::tempdir().unwrap();
     let endpoint = Endpoint::Unix(sock.path().join("bundles.sock"));
-    let _relay = relay(b.dir.path(), &endpoint, Arc::new(AtomicUsize::new(0))).await;
+    let _relay = relay(b.dir.path(), &endpoint).await;
     let code = |r: Result<_, StepError>| match r {
         Err(StepError::Fatal { code, .. }) => code,
         other => panic!(
@@ -180,8 +171,7 @@ async fn a_relay_restart_during_hydrate_only_delays_it() {
     let b = bundle();
     let sock = tempfile::tempdir().unwrap();
     let endpoint = Endpoint::Unix(sock.path().join("bundles.sock"));
-    let requests = Arc::new(AtomicUsize::new(0));
-    let first = relay(b.dir.path(), &endpoint, requests.clone()).await;
+    let (first_server, first) = relay(b.dir.path(), &endpoint).await;
     let config = HydrateConfig {
         chunk_bytes: 64 * 1024,
         concurrency: 2,
@@ -191,22 +181,22 @@ async fn a_relay_restart_during_hydrate_only_delays_it() {
     let (ep, cfg) = (endpoint.clone(), config);
     let hydration = tokio::spawn(async move { hydrate(&ep, &rel, &cfg).await });
     // Kill the relay once the download is under way, restart it a little later.
-    while requests.load(Ordering::SeqCst) < 8 {
+    while first_server.requests() < 8 {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     first.abort();
     let _ = first.await;
-    let served_before = requests.load(Ordering::SeqCst);
+
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(
         !hydration.is_finished(),
         "hydration must wait for the relay"
     );
-    let _second = relay(b.dir.path(), &endpoint, requests.clone()).await;
+    let (second_server, _second) = relay(b.dir.path(), &endpoint).await;
     let model = hydration.await.unwrap().unwrap();
     assert_eq!(*model.files["weights/model bin.gguf"], b.weights);
     assert!(
-        requests.load(Ordering::SeqCst) > served_before,
+        second_server.requests() > 0,
         "the download resumed on the restarted relay"
     );
 }

@@ -90,8 +90,8 @@ struct Args {
     /// Parallel download requests.
     #[arg(long, env = "TB_DOWNLOAD_CONCURRENCY", default_value_t = 8)]
     download_concurrency: usize,
-    /// Download chunk size in bytes.
-    #[arg(long, env = "TB_DOWNLOAD_CHUNK_BYTES", default_value_t = 8 << 20)]
+    /// Download chunk size in bytes, rounded down to whole sealed segments (at least one).
+    #[arg(long, env = "TB_DOWNLOAD_CHUNK_BYTES", default_value_t = 16 << 20)]
     download_chunk_bytes: u64,
     /// First retry delay in milliseconds (doubling, at most 30 s).
     #[arg(long, env = "TB_RETRY_INITIAL_MS", default_value_t = 500)]
@@ -171,7 +171,6 @@ fn run(args: Args) -> Result<()> {
             concurrency: args.download_concurrency,
             chunk_bytes: args.download_chunk_bytes,
             backoff,
-            ..HydrateConfig::default()
         },
         backoff,
     };
