@@ -180,6 +180,8 @@ fn main() {
                 bundles: bundles.clone(),
                 hydrate: HydrateConfig::default(),
                 backoff: Backoff::default(),
+                reauthorize_every: None,
+                output: Default::default(),
             };
             let provider = provider.clone();
             async move {

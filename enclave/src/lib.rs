@@ -9,6 +9,7 @@
 //! - [`authorize`]: the key release through the relay's egress tunnel.
 //! - [`hydrate`]: fetching the sealed bundle through the relay and decrypting it in memory.
 //! - [`memory`]: plaintext buffers (huge pages, never dumped, zeroized).
+//! - [`output`]: runtime-proxy mode (the model on tmpfs or through FIFOs).
 //! - [`boot`]: the boot state machine and its retry policy.
 //! - [`sentinel`]: the boot task and the health API.
 //!
@@ -22,4 +23,5 @@ pub mod boot;
 pub mod hydrate;
 pub mod keys;
 pub mod memory;
+pub mod output;
 pub mod sentinel;

@@ -17,10 +17,11 @@ use serde_json::json;
 use trustbridge_transport::Endpoint;
 
 use crate::attestation::AttestationProvider;
-use crate::authorize::{KmsTarget, authorize};
+use crate::authorize::{KmsTarget, Released, authorize};
 use crate::boot::{Backoff, BootMachine, BootState, StepError};
 use crate::hydrate::{HydrateConfig, Model, fetch_files, fetch_manifest, lock};
 use crate::keys::SentinelKeys;
+use crate::output::{ModelOutput, Published, publish};
 
 /// What the sentinel needs to boot.
 #[derive(Clone, Debug)]
@@ -39,6 +40,10 @@ pub struct SentinelConfig {
     pub hydrate: HydrateConfig,
     /// Retry policy for the key release.
     pub backoff: Backoff,
+    /// How often a Ready (or Suspended) sentinel asks the broker again; `None`: never.
+    pub reauthorize_every: Option<std::time::Duration>,
+    /// Where the decrypted model goes (runtime-proxy mode).
+    pub output: ModelOutput,
 }
 
 /// A sentinel: its state, model and counters.
@@ -46,6 +51,7 @@ pub struct Sentinel {
     config: SentinelConfig,
     machine: Mutex<BootMachine>,
     model: Mutex<Option<Arc<Model>>>,
+    published: Mutex<Option<Published>>,
     requests: AtomicU64,
     simulated: std::sync::atomic::AtomicBool,
 }
@@ -68,6 +74,7 @@ impl Sentinel {
             config,
             machine: Mutex::new(BootMachine::default()),
             model: Mutex::new(None),
+            published: Mutex::new(None),
             requests: AtomicU64::new(0),
             simulated: std::sync::atomic::AtomicBool::new(false),
         })
@@ -102,6 +109,7 @@ impl Sentinel {
             StepError::Fatal { code, detail } => (code, detail),
             StepError::Transient(d) => ("unavailable".to_owned(), d),
         };
+        self.withdraw();
         self.go(BootState::Failed { code, detail });
     }
 
@@ -139,16 +147,7 @@ impl Sentinel {
         let c = &self.config;
         let mut retry = c.backoff.retrier("key release");
         let released = loop {
-            match authorize(
-                provider.clone(),
-                &keys,
-                &c.egress,
-                &c.kms,
-                &c.asset,
-                &c.contract,
-            )
-            .await
-            {
+            match self.release(&provider, &keys).await {
                 Ok(r) => break r,
                 Err(StepError::Transient(e)) => match retry.next_wait(&e) {
                     Ok(wait) => tokio::time::sleep(wait).await,
@@ -157,24 +156,128 @@ impl Sentinel {
                 Err(e) => return self.fail(e),
             }
         };
+        if !self.bring_up(&released).await {
+            return;
+        }
+        if let Some(every) = c.reauthorize_every {
+            self.reauthorize(provider, &keys, every).await;
+        }
+    }
+
+    /// One key release through the relay's egress.
+    async fn release(
+        &self,
+        provider: &Arc<dyn AttestationProvider>,
+        keys: &SentinelKeys,
+    ) -> Result<Released, StepError> {
+        let c = &self.config;
+        authorize(
+            provider.clone(),
+            keys,
+            &c.egress,
+            &c.kms,
+            &c.asset,
+            &c.contract,
+        )
+        .await
+    }
+
+    /// Hydrate, Decrypt and Ready with a released key; false when that failed (the state
+    /// is then Failed).
+    async fn bring_up(&self, released: &Released) -> bool {
+        let c = &self.config;
         tracing::info!(key_id = %released.key.key_id(), "data key released");
         self.go(BootState::Hydrate);
         // Hydrate verifies and decrypts every segment as it lands (see `hydrate`).
-        let hydrated = match fetch_manifest(&c.bundles, &released, &c.hydrate).await {
-            Ok(manifest) => fetch_files(&c.bundles, &released, manifest, &c.hydrate).await,
+        let hydrated = match fetch_manifest(&c.bundles, released, &c.hydrate).await {
+            Ok(manifest) => fetch_files(&c.bundles, released, manifest, &c.hydrate).await,
             Err(e) => Err(e),
         };
         let model = match hydrated {
             Ok(model) => model,
-            Err(e) => return self.fail(e),
+            Err(e) => {
+                self.fail(e);
+                return false;
+            }
         };
         // Decrypt: every segment verified; the plaintext is pinned and published.
         self.go(BootState::Decrypt);
+        let mut model = model;
         lock(&model);
+        match publish(&c.output, &model.files) {
+            Ok(published) => {
+                if matches!(c.output, ModelOutput::Tmpfs(_)) {
+                    // The runtime reads the tmpfs files; no second copy stays here.
+                    model.files = Arc::default();
+                }
+                if let Ok(mut slot) = self.published.lock() {
+                    *slot = Some(published);
+                }
+            }
+            Err(e) => {
+                self.fail(StepError::Fatal {
+                    code: "model_output".into(),
+                    detail: e.to_string(),
+                });
+                return false;
+            }
+        }
         if let Ok(mut slot) = self.model.lock() {
             *slot = Some(Arc::new(model));
         }
         self.go(BootState::Ready);
+        true
+    }
+
+    /// Asks the broker again every `every`, with fresh evidence. A denial (the contract
+    /// revoked or expired, the policy changed) suspends a Ready sentinel: the model is
+    /// dropped (and zeroized) and nothing is served. A Suspended sentinel that is granted
+    /// the key again hydrates anew and returns to Ready. An unreachable broker changes
+    /// nothing (it is logged): the host can always cut the sentinel off, and suspending on
+    /// that would only hand it an easier lever.
+    async fn reauthorize(
+        &self,
+        provider: Arc<dyn AttestationProvider>,
+        keys: &SentinelKeys,
+        every: std::time::Duration,
+    ) {
+        loop {
+            tokio::time::sleep(every).await;
+            let result = self.release(&provider, keys).await;
+            let suspended = matches!(self.state(), BootState::Suspended { .. });
+            match (result, suspended) {
+                (Ok(_), false) => tracing::debug!("re-authorized"),
+                (Ok(released), true) => {
+                    tracing::info!("authorized again after suspension; hydrating anew");
+                    self.go(BootState::Authorize);
+                    if !self.bring_up(&released).await {
+                        return;
+                    }
+                }
+                (Err(StepError::Transient(e)), _) => {
+                    tracing::warn!(error = %e, "re-authorization did not reach the broker; state unchanged");
+                }
+                (Err(StepError::Fatal { code, detail }), false) => {
+                    tracing::warn!(%code, %detail, "re-authorization denied: suspending");
+                    self.withdraw();
+                    self.go(BootState::Suspended { reason: code });
+                }
+                (Err(StepError::Fatal { code, .. }), true) => {
+                    tracing::debug!(%code, "still denied");
+                }
+            }
+        }
+    }
+
+    /// Drops the model and withdraws what the runtime was given (zeroized, wiped): on
+    /// suspension, failure and shutdown.
+    pub fn withdraw(&self) {
+        if let Ok(mut slot) = self.published.lock() {
+            *slot = None;
+        }
+        if let Ok(mut slot) = self.model.lock() {
+            *slot = None;
+        }
     }
 
     /// The health API.
@@ -223,7 +326,7 @@ impl Sentinel {
             "uptime_secs": uptime,
             "requests": self.requests.load(Ordering::Relaxed),
             "simulated": self.simulated.load(Ordering::SeqCst),
-            "files": self.model().map(|m| m.files.len()),
+            "files": self.model().map(|m| m.manifest.manifest().files.len()),
         }))
         .into_response()
     }

@@ -57,8 +57,8 @@ impl Default for HydrateConfig {
 pub struct Model {
     /// The verified manifest.
     pub manifest: SignedManifest,
-    /// Plaintext by bundle path (zeroized on drop).
-    pub files: BTreeMap<String, PlainBuffer>,
+    /// Plaintext by bundle path (zeroized on drop; empty once handed to a tmpfs runtime).
+    pub files: std::sync::Arc<BTreeMap<String, PlainBuffer>>,
 }
 
 impl std::fmt::Debug for Model {
@@ -154,12 +154,15 @@ pub async fn fetch_files(
         tracing::info!(path = %entry.path, bytes = entry.ciphertext_len, ms = started.elapsed().as_millis() as u64, "sealed file downloaded and verified");
         files.insert(entry.path.as_str().to_owned(), plain);
     }
-    Ok(Model { manifest, files })
+    Ok(Model {
+        manifest,
+        files: std::sync::Arc::new(files),
+    })
 }
 
 /// Pins the model's memory against swap, where `RLIMIT_MEMLOCK` allows (logged when not).
 pub fn lock(model: &Model) {
-    for (path, plain) in &model.files {
+    for (path, plain) in model.files.iter() {
         if let Err(e) = plain.lock() {
             tracing::warn!(%path, bytes = plain.len(), error = %e, "cannot lock plaintext in RAM (raise RLIMIT_MEMLOCK); it could be swapped");
         }

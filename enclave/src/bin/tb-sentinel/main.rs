@@ -2,8 +2,12 @@
 //!
 //! Boots to Ready (attest, release the data key through the relay's egress, hydrate the
 //! sealed bundle through the relay, decrypt in memory) and serves the health API on
-//! `--listen`. Every option can come from its `TB_*` environment variable.
+//! `--listen`. Every option can come from its `TB_*` environment variable or from a TOML
+//! file (`--config`), in that order of precedence after the command line.
+
 #![forbid(unsafe_code)]
+
+mod config;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,11 +22,13 @@ use trustbridge_enclave::attestation::{
 use trustbridge_enclave::authorize::KmsTarget;
 use trustbridge_enclave::boot::Backoff;
 use trustbridge_enclave::hydrate::HydrateConfig;
+use trustbridge_enclave::output::ModelOutput;
 use trustbridge_enclave::sentinel::{Sentinel, SentinelConfig};
 use trustbridge_transport::{Endpoint, Listener};
 use trustbridge_verifier::simulated::SimulatedTee;
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 enum Tee {
     /// Probe /dev/nsm, then configfs-tsm.
     Auto,
@@ -34,7 +40,8 @@ enum Tee {
     Simulated,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 enum LogFormat {
     Text,
     Json,
@@ -42,9 +49,15 @@ enum LogFormat {
 
 /// The TrustBridge sentinel: attests, obtains the model key, decrypts the model in memory,
 /// and reports its state on /health, /readiness and /status.
+///
+/// Each option is taken from the command line, else its TB_* variable, else the --config
+/// file (same names, with underscores: kms_url = "http://..."), else its default.
 #[derive(Debug, Parser)]
 #[command(name = "tb-sentinel", version, max_term_width = 100)]
 struct Args {
+    /// A TOML file with any of the options below.
+    #[arg(long, env = "TB_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Where to serve (the relay's ingress forwards here).
     #[arg(
         long,
@@ -70,14 +83,15 @@ struct Args {
     )]
     relay_bundles: Endpoint,
     /// The key broker, as the relay's egress allow-list names it (http://HOST:PORT).
+    /// Required.
     #[arg(long, env = "TB_KMS_URL", value_name = "URL")]
-    kms_url: KmsTarget,
-    /// The asset to serve.
+    kms_url: Option<KmsTarget>,
+    /// The asset to serve. Required.
     #[arg(long, env = "TB_ASSET_ID", value_name = "ID")]
-    asset_id: String,
-    /// The contract to release it under.
+    asset_id: Option<String>,
+    /// The contract to release it under. Required.
     #[arg(long, env = "TB_CONTRACT_ID", value_name = "ID")]
-    contract_id: String,
+    contract_id: Option<String>,
     /// The TEE.
     #[arg(long, env = "TB_TEE", value_enum, default_value = "auto")]
     tee: Tee,
@@ -99,6 +113,20 @@ struct Args {
     /// Attempts before a transient failure becomes fatal.
     #[arg(long, env = "TB_RETRY_ATTEMPTS", default_value_t = 10)]
     retry_attempts: u32,
+    /// Seconds between re-authorizations once Ready (0: never). A denial (contract revoked
+    /// or expired) suspends the sentinel and wipes the model; a later grant resumes it.
+    #[arg(long, env = "TB_REAUTH_INTERVAL_SECS", default_value_t = 300)]
+    reauth_interval_secs: u64,
+    /// Where the decrypted model goes: memory, tmpfs:DIR (files mode 0600 on a tmpfs;
+    /// disk-backed directories are refused) or fifo:DIR (one FIFO per file, refilled on
+    /// every open), for an external runtime.
+    #[arg(
+        long,
+        env = "TB_MODEL_OUTPUT",
+        value_name = "OUTPUT",
+        default_value = "memory"
+    )]
+    model_output: ModelOutput,
     /// Log format on stderr.
     #[arg(long, env = "TB_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -132,7 +160,13 @@ fn provider(args: &Args) -> Result<Arc<dyn AttestationProvider>> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = match config::load() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -155,6 +189,21 @@ fn run(args: Args) -> Result<()> {
     if args.download_concurrency == 0 || args.download_chunk_bytes == 0 {
         bail!("download concurrency and chunk size must be positive");
     }
+    let required = |what: &str, var: &str, key: &str| {
+        anyhow::anyhow!("--{what} is required (or {var}, or {key} in the --config file)")
+    };
+    let kms = args
+        .kms_url
+        .clone()
+        .ok_or_else(|| required("kms-url", "TB_KMS_URL", "kms_url"))?;
+    let asset = args
+        .asset_id
+        .clone()
+        .ok_or_else(|| required("asset-id", "TB_ASSET_ID", "asset_id"))?;
+    let contract = args
+        .contract_id
+        .clone()
+        .ok_or_else(|| required("contract-id", "TB_CONTRACT_ID", "contract_id"))?;
     let provider = provider(&args)?;
     let backoff = Backoff {
         initial: Duration::from_millis(args.retry_initial_ms),
@@ -162,9 +211,9 @@ fn run(args: Args) -> Result<()> {
         attempts: args.retry_attempts,
     };
     let config = SentinelConfig {
-        asset: args.asset_id.clone(),
-        contract: args.contract_id.clone(),
-        kms: args.kms_url.clone(),
+        asset: asset.clone(),
+        contract,
+        kms,
         egress: args.relay_egress.clone(),
         bundles: args.relay_bundles.clone(),
         hydrate: HydrateConfig {
@@ -173,6 +222,9 @@ fn run(args: Args) -> Result<()> {
             backoff,
         },
         backoff,
+        reauthorize_every: (args.reauth_interval_secs > 0)
+            .then(|| Duration::from_secs(args.reauth_interval_secs)),
+        output: args.model_output.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -180,8 +232,31 @@ fn run(args: Args) -> Result<()> {
     runtime.block_on(async move {
         let listener = Listener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
         let sentinel = Sentinel::new(config);
-        tracing::info!(listen = %args.listen, provider = provider.name(), asset = %args.asset_id, "tb-sentinel starting");
+        tracing::info!(listen = %args.listen, provider = provider.name(), asset = %asset, output = ?args.model_output, "tb-sentinel starting");
         tokio::spawn(sentinel.clone().boot(provider));
-        axum::serve(listener, sentinel.router()).await.context("serving the health API")
+        let served = axum::serve(listener, sentinel.clone().router())
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("serving the health API");
+        // Wipes what the runtime was given (tmpfs files, FIFOs) and the model.
+        sentinel.withdraw();
+        tracing::info!("tb-sentinel stopped");
+        served
     })
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
 }

@@ -1,0 +1,280 @@
+//! Runtime-proxy mode: handing the decrypted model to an external runtime (vLLM, Triton)
+//! on the same confidential VM, without plaintext ever reaching persistent disk.
+//!
+//! | `TB_MODEL_OUTPUT` | what the runtime gets |
+//! |---|---|
+//! | `memory` (default) | nothing: the sentinel serves from its own memory |
+//! | `tmpfs:DIR` | each file written to `DIR/<path>`, mode 0600, directories 0700; `DIR` must be on tmpfs or ramfs (checked with `statfs`), and the in-memory copy is then dropped |
+//! | `fifo:DIR` | a FIFO `DIR/<path>` (mode 0600) per file; every time a reader opens it, the whole file is written into it; the plaintext stays in sentinel memory |
+//!
+//! When the model is withdrawn (suspension, shutdown) tmpfs files are overwritten with
+//! zeros and removed, and FIFOs are removed.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+
+use crate::memory::PlainBuffer;
+
+/// `statfs` magic numbers of the memory-backed file systems.
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+const RAMFS_MAGIC: i64 = 0x8584_58f6;
+
+/// Where the decrypted model goes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ModelOutput {
+    /// Kept in sentinel memory only.
+    #[default]
+    Memory,
+    /// Written as files under a tmpfs directory.
+    Tmpfs(PathBuf),
+    /// Served through FIFOs under a directory.
+    Fifo(PathBuf),
+}
+
+/// A `TB_MODEL_OUTPUT` value that is none of the forms.
+#[derive(Debug, thiserror::Error)]
+#[error("model output must be `memory`, `tmpfs:DIR` or `fifo:DIR`, not {0:?}")]
+pub struct BadModelOutput(String);
+
+impl FromStr for ModelOutput {
+    type Err = BadModelOutput;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            _ if s == "memory" => Ok(Self::Memory),
+            Some(("tmpfs", dir)) if !dir.is_empty() => Ok(Self::Tmpfs(dir.into())),
+            Some(("fifo", dir)) if !dir.is_empty() => Ok(Self::Fifo(dir.into())),
+            _ => Err(BadModelOutput(s.to_owned())),
+        }
+    }
+}
+
+/// Why publishing failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// The tmpfs directory is on a disk-backed file system.
+    #[error("{0} is not on tmpfs or ramfs: plaintext would reach persistent storage")]
+    NotMemoryBacked(PathBuf),
+    /// A file system operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> OutputError + '_ {
+    move |source| OutputError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// What was handed to the runtime; withdrawn on drop.
+#[derive(Debug, Default)]
+pub struct Published {
+    tmpfs_files: Vec<PathBuf>,
+    fifos: Vec<(PathBuf, tokio::task::JoinHandle<()>)>,
+}
+
+/// Publishes `files` as `output` says. For tmpfs the caller may drop its copy after.
+pub fn publish(
+    output: &ModelOutput,
+    files: &Arc<BTreeMap<String, PlainBuffer>>,
+) -> Result<Published, OutputError> {
+    let mut published = Published::default();
+    match output {
+        ModelOutput::Memory => {}
+        ModelOutput::Tmpfs(dir) => {
+            let stat = rustix::fs::statfs(dir).map_err(|e| io_err(dir)(e.into()))?;
+            if !matches!(stat.f_type as i64, TMPFS_MAGIC | RAMFS_MAGIC) {
+                return Err(OutputError::NotMemoryBacked(dir.clone()));
+            }
+            for (path, plain) in files.iter() {
+                let target = dir.join(path);
+                make_parents(dir, &target)?;
+                // Recorded first, so a partial write is still wiped on withdrawal.
+                published.tmpfs_files.push(target.clone());
+                let mut file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&target)
+                    .map_err(io_err(&target))?;
+                io::Write::write_all(&mut file, plain).map_err(io_err(&target))?;
+            }
+        }
+        ModelOutput::Fifo(dir) => {
+            for path in files.keys() {
+                let target = dir.join(path);
+                make_parents(dir, &target)?;
+                rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    &target,
+                    rustix::fs::FileType::Fifo,
+                    rustix::fs::Mode::from_raw_mode(0o600),
+                    0,
+                )
+                .map_err(|e| io_err(&target)(e.into()))?;
+                let task = tokio::spawn(feed_fifo(target.clone(), files.clone(), path.clone()));
+                published.fifos.push((target, task));
+            }
+        }
+    }
+    Ok(published)
+}
+
+/// Creates the directories between `dir` and `target` with mode 0700.
+fn make_parents(dir: &Path, target: &Path) -> Result<(), OutputError> {
+    let parent = target.parent().unwrap_or(dir);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(parent)
+        .map_err(io_err(parent))
+}
+
+/// Writes the whole file into the FIFO each time a reader opens it, until aborted.
+async fn feed_fifo(fifo: PathBuf, files: Arc<BTreeMap<String, PlainBuffer>>, path: String) {
+    let Some(plain) = files.get(&path) else {
+        return;
+    };
+    loop {
+        // Opening for writing fails with ENXIO while no reader has the FIFO open.
+        match tokio::net::unix::pipe::OpenOptions::new().open_sender(&fifo) {
+            Ok(mut sender) => {
+                match sender.write_all(plain).await {
+                    Ok(()) => {
+                        tracing::info!(fifo = %fifo.display(), bytes = plain.len(), "model file handed to the runtime")
+                    }
+                    Err(e) => {
+                        tracing::warn!(fifo = %fifo.display(), error = %e, "runtime stopped reading")
+                    }
+                }
+                // Let the reader see end-of-file before the next open.
+                drop(sender);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error()) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => {
+                tracing::error!(fifo = %fifo.display(), error = %e, "cannot open the FIFO");
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Published {
+    fn drop(&mut self) {
+        for path in self.tmpfs_files.drain(..) {
+            if let Err(e) = wipe(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not wipe a published file");
+            }
+        }
+        for (path, task) in self.fifos.drain(..) {
+            task.abort();
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+/// Overwrites a file with zeros, then removes it.
+fn wipe(path: &Path) -> io::Result<()> {
+    let mut file = std::fs::OpenOptions::new().write(true).open(path)?;
+    let len = file.metadata()?.len();
+    let zeros = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(zeros.len() as u64) as usize;
+        io::Write::write_all(&mut file, &zeros[..n])?;
+        left -= n as u64;
+    }
+    drop(file);
+    std::fs::remove_file(path)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+
+    use super::*;
+
+    fn model() -> Arc<BTreeMap<String, PlainBuffer>> {
+        let mut files = BTreeMap::new();
+        for (path, fill) in [("weights/a.bin", 7u8), ("config.json", 1)] {
+            let mut buf = PlainBuffer::zeroed(3000);
+            buf.fill(fill);
+            files.insert(path.to_owned(), buf);
+        }
+        Arc::new(files)
+    }
+
+    #[test]
+    fn parses_the_three_forms() {
+        assert_eq!(
+            "memory".parse::<ModelOutput>().unwrap(),
+            ModelOutput::Memory
+        );
+        assert_eq!(
+            "tmpfs:/dev/shm/m".parse::<ModelOutput>().unwrap(),
+            ModelOutput::Tmpfs("/dev/shm/m".into())
+        );
+        assert_eq!(
+            "fifo:/run/m".parse::<ModelOutput>().unwrap(),
+            ModelOutput::Fifo("/run/m".into())
+        );
+        for bad in ["", "tmpfs:", "disk:/x", "/dev/shm"] {
+            assert!(bad.parse::<ModelOutput>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tmpfs_files_are_private_and_wiped_and_disks_are_refused() {
+        let shm = tempfile::Builder::new().tempdir_in("/dev/shm").unwrap();
+        let published = publish(&ModelOutput::Tmpfs(shm.path().into()), &model()).unwrap();
+        let file = shm.path().join("weights/a.bin");
+        assert_eq!(std::fs::read(&file).unwrap(), vec![7u8; 3000]);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&file), 0o600);
+        assert_eq!(mode(&shm.path().join("weights")), 0o700);
+        drop(published);
+        assert!(!file.exists());
+        // A directory on a disk-backed file system is refused before anything is written.
+        let disk = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        assert!(matches!(
+            publish(&ModelOutput::Tmpfs(disk.path().into()), &model()),
+            Err(OutputError::NotMemoryBacked(_))
+        ));
+        assert_eq!(std::fs::read_dir(disk.path()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn fifos_hand_over_the_whole_file_on_every_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let published = publish(&ModelOutput::Fifo(dir.path().into()), &model()).unwrap();
+        let fifo = dir.path().join("weights/a.bin");
+        let meta = std::fs::metadata(&fifo).unwrap();
+        assert!(meta.file_type().is_fifo());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        for _ in 0..2 {
+            let f = fifo.clone();
+            let got = tokio::task::spawn_blocking(move || std::fs::read(f).unwrap())
+                .await
+                .unwrap();
+            assert_eq!(got, vec![7u8; 3000]);
+        }
+        drop(published);
+        assert!(!fifo.exists());
+    }
+}
