@@ -1,0 +1,353 @@
+//! A deployment for process-level tests: a broker process with a registered bundle and
+//! contract `c-1`, and helpers to start the relay and sentinel on Unix sockets.
+#![allow(dead_code, unreachable_pub)] // each test file uses a different part
+
+pub mod tap;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use trustbridge_protocol::bundle::ProviderPublicKey;
+use trustbridge_tests::{Proc, binary, free_port, ok, run, s};
+
+pub const ASSET: &str = "acme/llm@v1";
+/// The model's marker: a relay that saw plaintext would see this.
+pub const MARKER: &[u8] = b"TRUSTBRIDGE-PLAINTEXT-MARKER-";
+
+pub fn spawn(bin: &str, args: &[String], log: &Path) -> Proc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Proc(
+        Command::new(binary(bin))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// `GET path` over a Unix socket: (status, body).
+pub fn get_unix(sock: &Path, path: &str) -> Option<(u16, String)> {
+    let mut s = UnixStream::connect(sock).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: sentinel\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let status = resp.split_whitespace().nth(1)?.parse().ok()?;
+    Some((
+        status,
+        resp.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned(),
+    ))
+}
+
+/// `GET path` through the relay's ingress on loopback.
+pub fn get_tcp(port: u16, path: &str) -> Option<(u16, String)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let mut resp = agent
+        .get(&format!("http://127.0.0.1:{port}{path}"))
+        .call()
+        .ok()?;
+    let status = resp.status().as_u16();
+    Some((status, resp.body_mut().read_to_string().ok()?))
+}
+
+pub struct Deployment {
+    pub dir: tempfile::TempDir,
+    pub kms_port: u16,
+    pub ingress_port: u16,
+    /// The sockets each side dials for the other (the peer's own, or a tap's).
+    links: Links,
+    _kms: Proc,
+}
+
+/// Which socket each side of a relay-sentinel link connects to.
+struct Links {
+    /// The relay's ingress forwards here.
+    sentinel: PathBuf,
+    /// The sentinel's egress and bundle requests go here.
+    egress: PathBuf,
+    bundles: PathBuf,
+}
+
+impl Deployment {
+    pub fn p(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Provider, simulation CA, a model with a marker, a sealed bundle, a broker process
+    /// with the bundle registered and contract `c-1`.
+    pub fn new(model_bytes: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        ok(run("tb-kms", &["kek", "generate", "--out", &s(&p("kek"))]));
+        ok(run(
+            "trustbridge",
+            &["keygen", "--out", &s(&p("provider.key"))],
+        ));
+        ok(run(
+            "trustbridge",
+            &["keygen", "--out", &s(&p("admin.key"))],
+        ));
+        let sim = ok(run(
+            "trustbridge",
+            &["sim-ca", "init", "--out", &s(&p("sim-ca"))],
+        ));
+        std::fs::create_dir(p("model")).unwrap();
+        let weights: Vec<u8> = MARKER.iter().copied().cycle().take(model_bytes).collect();
+        std::fs::write(p("model/weights.bin"), &weights).unwrap();
+        std::fs::write(
+            p("model/config.json"),
+            b"{\"marker\": \"TRUSTBRIDGE-PLAINTEXT-MARKER-\"}",
+        )
+        .unwrap();
+        ok(run(
+            "trustbridge",
+            &[
+                "--quiet",
+                "seal",
+                "--in",
+                &s(&p("model")),
+                "--out",
+                &s(&p("bundle")),
+                "--asset-id",
+                ASSET,
+                "--signing-key",
+                &s(&p("provider.key")),
+                "--key-out",
+                &s(&p("dek.key")),
+                "--segment-size",
+                "1MiB",
+            ],
+        ));
+        let public = |f: &str| {
+            ProviderPublicKey::parse(&std::fs::read_to_string(p(f)).unwrap())
+                .unwrap()
+                .to_hex()
+        };
+        let policy = format!(
+            "[admin]\nkeys = [\"{}\"]\n{}\n[[asset]]\nid = \"{ASSET}\"\nprovider_key = \"{}\"\n  [[asset.nitro]]\n  pcr0 = \"{}\"\n",
+            public("admin.key.pub"),
+            &sim[sim.find("[simulation]").unwrap()..],
+            public("provider.key.pub"),
+            "10".repeat(48)
+        );
+        std::fs::write(p("policy.toml"), policy).unwrap();
+        let kms_port = free_port();
+        let kms = spawn(
+            "tb-kms",
+            &[
+                "serve",
+                "--db",
+                &s(&p("kms.db")),
+                "--listen",
+                &format!("127.0.0.1:{kms_port}"),
+                "--kek-file",
+                &s(&p("kek")),
+                "--policy",
+                &s(&p("policy.toml")),
+            ]
+            .map(String::from),
+            &p("tb-kms.log"),
+        );
+        let kms_url = format!("http://127.0.0.1:{kms_port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while get_tcp(kms_port, "/health").is_none() {
+            assert!(Instant::now() < deadline, "tb-kms did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ok(run(
+            "trustbridge",
+            &[
+                "register",
+                "--kms",
+                &kms_url,
+                "--bundle",
+                &s(&p("bundle")),
+                "--key",
+                &s(&p("dek.key")),
+                "--admin-key",
+                &s(&p("admin.key")),
+            ],
+        ));
+        ok(run(
+            "trustbridge",
+            &[
+                "contract",
+                "add",
+                "--kms",
+                &kms_url,
+                "--admin-key",
+                &s(&p("admin.key")),
+                "--id",
+                "c-1",
+                "--asset",
+                ASSET,
+                "--not-before",
+                "2026-01-01T00:00:00Z",
+                "--not-after",
+                "2030-01-01T00:00:00Z",
+            ],
+        ));
+        Self {
+            ingress_port: free_port(),
+            kms_port,
+            links: Links {
+                sentinel: p("sentinel.sock"),
+                egress: p("egress.sock"),
+                bundles: p("bundles.sock"),
+            },
+            dir,
+            _kms: kms,
+        }
+    }
+
+    /// Puts a recording tap on each of the three relay-sentinel links.
+    pub fn tapped(mut self) -> (Self, Vec<tap::Recording>) {
+        let mut recordings = Vec::new();
+        for (name, real) in [
+            ("sentinel", self.p("sentinel.sock")),
+            ("egress", self.p("egress.sock")),
+            ("bundles", self.p("bundles.sock")),
+        ] {
+            let via = self.p(&format!("tap-{name}.sock"));
+            recordings.push(tap::tap(&via, real));
+            match name {
+                "sentinel" => self.links.sentinel = via,
+                "egress" => self.links.egress = via,
+                _ => self.links.bundles = via,
+            }
+        }
+        (self, recordings)
+    }
+
+    pub fn relay(&self, allow_kms: bool) -> Proc {
+        let allow = if allow_kms {
+            format!("127.0.0.1:{}", self.kms_port)
+        } else {
+            "127.0.0.1:1".to_owned()
+        };
+        spawn(
+            "tb-relay",
+            &[
+                "--ingress".into(),
+                format!("tcp://127.0.0.1:{}", self.ingress_port),
+                "--sentinel".into(),
+                format!("unix://{}", s(&self.links.sentinel)),
+                "--egress-listen".into(),
+                format!("unix://{}", s(&self.p("egress.sock"))),
+                "--egress-allow".into(),
+                allow,
+                "--bundle-listen".into(),
+                format!("unix://{}", s(&self.p("bundles.sock"))),
+                "--bundle-dir".into(),
+                s(&self.p("bundle")),
+            ],
+            &self.p("tb-relay.log"),
+        )
+    }
+
+    pub fn sentinel(&self, contract: &str, chunk_bytes: u64, concurrency: usize) -> Proc {
+        self.sentinel_with(contract, chunk_bytes, concurrency, &[])
+    }
+
+    /// [`Self::sentinel`] with more options; an empty `contract` is left out.
+    pub fn sentinel_with(
+        &self,
+        contract: &str,
+        chunk_bytes: u64,
+        concurrency: usize,
+        extra: &[String],
+    ) -> Proc {
+        spawn(
+            "tb-sentinel",
+            &[
+                &[
+                    "--listen".into(),
+                    format!("unix://{}", s(&self.p("sentinel.sock"))),
+                    "--relay-egress".into(),
+                    format!("unix://{}", s(&self.links.egress)),
+                    "--relay-bundles".into(),
+                    format!("unix://{}", s(&self.links.bundles)),
+                    "--kms-url".into(),
+                    format!("http://127.0.0.1:{}", self.kms_port),
+                    "--asset-id".into(),
+                    ASSET.into(),
+                    "--contract-id".into(),
+                    contract.into(),
+                    "--tee".into(),
+                    "simulated".into(),
+                    "--sim-ca".into(),
+                    s(&self.p("sim-ca")),
+                    "--download-chunk-bytes".into(),
+                    chunk_bytes.to_string(),
+                    "--download-concurrency".into(),
+                    concurrency.to_string(),
+                    "--retry-initial-ms".into(),
+                    "50".into(),
+                    "--retry-attempts".into(),
+                    "60".into(),
+                ][..],
+                extra,
+            ]
+            .concat()
+            .into_iter()
+            // An empty contract leaves --contract-id out (for a --config file to give it).
+            .filter(|a| !(contract.is_empty() && (a == "--contract-id" || a.is_empty())))
+            .collect::<Vec<_>>(),
+            &self.p("tb-sentinel.log"),
+        )
+    }
+
+    /// The sentinel's /status, read on its own socket.
+    pub fn status(&self) -> Option<serde_json::Value> {
+        get_unix(&self.p("sentinel.sock"), "/status")
+            .and_then(|(_, body)| serde_json::from_str(&body).ok())
+    }
+
+    /// Waits until the sentinel reports `state` (or Failed), and returns its status.
+    pub fn wait_for(&self, states: &[&str]) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(st) = self.status() {
+                if states.contains(&st["state"].as_str().unwrap_or_default()) {
+                    return st;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "sentinel never reached {states:?}: {:?}\n{}",
+                self.status(),
+                std::fs::read_to_string(self.p("tb-sentinel.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
