@@ -10,9 +10,7 @@ use std::time::Duration;
 use trustbridge_enclave::authorize::Released;
 use trustbridge_enclave::boot::{Backoff, StepError};
 use trustbridge_enclave::hydrate::{HydrateConfig, hydrate};
-use trustbridge_protocol::bundle::{
-    AssetId, BundlePath, MANIFEST_FILE, Manifest, ProviderSigningKey, SignedManifest, seal_file,
-};
+use trustbridge_protocol::bundle::{AssetId, ProviderSigningKey, seal_bundle_in_memory};
 use trustbridge_protocol::sealed::{DataKey, SegmentSize};
 use trustbridge_relay::bundles::BundleServer;
 use trustbridge_transport::{Endpoint, Listener};
@@ -38,33 +36,19 @@ fn bundle() -> Bundle {
     let asset = AssetId::new("acme/llm@v1").unwrap();
     let seg = SegmentSize::new(64 * 1024).unwrap();
     let weights = weights(3 * 1024 * 1024 + 123);
-    let mut entries = Vec::new();
-    for (path, data) in [
-        ("weights/model bin.gguf", weights.as_slice()),
-        ("config.json", b"{}".as_slice()),
-        ("empty.bin", b"".as_slice()),
-    ] {
-        let file = dir.path().join(format!("{path}.sealed"));
-        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-        let mut out = std::fs::File::create(&file).unwrap();
-        entries.push(
-            seal_file(
-                &key,
-                &asset,
-                BundlePath::new(path).unwrap(),
-                seg,
-                data,
-                &mut out,
-            )
-            .unwrap(),
-        );
-    }
-    let signed = SignedManifest::sign(
-        Manifest::new(asset, 0, provider.public(), &key, entries).unwrap(),
+    let signed = seal_bundle_in_memory(
+        dir.path(),
+        &key,
         &provider,
+        &asset,
+        seg,
+        &[
+            ("weights/model bin.gguf", &weights),
+            ("config.json", b"{}"),
+            ("empty.bin", b""),
+        ],
     )
     .unwrap();
-    std::fs::write(dir.path().join(MANIFEST_FILE), signed.as_bytes()).unwrap();
     Bundle {
         dir,
         key,

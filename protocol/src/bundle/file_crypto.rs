@@ -132,6 +132,44 @@ pub fn segment_opener(
     sealed::SegmentOpener::new(key, &ad, layout, header).map_err(file_error)
 }
 
+/// Seals in-memory files into a complete bundle in `dir` (`<path>.sealed` files and the
+/// signed `manifest.cose`) and returns the manifest. For small bundles built in code
+/// (tests, fixtures); `trustbridge seal` is the tool for model directories.
+pub fn seal_bundle_in_memory(
+    dir: &std::path::Path,
+    key: &DataKey,
+    provider: &super::ProviderSigningKey,
+    asset_id: &AssetId,
+    segment_size: SegmentSize,
+    files: &[(&str, &[u8])],
+) -> Result<super::SignedManifest, BundleError> {
+    let mut entries = Vec::with_capacity(files.len());
+    for (name, data) in files {
+        let path = BundlePath::new(name)?;
+        let io = |op| {
+            let path = path.clone();
+            move |source| BundleError::Io { path, op, source }
+        };
+        let file = dir.join(format!("{name}{}", super::SEALED_SUFFIX));
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent).map_err(io("creating its directory"))?;
+        }
+        let out = std::fs::File::create(&file).map_err(io("creating the sealed file"))?;
+        entries.push(seal_file(key, asset_id, path, segment_size, *data, out)?);
+    }
+    let manifest = Manifest::new(asset_id.clone(), 0, provider.public(), key, entries)?;
+    let signed = super::SignedManifest::sign(manifest, provider)?;
+    std::fs::write(dir.join(super::MANIFEST_FILE), signed.as_bytes()).map_err(|source| {
+        BundleError::Io {
+            // Invariant: "manifest.cose" is a valid bundle path.
+            path: BundlePath::new(super::MANIFEST_FILE).unwrap_or_else(|_| unreachable!()),
+            op: "writing the manifest",
+            source,
+        }
+    })?;
+    Ok(signed)
+}
+
 /// Checks `key` against the manifest and the ciphertext's length against `entry`; returns
 /// the entry's associated data.
 fn checked_associated_data(

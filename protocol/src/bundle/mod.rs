@@ -21,7 +21,10 @@ mod signed_manifest;
 
 pub use associated_data::{AD_LABEL, associated_data};
 pub use error::BundleError;
-pub use file_crypto::{open_file, open_file_in_memory, open_file_owned, seal_file, segment_opener};
+pub use file_crypto::{
+    open_file, open_file_in_memory, open_file_owned, seal_bundle_in_memory, seal_file,
+    segment_opener,
+};
 pub use manifest::{FORMAT_V1, FileEntry, Manifest};
 pub use names::{AssetId, BundlePath, MAX_ASSET_ID_LEN, MAX_PATH_LEN};
 pub use provider_key::{ProviderKeyError, ProviderPublicKey, ProviderSigningKey};
