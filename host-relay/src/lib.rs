@@ -6,8 +6,12 @@
 //! - [`egress`]: the sentinel's only way out, to allow-listed destinations.
 //! - [`bundles`]: sealed-bundle serving with range requests, file to socket by
 //!   `sendfile(2)`.
+//! - [`source`] and [`mirror`]: bundles in S3, Azure Blob or behind HTTP(S), mirrored into
+//!   the bundle directory by parallel ranged downloads that resume after a restart.
 #![forbid(unsafe_code)]
 
 pub mod bundles;
 pub mod egress;
 pub mod ingress;
+pub mod mirror;
+pub mod source;

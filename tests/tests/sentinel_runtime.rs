@@ -1,6 +1,7 @@
 //! The sentinel after Ready, as real processes: a revoked contract suspends it (model
 //! wiped, nothing served); runtime-proxy mode hands the model to an external runtime on
-//! tmpfs (configured from a TOML file) or through FIFOs, and withdraws it on shutdown.
+//! tmpfs (configured from a TOML file) or through FIFOs, and withdraws it on shutdown; a
+//! relay that mirrors the bundle from an HTTP object source first.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod deployment;
@@ -129,4 +130,46 @@ fn fifo_output_hands_the_model_to_each_reader() {
     for _ in 0..2 {
         assert_eq!(std::fs::read(&fifo).unwrap(), model(&d));
     }
+}
+
+#[test]
+fn a_relay_mirroring_from_an_http_source_serves_the_sentinel() {
+    let d = Deployment::new(1 << 20);
+    // The "object store": another relay's bundle server on loopback TCP, which answers
+    // ranged GETs under /bundle/ like any static HTTP server.
+    let store_port = trustbridge_tests::free_port();
+    let _store = spawn(
+        "tb-relay",
+        &[
+            "--ingress".into(),
+            format!("unix://{}", s(&d.p("store-ingress.sock"))),
+            "--egress-listen".into(),
+            format!("unix://{}", s(&d.p("store-egress.sock"))),
+            "--bundle-listen".into(),
+            format!("tcp://127.0.0.1:{store_port}"),
+            "--bundle-dir".into(),
+            s(&d.p("bundle")),
+        ],
+        &d.p("store.log"),
+    );
+    let _relay = d.relay_with(
+        true,
+        &[
+            "--bundle-dir".into(),
+            s(&d.p("mirror")),
+            "--bundle-source".into(),
+            format!("http://127.0.0.1:{store_port}/bundle"),
+            "--download-chunk-bytes".into(),
+            "300000".into(),
+        ],
+    );
+    let _sentinel = d.sentinel("c-1", 1 << 20, 2);
+    let st = d.wait_for(&["Ready", "Failed"]);
+    assert_eq!(st["state"], "Ready", "{st}");
+    assert_eq!(
+        std::fs::read(d.p("mirror/weights.bin.sealed")).unwrap(),
+        std::fs::read(d.p("bundle/weights.bin.sealed")).unwrap()
+    );
+    let log = std::fs::read_to_string(d.p("tb-relay.log")).unwrap();
+    assert!(log.contains("bundle mirrored; serving it"), "{log}");
 }

@@ -36,6 +36,8 @@ pub struct BundleServer {
     root: PathBuf,
     requests: AtomicU64,
     bytes: AtomicU64,
+    /// False while the bundle is still being mirrored: requests get 503 and a Retry-After.
+    ready: std::sync::atomic::AtomicBool,
 }
 
 impl BundleServer {
@@ -52,7 +54,21 @@ impl BundleServer {
             root,
             requests: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            ready: std::sync::atomic::AtomicBool::new(true),
         }))
+    }
+
+    /// Serves `dir` once [`Self::mark_ready`] is called; until then every request is
+    /// answered 503 with `Retry-After` (the sentinel retries), for a bundle being mirrored.
+    pub fn not_ready_yet(dir: &Path) -> io::Result<Arc<Self>> {
+        let server = Self::new(dir)?;
+        server.ready.store(false, Ordering::SeqCst);
+        Ok(server)
+    }
+
+    /// Starts serving the files.
+    pub fn mark_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
     }
 
     /// Requests answered so far (any status).
@@ -108,6 +124,11 @@ impl BundleServer {
 
     /// Answers one request; returns whether the connection may stay open.
     async fn answer(&self, stream: &mut Stream, req: request::Request) -> io::Result<bool> {
+        if !self.ready.load(Ordering::SeqCst) {
+            let retry = [("Retry-After", "1".to_owned())];
+            respond(stream, 503, "Service Unavailable", &retry, req.keep_alive).await?;
+            return Ok(req.keep_alive);
+        }
         let path = match req.path {
             Ok(p) => p,
             Err(Rejection::NotFound) => return not_found(stream, req.keep_alive).await,
@@ -128,7 +149,8 @@ impl BundleServer {
         let Ok(file) = std::fs::File::open(&full) else {
             return not_found(stream, req.keep_alive).await;
         };
-        let len = file.metadata()?.len();
+        let meta = file.metadata()?;
+        let len = meta.len();
         let (status, reason, start, count, mut headers) =
             match request::span(req.range.as_deref(), len) {
                 Span::Whole => (200, "OK", 0, len, vec![]),
@@ -147,6 +169,15 @@ impl BundleServer {
             };
         headers.push(("Content-Type", "application/octet-stream".to_owned()));
         headers.push(("Accept-Ranges", "bytes".to_owned()));
+        // Validators (some object-store clients require them): the modification time and a
+        // strong tag from length and modification time.
+        let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+        let nanos = modified
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        headers.push(("Last-Modified", httpdate::fmt_http_date(modified)));
+        headers.push(("ETag", format!("\"{len:x}-{nanos:x}\"")));
         let head = head(status, reason, count, &headers, req.keep_alive);
         stream.write_all(head.as_bytes()).await?;
         if !req.head_only {

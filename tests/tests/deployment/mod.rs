@@ -237,6 +237,11 @@ impl Deployment {
     }
 
     pub fn relay(&self, allow_kms: bool) -> Proc {
+        self.relay_with(allow_kms, &["--bundle-dir".into(), s(&self.p("bundle"))])
+    }
+
+    /// The relay with its bundle options (`--bundle-dir`, `--bundle-source`, ...) given.
+    pub fn relay_with(&self, allow_kms: bool, bundle: &[String]) -> Proc {
         let allow = if allow_kms {
             format!("127.0.0.1:{}", self.kms_port)
         } else {
@@ -255,9 +260,10 @@ impl Deployment {
                 allow,
                 "--bundle-listen".into(),
                 format!("unix://{}", s(&self.p("bundles.sock"))),
-                "--bundle-dir".into(),
-                s(&self.p("bundle")),
-            ],
+            ]
+            .into_iter()
+            .chain(bundle.iter().cloned())
+            .collect::<Vec<_>>(),
             &self.p("tb-relay.log"),
         )
     }

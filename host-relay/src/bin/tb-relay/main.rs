@@ -3,7 +3,8 @@
 //! - Ingress (`--ingress`): clients' requests are forwarded to the sentinel (`--sentinel`).
 //! - Egress (`--egress-listen`): the sentinel's only way out, a CONNECT proxy to the
 //!   `--egress-allow` destinations.
-//! - Bundles (`--bundle-listen`): the sealed bundle in `--bundle-dir`, with range requests.
+//! - Bundles (`--bundle-listen`): the sealed bundle in `--bundle-dir`, with range requests;
+//!   with `--bundle-source`, first mirrored there from S3, Azure Blob or HTTP(S).
 //!
 //! It can be restarted at any time: the sentinel retries and resumes.
 #![forbid(unsafe_code)]
@@ -16,6 +17,8 @@ use clap::{Parser, ValueEnum};
 use trustbridge_relay::bundles::BundleServer;
 use trustbridge_relay::egress::{AllowList, EgressConfig, serve_egress};
 use trustbridge_relay::ingress;
+use trustbridge_relay::mirror::{MirrorConfig, mirror};
+use trustbridge_relay::source::BundleSource;
 use trustbridge_transport::{Endpoint, Listener};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -73,9 +76,29 @@ struct Args {
         default_value = "vsock://-1:8002"
     )]
     bundle_listen: Endpoint,
-    /// The sealed bundle directory.
+    /// The sealed bundle directory (with --bundle-source: where the bundle is mirrored).
     #[arg(long, env = "TB_RELAY_BUNDLE_DIR", value_name = "DIR")]
     bundle_dir: PathBuf,
+    /// Mirror the bundle from here first: s3://BUCKET/PREFIX, az://CONTAINER/PREFIX,
+    /// https://HOST/PREFIX (credentials from the AWS_* / AZURE_* environment). Until the
+    /// mirror is complete the bundle endpoint answers 503; a restart resumes it.
+    #[arg(long, env = "TB_RELAY_BUNDLE_SOURCE", value_name = "URL")]
+    bundle_source: Option<String>,
+    /// A store setting KEY=VALUE for --bundle-source (endpoint, region, allow_http, ...;
+    /// repeatable, comma-separated in the variable).
+    #[arg(
+        long = "bundle-option",
+        env = "TB_RELAY_BUNDLE_OPTIONS",
+        value_name = "KEY=VALUE",
+        value_delimiter = ','
+    )]
+    bundle_options: Vec<String>,
+    /// Chunks downloaded in parallel by the mirror.
+    #[arg(long, env = "TB_DOWNLOAD_CONCURRENCY", default_value_t = 8)]
+    download_concurrency: usize,
+    /// Mirror chunk size in bytes.
+    #[arg(long, env = "TB_DOWNLOAD_CHUNK_BYTES", default_value_t = 16 << 20)]
+    download_chunk_bytes: u64,
     /// Log format on stderr.
     #[arg(long, env = "TB_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -103,14 +126,29 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<()> {
     let allow = AllowList::parse(&args.egress_allow)?;
-    if !args.bundle_dir.is_dir() {
+    let source = args
+        .bundle_source
+        .as_deref()
+        .map(|url| BundleSource::open(url, &args.bundle_options))
+        .transpose()?;
+    if source.is_some() {
+        std::fs::create_dir_all(&args.bundle_dir)
+            .with_context(|| format!("cannot create {}", args.bundle_dir.display()))?;
+    } else if !args.bundle_dir.is_dir() {
         anyhow::bail!(
             "--bundle-dir {} is not a directory",
             args.bundle_dir.display()
         );
     }
-    let bundle_server = BundleServer::new(&args.bundle_dir)
-        .with_context(|| format!("cannot serve {}", args.bundle_dir.display()))?;
+    let bundle_server = match source {
+        Some(_) => BundleServer::not_ready_yet(&args.bundle_dir),
+        None => BundleServer::new(&args.bundle_dir),
+    }
+    .with_context(|| format!("cannot serve {}", args.bundle_dir.display()))?;
+    let mirror_config = MirrorConfig {
+        concurrency: args.download_concurrency.max(1),
+        chunk_bytes: args.download_chunk_bytes.max(1),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -122,8 +160,16 @@ fn run(args: Args) -> Result<()> {
         let mut config = EgressConfig::new(allow);
         config.max_connections = args.egress_max_connections;
         let egress = tokio::spawn(serve_egress(egress_l, config));
-        let bundles = tokio::spawn(bundle_server.serve(bundle_l));
+        let bundles = tokio::spawn(bundle_server.clone().serve(bundle_l));
         let ingress = tokio::spawn(async move { axum::serve(ingress_l, ingress::router(args.sentinel)).await });
+        if let Some(source) = source {
+            tracing::info!(source = %source.url, dir = %args.bundle_dir.display(), "mirroring the bundle");
+            let report = mirror(&source, &args.bundle_dir, mirror_config)
+                .await
+                .with_context(|| format!("cannot mirror {}", source.url))?;
+            tracing::info!(?report, "bundle mirrored; serving it");
+            bundle_server.mark_ready();
+        }
         tokio::select! {
             r = egress => r?.context("egress"),
             r = bundles => r?.context("bundles"),
