@@ -15,6 +15,9 @@ use crate::boot::StepError;
 /// Longest response head accepted.
 const MAX_HEAD: usize = 16 * 1024;
 
+/// Longest wait for the next bytes of a response.
+const IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A response body being read.
 pub(crate) struct Body {
     stream: Stream,
@@ -40,12 +43,13 @@ impl Body {
         let from_pending = dst.len().min(self.pending.len());
         dst[..from_pending].copy_from_slice(&self.pending[..from_pending]);
         self.pending.drain(..from_pending);
-        let rest = &mut dst[from_pending..];
-        if !rest.is_empty() {
-            self.stream
-                .read_exact(rest)
-                .await
-                .map_err(|e| transient(&self.path, &format!("body: {e}")))?;
+        let mut filled = from_pending;
+        while filled < dst.len() {
+            let n = read_some(&mut self.stream, &mut dst[filled..], &self.path).await?;
+            if n == 0 {
+                return Err(transient(&self.path, "body ended early"));
+            }
+            filled += n;
         }
         self.remaining -= dst.len() as u64;
         Ok(())
@@ -57,6 +61,15 @@ impl Body {
         self.read_exact(&mut out).await?;
         Ok(out)
     }
+}
+
+/// One read, which must make progress within [`IDLE`]: a stalled relay costs a retry, not
+/// a hung boot.
+async fn read_some(stream: &mut Stream, buf: &mut [u8], path: &str) -> Result<usize, StepError> {
+    tokio::time::timeout(IDLE, stream.read(buf))
+        .await
+        .map_err(|_| transient(path, &format!("no data for {} s", IDLE.as_secs())))?
+        .map_err(|e| transient(path, &e.to_string()))
 }
 
 fn transient(path: &str, detail: &str) -> StepError {
@@ -92,10 +105,7 @@ pub(crate) async fn get(
             return Err(transient(path, "response head too large"));
         }
         let mut chunk = [0u8; 4096];
-        let n = stream
-            .read(&mut chunk)
-            .await
-            .map_err(|e| transient(path, &e.to_string()))?;
+        let n = read_some(&mut stream, &mut chunk, path).await?;
         if n == 0 {
             return Err(transient(path, "connection closed before a response"));
         }
@@ -218,5 +228,32 @@ mod tests {
         assert_eq!(c("HTTP/1.1 404 Not Found\r\n\r\n", None), "bundle_missing");
         assert_eq!(c("HTTP/1.1 503 Busy\r\n\r\n", None), "transient");
         assert_eq!(c("garbage\r\n\r\n", None), "transient");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_relay_that_stalls_mid_body_costs_a_retry_not_a_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = Endpoint::Unix(dir.path().join("r.sock"));
+        let listener = trustbridge_transport::Listener::bind(&endpoint)
+            .await
+            .unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept_stream().await.unwrap();
+            let mut req = [0u8; 1024];
+            let _ = s.read(&mut req).await.unwrap();
+            s.write_all(b"HTTP/1.1 206 Partial Content\r\nContent-Length: 10\r\nContent-Range: bytes 0-9/10\r\n\r\nabc")
+                .await
+                .unwrap();
+            // ...and then nothing, with the connection held open.
+            std::future::pending::<()>().await;
+        });
+        let mut body = get(&endpoint, "/bundle/x", Some((0, 9)), 0).await.unwrap();
+        let mut dst = [0u8; 10];
+        match body.read_exact(&mut dst).await {
+            Err(StepError::Transient(e)) => assert!(e.contains("no data for 30 s"), "{e}"),
+            other => panic!("expected a transient stall, got {:?}", other.err()),
+        }
+        assert_eq!(&dst[..3], b"abc");
+        server.abort();
     }
 }
