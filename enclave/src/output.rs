@@ -7,6 +7,10 @@
 //! | `tmpfs:DIR` | each file written to `DIR/<path>`, mode 0600, directories 0700; `DIR` must be on tmpfs or ramfs (checked with `statfs`), and the in-memory copy is then dropped |
 //! | `fifo:DIR` | a FIFO `DIR/<path>` (mode 0600) per file; every time a reader opens it, the whole file is written into it; the plaintext stays in sentinel memory |
 //!
+//! The directory is created with mode 0700 if missing; an existing one must be a real
+//! directory owned by the sentinel's user with no group or other access, or publishing
+//! fails before anything is written.
+//!
 //! When the model is withdrawn (suspension, shutdown) tmpfs files are overwritten with
 //! zeros and removed, and FIFOs are removed.
 
@@ -61,6 +65,10 @@ pub enum OutputError {
     /// The tmpfs directory is on a disk-backed file system.
     #[error("{0} is not on tmpfs or ramfs: plaintext would reach persistent storage")]
     NotMemoryBacked(PathBuf),
+    /// The output directory is not a directory of this user's with mode 0700 (or
+    /// stricter).
+    #[error("{0} must be a directory owned by this user with no group or other access (mode 0700)")]
+    NotPrivate(PathBuf),
     /// A file system operation failed.
     #[error("{path}: {source}")]
     Io {
@@ -94,6 +102,7 @@ pub fn publish(
     match output {
         ModelOutput::Memory => {}
         ModelOutput::Tmpfs(dir) => {
+            private_dir(dir)?;
             let stat = rustix::fs::statfs(dir).map_err(|e| io_err(dir)(e.into()))?;
             if !matches!(stat.f_type as i64, TMPFS_MAGIC | RAMFS_MAGIC) {
                 return Err(OutputError::NotMemoryBacked(dir.clone()));
@@ -113,6 +122,7 @@ pub fn publish(
             }
         }
         ModelOutput::Fifo(dir) => {
+            private_dir(dir)?;
             for path in files.keys() {
                 let target = dir.join(path);
                 make_parents(dir, &target)?;
@@ -130,6 +140,28 @@ pub fn publish(
         }
     }
     Ok(published)
+}
+
+/// Creates `dir` (mode 0700) if missing, then insists it is a real directory owned by
+/// this user that nobody else can enter or write: otherwise whoever controls it could
+/// read the plaintext or redirect it with symlinks.
+fn private_dir(dir: &Path) -> Result<(), OutputError> {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io_err(dir)(e)),
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(io_err(dir))?;
+    let mine = meta.uid() == rustix::process::geteuid().as_raw();
+    if !meta.is_dir() || !mine || meta.mode() & 0o077 != 0 {
+        return Err(OutputError::NotPrivate(dir.to_owned()));
+    }
+    Ok(())
 }
 
 /// Creates the directories between `dir` and `target` with mode 0700.
@@ -210,6 +242,12 @@ mod tests {
 
     use super::*;
 
+    /// A temporary directory with mode 0700 (tempfile follows the umask).
+    fn private(dir: tempfile::TempDir) -> tempfile::TempDir {
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        dir
+    }
+
     fn model() -> Arc<BTreeMap<String, PlainBuffer>> {
         let mut files = BTreeMap::new();
         for (path, fill) in [("weights/a.bin", 7u8), ("config.json", 1)] {
@@ -241,7 +279,7 @@ mod tests {
 
     #[test]
     fn tmpfs_files_are_private_and_wiped_and_disks_are_refused() {
-        let shm = tempfile::Builder::new().tempdir_in("/dev/shm").unwrap();
+        let shm = private(tempfile::Builder::new().tempdir_in("/dev/shm").unwrap());
         let published = publish(&ModelOutput::Tmpfs(shm.path().into()), &model()).unwrap();
         let file = shm.path().join("weights/a.bin");
         assert_eq!(std::fs::read(&file).unwrap(), vec![7u8; 3000]);
@@ -251,7 +289,7 @@ mod tests {
         drop(published);
         assert!(!file.exists());
         // A directory on a disk-backed file system is refused before anything is written.
-        let disk = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let disk = private(tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap());
         assert!(matches!(
             publish(&ModelOutput::Tmpfs(disk.path().into()), &model()),
             Err(OutputError::NotMemoryBacked(_))
@@ -259,9 +297,34 @@ mod tests {
         assert_eq!(std::fs::read_dir(disk.path()).unwrap().count(), 0);
     }
 
+    #[test]
+    fn directories_others_can_reach_are_refused() {
+        let shm = tempfile::Builder::new().tempdir_in("/dev/shm").unwrap();
+        let open = shm.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // A symlink to a perfectly private directory is still refused.
+        let target = shm.path().join("target");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let link = shm.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        for (dir, output) in [
+            (&open, ModelOutput::Tmpfs(open.clone())),
+            (&open, ModelOutput::Fifo(open.clone())),
+            (&target, ModelOutput::Tmpfs(link.clone())),
+        ] {
+            assert!(
+                matches!(publish(&output, &model()), Err(OutputError::NotPrivate(_))),
+                "{output:?}"
+            );
+            assert_eq!(std::fs::read_dir(dir).unwrap().count(), 0, "{output:?}");
+        }
+    }
+
     #[tokio::test]
     async fn fifos_hand_over_the_whole_file_on_every_open() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = private(tempfile::tempdir().unwrap());
         let published = publish(&ModelOutput::Fifo(dir.path().into()), &model()).unwrap();
         let fifo = dir.path().join("weights/a.bin");
         let meta = std::fs::metadata(&fifo).unwrap();

@@ -12,6 +12,13 @@ use std::time::{Duration, Instant};
 use deployment::*;
 use trustbridge_tests::{ok, run, s};
 
+/// A temporary directory with mode 0700, as runtime output requires (tempfile follows
+/// the umask).
+fn private(dir: tempfile::TempDir) -> tempfile::TempDir {
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    dir
+}
+
 fn model(d: &Deployment) -> Vec<u8> {
     std::fs::read(d.p("model/weights.bin")).unwrap()
 }
@@ -56,7 +63,7 @@ fn a_revoked_contract_suspends_the_sentinel() {
 fn tmpfs_output_from_a_config_file_is_private_and_wiped_on_shutdown() {
     let d = Deployment::new(300 << 10);
     let _relay = d.relay(true);
-    let out = tempfile::Builder::new().tempdir_in("/dev/shm").unwrap();
+    let out = private(tempfile::Builder::new().tempdir_in("/dev/shm").unwrap());
     let config = d.p("sentinel.toml");
     std::fs::write(
         &config,
@@ -98,7 +105,7 @@ fn a_disk_directory_is_refused_for_tmpfs_output() {
     let d = Deployment::new(64 << 10);
     let _relay = d.relay(true);
     // Cargo's target directory is on the build disk, never on tmpfs.
-    let disk = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let disk = private(tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap());
     let _sentinel = d.sentinel_with(
         "c-1",
         1 << 20,
@@ -107,6 +114,10 @@ fn a_disk_directory_is_refused_for_tmpfs_output() {
     );
     let st = d.wait_for(&["Ready", "Failed"]);
     assert_eq!(st["reason"], "model_output", "{st}");
+    assert!(
+        st["detail"].as_str().unwrap().contains("not on tmpfs"),
+        "{st}"
+    );
     assert_eq!(std::fs::read_dir(disk.path()).unwrap().count(), 0);
 }
 
