@@ -26,7 +26,8 @@ pub enum SourceError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A `--bundle-option` the store does not know, or without `=`.
+    /// A `--bundle-option` the store does not know, or without `=`. Carries the key only:
+    /// values are often credentials.
     #[error("bundle option {0:?}: expected KEY=VALUE with a key the store knows")]
     Option(String),
     /// The store refused its configuration.
@@ -42,7 +43,7 @@ pub struct BundleSource {
     pub store: Arc<dyn ObjectStore>,
     /// The bundle's prefix in the store.
     pub prefix: StorePath,
-    /// The URL, for logs.
+    /// The URL without any user information, for logs and errors.
     pub url: String,
 }
 
@@ -50,7 +51,7 @@ impl BundleSource {
     /// Opens `url` with extra store `options` (`KEY=VALUE`).
     pub fn open(url: &str, options: &[String]) -> Result<Self, SourceError> {
         let bad = |reason: &str| SourceError::Url {
-            url: url.to_owned(),
+            url: redacted(url),
             reason: reason.to_owned(),
         };
         let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("not a URL"))?;
@@ -59,7 +60,7 @@ impl BundleSource {
             .map(|o| {
                 o.split_once('=')
                     .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-                    .ok_or_else(|| SourceError::Option(o.clone()))
+                    .ok_or_else(|| SourceError::Option("(no '=')".to_owned()))
             })
             .collect::<Result<Vec<_>, _>>()?;
         // Applies the KEY=VALUE pairs through the builder's `with_config`.
@@ -114,7 +115,7 @@ impl BundleSource {
         Ok(Self {
             store,
             prefix,
-            url: url.to_owned(),
+            url: redacted(url),
         })
     }
 
@@ -125,6 +126,19 @@ impl BundleSource {
             path = path.child(part);
         }
         path
+    }
+}
+
+/// `url` with any `user:password@` removed.
+fn redacted(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+            let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+            let sep = if rest.contains('/') { "/" } else { "" };
+            format!("{scheme}://{host}{sep}{path}")
+        }
+        None => url.to_owned(),
     }
 }
 
@@ -171,9 +185,19 @@ mod tests {
             BundleSource::open("s3://b/p", &["no-equals".into()]),
             Err(SourceError::Option(_))
         ));
-        assert!(matches!(
-            BundleSource::open("s3://b/p", &["not_a_key=1".into()]),
-            Err(SourceError::Option(_))
-        ));
+        // The error names the key, never the value (often a credential).
+        let err = BundleSource::open("s3://b/p", &["secret_acess_key=hunter2".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("secret_acess_key") && !err.contains("hunter2"),
+            "{err}"
+        );
+        let err = BundleSource::open("s3://b/p", &["hunter2".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        let with_user = BundleSource::open("https://me:hunter2@mirror.example/b", &[]).unwrap();
+        assert_eq!(with_user.url, "https://mirror.example/b");
     }
 }

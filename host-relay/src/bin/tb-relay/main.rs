@@ -82,13 +82,19 @@ struct Args {
     /// Mirror the bundle from here first: s3://BUCKET/PREFIX, az://CONTAINER/PREFIX,
     /// https://HOST/PREFIX (credentials from the AWS_* / AZURE_* environment). Until the
     /// mirror is complete the bundle endpoint answers 503; a restart resumes it.
-    #[arg(long, env = "TB_RELAY_BUNDLE_SOURCE", value_name = "URL")]
+    #[arg(
+        long,
+        env = "TB_RELAY_BUNDLE_SOURCE",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
     bundle_source: Option<String>,
     /// A store setting KEY=VALUE for --bundle-source (endpoint, region, allow_http, ...;
     /// repeatable, comma-separated in the variable).
     #[arg(
         long = "bundle-option",
         env = "TB_RELAY_BUNDLE_OPTIONS",
+        hide_env_values = true,
         value_name = "KEY=VALUE",
         value_delimiter = ','
     )]
