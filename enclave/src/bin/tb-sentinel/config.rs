@@ -15,7 +15,7 @@ use trustbridge_enclave::authorize::KmsTarget;
 use trustbridge_enclave::output::ModelOutput;
 use trustbridge_transport::Endpoint;
 
-use crate::{Args, LogFormat, Tee};
+use crate::{Args, LogFormat, SimPlatform, Tee};
 
 /// The `--config` file.
 #[derive(Debug, Default, Deserialize)]
@@ -33,7 +33,7 @@ struct FileConfig {
     contract_id: Option<String>,
     tee: Option<Tee>,
     sim_ca: Option<std::path::PathBuf>,
-    sim_platform: Option<String>,
+    sim_platform: Option<SimPlatform>,
     download_concurrency: Option<usize>,
     download_chunk_bytes: Option<u64>,
     retry_initial_ms: Option<u64>,
@@ -158,5 +158,6 @@ mod tests {
         assert!(toml::from_str::<FileConfig>("model_output = \"disk:/x\"").is_err());
         assert!(toml::from_str::<FileConfig>("listen = \"ftp://x\"").is_err());
         assert!(toml::from_str::<FileConfig>("tee = \"sgx\"").is_err());
+        assert!(toml::from_str::<FileConfig>("sim_platform = \"spn\"").is_err());
     }
 }

@@ -42,6 +42,15 @@ enum Tee {
 
 #[derive(Clone, Copy, Debug, ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
+enum SimPlatform {
+    /// Nitro-shaped attestation documents.
+    Nitro,
+    /// SEV-SNP-shaped reports.
+    Snp,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 enum LogFormat {
     Text,
     Json,
@@ -99,8 +108,8 @@ struct Args {
     #[arg(long, env = "TB_SIM_CA", value_name = "DIR")]
     sim_ca: Option<PathBuf>,
     /// Evidence format of the simulated TEE.
-    #[arg(long, env = "TB_SIM_PLATFORM", default_value = "nitro", value_parser = ["nitro", "snp"])]
-    sim_platform: String,
+    #[arg(long, env = "TB_SIM_PLATFORM", value_enum, default_value = "nitro")]
+    sim_platform: SimPlatform,
     /// Parallel download requests.
     #[arg(long, env = "TB_DOWNLOAD_CONCURRENCY", default_value_t = 8)]
     download_concurrency: usize,
@@ -141,10 +150,9 @@ fn provider(args: &Args) -> Result<Arc<dyn AttestationProvider>> {
                 .context("--tee simulated needs --sim-ca (TB_SIM_CA)")?;
             let tee = SimulatedTee::load(dir)
                 .with_context(|| format!("cannot load the simulation CA {}", dir.display()))?;
-            let platform = if args.sim_platform == "snp" {
-                SimulatedPlatform::Snp
-            } else {
-                SimulatedPlatform::Nitro
+            let platform = match args.sim_platform {
+                SimPlatform::Nitro => SimulatedPlatform::Nitro,
+                SimPlatform::Snp => SimulatedPlatform::Snp,
             };
             Arc::new(SimulatedProvider::new(tee, platform))
         }
