@@ -245,6 +245,21 @@ impl Backoff {
             }
         }
     }
+
+    /// [`Self::retry`] for async steps, sleeping on the tokio timer.
+    pub async fn retry_async<T, F, Fut>(&self, what: &str, mut step: F) -> Result<T, StepError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StepError>>,
+    {
+        let mut retry = self.retrier(what);
+        loop {
+            match step().await {
+                Err(StepError::Transient(e)) => tokio::time::sleep(retry.next_wait(&e)?).await,
+                other => return other,
+            }
+        }
+    }
 }
 
 /// The retry decision of one operation, shared by every retry loop (sync and async):

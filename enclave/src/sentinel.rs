@@ -145,16 +145,13 @@ impl Sentinel {
         }
         self.go(BootState::Authorize);
         let c = &self.config;
-        let mut retry = c.backoff.retrier("key release");
-        let released = loop {
-            match self.release(&provider, &keys).await {
-                Ok(r) => break r,
-                Err(StepError::Transient(e)) => match retry.next_wait(&e) {
-                    Ok(wait) => tokio::time::sleep(wait).await,
-                    Err(fatal) => return self.fail(fatal),
-                },
-                Err(e) => return self.fail(e),
-            }
+        let released = match c
+            .backoff
+            .retry_async("key release", || self.release(&provider, &keys))
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return self.fail(e),
         };
         if !self.bring_up(&released).await {
             return;

@@ -42,13 +42,15 @@ pub(crate) async fn download(
     let header_end = (HEADER_LEN as u64)
         .min(entry.ciphertext_len)
         .saturating_sub(1);
-    let header = retrying(config.backoff, path, || async {
-        range_get::get(source, path, Some((0, header_end)), 0)
-            .await?
-            .into_vec()
-            .await
-    })
-    .await?;
+    let header = config
+        .backoff
+        .retry_async(path, || async {
+            range_get::get(source, path, Some((0, header_end)), 0)
+                .await?
+                .into_vec()
+                .await
+        })
+        .await?;
     let opener = bundle::segment_opener(key, manifest, entry, &header)
         .map_err(|e| fatal("tampered_bundle", e.to_string()))?;
     let layout = *opener.layout();
@@ -152,23 +154,4 @@ async fn receive(
     }
     debug_assert_eq!(body.remaining(), 0);
     Ok(())
-}
-
-/// Runs `attempt` until it succeeds, fails fatally, or the back-off gives up.
-pub(crate) async fn retrying<T, F, Fut>(
-    backoff: Backoff,
-    what: &str,
-    mut attempt: F,
-) -> Result<T, StepError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, StepError>>,
-{
-    let mut retry = backoff.retrier(what);
-    loop {
-        match attempt().await {
-            Err(StepError::Transient(e)) => tokio::time::sleep(retry.next_wait(&e)?).await,
-            other => return other,
-        }
-    }
 }

@@ -105,13 +105,15 @@ pub async fn fetch_manifest(
     config: &HydrateConfig,
 ) -> Result<SignedManifest, StepError> {
     let path = format!("/bundle/{MANIFEST_FILE}");
-    let bytes = download::retrying(config.backoff, &path, || async {
-        range_get::get(source, &path, None, MAX_MANIFEST)
-            .await?
-            .into_vec()
-            .await
-    })
-    .await?;
+    let bytes = config
+        .backoff
+        .retry_async(&path, || async {
+            range_get::get(source, &path, None, MAX_MANIFEST)
+                .await?
+                .into_vec()
+                .await
+        })
+        .await?;
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
     if digest.as_ref() != released.manifest_sha256 {
         return Err(fatal(
