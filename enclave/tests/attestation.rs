@@ -141,9 +141,28 @@ fn detection_picks_the_present_tee_and_names_what_it_probed() {
             && err.contains("--tee simulated"),
         "{err}"
     );
+    assert!(err.contains("sev-guest (absent)"), "{err}");
+    // An older kernel: only the legacy device, which is used.
     std::fs::write(dir.path().join("sev-guest"), b"").unwrap();
-    let err = detect(&TeeChoice::Auto, &probe).err().unwrap().to_string();
-    assert!(err.contains("configfs-tsm"), "{err}");
+    assert_eq!(
+        detect(&TeeChoice::Auto, &probe).unwrap().name(),
+        "snp-sev-guest"
+    );
+    assert_eq!(
+        detect(&TeeChoice::Snp, &probe).unwrap().name(),
+        "snp-sev-guest"
+    );
+    // The device is not an SEV guest device: the request fails and names it.
+    let err = detect(&TeeChoice::Snp, &probe)
+        .unwrap()
+        .evidence(&binding())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("snp-sev-guest") && err.contains("SNP_GET_REPORT"),
+        "{err}"
+    );
+    // configfs-tsm wins when both are present.
     std::fs::create_dir_all(dir.path().join("tsm/report")).unwrap();
     assert_eq!(
         detect(&TeeChoice::Auto, &probe).unwrap().name(),

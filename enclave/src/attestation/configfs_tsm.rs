@@ -129,7 +129,7 @@ pub fn parse_cert_table(table: &[u8]) -> Vec<Vec<u8>> {
 }
 
 /// A GUID in its mixed-endian binary form.
-const fn guid(s: &str) -> [u8; 16] {
+pub(crate) const fn guid(s: &str) -> [u8; 16] {
     let h = s.as_bytes();
     let mut hex = [0u8; 32];
     let (mut i, mut j) = (0, 0);

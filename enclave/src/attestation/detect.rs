@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use super::{
     AttestError, AttestationProvider, CONFIGFS_TSM_REPORT_DIR, ConfigfsTsm, NSM_DEVICE, NitroNsm,
+    SEV_GUEST_DEVICE, SevGuest,
 };
 
 /// What the operator asked for (`--tee` / `TB_TEE`).
@@ -13,7 +14,7 @@ pub enum TeeChoice {
     Auto,
     /// AWS Nitro (NSM).
     Nitro,
-    /// AMD SEV-SNP (configfs-tsm).
+    /// AMD SEV-SNP (configfs-tsm, else `/dev/sev-guest`).
     Snp,
 }
 
@@ -34,7 +35,7 @@ impl Probe {
         Self {
             nsm_device: NSM_DEVICE.into(),
             configfs_tsm: CONFIGFS_TSM_REPORT_DIR.into(),
-            sev_guest: "/dev/sev-guest".into(),
+            sev_guest: SEV_GUEST_DEVICE.into(),
         }
     }
 }
@@ -60,18 +61,14 @@ pub fn detect(
             state(exists(&probe.sev_guest)),
         )
     };
+    let sev_guest =
+        || -> Box<dyn AttestationProvider> { Box::new(SevGuest::new(&probe.sev_guest)) };
     match choice {
         TeeChoice::Nitro if exists(&probe.nsm_device) => Ok(nitro()),
-        TeeChoice::Snp if exists(&probe.configfs_tsm) => Ok(snp()),
         TeeChoice::Auto if exists(&probe.nsm_device) => Ok(nitro()),
-        TeeChoice::Auto if exists(&probe.configfs_tsm) => Ok(snp()),
-        TeeChoice::Snp | TeeChoice::Auto if exists(&probe.sev_guest) => {
-            Err(AttestError::NoTee(format!(
-                "{}; only {} exists: this kernel lacks configfs-tsm (Linux 6.7+), which TrustBridge requires for SEV-SNP",
-                probed(),
-                probe.sev_guest.display()
-            )))
-        }
+        // configfs-tsm first (Linux 6.7+), the legacy device on older kernels.
+        TeeChoice::Snp | TeeChoice::Auto if exists(&probe.configfs_tsm) => Ok(snp()),
+        TeeChoice::Snp | TeeChoice::Auto if exists(&probe.sev_guest) => Ok(sev_guest()),
         _ => Err(AttestError::NoTee(format!(
             "{}; use --tee simulated for development",
             probed()

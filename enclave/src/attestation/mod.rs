@@ -8,6 +8,7 @@
 mod configfs_tsm;
 mod detect;
 mod nitro;
+mod sev_guest;
 mod simulated;
 
 use trustbridge_protocol::binding::EvidenceBinding;
@@ -15,6 +16,7 @@ use trustbridge_protocol::binding::EvidenceBinding;
 pub use configfs_tsm::{CONFIGFS_TSM_REPORT_DIR, ConfigfsTsm, parse_cert_table};
 pub use detect::{Probe, TeeChoice, detect};
 pub use nitro::{NSM_DEVICE, NitroNsm};
+pub use sev_guest::{SEV_GUEST_DEVICE, SevGuest};
 pub use simulated::{SimulatedPlatform, SimulatedProvider};
 
 /// Evidence ready to send to the key broker.

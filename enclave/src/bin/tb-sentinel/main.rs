@@ -30,11 +30,11 @@ use trustbridge_verifier::simulated::SimulatedTee;
 #[derive(Clone, Copy, Debug, ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum Tee {
-    /// Probe /dev/nsm, then configfs-tsm.
+    /// Probe /dev/nsm, then configfs-tsm, then /dev/sev-guest.
     Auto,
     /// AWS Nitro Enclaves (NSM).
     Nitro,
-    /// AMD SEV-SNP (configfs-tsm).
+    /// AMD SEV-SNP (configfs-tsm, else /dev/sev-guest on kernels before 6.7).
     Snp,
     /// The simulated TEE (development only; needs --sim-ca).
     Simulated,
