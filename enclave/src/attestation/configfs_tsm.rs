@@ -51,9 +51,7 @@ impl AttestationProvider for ConfigfsTsm {
     }
 
     fn evidence(&self, binding: &EvidenceBinding) -> Result<Evidence, AttestError> {
-        let digest = binding
-            .digest()
-            .map_err(|e| AttestError::Binding(e.to_string()))?;
+        let digest = binding.digest()?;
         let entry = self
             .root
             .join(format!("trustbridge-{}", std::process::id()));

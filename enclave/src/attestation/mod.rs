@@ -5,6 +5,8 @@
 //! (`trustbridge_protocol::binding`). [`detect`] picks the provider of the machine the
 //! sentinel runs on; the simulated TEE is used only when asked for explicitly.
 
+#[cfg(feature = "azure-vtpm")]
+pub mod azure_vtpm;
 mod configfs_tsm;
 mod detect;
 mod nitro;
@@ -50,9 +52,16 @@ pub enum AttestError {
     NoTee(String),
 }
 
+impl From<trustbridge_protocol::binding::BindingError> for AttestError {
+    fn from(e: trustbridge_protocol::binding::BindingError) -> Self {
+        Self::Binding(e.to_string())
+    }
+}
+
 /// A source of attestation evidence.
 pub trait AttestationProvider: Send + Sync {
-    /// A short name for logs (`nitro-nsm`, `snp-configfs-tsm`, `simulated-nitro`, ...).
+    /// A short name for logs (`nitro-nsm`, `snp-configfs-tsm`, `snp-sev-guest`,
+    /// `azure-vtpm`, `simulated-nitro`, ...).
     fn name(&self) -> &'static str;
     /// Whether the evidence is simulated (never true for hardware providers).
     fn simulated(&self) -> bool;

@@ -24,9 +24,7 @@ impl AttestationProvider for NitroNsm {
     }
 
     fn evidence(&self, binding: &EvidenceBinding) -> Result<Evidence, AttestError> {
-        let digest = binding
-            .digest()
-            .map_err(|e| AttestError::Binding(e.to_string()))?;
+        let digest = binding.digest()?;
         let err = |detail: String| AttestError::Device {
             provider: "nitro-nsm",
             detail,

@@ -115,9 +115,7 @@ impl AttestationProvider for SevGuest {
     }
 
     fn evidence(&self, binding: &EvidenceBinding) -> Result<Evidence, AttestError> {
-        let digest = binding
-            .digest()
-            .map_err(|e| AttestError::Binding(e.to_string()))?;
+        let digest = binding.digest()?;
         let device = ioctl::Device::open(&self.device)
             .map_err(|e| device_error(format!("{}: {e}", self.device.display())))?;
         request_evidence(&device, &digest)

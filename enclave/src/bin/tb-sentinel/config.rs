@@ -32,6 +32,8 @@ struct FileConfig {
     asset_id: Option<String>,
     contract_id: Option<String>,
     tee: Option<Tee>,
+    tpm_tcti: Option<String>,
+    azure_certs: Option<std::path::PathBuf>,
     sim_ca: Option<std::path::PathBuf>,
     sim_platform: Option<SimPlatform>,
     download_concurrency: Option<usize>,
@@ -101,6 +103,8 @@ fn merge(args: &mut Args, matches: &ArgMatches, file: FileConfig) {
         asset_id,
         contract_id,
         tee,
+        tpm_tcti,
+        azure_certs,
         sim_ca,
         sim_platform,
         download_concurrency,
@@ -138,7 +142,14 @@ mod tests {
                 model_output = "tmpfs:/dev/shm/model"
                 tee = "simulated"
                 listen = "unix:///run/tb.sock"
+                tpm_tcti = "swtpm:host=127.0.0.1,port=2321"
+                azure_certs = "/run/trustbridge/thim.json"
             "#,
+        );
+        assert_eq!(args.tpm_tcti, "swtpm:host=127.0.0.1,port=2321");
+        assert_eq!(
+            args.azure_certs.as_deref(),
+            Some(std::path::Path::new("/run/trustbridge/thim.json"))
         );
         assert_eq!(args.download_concurrency, 3);
         assert_eq!(args.download_chunk_bytes, 1 << 20);

@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
+#[cfg(feature = "azure-vtpm")]
+use trustbridge_enclave::attestation::azure_vtpm;
 use trustbridge_enclave::attestation::{
     AttestationProvider, Probe, SimulatedPlatform, SimulatedProvider, TeeChoice, detect,
 };
@@ -30,12 +32,15 @@ use trustbridge_verifier::simulated::SimulatedTee;
 #[derive(Clone, Copy, Debug, ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 enum Tee {
-    /// Probe /dev/nsm, then configfs-tsm, then /dev/sev-guest.
+    /// Probe /dev/nsm, then an Azure vTPM (when built in), configfs-tsm, /dev/sev-guest.
     Auto,
     /// AWS Nitro Enclaves (NSM).
     Nitro,
     /// AMD SEV-SNP (configfs-tsm, else /dev/sev-guest on kernels before 6.7).
     Snp,
+    /// An Azure confidential VM: SEV-SNP through the vTPM (a tb-sentinel built with
+    /// --features azure-vtpm).
+    Azure,
     /// The simulated TEE (development only; needs --sim-ca).
     Simulated,
 }
@@ -104,6 +109,20 @@ struct Args {
     /// The TEE.
     #[arg(long, env = "TB_TEE", value_enum, default_value = "auto")]
     tee: Tee,
+    /// The TPM for --tee azure, as a TCTI string (swtpm:host=H,port=P for a software TPM).
+    #[arg(
+        long,
+        env = "TB_TPM_TCTI",
+        value_name = "TCTI",
+        default_value = "device:/dev/tpmrm0"
+    )]
+    tpm_tcti: String,
+    /// The VCEK for --tee azure: a file saved from the Azure IMDS endpoint
+    /// /metadata/THIM/amd/certification, or PEM with the VCEK first. Default: asked from
+    /// the IMDS through the relay's egress, whose allow-list must then hold
+    /// 169.254.169.254:80.
+    #[arg(long, env = "TB_AZURE_CERTS", value_name = "FILE")]
+    azure_certs: Option<PathBuf>,
     /// The simulation CA (with --tee simulated).
     #[arg(long, env = "TB_SIM_CA", value_name = "DIR")]
     sim_ca: Option<PathBuf>,
@@ -156,15 +175,61 @@ fn provider(args: &Args) -> Result<Arc<dyn AttestationProvider>> {
             };
             Arc::new(SimulatedProvider::new(tee, platform))
         }
+        Tee::Azure => azure(args)?,
         Tee::Auto | Tee::Nitro | Tee::Snp => {
+            let probe = Probe::system();
+            #[cfg(feature = "azure-vtpm")]
+            if matches!(args.tee, Tee::Auto)
+                && !probe.nsm_device.exists()
+                && azure_vtpm::AzureVtpm::present(&args.tpm_tcti)
+            {
+                return azure(args);
+            }
             let choice = match args.tee {
                 Tee::Nitro => TeeChoice::Nitro,
                 Tee::Snp => TeeChoice::Snp,
                 _ => TeeChoice::Auto,
             };
-            Arc::from(detect(&choice, &Probe::system())?)
+            let tpm = std::path::Path::new("/dev/tpmrm0");
+            Arc::from(detect(&choice, &probe).with_context(|| {
+                if tpm.exists() && !cfg!(feature = "azure-vtpm") {
+                    format!(
+                        "{} exists: on an Azure confidential VM, use a tb-sentinel built with \
+                         --features azure-vtpm",
+                        tpm.display()
+                    )
+                } else {
+                    "no TEE detected".to_owned()
+                }
+            })?)
         }
     })
+}
+
+/// The Azure vTPM attester.
+#[cfg(feature = "azure-vtpm")]
+fn azure(args: &Args) -> Result<Arc<dyn AttestationProvider>> {
+    use azure_vtpm::certs::CertificateSource;
+    let certificates = match &args.azure_certs {
+        Some(path) => CertificateSource::File(path.clone()),
+        None => CertificateSource::Imds(args.relay_egress.clone()),
+    };
+    Ok(Arc::new(azure_vtpm::AzureVtpm::new(
+        azure_vtpm::AzureVtpmConfig {
+            tcti: args.tpm_tcti.clone(),
+            refresh_timeout: Duration::from_secs(10),
+            certificates,
+        },
+    )))
+}
+
+/// Without the feature, `--tee azure` says how to get it.
+#[cfg(not(feature = "azure-vtpm"))]
+fn azure(_: &Args) -> Result<Arc<dyn AttestationProvider>> {
+    bail!(
+        "--tee azure: this tb-sentinel was built without the Azure vTPM attester; rebuild \
+         with `cargo build -p trustbridge-enclave --features azure-vtpm` (needs libtss2-dev)"
+    )
 }
 
 fn main() -> ExitCode {
