@@ -2,6 +2,10 @@
 //! Unix socket, and a simulated TEE. The key arrives only through the egress tunnel.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
+#[cfg(feature = "azure-vtpm")]
+#[path = "support/vtpm.rs"]
+mod vtpm;
+
 use std::sync::Arc;
 
 use trustbridge_enclave::attestation::{AttestationProvider, SimulatedPlatform, SimulatedProvider};
@@ -54,12 +58,19 @@ async fn world(allow_broker: bool) -> World {
         &provider,
     )
     .unwrap();
+    // Nitro with PCR0 = 0x10..; Azure with the simulator's SNP measurement and PCR 7 as the
+    // vTPM tests extend it once with 0x07.. (`support/vtpm.rs`).
+    let pcr7 =
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &[[0u8; 32], [7u8; 32]].concat());
     let policy = format!(
-        "[admin]\nkeys = [\"{}\"]\n[simulation]\nnitro_root_sha256 = [\"{}\"]\n[[asset]]\nid = \"{ASSET}\"\nprovider_key = \"{}\"\n[[asset.nitro]]\npcr0 = \"{}\"\n[[contract]]\nid = \"c\"\nasset = \"{ASSET}\"\nnot_before = \"2020-01-01T00:00:00Z\"\nnot_after = \"2099-01-01T00:00:00Z\"\n",
+        "[admin]\nkeys = [\"{}\"]\n[simulation]\nnitro_root_sha256 = [\"{}\"]\nsnp_root_sha256 = [\"{}\"]\n[[asset]]\nid = \"{ASSET}\"\nprovider_key = \"{}\"\n[[asset.nitro]]\npcr0 = \"{}\"\n[[asset.azure]]\nmeasurement = \"{}\"\ntpm_pcrs = {{ \"7\" = \"{}\" }}\n[[contract]]\nid = \"c\"\nasset = \"{ASSET}\"\nnot_before = \"2020-01-01T00:00:00Z\"\nnot_after = \"2099-01-01T00:00:00Z\"\n",
         admin.public().to_hex(),
         hex::encode(sim.nitro_root().sha256()),
+        hex::encode(sim.snp_root().sha256()),
         provider.public().to_hex(),
-        "10".repeat(48)
+        "10".repeat(48),
+        "4d".repeat(48),
+        hex::encode(pcr7),
     );
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("kms.db")).unwrap());
     let broker = Arc::new(Broker::open(store, Kek::generate().unwrap(), Some(&policy)).unwrap());
@@ -237,4 +248,100 @@ fn kms_target_parsing() {
     );
     assert!("http://kms".parse::<KmsTarget>().is_err());
     assert!("http://a/b:1".parse::<KmsTarget>().is_err());
+}
+
+/// Plays Azure's paravisor in front of the real attester: when asked for evidence, it
+/// regenerates the HCL report in the swtpm with the binding digest as `user-data` (on Azure
+/// the paravisor does this on its own once the guest writes NV index `0x01400002`).
+#[cfg(feature = "azure-vtpm")]
+struct Paravisor {
+    tpm: vtpm::Swtpm,
+    tee: SimulatedTee,
+    ak: (Vec<u8>, Vec<u8>),
+    attester: trustbridge_enclave::attestation::azure_vtpm::AzureVtpm,
+}
+
+#[cfg(feature = "azure-vtpm")]
+impl AttestationProvider for Paravisor {
+    fn name(&self) -> &'static str {
+        self.attester.name()
+    }
+    fn simulated(&self) -> bool {
+        false
+    }
+    fn evidence(
+        &self,
+        binding: &trustbridge_protocol::binding::EvidenceBinding,
+    ) -> Result<
+        trustbridge_enclave::attestation::Evidence,
+        trustbridge_enclave::attestation::AttestError,
+    > {
+        let report = vtpm::hcl_report(&self.tee, &self.ak, &binding.digest().unwrap());
+        self.tpm.provision_hcl_report(&report);
+        self.attester.evidence(binding)
+    }
+}
+
+/// Azure vTPM evidence from the real attester (on swtpm) through the egress to the broker,
+/// which verifies it (SNP chain, HCL binding, quote, PCRs) against the policy's Azure set.
+#[cfg(feature = "azure-vtpm")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_vtpm_evidence_releases_the_key_and_a_changed_pcr_is_denied() {
+    use trustbridge_enclave::attestation::azure_vtpm::certs::CertificateSource;
+    use trustbridge_enclave::attestation::azure_vtpm::{AzureVtpm, AzureVtpmConfig};
+    let Some(tpm) = vtpm::Swtpm::start() else {
+        return;
+    };
+    let w = world(true).await;
+    let ak = tpm.provision_ak();
+    let tee = SimulatedTee::load(w.sim_dir.path()).unwrap();
+    let attester = AzureVtpm::new(AzureVtpmConfig {
+        tcti: tpm.tcti(),
+        refresh_timeout: std::time::Duration::from_secs(1),
+        certificates: CertificateSource::File(vtpm::pem_file(&tee, w._dir.path())),
+    });
+    let paravisor = Arc::new(Paravisor {
+        tpm,
+        tee,
+        ak,
+        attester,
+    });
+    let provider: Arc<dyn AttestationProvider> = paravisor.clone();
+    let released = authorize(
+        provider.clone(),
+        &SentinelKeys::generate(),
+        &w.egress,
+        &w.kms,
+        ASSET,
+        "c",
+    )
+    .await
+    .unwrap();
+    assert_eq!(released.key.key_id(), w.key.key_id());
+
+    // PCR 7 moves on (another boot component measured): the policy no longer matches.
+    {
+        use tss_esapi::interface_types::algorithm::HashingAlgorithm;
+        let mut values = tss_esapi::structures::DigestValues::new();
+        values.set(HashingAlgorithm::Sha256, vec![8u8; 32].try_into().unwrap());
+        paravisor
+            .tpm
+            .context()
+            .pcr_extend(tss_esapi::handles::PcrHandle::Pcr7, values)
+            .unwrap();
+    }
+    let err = authorize(
+        provider,
+        &SentinelKeys::generate(),
+        &w.egress,
+        &w.kms,
+        ASSET,
+        "c",
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, StepError::Fatal { code, .. } if code == "measurement_mismatch"),
+        "{err}"
+    );
 }
