@@ -155,6 +155,26 @@ impl Swtpm {
         }
     }
 
+    /// Defines the report-data index with `len` zero bytes.
+    pub fn define_report_data_index(&self, len: usize) {
+        let mut c = self.context();
+        let attributes = NvIndexAttributesBuilder::new()
+            .with_owner_write(true)
+            .with_owner_read(true)
+            .build()
+            .unwrap();
+        let public = NvPublicBuilder::new()
+            .with_nv_index(NvIndexTpmHandle::new(REPORT_DATA_NV_INDEX).unwrap())
+            .with_index_name_algorithm(HashingAlgorithm::Sha256)
+            .with_index_attributes(attributes)
+            .with_data_area_size(len)
+            .build()
+            .unwrap();
+        let index = c.nv_define_space(Provision::Owner, None, public).unwrap();
+        let zeros = MaxNvBuffer::try_from(vec![0u8; len]).unwrap();
+        c.nv_write(NvAuth::Owner, index, zeros, 0).unwrap();
+    }
+
     pub fn read_report_data(&self) -> Vec<u8> {
         let mut c = self.context();
         tss_esapi::abstraction::nv::read_full(

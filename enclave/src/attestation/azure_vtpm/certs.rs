@@ -83,8 +83,7 @@ impl AzureCertificates {
     }
 
     /// Loads the certificates from `source`. The IMDS is asked up to three times, a second
-    /// apart. Runs on a blocking thread inside the sentinel's runtime (as evidence
-    /// gathering does), which it uses for the network request.
+    /// apart; this blocks the calling thread (evidence gathering runs on a blocking thread).
     pub fn load(source: &CertificateSource) -> Result<Self, String> {
         match source {
             CertificateSource::File(path) => {
@@ -92,24 +91,40 @@ impl AzureCertificates {
                 Self::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))
             }
             CertificateSource::Imds(egress) => {
-                let runtime = tokio::runtime::Handle::try_current()
-                    .map_err(|_| "the IMDS is reached from the sentinel's runtime only")?;
-                let mut last = String::new();
-                for attempt in 1..=IMDS_ATTEMPTS {
-                    match runtime.block_on(fetch_imds(egress)) {
-                        Ok(bytes) => return Self::parse(&bytes).map_err(|e| format!("IMDS: {e}")),
-                        Err(e) => last = e,
-                    }
-                    if attempt < IMDS_ATTEMPTS {
-                        std::thread::sleep(Duration::from_secs(1));
-                    }
-                }
-                Err(format!(
-                    "IMDS {IMDS_HOST}{IMDS_CERTIFICATION_PATH}: {last} (after {IMDS_ATTEMPTS} attempts)"
-                ))
+                // A thread of its own with a small runtime: blocking on the caller's runtime
+                // would panic when called from async code, and this runs once per process.
+                let egress = egress.clone();
+                std::thread::scope(|scope| {
+                    scope
+                        .spawn(move || fetch_imds_with_retries(&egress))
+                        .join()
+                        .unwrap_or_else(|_| Err("the IMDS request thread failed".into()))
+                })
+                .and_then(|bytes| Self::parse(&bytes).map_err(|e| format!("IMDS: {e}")))
             }
         }
     }
+}
+
+/// The IMDS answer, asked up to three times a second apart, on a current-thread runtime.
+fn fetch_imds_with_retries(egress: &Endpoint) -> Result<Vec<u8>, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("IMDS request runtime: {e}"))?;
+    let mut last = String::new();
+    for attempt in 1..=IMDS_ATTEMPTS {
+        match runtime.block_on(fetch_imds(egress)) {
+            Ok(bytes) => return Ok(bytes),
+            Err(e) => last = e,
+        }
+        if attempt < IMDS_ATTEMPTS {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+    Err(format!(
+        "IMDS {IMDS_HOST}{IMDS_CERTIFICATION_PATH}: {last} (after {IMDS_ATTEMPTS} attempts)"
+    ))
 }
 
 /// `GET` the certification endpoint through the egress tunnel.
