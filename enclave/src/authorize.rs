@@ -82,6 +82,18 @@ fn transient(what: &str, e: impl std::fmt::Display) -> StepError {
     StepError::Transient(format!("{what}: {e}"))
 }
 
+/// `e` followed by its chain of causes, which hyper keeps out of its `Display`.
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 fn fatal(code: &str, detail: impl Into<String>) -> StepError {
     StepError::Fatal {
         code: code.to_owned(),
@@ -149,7 +161,7 @@ impl BrokerConnection {
         let stream = egress_tunnel(egress, kms).await?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(|e| transient("broker", e))?;
+            .map_err(|e| transient("broker", with_causes(&e)))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
@@ -170,17 +182,23 @@ impl BrokerConnection {
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| fatal("internal", e.to_string()))?;
+        // After a response the HTTP/1.1 connection may still be finishing the previous
+        // exchange; a request sent before it is ready is refused ("connection was not ready").
+        self.sender
+            .ready()
+            .await
+            .map_err(|e| transient("broker", with_causes(&e)))?;
         let resp = self
             .sender
             .send_request(req)
             .await
-            .map_err(|e| transient("broker", e))?;
+            .map_err(|e| transient("broker", with_causes(&e)))?;
         let status = resp.status().as_u16();
         let bytes = resp
             .into_body()
             .collect()
             .await
-            .map_err(|e| transient("broker", e))?
+            .map_err(|e| transient("broker", with_causes(&e)))?
             .to_bytes();
         match status {
             200 => {
@@ -271,4 +289,65 @@ pub async fn authorize(
         manifest_sha256: decode32("manifest_sha256", &resp.manifest_sha256)?,
         provider_key: decode32("provider_key", &resp.provider_key)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code
+    use super::*;
+    use trustbridge_relay::egress::{AllowList, EgressConfig, serve_egress};
+    use trustbridge_transport::Listener;
+
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct Echo {
+        n: u32,
+    }
+
+    /// Many requests back to back on one broker connection: each waits until the
+    /// connection has finished the previous exchange instead of failing as "not ready".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_reuse_one_connection_back_to_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = axum::Router::new().route(
+            "/echo",
+            axum::routing::post(|axum::Json(e): axum::Json<Echo>| async move { axum::Json(e) }),
+        );
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        tokio::spawn(async move { axum::serve(tcp, app).await });
+        let egress = Endpoint::Unix(dir.path().join("egress.sock"));
+        let allow = AllowList::parse(&[format!("127.0.0.1:{port}")]).unwrap();
+        tokio::spawn(serve_egress(
+            Listener::bind(&egress).await.unwrap(),
+            EgressConfig::new(allow),
+        ));
+        let kms = KmsTarget {
+            host: "127.0.0.1".into(),
+            port,
+        };
+        let mut conn = BrokerConnection::open(&egress, &kms).await.unwrap();
+        for n in 0..500 {
+            let back: Echo = conn.post("/echo", &Echo { n }).await.unwrap();
+            assert_eq!(back, Echo { n });
+        }
+    }
+
+    #[test]
+    fn causes_are_kept() {
+        let e = Wrapped(std::io::Error::other("connection reset"));
+        assert_eq!(with_causes(&e), "wrapped: connection reset");
+    }
+
+    #[derive(Debug)]
+    struct Wrapped(std::io::Error);
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("wrapped")
+        }
+    }
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
 }
