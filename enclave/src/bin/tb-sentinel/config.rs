@@ -15,7 +15,8 @@ use trustbridge_enclave::authorize::KmsTarget;
 use trustbridge_enclave::output::ModelOutput;
 use trustbridge_transport::Endpoint;
 
-use crate::{Args, LogFormat, SimPlatform, Tee};
+use crate::{Args, SimPlatform, Tee};
+use trustbridge_logging::LogFormat;
 
 /// The `--config` file.
 #[derive(Debug, Default, Deserialize)]

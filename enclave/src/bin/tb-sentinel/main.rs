@@ -26,6 +26,7 @@ use trustbridge_enclave::boot::Backoff;
 use trustbridge_enclave::hydrate::HydrateConfig;
 use trustbridge_enclave::output::ModelOutput;
 use trustbridge_enclave::sentinel::{Sentinel, SentinelConfig};
+use trustbridge_logging::LogFormat;
 use trustbridge_transport::{Endpoint, Listener};
 use trustbridge_verifier::simulated::SimulatedTee;
 
@@ -52,13 +53,6 @@ enum SimPlatform {
     Nitro,
     /// SEV-SNP-shaped reports.
     Snp,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 /// The TrustBridge sentinel: attests, obtains the model key, decrypts the model in memory,
@@ -155,7 +149,7 @@ struct Args {
         default_value = "memory"
     )]
     model_output: ModelOutput,
-    /// Log format on stderr.
+    /// Log format on stderr; RUST_LOG selects what is logged (default info).
     #[arg(long, env = "TB_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
 }
@@ -240,14 +234,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+    if let Err(e) = trustbridge_logging::init(args.log_format) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
     }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,19 +13,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use trustbridge_logging::LogFormat;
 use trustbridge_relay::bundles::BundleServer;
 use trustbridge_relay::egress::{AllowList, EgressConfig, serve_egress};
 use trustbridge_relay::ingress;
 use trustbridge_relay::mirror::{MirrorConfig, mirror};
 use trustbridge_relay::source::BundleSource;
 use trustbridge_transport::{Endpoint, Listener};
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
 
 /// The TrustBridge host relay: forwards ciphertext, serves sealed bundles, and lets the
 /// sentinel reach only allow-listed destinations. Holds no keys.
@@ -105,21 +100,16 @@ struct Args {
     /// Mirror chunk size in bytes.
     #[arg(long, env = "TB_DOWNLOAD_CHUNK_BYTES", default_value_t = 16 << 20)]
     download_chunk_bytes: u64,
-    /// Log format on stderr.
+    /// Log format on stderr; RUST_LOG selects what is logged (default info).
     #[arg(long, env = "TB_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+    if let Err(e) = trustbridge_logging::init(args.log_format) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
     }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,

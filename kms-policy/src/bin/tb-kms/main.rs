@@ -10,12 +10,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use ed25519_dalek::VerifyingKey;
 use trustbridge_kms::broker::decision_log::verify_log;
 use trustbridge_kms::broker::kek::{KEK_ENV, Kek};
 use trustbridge_kms::broker::store::{SqliteStore, Store};
 use trustbridge_kms::broker::{Broker, service};
+use trustbridge_logging::LogFormat;
 
 /// The TrustBridge key broker: releases model data keys only to attested sentinels.
 #[derive(Debug, Parser)]
@@ -30,12 +31,6 @@ enum Command {
     Serve(ServeArgs),
     Audit(AuditArgs),
     Kek(KekArgs),
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 /// Run the key broker.
@@ -57,8 +52,8 @@ struct ServeArgs {
     /// Policy TOML (see docs/POLICY.md); replaces the stored policy.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
-    /// Log format on stderr.
-    #[arg(long, value_enum, default_value = "text")]
+    /// Log format on stderr; RUST_LOG selects what is logged (default info).
+    #[arg(long, env = "TB_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
 }
 
@@ -144,15 +139,7 @@ fn read_kek(path: Option<&Path>) -> Result<Kek> {
 }
 
 fn serve(args: ServeArgs) -> Result<bool> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    trustbridge_logging::init(args.log_format)?;
     let kek = read_kek(args.kek_file.as_deref())?;
     let policy = args
         .policy
