@@ -3,8 +3,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 #[cfg(feature = "azure-vtpm")]
+#[path = "support/paravisor.rs"]
+mod paravisor;
+#[cfg(feature = "azure-vtpm")]
 #[path = "support/vtpm.rs"]
 mod vtpm;
+#[path = "support/world.rs"]
+mod world;
 
 use std::sync::Arc;
 
@@ -12,117 +17,12 @@ use trustbridge_enclave::attestation::{AttestationProvider, SimulatedPlatform, S
 use trustbridge_enclave::authorize::{KmsTarget, authorize};
 use trustbridge_enclave::boot::StepError;
 use trustbridge_enclave::keys::SentinelKeys;
-use trustbridge_kms::broker::kek::Kek;
-use trustbridge_kms::broker::store::{SqliteStore, Store};
-use trustbridge_kms::broker::{Broker, service};
-use trustbridge_kms::client::{AdminSigner, KmsClient};
-use trustbridge_protocol::bundle::{
-    AssetId, BundlePath, Manifest, ProviderSigningKey, SignedManifest, seal_file,
-};
-use trustbridge_protocol::sealed::{DataKey, SegmentSize};
-use trustbridge_relay::egress::{AllowList, EgressConfig, serve_egress};
-use trustbridge_transport::{Endpoint, Listener};
-use trustbridge_verifier::simulated::{NitroSpec, SimulatedTee};
-
-const ASSET: &str = "acme/llm@v1";
-
-struct World {
-    _dir: tempfile::TempDir,
-    egress: Endpoint,
-    kms: KmsTarget,
-    key: DataKey,
-    manifest_sha256: [u8; 32],
-    sim_dir: tempfile::TempDir,
-}
-
-async fn world(allow_broker: bool) -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let sim = SimulatedTee::new().unwrap();
-    let sim_dir = tempfile::tempdir().unwrap();
-    sim.save(sim_dir.path()).unwrap();
-    let provider = ProviderSigningKey::generate().unwrap();
-    let admin = ProviderSigningKey::generate().unwrap();
-    let key = DataKey::generate().unwrap();
-    let asset = AssetId::new(ASSET).unwrap();
-    let entry = seal_file(
-        &key,
-        &asset,
-        BundlePath::new("w").unwrap(),
-        SegmentSize::default(),
-        &b"w"[..],
-        std::io::sink(),
-    )
-    .unwrap();
-    let signed = SignedManifest::sign(
-        Manifest::new(asset, 0, provider.public(), &key, vec![entry]).unwrap(),
-        &provider,
-    )
-    .unwrap();
-    // Nitro with PCR0 = 0x10..; Azure with the simulator's SNP measurement and PCR 7 as the
-    // vTPM tests extend it once with 0x07.. (`support/vtpm.rs`).
-    let pcr7 =
-        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &[[0u8; 32], [7u8; 32]].concat());
-    let policy = format!(
-        "[admin]\nkeys = [\"{}\"]\n[simulation]\nnitro_root_sha256 = [\"{}\"]\nsnp_root_sha256 = [\"{}\"]\n[[asset]]\nid = \"{ASSET}\"\nprovider_key = \"{}\"\n[[asset.nitro]]\npcr0 = \"{}\"\n[[asset.azure]]\nmeasurement = \"{}\"\ntpm_pcrs = {{ \"7\" = \"{}\" }}\n[[contract]]\nid = \"c\"\nasset = \"{ASSET}\"\nnot_before = \"2020-01-01T00:00:00Z\"\nnot_after = \"2099-01-01T00:00:00Z\"\n",
-        admin.public().to_hex(),
-        hex::encode(sim.nitro_root().sha256()),
-        hex::encode(sim.snp_root().sha256()),
-        provider.public().to_hex(),
-        "10".repeat(48),
-        "4d".repeat(48),
-        hex::encode(pcr7),
-    );
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("kms.db")).unwrap());
-    let broker = Arc::new(Broker::open(store, Kek::generate().unwrap(), Some(&policy)).unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(service::serve(listener, broker, std::future::pending()));
-    let base = format!("http://127.0.0.1:{port}");
-    let manifest = signed.as_bytes().to_vec();
-    let k = key.clone();
-    tokio::task::spawn_blocking(move || {
-        let signer = AdminSigner {
-            public_key: admin.public().to_bytes(),
-            sign: Box::new(move |m| admin.sign(m)),
-        };
-        KmsClient::new(&base)
-            .register_asset(ASSET, &manifest, &k, &signer)
-            .unwrap();
-    })
-    .await
-    .unwrap();
-    let egress = Endpoint::Unix(dir.path().join("egress.sock"));
-    let allowed = if allow_broker {
-        format!("127.0.0.1:{port}")
-    } else {
-        "127.0.0.1:1".to_owned()
-    };
-    let egress_listener = Listener::bind(&egress).await.unwrap();
-    tokio::spawn(serve_egress(
-        egress_listener,
-        EgressConfig::new(AllowList::parse(&[allowed]).unwrap()),
-    ));
-    World {
-        _dir: dir,
-        egress,
-        kms: KmsTarget {
-            host: "127.0.0.1".into(),
-            port,
-        },
-        key,
-        manifest_sha256: signed.digest(),
-        sim_dir,
-    }
-}
+use trustbridge_transport::Endpoint;
+use trustbridge_verifier::simulated::NitroSpec;
+use world::{ASSET, World, world};
 
 fn provider(w: &World, spec: NitroSpec) -> Arc<dyn AttestationProvider> {
-    Arc::new(
-        SimulatedProvider::new(
-            SimulatedTee::load(w.sim_dir.path()).unwrap(),
-            SimulatedPlatform::Nitro,
-        )
-        .with_nitro(spec),
-    )
+    Arc::new(SimulatedProvider::new(w.tee(), SimulatedPlatform::Nitro).with_nitro(spec))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,7 +116,7 @@ async fn egress_refusal_is_fatal_and_an_unreachable_broker_is_transient() {
     .unwrap_err();
     assert!(matches!(err, StepError::Transient(_)), "{err}");
     // No relay at all: transient too.
-    let nowhere = Endpoint::Unix(w._dir.path().join("missing.sock"));
+    let nowhere = Endpoint::Unix(w.dir.path().join("missing.sock"));
     let err = authorize(
         provider(&w, NitroSpec::default()),
         &SentinelKeys::generate(),
@@ -250,38 +150,6 @@ fn kms_target_parsing() {
     assert!("http://a/b:1".parse::<KmsTarget>().is_err());
 }
 
-/// Plays Azure's paravisor in front of the real attester: when asked for evidence, it
-/// regenerates the HCL report in the swtpm with the binding digest as `user-data` (on Azure
-/// the paravisor does this on its own once the guest writes NV index `0x01400002`).
-#[cfg(feature = "azure-vtpm")]
-struct Paravisor {
-    tpm: vtpm::Swtpm,
-    tee: SimulatedTee,
-    ak: (Vec<u8>, Vec<u8>),
-    attester: trustbridge_enclave::attestation::azure_vtpm::AzureVtpm,
-}
-
-#[cfg(feature = "azure-vtpm")]
-impl AttestationProvider for Paravisor {
-    fn name(&self) -> &'static str {
-        self.attester.name()
-    }
-    fn simulated(&self) -> bool {
-        false
-    }
-    fn evidence(
-        &self,
-        binding: &trustbridge_protocol::binding::EvidenceBinding,
-    ) -> Result<
-        trustbridge_enclave::attestation::Evidence,
-        trustbridge_enclave::attestation::AttestError,
-    > {
-        let report = vtpm::hcl_report(&self.tee, &self.ak, &binding.digest().unwrap());
-        self.tpm.provision_hcl_report(&report);
-        self.attester.evidence(binding)
-    }
-}
-
 /// Azure vTPM evidence from the real attester (on swtpm) through the egress to the broker,
 /// which verifies it (SNP chain, HCL binding, quote, PCRs) against the policy's Azure set.
 #[cfg(feature = "azure-vtpm")]
@@ -294,19 +162,14 @@ async fn azure_vtpm_evidence_releases_the_key_and_a_changed_pcr_is_denied() {
     };
     let w = world(true).await;
     let ak = tpm.provision_ak();
-    let tee = SimulatedTee::load(w.sim_dir.path()).unwrap();
-    let attester = AzureVtpm::new(AzureVtpmConfig {
-        tcti: tpm.tcti(),
+    let tee = w.tee();
+    tpm.provision_hcl_report(&vtpm::hcl_report(&tee, &ak, &[0; 64]));
+    let paravisor = paravisor::Paravisor::start(&tpm, w.tee(), ak);
+    let provider: Arc<dyn AttestationProvider> = Arc::new(AzureVtpm::new(AzureVtpmConfig {
+        tcti: paravisor.tcti(),
         refresh_timeout: std::time::Duration::from_secs(1),
-        certificates: CertificateSource::File(vtpm::pem_file(&tee, w._dir.path())),
-    });
-    let paravisor = Arc::new(Paravisor {
-        tpm,
-        tee,
-        ak,
-        attester,
-    });
-    let provider: Arc<dyn AttestationProvider> = paravisor.clone();
+        certificates: CertificateSource::File(vtpm::pem_file(&tee, w.dir.path())),
+    }));
     let released = authorize(
         provider.clone(),
         &SentinelKeys::generate(),
@@ -324,9 +187,7 @@ async fn azure_vtpm_evidence_releases_the_key_and_a_changed_pcr_is_denied() {
         use tss_esapi::interface_types::algorithm::HashingAlgorithm;
         let mut values = tss_esapi::structures::DigestValues::new();
         values.set(HashingAlgorithm::Sha256, vec![8u8; 32].try_into().unwrap());
-        paravisor
-            .tpm
-            .context()
+        tpm.context()
             .pcr_extend(tss_esapi::handles::PcrHandle::Pcr7, values)
             .unwrap();
     }

@@ -1,9 +1,9 @@
 //! The Azure vTPM attester against a software TPM (`swtpm`), provisioned as an Azure
 //! confidential VM's vTPM: an attestation key at `0x81000003` and an HCL report in NV index
 //! `0x01400001` whose SNP report (from the simulated TEE) commits to variable data with that
-//! AK and the `user-data`. The paravisor that regenerates the report on Azure is not here,
-//! so each test provisions the report it needs: one with the expected `user-data`, one
-//! stale. Its evidence goes through the real verifier and binding check.
+//! AK and the `user-data`. The paravisor that regenerates the report on Azure is not played
+//! here (`azure_boot.rs` and `authorize.rs` play it), so each test provisions the report it
+//! needs: one with the expected `user-data`, one stale. Its evidence goes through the real verifier and binding check.
 //!
 //! Needs `swtpm` (Debian: `swtpm`) and the `azure-vtpm` feature (libtss2). Without swtpm
 //! the tests print a loud skip, or fail when `TB_REQUIRE_TPM=1` (CI).

@@ -1,6 +1,6 @@
 //! A software TPM (`swtpm`) provisioned as an Azure confidential VM's vTPM, for the tests of
 //! the Azure vTPM attester: an attestation key at `0x81000003` and an HCL report in NV index
-//! `0x01400001` over a simulated SNP report. Shared by `azure_vtpm.rs` and `authorize.rs`.
+//! `0x01400001` over a simulated SNP report. Shared by `azure_vtpm.rs`, `azure_boot.rs` and `authorize.rs`.
 #![allow(dead_code, unreachable_pub)] // each test file uses a different part
 
 use std::net::TcpListener;
@@ -26,6 +26,19 @@ use tss_esapi::structures::{
     DigestValues, MaxNvBuffer, NvPublicBuilder, Public, RsaExponent, RsaScheme,
 };
 use tss_esapi::tcti_ldr::TctiNameConf;
+
+/// A loopback port P, free a moment ago, with P + 1 free too: the swtpm TCTI talks to P
+/// (TPM commands) and P + 1 (control).
+pub fn free_port_pair() -> u16 {
+    (0..50)
+        .find_map(|_| {
+            let a = TcpListener::bind("127.0.0.1:0").ok()?;
+            let p = a.local_addr().ok()?.port();
+            TcpListener::bind(("127.0.0.1", p.checked_add(1)?)).ok()?;
+            Some(p)
+        })
+        .unwrap()
+}
 
 /// A running swtpm, killed on drop.
 pub struct Swtpm {
@@ -55,15 +68,7 @@ impl Swtpm {
             return None;
         }
         let state = tempfile::tempdir().unwrap();
-        // The swtpm TCTI talks to `port` and to `port + 1` (control).
-        let port = (0..50)
-            .find_map(|_| {
-                let a = TcpListener::bind("127.0.0.1:0").ok()?;
-                let p = a.local_addr().ok()?.port();
-                TcpListener::bind(("127.0.0.1", p.checked_add(1)?)).ok()?;
-                Some(p)
-            })
-            .unwrap();
+        let port = free_port_pair();
         let child = Command::new("swtpm")
             .args(["socket", "--tpm2", "--tpmstate"])
             .arg(format!("dir={}", state.path().display()))
@@ -87,6 +92,11 @@ impl Swtpm {
             std::thread::sleep(Duration::from_millis(25));
         }
         panic!("swtpm did not listen on {port}");
+    }
+
+    /// The TPM command port (`port() + 1` is the control port).
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     pub fn tcti(&self) -> String {
