@@ -25,20 +25,29 @@ fn provider(w: &World, spec: NitroSpec) -> Arc<dyn AttestationProvider> {
     Arc::new(SimulatedProvider::new(w.tee(), SimulatedPlatform::Nitro).with_nitro(spec))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_key_arrives_through_the_egress_tunnel() {
-    let w = world(true).await;
-    let keys = SentinelKeys::generate();
-    let released = authorize(
-        provider(&w, NitroSpec::default()),
-        &keys,
+/// The key release for `contract` with fresh sentinel keys, through `w`'s egress.
+async fn release(
+    w: &World,
+    provider: Arc<dyn AttestationProvider>,
+    contract: &str,
+) -> Result<trustbridge_enclave::authorize::Released, StepError> {
+    authorize(
+        provider,
+        &SentinelKeys::generate(),
         &w.egress,
         &w.kms,
         ASSET,
-        "c",
+        contract,
     )
     .await
-    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_arrives_through_the_egress_tunnel() {
+    let w = world(true).await;
+    let released = release(&w, provider(&w, NitroSpec::default()), "c")
+        .await
+        .unwrap();
     assert_eq!(released.key.key_id(), w.key.key_id());
     assert_eq!(released.manifest_sha256, w.manifest_sha256);
     assert!(
@@ -52,30 +61,14 @@ async fn a_denial_is_fatal_with_the_broker_reason() {
     let w = world(true).await;
     let mut rogue = NitroSpec::default();
     rogue.pcrs.insert(0, vec![0x99; 48]);
-    let err = authorize(
-        provider(&w, rogue),
-        &SentinelKeys::generate(),
-        &w.egress,
-        &w.kms,
-        ASSET,
-        "c",
-    )
-    .await
-    .unwrap_err();
+    let err = release(&w, provider(&w, rogue), "c").await.unwrap_err();
     assert!(
         matches!(&err, StepError::Fatal { code, .. } if code == "measurement_mismatch"),
         "{err}"
     );
-    let err = authorize(
-        provider(&w, NitroSpec::default()),
-        &SentinelKeys::generate(),
-        &w.egress,
-        &w.kms,
-        ASSET,
-        "nope",
-    )
-    .await
-    .unwrap_err();
+    let err = release(&w, provider(&w, NitroSpec::default()), "nope")
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, StepError::Fatal { code, .. } if code == "unknown_contract"),
         "{err}"
@@ -85,16 +78,9 @@ async fn a_denial_is_fatal_with_the_broker_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn egress_refusal_is_fatal_and_an_unreachable_broker_is_transient() {
     let w = world(false).await;
-    let err = authorize(
-        provider(&w, NitroSpec::default()),
-        &SentinelKeys::generate(),
-        &w.egress,
-        &w.kms,
-        ASSET,
-        "c",
-    )
-    .await
-    .unwrap_err();
+    let err = release(&w, provider(&w, NitroSpec::default()), "c")
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, StepError::Fatal { code, .. } if code == "egress_refused"),
         "{err}"
@@ -170,16 +156,7 @@ async fn azure_vtpm_evidence_releases_the_key_and_a_changed_pcr_is_denied() {
         refresh_timeout: std::time::Duration::from_secs(1),
         certificates: CertificateSource::File(vtpm::pem_file(&tee, w.dir.path())),
     }));
-    let released = authorize(
-        provider.clone(),
-        &SentinelKeys::generate(),
-        &w.egress,
-        &w.kms,
-        ASSET,
-        "c",
-    )
-    .await
-    .unwrap();
+    let released = release(&w, provider.clone(), "c").await.unwrap();
     assert_eq!(released.key.key_id(), w.key.key_id());
 
     // PCR 7 moves on (another boot component measured): the policy no longer matches.
@@ -191,16 +168,7 @@ async fn azure_vtpm_evidence_releases_the_key_and_a_changed_pcr_is_denied() {
             .pcr_extend(tss_esapi::handles::PcrHandle::Pcr7, values)
             .unwrap();
     }
-    let err = authorize(
-        provider,
-        &SentinelKeys::generate(),
-        &w.egress,
-        &w.kms,
-        ASSET,
-        "c",
-    )
-    .await
-    .unwrap_err();
+    let err = release(&w, provider, "c").await.unwrap_err();
     assert!(
         matches!(&err, StepError::Fatal { code, .. } if code == "measurement_mismatch"),
         "{err}"
