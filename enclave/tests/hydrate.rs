@@ -150,12 +150,42 @@ async fn tampering_and_substitution_fail_with_their_reason() {
     );
 }
 
+/// A relay in front of the bundle server at `backend` that dies on its own when its
+/// `fatal`-th connection arrives: it drops that connection and its listener and cuts every
+/// transfer still in flight. The crash point is fixed, so no test timing can let the
+/// download finish before it.
+async fn relay_dying_at(
+    endpoint: &Endpoint,
+    backend: Endpoint,
+    fatal: usize,
+) -> tokio::task::JoinHandle<()> {
+    let listener = Listener::bind(endpoint).await.unwrap();
+    tokio::spawn(async move {
+        let mut in_flight = tokio::task::JoinSet::new();
+        for _ in 1..fatal {
+            let (mut client, _) = listener.accept_stream().await.unwrap();
+            let backend = backend.clone();
+            in_flight.spawn(async move {
+                let mut server = trustbridge_transport::connect(&backend).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+        let _fatal = listener.accept_stream().await.unwrap();
+        in_flight.abort_all();
+        // Returning drops the listener (its socket file goes) and every connection.
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_restart_during_hydrate_only_delays_it() {
     let b = bundle();
     let sock = tempfile::tempdir().unwrap();
+    let backend = Endpoint::Unix(sock.path().join("backend.sock"));
+    let (_backend_server, _backend) = relay(b.dir.path(), &backend).await;
     let endpoint = Endpoint::Unix(sock.path().join("bundles.sock"));
-    let (first_server, first) = relay(b.dir.path(), &endpoint).await;
+    // The download needs the manifest, the header and 49 chunks of 64 KiB; the relay dies
+    // at its 8th connection, mid-download.
+    let first = relay_dying_at(&endpoint, backend, 8).await;
     let config = HydrateConfig {
         chunk_bytes: 64 * 1024,
         concurrency: 2,
@@ -164,17 +194,14 @@ async fn a_relay_restart_during_hydrate_only_delays_it() {
     let rel = released(&b);
     let (ep, cfg) = (endpoint.clone(), config);
     let hydration = tokio::spawn(async move { hydrate(&ep, &rel, &cfg).await });
-    // Kill the relay once the download is under way, restart it a little later.
-    while first_server.requests() < 8 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    first.abort();
-    let _ = first.await;
+    first.await.unwrap();
 
+    // With no relay, hydration keeps retrying (its back-off allows ~7 s) rather than fail.
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert!(
         !hydration.is_finished(),
-        "hydration must wait for the relay"
+        "hydration must wait for the relay: {:?}",
+        hydration.await.unwrap().map(|_| ())
     );
     let (second_server, _second) = relay(b.dir.path(), &endpoint).await;
     let model = hydration.await.unwrap().unwrap();
