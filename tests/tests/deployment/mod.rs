@@ -236,6 +236,16 @@ impl Deployment {
         (self, recordings)
     }
 
+    /// Puts a tap on the sentinel's bundle link that lets the first `pass` connections
+    /// through and holds the others until its gate opens: a download stopped at a known
+    /// point.
+    pub fn gated_bundles(mut self, pass: usize) -> (Self, tap::Gate) {
+        let via = self.p("gate-bundles.sock");
+        let (_, gate) = tap::gated_tap(&via, self.p("bundles.sock"), Some(pass));
+        self.links.bundles = via;
+        (self, gate)
+    }
+
     pub fn relay(&self, allow_kms: bool) -> Proc {
         self.relay_with(allow_kms, &["--bundle-dir".into(), s(&self.p("bundle"))])
     }

@@ -1,5 +1,6 @@
 //! A recording Unix-socket forwarder: put between the relay and the sentinel, it keeps
-//! every byte the relay sent or received on that link, for the plaintext scan.
+//! every byte the relay sent or received on that link, for the plaintext scan. It can also
+//! hold connections back after a given count, to stop a transfer at a known point.
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
@@ -17,27 +18,99 @@ impl Recording {
     }
 }
 
-/// Forwards connections on `listen` to `upstream`, recording both directions.
-pub fn tap(listen: &Path, upstream: PathBuf) -> Recording {
-    let recording = Recording::default();
-    let listener = UnixListener::bind(listen).unwrap();
-    let rec = recording.clone();
-    std::thread::spawn(move || {
-        for client in listener.incoming().flatten() {
-            // Upstream not there (yet): the client sees a closed connection and retries.
-            let Ok(server) = UnixStream::connect(&upstream) else {
-                continue;
-            };
-            for (from, to) in [
-                (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                (server, client),
-            ] {
-                let rec = rec.clone();
-                std::thread::spawn(move || pump(from, to, &rec));
+/// The tap's gate: it lets a number of connections through, then holds every further
+/// one (accepted, not forwarded) until [`Gate::open`].
+#[derive(Clone)]
+pub struct Gate(Arc<GateInner>);
+
+struct GateInner {
+    upstream: PathBuf,
+    recording: Recording,
+    state: Mutex<GateState>,
+}
+
+struct GateState {
+    /// Connections still to let through; `None` once open for good.
+    pass: Option<usize>,
+    held: Vec<UnixStream>,
+}
+
+impl Gate {
+    /// Connections accepted and held so far.
+    pub fn held(&self) -> usize {
+        self.0.state.lock().unwrap().held.len()
+    }
+
+    /// Forwards the held connections and every later one.
+    pub fn open(&self) {
+        let held = {
+            let mut state = self.0.state.lock().unwrap();
+            state.pass = None;
+            std::mem::take(&mut state.held)
+        };
+        for client in held {
+            self.forward(client);
+        }
+    }
+
+    /// Lets `client` through or holds it, as the gate stands.
+    fn admit(&self, client: UnixStream) {
+        let mut state = self.0.state.lock().unwrap();
+        match &mut state.pass {
+            Some(0) => state.held.push(client),
+            Some(n) => {
+                *n -= 1;
+                drop(state);
+                self.forward(client);
+            }
+            None => {
+                drop(state);
+                self.forward(client);
             }
         }
+    }
+
+    fn forward(&self, client: UnixStream) {
+        // Upstream not there (yet, or any more): the client sees a closed connection and
+        // retries.
+        let Ok(server) = UnixStream::connect(&self.0.upstream) else {
+            return;
+        };
+        for (from, to) in [
+            (client.try_clone().unwrap(), server.try_clone().unwrap()),
+            (server, client),
+        ] {
+            let rec = self.0.recording.clone();
+            std::thread::spawn(move || pump(from, to, &rec));
+        }
+    }
+}
+
+/// Forwards connections on `listen` to `upstream`, recording both directions.
+pub fn tap(listen: &Path, upstream: PathBuf) -> Recording {
+    gated_tap(listen, upstream, None).0
+}
+
+/// [`tap`], letting only the first `pass` connections through (all if `None`); the
+/// others wait for [`Gate::open`].
+pub fn gated_tap(listen: &Path, upstream: PathBuf, pass: Option<usize>) -> (Recording, Gate) {
+    let recording = Recording::default();
+    let gate = Gate(Arc::new(GateInner {
+        upstream,
+        recording: recording.clone(),
+        state: Mutex::new(GateState {
+            pass,
+            held: Vec::new(),
+        }),
+    }));
+    let listener = UnixListener::bind(listen).unwrap();
+    let admit = gate.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            admit.admit(client);
+        }
     });
-    recording
+    (recording, gate)
 }
 
 fn pump(mut from: UnixStream, mut to: UnixStream, rec: &Recording) {
