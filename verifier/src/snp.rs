@@ -72,6 +72,46 @@ impl EndorsementKeyInfo {
     pub fn is_turin(&self) -> bool {
         self.product.starts_with("Turin")
     }
+
+    /// Whether this key endorses `r`: the chip id (for a VCEK) and every reported TCB
+    /// component are the ones the key certifies. A host whose TCB changed needs a new VCEK.
+    pub fn check_endorses(&self, r: &SnpReport) -> Result<(), VerifyError> {
+        if let Some(hw_id) = &self.hw_id {
+            if r.signing_key == SigningKey::Vcek
+                && !r.mask_chip_id
+                && r.chip_id[..hw_id.len()] != hw_id[..]
+            {
+                return Err(VerifyError::ChipIdMismatch);
+            }
+        }
+        let turin = self.is_turin() || r.cpuid_family == 0x1A;
+        let reported = r.reported_tcb.components(turin);
+        let pairs = [
+            ("bootloader", reported.bootloader, self.tcb.bootloader),
+            ("tee", reported.tee, self.tcb.tee),
+            ("snp", reported.snp, self.tcb.snp),
+            ("microcode", reported.microcode, self.tcb.microcode),
+        ];
+        for (component, reported, certified) in pairs {
+            if reported != certified {
+                return Err(VerifyError::TcbMismatch {
+                    component,
+                    reported,
+                    certified,
+                });
+            }
+        }
+        if let (Some(reported), Some(certified)) = (reported.fmc, self.tcb.fmc) {
+            if reported != certified {
+                return Err(VerifyError::TcbMismatch {
+                    component: "fmc",
+                    reported,
+                    certified,
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Both hwID encodings: the raw bytes (legacy) or a DER OCTET STRING around them.
@@ -167,7 +207,7 @@ pub fn verify_snp_logged(
     );
 
     let info = EndorsementKeyInfo::from_certificate(ek).map_err(|e| checks.failed(e))?;
-    check_endorsement(&r, &info).map_err(|e| checks.failed(e))?;
+    info.check_endorses(&r).map_err(|e| checks.failed(e))?;
     checks.pass(
         "endorsement key",
         format!(
@@ -209,45 +249,6 @@ fn build_chain(
         "certificate chain",
         "longer than 4 certificates or circular",
     ))
-}
-
-/// Chip id and reported TCB against the endorsement key's extensions.
-fn check_endorsement(r: &SnpReport, info: &EndorsementKeyInfo) -> Result<(), VerifyError> {
-    if let Some(hw_id) = &info.hw_id {
-        if r.signing_key == SigningKey::Vcek
-            && !r.mask_chip_id
-            && r.chip_id[..hw_id.len()] != hw_id[..]
-        {
-            return Err(VerifyError::ChipIdMismatch);
-        }
-    }
-    let turin = info.is_turin() || r.cpuid_family == 0x1A;
-    let reported = r.reported_tcb.components(turin);
-    let pairs = [
-        ("bootloader", reported.bootloader, info.tcb.bootloader),
-        ("tee", reported.tee, info.tcb.tee),
-        ("snp", reported.snp, info.tcb.snp),
-        ("microcode", reported.microcode, info.tcb.microcode),
-    ];
-    for (component, reported, certified) in pairs {
-        if reported != certified {
-            return Err(VerifyError::TcbMismatch {
-                component,
-                reported,
-                certified,
-            });
-        }
-    }
-    if let (Some(reported), Some(certified)) = (reported.fmc, info.tcb.fmc) {
-        if reported != certified {
-            return Err(VerifyError::TcbMismatch {
-                component: "fmc",
-                reported,
-                certified,
-            });
-        }
-    }
-    Ok(())
 }
 
 fn evidence(

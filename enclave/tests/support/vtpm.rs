@@ -1,6 +1,7 @@
 //! A software TPM (`swtpm`) provisioned as an Azure confidential VM's vTPM, for the tests of
 //! the Azure vTPM attester: an attestation key at `0x81000003` and an HCL report in NV index
-//! `0x01400001` over a simulated SNP report. Shared by `azure_vtpm.rs`, `azure_boot.rs` and `authorize.rs`.
+//! `0x01400001` over a simulated SNP report. Shared by `azure_vtpm.rs`,
+//! `azure_certificates.rs`, `azure_boot.rs` and `authorize.rs`.
 #![allow(dead_code, unreachable_pub)] // each test file uses a different part
 
 use std::net::TcpListener;

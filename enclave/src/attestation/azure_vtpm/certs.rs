@@ -9,12 +9,15 @@
 //! against AMD's root.
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use trustbridge_transport::Endpoint;
+use trustbridge_verifier::snp::EndorsementKeyInfo;
+use trustbridge_verifier::snp_report::SnpReport;
 use trustbridge_verifier::x509::ParsedCertificate;
 
 use crate::authorize::{KmsTarget, egress_tunnel};
@@ -46,7 +49,74 @@ pub enum CertificateSource {
     Imds(Endpoint),
 }
 
+impl std::fmt::Display for CertificateSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(path) => write!(f, "{}", path.display()),
+            Self::Imds(_) => write!(f, "the IMDS"),
+        }
+    }
+}
+
+/// The certificates from one source, kept between attestations and loaded again when they
+/// no longer endorse the host's SNP report: after a host firmware update or a migration
+/// the reported TCB changes and so does the VCEK, with no restart of the sentinel.
+#[derive(Debug)]
+pub struct CertificateCache {
+    source: CertificateSource,
+    cached: Mutex<Option<AzureCertificates>>,
+}
+
+impl CertificateCache {
+    /// An empty cache over `source`; nothing is loaded until the first report.
+    pub fn new(source: CertificateSource) -> Self {
+        Self {
+            source,
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// The certificates whose VCEK endorses `snp_report` (its chip id and reported TCB):
+    /// the kept ones while they do, otherwise a fresh load from the source, which must.
+    pub fn for_report(&self, snp_report: &[u8]) -> Result<AzureCertificates, String> {
+        let report =
+            SnpReport::parse(snp_report).map_err(|e| format!("the host's SNP report: {e}"))?;
+        let mut cached = self
+            .cached
+            .lock()
+            .map_err(|_| "certificate cache poisoned".to_owned())?;
+        if let Some(kept) = cached.as_ref() {
+            match kept.check_endorses(&report) {
+                Ok(()) => return Ok(kept.clone()),
+                Err(reason) => tracing::info!(
+                    %reason,
+                    source = %self.source,
+                    "the kept VCEK no longer endorses the host's report; loading it again"
+                ),
+            }
+        }
+        let loaded = AzureCertificates::load(&self.source)?;
+        loaded.check_endorses(&report).map_err(|reason| {
+            format!(
+                "the VCEK from {} does not endorse the host's SNP report: {reason}",
+                self.source
+            )
+        })?;
+        *cached = Some(loaded.clone());
+        Ok(loaded)
+    }
+}
+
 impl AzureCertificates {
+    /// Whether the VCEK endorses `report` (chip id and reported TCB; the signature is the
+    /// broker's to check).
+    pub fn check_endorses(&self, report: &SnpReport) -> Result<(), String> {
+        let vcek = ParsedCertificate::from_der(&self.vcek, "VCEK").map_err(|e| e.to_string())?;
+        EndorsementKeyInfo::from_certificate(&vcek)
+            .and_then(|info| info.check_endorses(report))
+            .map_err(|e| e.to_string())
+    }
+
     /// Parses the IMDS answer (`vcekCert`, `certificateChain`) or a PEM bundle whose first
     /// certificate is the VCEK.
     pub fn parse(bytes: &[u8]) -> Result<Self, String> {

@@ -11,21 +11,20 @@
 //!    paravisor regenerates it; a report that never reflects it is an error, never
 //!    evidence about somebody else's data);
 //! 3. quote PCRs 0..=23 with the AK, `extraData` = the nonce;
-//! 4. attach the VCEK (IMDS, see [`certs`]) and encode the evidence as the
+//! 4. attach the VCEK that endorses the report (IMDS, see [`certs`]) and encode the evidence as the
 //!    confidential-containers `az-snp-vtpm` attester does (version 1 JSON), which the
 //!    verifier's `AzureEvidence::from_json` reads.
 
 pub mod certs;
 pub mod tpm;
 
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use trustbridge_protocol::binding::EvidenceBinding;
 use trustbridge_verifier::hcl_report::HclReport;
 
-use self::certs::{AzureCertificates, CertificateSource};
+use self::certs::{CertificateCache, CertificateSource};
 use self::tpm::{Quote, Vtpm};
 use super::{AttestError, AttestationProvider, Evidence};
 
@@ -47,7 +46,7 @@ pub struct AzureVtpmConfig {
 #[derive(Debug)]
 pub struct AzureVtpm {
     config: AzureVtpmConfig,
-    certificates: Mutex<Option<AzureCertificates>>,
+    certificates: CertificateCache,
 }
 
 fn device_error(detail: impl Into<String>) -> AttestError {
@@ -64,8 +63,8 @@ impl AzureVtpm {
     /// The provider for `config`.
     pub fn new(config: AzureVtpmConfig) -> Self {
         Self {
+            certificates: CertificateCache::new(config.certificates.clone()),
             config,
-            certificates: Mutex::new(None),
         }
     }
 
@@ -79,21 +78,6 @@ impl AzureVtpm {
             }
         }
         Vtpm::open(tcti).is_ok_and(|mut t| t.has_hcl_report())
-    }
-
-    /// The certificates, loaded once and kept (they change only with the host's TCB).
-    fn certificates(&self) -> Result<AzureCertificates, AttestError> {
-        let mut slot = self
-            .certificates
-            .lock()
-            .map_err(|_| device_error("certificate cache poisoned"))?;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
-        }
-        let loaded = AzureCertificates::load(&self.config.certificates)
-            .map_err(|e| device_error(format!("VCEK: {e}")))?;
-        *slot = Some(loaded.clone());
-        Ok(loaded)
     }
 
     /// Steps 1 and 2: the HCL report that carries `user_data`.
@@ -131,9 +115,15 @@ impl AttestationProvider for AzureVtpm {
 
     fn evidence(&self, binding: &EvidenceBinding) -> Result<Evidence, AttestError> {
         let digest = binding.digest()?;
-        let certificates = self.certificates()?;
         let mut tpm = Vtpm::open(&self.config.tcti).map_err(|e| device_error(e.to_string()))?;
         let hcl_report = self.fresh_hcl_report(&mut tpm, &digest)?;
+        let snp_report = HclReport::parse(&hcl_report)
+            .map_err(|e| device_error(format!("NV index 0x01400001: {e}")))?
+            .snp_report;
+        let certificates = self
+            .certificates
+            .for_report(&snp_report)
+            .map_err(|e| device_error(format!("VCEK: {e}")))?;
         let quote = tpm
             .quote(&binding.nonce)
             .map_err(|e| device_error(e.to_string()))?;
