@@ -14,26 +14,21 @@
     missing_docs
 )] // bench binary
 
+#[path = "../tests/support/world.rs"]
+mod world;
+
 use std::io::Read;
-use std::sync::Arc;
 use std::time::Instant;
 
 use trustbridge_enclave::attestation::{SimulatedPlatform, SimulatedProvider};
-use trustbridge_enclave::authorize::KmsTarget;
 use trustbridge_enclave::boot::{Backoff, BootState};
 use trustbridge_enclave::hydrate::HydrateConfig;
 use trustbridge_enclave::sentinel::{Sentinel, SentinelConfig};
-use trustbridge_kms::broker::kek::Kek;
-use trustbridge_kms::broker::store::{SqliteStore, Store};
-use trustbridge_kms::broker::{Broker, ContractRequest, service};
-use trustbridge_kms::client::{AdminSigner, KmsClient};
 use trustbridge_protocol::bundle::{
-    AssetId, BundlePath, MANIFEST_FILE, Manifest, ProviderSigningKey, SignedManifest, seal_file,
+    AssetId, BundlePath, MANIFEST_FILE, Manifest, SignedManifest, seal_file,
 };
-use trustbridge_protocol::sealed::{DataKey, SegmentSize};
-use trustbridge_relay::egress::{AllowList, EgressConfig, serve_egress};
-use trustbridge_transport::{Endpoint, Listener};
-use trustbridge_verifier::simulated::SimulatedTee;
+use trustbridge_protocol::sealed::SegmentSize;
+use world::{ASSET, CONTRACT, world_with};
 
 /// An endless pseudo-random reader (incompressible weights).
 struct Weights(u64, u64);
@@ -71,113 +66,60 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
-    let dir = tempfile::tempdir().unwrap();
-    let bundle = dir.path().join("bundle");
-    std::fs::create_dir(&bundle).unwrap();
-    let key = DataKey::generate().unwrap();
-    let provider = ProviderSigningKey::generate().unwrap();
-    let admin = ProviderSigningKey::generate().unwrap();
-    let asset = AssetId::new("bench/model@v1").unwrap();
-    let mut out =
-        std::io::BufWriter::new(std::fs::File::create(bundle.join("weights.bin.sealed")).unwrap());
-    let entry = seal_file(
-        &key,
-        &asset,
-        BundlePath::new("weights.bin").unwrap(),
-        SegmentSize::default(),
-        Weights(0x9e37_79b9, gib << 30),
-        &mut out,
-    )
-    .unwrap();
-    drop(out);
-    let signed = SignedManifest::sign(
-        Manifest::new(asset.clone(), 0, provider.public(), &key, vec![entry]).unwrap(),
-        &provider,
-    )
-    .unwrap();
-    std::fs::write(bundle.join(MANIFEST_FILE), signed.as_bytes()).unwrap();
-
-    let cat = || {
-        let t = Instant::now();
-        let status = std::process::Command::new("cat")
-            .arg(bundle.join("weights.bin.sealed"))
-            .arg(bundle.join(MANIFEST_FILE))
-            .stdout(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success());
-        t.elapsed().as_secs_f64()
-    };
-    cat(); // warm the page cache
-
-    let sim = SimulatedTee::new().unwrap();
-    let sim_dir = tempfile::tempdir().unwrap();
-    sim.save(sim_dir.path()).unwrap();
-    let policy = format!(
-        "[admin]\nkeys = [\"{}\"]\n[simulation]\nnitro_root_sha256 = [\"{}\"]\n[[asset]]\nid = \"bench/model@v1\"\nprovider_key = \"{}\"\n[[asset.nitro]]\npcr0 = \"{}\"\n",
-        admin.public().to_hex(),
-        hex::encode(sim.nitro_root().sha256()),
-        provider.public().to_hex(),
-        "10".repeat(48)
-    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     let (cat_s, ready_s) = rt.block_on(async {
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&dir.path().join("kms.db")).unwrap());
-        let broker =
-            Arc::new(Broker::open(store, Kek::generate().unwrap(), Some(&policy)).unwrap());
-        let kms = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = kms.local_addr().unwrap().port();
-        tokio::spawn(service::serve(kms, broker, std::future::pending()));
-        let manifest = signed.as_bytes().to_vec();
-        let k = key.clone();
-        tokio::task::spawn_blocking(move || {
-            let client = KmsClient::new(&format!("http://127.0.0.1:{port}"));
-            let signer = AdminSigner {
-                public_key: admin.public().to_bytes(),
-                sign: Box::new(move |m| admin.sign(m)),
-            };
-            client
-                .register_asset("bench/model@v1", &manifest, &k, &signer)
-                .unwrap();
-            let c = ContractRequest {
-                id: "c".into(),
-                asset: "bench/model@v1".into(),
-                not_before: "2020-01-01T00:00:00Z".into(),
-                not_after: "2099-01-01T00:00:00Z".into(),
-                max_releases: None,
-            };
-            client.add_contract(&c, &signer).unwrap();
+        // A broker holding the key, the relay's egress and bundle server, and the bundle:
+        // one file of `gib` GiB of incompressible weights, sealed as it is generated.
+        let w = world_with(true, |bundle, key, provider| {
+            let asset = AssetId::new(ASSET).unwrap();
+            let mut out = std::io::BufWriter::new(
+                std::fs::File::create(bundle.join("weights.bin.sealed")).unwrap(),
+            );
+            let entry = seal_file(
+                key,
+                &asset,
+                BundlePath::new("weights.bin").unwrap(),
+                SegmentSize::default(),
+                Weights(0x9e37_79b9, gib << 30),
+                &mut out,
+            )
+            .unwrap();
+            drop(out);
+            let signed = SignedManifest::sign(
+                Manifest::new(asset, 0, provider.public(), key, vec![entry]).unwrap(),
+                provider,
+            )
+            .unwrap();
+            std::fs::write(bundle.join(MANIFEST_FILE), signed.as_bytes()).unwrap();
+            signed
         })
-        .await
-        .unwrap();
-        let egress = Endpoint::Unix(dir.path().join("egress.sock"));
-        let bundles = Endpoint::Unix(dir.path().join("bundles.sock"));
-        tokio::spawn(serve_egress(
-            Listener::bind(&egress).await.unwrap(),
-            EgressConfig::new(AllowList::parse(&[format!("127.0.0.1:{port}")]).unwrap()),
-        ));
-        let bundle_listener = Listener::bind(&bundles).await.unwrap();
-        let server = trustbridge_relay::bundles::BundleServer::new(&bundle).unwrap();
-        tokio::spawn(server.serve(bundle_listener));
+        .await;
+        let bundle = w.path("bundle");
+        let cat = || {
+            let t = Instant::now();
+            let status = std::process::Command::new("cat")
+                .arg(bundle.join("weights.bin.sealed"))
+                .arg(bundle.join(MANIFEST_FILE))
+                .stdout(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success());
+            t.elapsed().as_secs_f64()
+        };
+        cat(); // warm the page cache
 
-        let provider = Arc::new(SimulatedProvider::new(
-            SimulatedTee::load(sim_dir.path()).unwrap(),
-            SimulatedPlatform::Nitro,
-        ));
+        let provider =
+            std::sync::Arc::new(SimulatedProvider::new(w.tee(), SimulatedPlatform::Nitro));
         let boot = || {
             let config = SentinelConfig {
-                asset: "bench/model@v1".into(),
-                contract: "c".into(),
-                kms: KmsTarget {
-                    host: "127.0.0.1".into(),
-                    port,
-                },
-                egress: egress.clone(),
-                bundles: bundles.clone(),
+                asset: ASSET.into(),
+                contract: CONTRACT.into(),
+                kms: w.kms.clone(),
+                egress: w.egress.clone(),
+                bundles: w.bundles.clone(),
                 hydrate: HydrateConfig::default(),
                 backoff: Backoff::default(),
                 reauthorize_every: None,

@@ -2,10 +2,11 @@
 //! broker on loopback TCP with one sealed bundle registered under a policy that admits the
 //! simulated TEE (Nitro with PCR0 `0x10..`; Azure with the simulator's SNP measurement and
 //! PCR 7 as `support/vtpm.rs` extends it once with `0x07..`), the relay's egress proxy and
-//! its bundle server on Unix sockets. Shared by `authorize.rs` and `azure_boot.rs`.
+//! its bundle server on Unix sockets. Shared by `authorize.rs`, `azure_boot.rs` and the
+//! `ready` benchmark (which seals its own, larger bundle with [`world_with`]).
 #![allow(dead_code, unreachable_pub)] // each test file uses a different part
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use trustbridge_enclave::authorize::KmsTarget;
@@ -13,7 +14,9 @@ use trustbridge_kms::broker::kek::Kek;
 use trustbridge_kms::broker::store::{SqliteStore, Store};
 use trustbridge_kms::broker::{Broker, service};
 use trustbridge_kms::client::{AdminSigner, KmsClient};
-use trustbridge_protocol::bundle::{AssetId, ProviderSigningKey, seal_bundle_in_memory};
+use trustbridge_protocol::bundle::{
+    AssetId, ProviderSigningKey, SignedManifest, seal_bundle_in_memory,
+};
 use trustbridge_protocol::sealed::{DataKey, SegmentSize};
 use trustbridge_relay::bundles::BundleServer;
 use trustbridge_relay::egress::{AllowList, EgressConfig, serve_egress};
@@ -49,8 +52,28 @@ impl World {
 }
 
 /// Starts the broker, egress (allowing the broker only when `allow_broker`) and bundle
-/// server on the current runtime.
+/// server on the current runtime, with [`MODEL`] as the bundle's one file.
 pub async fn world(allow_broker: bool) -> World {
+    world_with(allow_broker, |bundle, key, provider| {
+        seal_bundle_in_memory(
+            bundle,
+            key,
+            provider,
+            &AssetId::new(ASSET).unwrap(),
+            SegmentSize::default(),
+            &[("weights.bin", MODEL)],
+        )
+        .unwrap()
+    })
+    .await
+}
+
+/// [`world`] with the bundle that `seal` writes into the folder it is given, under the
+/// data key and provider key it is given, for [`ASSET`]; it returns the signed manifest.
+pub async fn world_with(
+    allow_broker: bool,
+    seal: impl FnOnce(&Path, &DataKey, &ProviderSigningKey) -> SignedManifest,
+) -> World {
     let dir = tempfile::tempdir().unwrap();
     let sim = SimulatedTee::new().unwrap();
     let sim_dir = tempfile::tempdir().unwrap();
@@ -60,15 +83,7 @@ pub async fn world(allow_broker: bool) -> World {
     let key = DataKey::generate().unwrap();
     let bundle = dir.path().join("bundle");
     std::fs::create_dir(&bundle).unwrap();
-    let signed = seal_bundle_in_memory(
-        &bundle,
-        &key,
-        &provider,
-        &AssetId::new(ASSET).unwrap(),
-        SegmentSize::default(),
-        &[("weights.bin", MODEL)],
-    )
-    .unwrap();
+    let signed = seal(&bundle, &key, &provider);
     let pcr7 =
         aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &[[0u8; 32], [7u8; 32]].concat());
     let policy = format!(
