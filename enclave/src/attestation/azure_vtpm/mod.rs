@@ -11,9 +11,9 @@
 //!    paravisor regenerates it; a report that never reflects it is an error, never
 //!    evidence about somebody else's data);
 //! 3. quote PCRs 0..=23 with the AK, `extraData` = the nonce;
-//! 4. attach the VCEK that endorses the report (IMDS, see [`certs`]) and encode the evidence as the
-//!    confidential-containers `az-snp-vtpm` attester does (version 1 JSON), which the
-//!    verifier's `AzureEvidence::from_json` reads.
+//! 4. attach the VCEK that endorses the report (IMDS, see [`certs`]) and encode the
+//!    evidence as the confidential-containers `az-snp-vtpm` attester does (version 1
+//!    JSON), which the verifier's `AzureEvidence::from_json` reads.
 
 pub mod certs;
 pub mod tpm;
@@ -80,8 +80,12 @@ impl AzureVtpm {
         Vtpm::open(tcti).is_ok_and(|mut t| t.has_hcl_report())
     }
 
-    /// Steps 1 and 2: the HCL report that carries `user_data`.
-    fn fresh_hcl_report(&self, tpm: &mut Vtpm, user_data: &[u8]) -> Result<Vec<u8>, AttestError> {
+    /// Steps 1 and 2: the HCL report that carries `user_data`, as read and parsed.
+    fn fresh_hcl_report(
+        &self,
+        tpm: &mut Vtpm,
+        user_data: &[u8],
+    ) -> Result<(Vec<u8>, HclReport), AttestError> {
         let err = |e: tpm::VtpmError| device_error(e.to_string());
         tpm.write_report_data(user_data).map_err(err)?;
         let deadline = Instant::now() + self.config.refresh_timeout;
@@ -90,7 +94,7 @@ impl AzureVtpm {
             let parsed = HclReport::parse(&report)
                 .map_err(|e| device_error(format!("NV index 0x01400001: {e}")))?;
             if parsed.user_data.as_deref() == Some(user_data) {
-                return Ok(report);
+                return Ok((report, parsed));
             }
             if Instant::now() >= deadline {
                 return Err(device_error(format!(
@@ -116,13 +120,10 @@ impl AttestationProvider for AzureVtpm {
     fn evidence(&self, binding: &EvidenceBinding) -> Result<Evidence, AttestError> {
         let digest = binding.digest()?;
         let mut tpm = Vtpm::open(&self.config.tcti).map_err(|e| device_error(e.to_string()))?;
-        let hcl_report = self.fresh_hcl_report(&mut tpm, &digest)?;
-        let snp_report = HclReport::parse(&hcl_report)
-            .map_err(|e| device_error(format!("NV index 0x01400001: {e}")))?
-            .snp_report;
+        let (hcl_report, parsed) = self.fresh_hcl_report(&mut tpm, &digest)?;
         let certificates = self
             .certificates
-            .for_report(&snp_report)
+            .for_report(&parsed.snp_report)
             .map_err(|e| device_error(format!("VCEK: {e}")))?;
         let quote = tpm
             .quote(&binding.nonce)
