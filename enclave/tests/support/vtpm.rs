@@ -138,11 +138,21 @@ impl Swtpm {
         (unique.value().to_vec(), vec![1, 0, 1])
     }
 
-    /// (Re)defines the HCL report index with `report` (in 1 KiB writes, the TPM's NV
-    /// buffer), as the paravisor regenerates it.
+    /// (Re)defines the HCL report index with `report`, as the paravisor regenerates it.
     pub fn provision_hcl_report(&self, report: &[u8]) {
+        self.define_nv(HCL_REPORT_NV_INDEX, report);
+    }
+
+    /// Defines the report-data index with `len` zero bytes.
+    pub fn define_report_data_index(&self, len: usize) {
+        self.define_nv(REPORT_DATA_NV_INDEX, &vec![0u8; len]);
+    }
+
+    /// (Re)defines the owner-readable, owner-writable NV index `index` to hold `data`,
+    /// written in 1 KiB pieces (the TPM's NV buffer).
+    fn define_nv(&self, index: u32, data: &[u8]) {
         let mut c = self.context();
-        let handle = NvIndexTpmHandle::new(HCL_REPORT_NV_INDEX).unwrap();
+        let handle = NvIndexTpmHandle::new(index).unwrap();
         if let Ok(old) = c.execute_without_session(|c| c.tr_from_tpm_public(handle.into())) {
             c.nv_undefine_space(Provision::Owner, old.into()).unwrap();
         }
@@ -155,35 +165,15 @@ impl Swtpm {
             .with_nv_index(handle)
             .with_index_name_algorithm(HashingAlgorithm::Sha256)
             .with_index_attributes(attributes)
-            .with_data_area_size(report.len())
+            .with_data_area_size(data.len())
             .build()
             .unwrap();
-        let index = c.nv_define_space(Provision::Owner, None, public).unwrap();
-        for (i, chunk) in report.chunks(1024).enumerate() {
+        let nv = c.nv_define_space(Provision::Owner, None, public).unwrap();
+        for (i, chunk) in data.chunks(1024).enumerate() {
             let buf = MaxNvBuffer::try_from(chunk.to_vec()).unwrap();
-            c.nv_write(NvAuth::Owner, index, buf, (i * 1024) as u16)
+            c.nv_write(NvAuth::Owner, nv, buf, (i * 1024) as u16)
                 .unwrap();
         }
-    }
-
-    /// Defines the report-data index with `len` zero bytes.
-    pub fn define_report_data_index(&self, len: usize) {
-        let mut c = self.context();
-        let attributes = NvIndexAttributesBuilder::new()
-            .with_owner_write(true)
-            .with_owner_read(true)
-            .build()
-            .unwrap();
-        let public = NvPublicBuilder::new()
-            .with_nv_index(NvIndexTpmHandle::new(REPORT_DATA_NV_INDEX).unwrap())
-            .with_index_name_algorithm(HashingAlgorithm::Sha256)
-            .with_index_attributes(attributes)
-            .with_data_area_size(len)
-            .build()
-            .unwrap();
-        let index = c.nv_define_space(Provision::Owner, None, public).unwrap();
-        let zeros = MaxNvBuffer::try_from(vec![0u8; len]).unwrap();
-        c.nv_write(NvAuth::Owner, index, zeros, 0).unwrap();
     }
 
     pub fn read_report_data(&self) -> Vec<u8> {
