@@ -75,11 +75,12 @@ impl EndorsementKeyInfo {
 
     /// Whether this key endorses `r`: the chip id (for a VCEK) and every reported TCB
     /// component are the ones the key certifies. A host whose TCB changed needs a new VCEK.
+    /// A `hw_id` longer than the report's chip id never matches (it cannot panic).
     pub fn check_endorses(&self, r: &SnpReport) -> Result<(), VerifyError> {
         if let Some(hw_id) = &self.hw_id {
             if r.signing_key == SigningKey::Vcek
                 && !r.mask_chip_id
-                && r.chip_id[..hw_id.len()] != hw_id[..]
+                && r.chip_id.get(..hw_id.len()) != Some(&hw_id[..])
             {
                 return Err(VerifyError::ChipIdMismatch);
             }

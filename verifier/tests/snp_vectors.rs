@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use trustbridge_testkit::{hex_decode, vectors_dir};
 use trustbridge_verifier::snp::{EndorsementKeyInfo, parse_hw_id};
+use trustbridge_verifier::snp_report::SnpReport;
 use trustbridge_verifier::x509::{ParsedCertificate, verify_chain};
 use trustbridge_verifier::{
     Checks, Platform, Policy, PolicyError, TrustRoots, VerifyError, verify_snp,
@@ -374,4 +375,35 @@ fn unsigned_reserved_tail_must_be_zero() {
     r[0x400] = 1;
     let err = verify_snp(&r, &certs, &TrustRoots::production(), at(FIXED)).unwrap_err();
     assert!(matches!(err, VerifyError::Malformed { .. }), "{err}");
+}
+
+/// The VCEK endorses its own report; a hwID one byte off, or longer than a chip id (only a
+/// caller-built `EndorsementKeyInfo` can hold one), is a chip-id mismatch, never a panic.
+#[test]
+fn endorsement_checks_the_chip_id_whatever_its_length() {
+    if dir().is_none() {
+        return;
+    }
+    let report = SnpReport::parse(&read("virtee-sev/report_milan.bin")).unwrap();
+    let info = EndorsementKeyInfo::from_certificate(&der("virtee-sev/vcek_milan.der")).unwrap();
+    info.check_endorses(&report).unwrap();
+    let hw_id = info.hw_id.clone().unwrap();
+    let mut flipped = hw_id.clone();
+    flipped[63] ^= 1;
+    let mut overlong = hw_id;
+    overlong.push(0);
+    for bad in [flipped, overlong] {
+        let twin = EndorsementKeyInfo {
+            hw_id: Some(bad),
+            ..info.clone()
+        };
+        assert!(
+            matches!(
+                twin.check_endorses(&report),
+                Err(VerifyError::ChipIdMismatch)
+            ),
+            "{:?}",
+            twin.check_endorses(&report)
+        );
+    }
 }
