@@ -193,3 +193,82 @@ fn simulated_snp_tampering_twins() {
     .unwrap_err();
     assert_eq!(err, VerifyError::ChipIdMismatch);
 }
+
+/// The quote signs the selected PCRs only. Evidence whose genuine quote selects PCR 0 and
+/// that lists PCR 7 (= what a policy wants) beside it is refused by `tb-verify`, and
+/// reports no `tpm_pcr7`; an honest quote of PCR 0 verifies and reports PCR 0 alone, so an
+/// expectation on PCR 7 fails naming it.
+#[test]
+fn tb_verify_refuses_azure_pcrs_the_quote_does_not_select() {
+    use trustbridge_tests::{run, s};
+    use trustbridge_verifier::simulated::{AttestationKeyPair, AzureSpec};
+    let sim = SimulatedTee::new().unwrap();
+    let ak = AttestationKeyPair::generate().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ark = dir.path().join("ark.der");
+    let ask = dir.path().join("ask.der");
+    std::fs::write(&ark, sim.snp_certificates()[2].der()).unwrap();
+    std::fs::write(&ask, sim.snp_certificates()[1].der()).unwrap();
+    let pcr7 = format!("tpm_pcr7={}", hex::encode([7u8; 32]));
+    let verify = |name: &str, spec: &AzureSpec, expect: &[&str]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, sim.azure_evidence(&ak, spec).unwrap()).unwrap();
+        let mut args = vec![
+            "attestation".to_owned(),
+            s(&path),
+            "--simulation-root".into(),
+            s(&ark),
+            "--simulation-root".into(),
+            s(&ask),
+            "--allow-simulated".into(),
+            "--json".into(),
+        ];
+        for e in expect {
+            args.extend(["--expect".to_owned(), (*e).to_owned()]);
+        }
+        let out = run(
+            "tb-verify",
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code(), json)
+    };
+
+    let (code, json) = verify("genuine.json", &AzureSpec::default(), &[&pcr7]);
+    assert_eq!(code, Some(0), "{json}");
+    assert_eq!(json["measurements"]["tpm_pcr7"], hex::encode([7u8; 32]));
+
+    let forged = AzureSpec {
+        selection: vec![0],
+        ..AzureSpec::default()
+    };
+    let (code, json) = verify("forged.json", &forged, &[&pcr7]);
+    assert_eq!(code, Some(1), "{json}");
+    assert_eq!(json["verified"], false);
+    assert!(json["measurements"].is_null(), "{json}");
+    assert!(
+        json["error"].as_str().unwrap().contains("not covered"),
+        "{json}"
+    );
+
+    let partial = AzureSpec {
+        selection: vec![0],
+        pcrs: vec![[0; 32]],
+        ..AzureSpec::default()
+    };
+    let (code, json) = verify("partial.json", &partial, &[]);
+    assert_eq!(code, Some(0), "{json}");
+    let reported: Vec<&String> = json["measurements"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| k.starts_with("tpm_pcr"))
+        .collect();
+    assert_eq!(reported, ["tpm_pcr0"]);
+    let (code, json) = verify("partial.json", &partial, &[&pcr7]);
+    assert_eq!(code, Some(1), "{json}");
+    assert!(
+        json["error"].as_str().unwrap().contains("tpm_pcr7"),
+        "{json}"
+    );
+}

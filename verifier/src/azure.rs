@@ -7,6 +7,11 @@
 //!    the AK and `user-data`);
 //! 4. the TPM quote is signed by that AK, and its PCR digest matches the supplied PCRs.
 //!
+//! Only the PCRs the quote selects become measurements (`tpm_pcr<i>`): the quote signs
+//! their digest, and nothing signs a PCR it does not select. Supplied values are the
+//! selected PCRs' values in ascending PCR order (the az-snp-vtpm rule); a supplied value
+//! that no selected PCR accounts for is an error, never a measurement.
+//!
 //! The quote's `extraData` (the verifier's nonce) and the HCL `user-data` (TrustBridge's
 //! evidence binding) are reported as binding fields for the policy step.
 
@@ -18,7 +23,7 @@ use serde_json::Value;
 use crate::evidence::{Checks, Platform, VerifiedEvidence};
 use crate::hcl_report::HclReport;
 use crate::snp::verify_snp_logged;
-use crate::tpm_quote::TpmQuote;
+use crate::tpm_quote::{TpmQuote, describe_selection};
 use crate::x509::ParsedCertificate;
 use crate::{TrustRoots, VerifyError};
 
@@ -31,7 +36,8 @@ pub struct AzureEvidence {
     pub quote_message: Vec<u8>,
     /// The TPM quote's signature.
     pub quote_signature: Vec<u8>,
-    /// PCR values of the SHA-256 bank, index = position.
+    /// PCR values of the SHA-256 bank: the values of the PCRs the quote selects, in
+    /// ascending PCR order (PCR0..PCR23 for the usual full selection).
     pub pcrs: Vec<[u8; 32]>,
     /// The VCEK (and any chain certificates) that came with the evidence.
     pub certificates: Vec<ParsedCertificate>,
@@ -180,16 +186,18 @@ pub fn verify_azure_logged(
         "quote signature",
         "TPM quote signed by the attestation key (RSASSA-PKCS1-v1_5 SHA-256)",
     );
-    quote.check_pcrs(&ev.pcrs).map_err(|e| checks.failed(e))?;
+    let covered = quote.covered_pcrs(&ev.pcrs).map_err(|e| checks.failed(e))?;
     checks.pass(
         "quote PCRs",
-        format!("{} PCRs match the quoted digest", quote.selected.len()),
+        format!(
+            "PCRs {} match the quoted digest; no other PCR is reported",
+            describe_selection(&quote.selected)
+        ),
     );
-
-    for (i, pcr) in ev.pcrs.iter().enumerate() {
+    for (index, value) in covered {
         verified
             .measurements
-            .insert(format!("tpm_pcr{i}"), pcr.to_vec());
+            .insert(format!("tpm_pcr{index}"), value.to_vec());
     }
     verified.binding.hcl_user_data = hcl.user_data;
     verified.binding.quote_nonce = Some(quote.extra_data);

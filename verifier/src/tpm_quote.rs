@@ -1,5 +1,11 @@
 //! TPM 2.0 quotes: a `TPMS_ATTEST` of type `TPM_ST_ATTEST_QUOTE`, signed by the attestation
 //! key with RSASSA-PKCS1-v1_5 / SHA-256, over a PCR selection and digest.
+//!
+//! The quote signs the *selection* and the digest of the selected PCRs, not their values:
+//! the values travel beside it. A value is covered by the signature only through the
+//! digest, and only when its PCR is selected. [`TpmQuote::covered_pcrs`] therefore takes
+//! the supplied values as the az-snp-vtpm attester lists them (the values of the selected
+//! PCRs, in ascending PCR order) and refuses any value that no selected PCR accounts for.
 
 use aws_lc_rs::{digest, signature};
 
@@ -77,10 +83,17 @@ impl TpmQuote {
             for (byte, bits) in bitmap.iter().enumerate() {
                 for bit in 0..8 {
                     if bits & (1 << bit) != 0 {
-                        selected.push((byte * 8 + bit) as u8);
+                        let index = u8::try_from(byte * 8 + bit)
+                            .map_err(|_| bad("PCR selection beyond PCR 255"))?;
+                        selected.push(index);
                     }
                 }
             }
+        }
+        // The TPM digests the selected PCRs in selection order; a PCR selected twice (two
+        // SHA-256 selections) would make one value count twice. Real quotes have one bank.
+        if selected.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(bad("PCR selection is not one ascending SHA-256 selection"));
         }
         let pcr_digest = r.sized()?;
         if !r.0.is_empty() {
@@ -104,20 +117,62 @@ impl TpmQuote {
             .map_err(|_| VerifyError::Signature { what: "TPM quote" })
     }
 
-    /// Checks the quoted digest against the supplied PCR values (index = position).
-    pub fn check_pcrs(&self, pcrs: &[[u8; 32]]) -> Result<(), VerifyError> {
+    /// The PCR values the quote covers, as `(index, value)` in ascending index order.
+    ///
+    /// `values` are the values of the selected PCRs, in selection order (ascending index),
+    /// as the az-snp-vtpm attester supplies them; with the usual selection of PCRs 0-23
+    /// they are PCR0..PCR23. Their SHA-256 must equal the quoted digest. A value for which
+    /// no PCR is selected is an error: nothing signs it, so nobody may report it.
+    pub fn covered_pcrs(&self, values: &[[u8; 32]]) -> Result<Vec<(u8, [u8; 32])>, VerifyError> {
+        if values.len() != self.selected.len() {
+            return Err(VerifyError::malformed(
+                "TPM quote",
+                format!(
+                    "{} PCR values supplied, but the quote selects {} PCRs ({}): values the quote does not select are not covered by its signature",
+                    values.len(),
+                    self.selected.len(),
+                    describe_selection(&self.selected)
+                ),
+            ));
+        }
         let mut ctx = digest::Context::new(&digest::SHA256);
-        for &i in &self.selected {
-            let pcr = pcrs.get(usize::from(i)).ok_or_else(|| {
-                VerifyError::malformed("TPM quote", format!("PCR{i} is selected but not supplied"))
-            })?;
-            ctx.update(pcr);
+        for value in values {
+            ctx.update(value);
         }
         if ctx.finish().as_ref() != self.pcr_digest.as_slice() {
             return Err(VerifyError::Binding(
                 "PCR values do not match the quoted PCR digest".into(),
             ));
         }
-        Ok(())
+        Ok(self
+            .selected
+            .iter()
+            .copied()
+            .zip(values.iter().copied())
+            .collect())
     }
+}
+
+/// `0-23`, `0,7`, `none`: the selected PCRs for messages.
+pub fn describe_selection(selected: &[u8]) -> String {
+    if selected.is_empty() {
+        return "none".to_owned();
+    }
+    let mut parts: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < selected.len() {
+        let start = selected[i];
+        let mut end = start;
+        while i + 1 < selected.len() && selected[i + 1] == end.wrapping_add(1) {
+            i += 1;
+            end = selected[i];
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        i += 1;
+    }
+    parts.join(",")
 }

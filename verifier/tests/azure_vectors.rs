@@ -258,10 +258,17 @@ fn kinvolk_hcl_report_binding_and_bincode_quote() {
     let pcrs: Vec<[u8; 32]> = (0..count).map(|_| next(32).try_into().unwrap()).collect();
     let quote = TpmQuote::parse(&msg).unwrap();
     assert_eq!(quote.extra_data, b"challenge");
-    quote.check_pcrs(&pcrs).unwrap();
+    assert_eq!(quote.covered_pcrs(&pcrs).unwrap().len(), 24);
     let mut bad = pcrs.clone();
     bad[3][0] ^= 1;
-    assert!(quote.check_pcrs(&bad).is_err());
+    assert!(quote.covered_pcrs(&bad).is_err());
+    assert!(quote.covered_pcrs(&pcrs[..23]).is_err(), "one value short");
+    let mut extra = pcrs.clone();
+    extra.push([7; 32]);
+    assert!(
+        quote.covered_pcrs(&extra).is_err(),
+        "a value no PCR is selected for"
+    );
     // Signature with akpub.pem (SPKI): check through aws-lc-rs directly.
     let pem = String::from_utf8(read("kinvolk/akpub.pem")).unwrap();
     let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();

@@ -187,33 +187,9 @@ impl Swtpm {
     }
 }
 
-/// An HCL report as the paravisor builds it: header, SNP report (REPORT_DATA[..32] =
-/// SHA-256 of the variable data), IGVM request data, variable data.
+/// An HCL report as the paravisor builds it, over the simulator's default SNP guest.
 pub fn hcl_report(tee: &SimulatedTee, ak: &(Vec<u8>, Vec<u8>), user_data: &[u8]) -> Vec<u8> {
-    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-    let var_data = serde_json::to_vec(&serde_json::json!({
-        "keys": [{"kid": "HCLAkPub", "key_ops": ["sign"], "kty": "RSA",
-                  "e": b64(&ak.1), "n": b64(&ak.0)}],
-        "user-data": hex::encode_upper(user_data),
-    }))
-    .unwrap();
-    let mut spec = SnpSpec::default();
-    spec.report_data[..32]
-        .copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &var_data).as_ref());
-    let snp = tee.snp_report(&spec).unwrap();
-    let mut r = Vec::new();
-    r.extend_from_slice(b"HCLA");
-    let total = 32 + snp.len() + 20 + var_data.len();
-    for word in [2u32, total as u32, 2, 0] {
-        r.extend_from_slice(&word.to_le_bytes());
-    }
-    r.resize(32, 0);
-    r.extend_from_slice(&snp);
-    for word in [20 + var_data.len() as u32, 1, 2, 1, var_data.len() as u32] {
-        r.extend_from_slice(&word.to_le_bytes());
-    }
-    r.extend_from_slice(&var_data);
-    r
+    tee.hcl_report(&SnpSpec::default(), ak, user_data).unwrap()
 }
 
 /// The simulated VCEK and chain as a PEM file (what an operator saves from the IMDS).

@@ -22,7 +22,9 @@ use trustbridge_protocol::bundle::{
     AssetId, BundlePath, Manifest, ProviderSigningKey, SignedManifest, seal_file,
 };
 use trustbridge_protocol::sealed::{DataKey, SegmentSize};
-use trustbridge_verifier::simulated::{NitroSpec, SimulatedTee, SnpSpec};
+use trustbridge_verifier::simulated::{
+    AttestationKeyPair, AzureSpec, NitroSpec, SimulatedTee, SnpSpec,
+};
 
 pub const ASSET: &str = "acme/model@v1";
 /// The broker's clock starts at the real time: admin requests are signed with the real time.
@@ -118,6 +120,10 @@ provider_key = "{provider}"
   measurement = "{m}"
   min_tcb = {{ bootloader = 4, snp = 24, microcode = 219 }}
 
+  [[asset.azure]]
+  measurement = "{m}"
+  tpm_pcrs = {{ 7 = "{pcr7}" }}
+
 [[contract]]
 id = "c-policy"
 asset = "{ASSET}"
@@ -130,6 +136,7 @@ not_after = "2030-01-01T00:00:00Z"
             pcr1 = "11".repeat(48),
             pcr2 = "12".repeat(48),
             m = "4d".repeat(48),
+            pcr7 = "07".repeat(32),
         )
     }
 
@@ -193,6 +200,29 @@ not_after = "2030-01-01T00:00:00Z"
         spec: SnpSpec,
     ) -> impl FnOnce(&EvidenceBinding) -> Result<Evidence, String> + '_ {
         move |b| sim_snp(&self.sim, spec, b)
+    }
+
+    /// Simulated Azure evidence under the attestation key `ak`.
+    pub fn azure<'a>(
+        &'a self,
+        ak: &'a AttestationKeyPair,
+        spec: AzureSpec,
+    ) -> impl FnOnce(&EvidenceBinding) -> Result<Evidence, String> + 'a {
+        move |b| {
+            let json = self
+                .sim
+                .azure_evidence(ak, &spec.bind(b).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+            Ok(Evidence {
+                platform: "azure-snp-vtpm".into(),
+                bytes: json,
+                // The VCEK is in the evidence; the ASK and ARK come beside it.
+                certificates: self.sim.snp_certificates()[1..]
+                    .iter()
+                    .map(|c| c.der().to_vec())
+                    .collect(),
+            })
+        }
     }
 }
 

@@ -6,6 +6,6 @@ use trustbridge_verifier::tpm_quote::TpmQuote;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(quote) = TpmQuote::parse(data) {
-        let _ = quote.check_pcrs(&[[0u8; 32]; 24]);
+        let _ = quote.covered_pcrs(&[[0u8; 32]; 24]);
     }
 });

@@ -6,11 +6,15 @@
 //!   P-384 leaf under a generated root and intermediate.
 //! - SEV-SNP: 1184-byte reports signed by a generated VCEK (with AMD's TCB and hwID
 //!   extensions) under a generated ASK and ARK.
+//! - Azure vTPM SNP: HCL reports over such SNP reports and TPM quotes signed by a
+//!   generated RSA attestation key ([`AzureSpec`]).
 //!
 //! Every certificate says `TrustBridge SIMULATION` in its subject. The roots are never in
 //! [`TrustRoots::production`]; evidence verifies only when a caller adds them with
 //! [`TrustRoots::add_simulation_root`] (see [`SimulatedTee::trust_roots`]), and the default
 //! [`crate::Policy`] still rejects it as simulated.
+
+mod azure;
 
 use std::collections::BTreeMap;
 
@@ -28,6 +32,8 @@ use crate::nitro::SIMULATED_MODULE_PREFIX;
 use crate::snp_report::{REPORT_LEN, SIGNED_LEN, TcbComponents};
 use crate::x509::ParsedCertificate;
 use crate::{Platform, TrustRoots};
+
+pub use azure::{AttestationKeyPair, AzureSpec};
 
 /// Generating simulated evidence failed.
 #[derive(Debug, thiserror::Error)]
