@@ -39,8 +39,11 @@ impl Backoff {
             .saturating_mul(1u32 << retry.min(16))
             .min(self.max);
         // Up to 25 % jitter so that many verifiers do not retry in lockstep.
+        // Jitter protects no secret: should the generator fail, wait the base delay.
         let mut r = [0u8; 2];
-        let _ = aws_lc_rs::rand::fill(&mut r);
+        if aws_lc_rs::rand::fill(&mut r).is_err() {
+            return base;
+        }
         let jitter = base.mul_f64(f64::from(u16::from_le_bytes(r)) / f64::from(u16::MAX) * 0.25);
         (base + jitter).min(self.max)
     }

@@ -256,7 +256,7 @@ pub async fn authorize(
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
     let request = ReleaseRequest {
         nonce: challenge.nonce,
-        platform: evidence.platform.to_owned(),
+        platform: evidence.platform,
         evidence: b64(&evidence.bytes),
         certificates: evidence.certificates.iter().map(|c| b64(c)).collect(),
         binding: BindingKeys {

@@ -214,8 +214,13 @@ impl Backoff {
             .initial
             .saturating_mul(1u32 << retry.min(20))
             .min(self.max);
+        // Jitter only spreads retries out; it protects no secret. Should the generator
+        // fail, the retry waits the base delay, and the failure is logged.
         let mut r = [0u8; 2];
-        let _ = aws_lc_rs::rand::fill(&mut r);
+        if aws_lc_rs::rand::fill(&mut r).is_err() {
+            tracing::warn!("random number generator failed: retrying without jitter");
+            return base;
+        }
         let jitter = base.mul_f64(f64::from(u16::from_le_bytes(r)) / f64::from(u16::MAX) * 0.25);
         (base + jitter).min(self.max)
     }

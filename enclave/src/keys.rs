@@ -6,6 +6,11 @@ use trustbridge_protocol::key_release::HpkeKeyPair;
 use trustbridge_protocol::ohttp::{key_config, ohttp_keys, ohttp_keys_sha256};
 use zeroize::Zeroizing;
 
+/// The system random number generator failed while the boot-time keys were generated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the system random number generator failed: no boot-time keys")]
+pub struct KeyGenerationError;
+
 /// The OHTTP gateway key, the receipt-signing key and the key-release key.
 pub struct SentinelKeys {
     /// X25519 key of the Oblivious HTTP gateway (clients encrypt requests to it).
@@ -32,18 +37,35 @@ impl std::fmt::Debug for SentinelKeys {
 }
 
 impl SentinelKeys {
-    /// Fresh keys from the CSPRNG.
-    pub fn generate() -> Self {
-        let mut seed = Zeroizing::new([0u8; 32]);
-        let _ = aws_lc_rs::rand::fill(seed.as_mut());
-        let gateway = HpkeKeyPair::generate();
+    /// Fresh keys from the system CSPRNG. A failure of the generator is an error: a
+    /// sentinel never runs with a predictable key (an all-zero seed would give every
+    /// sentinel the same receipt key).
+    pub fn generate() -> Result<Self, KeyGenerationError> {
+        Self::generate_with(|dest| aws_lc_rs::rand::fill(dest).is_ok())
+    }
+
+    /// The keys from `fill`'s randomness (false: the generator failed). Each private key
+    /// is derived from 32 fresh bytes: the receipt key is its Ed25519 seed, the HPKE keys
+    /// come from RFC 9180 DeriveKeyPair, which is what their generation does.
+    fn generate_with(mut fill: impl FnMut(&mut [u8]) -> bool) -> Result<Self, KeyGenerationError> {
+        let mut seed = || -> Result<Zeroizing<[u8; 32]>, KeyGenerationError> {
+            let mut seed = Zeroizing::new([0u8; 32]);
+            if fill(seed.as_mut()) {
+                Ok(seed)
+            } else {
+                Err(KeyGenerationError)
+            }
+        };
+        let receipt = SigningKey::from_bytes(&*seed()?);
+        let gateway = HpkeKeyPair::derive(seed()?.as_ref());
+        let release = HpkeKeyPair::derive(seed()?.as_ref());
         let ohttp_keys = ohttp_keys(&key_config(1, &gateway.public_key()));
-        Self {
+        Ok(Self {
             gateway,
-            receipt: SigningKey::from_bytes(&seed),
-            release: HpkeKeyPair::generate(),
+            receipt,
+            release,
             ohttp_keys,
-        }
+        })
     }
 
     /// The evidence binding of these keys and the broker's `nonce`.
@@ -54,5 +76,32 @@ impl SentinelKeys {
             receipt_key: self.receipt.verifying_key().to_bytes(),
             release_key: self.release.public_key(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // test code
+    use super::*;
+
+    #[test]
+    fn a_failing_random_generator_is_an_error() {
+        assert_eq!(
+            SentinelKeys::generate_with(|_| false).unwrap_err(),
+            KeyGenerationError
+        );
+        // A generator that fails on the third request (the release key) fails it all.
+        let mut calls = 0;
+        let third_fails = |dest: &mut [u8]| {
+            calls += 1;
+            dest.fill(calls);
+            calls < 3
+        };
+        assert!(SentinelKeys::generate_with(third_fails).is_err());
+        let a = SentinelKeys::generate().unwrap();
+        let b = SentinelKeys::generate().unwrap();
+        assert_ne!(a.receipt.verifying_key(), b.receipt.verifying_key());
+        assert_ne!(a.release.public_key(), b.release.public_key());
+        assert_ne!(a.gateway.public_key(), a.release.public_key());
     }
 }

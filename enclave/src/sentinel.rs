@@ -116,7 +116,15 @@ impl Sentinel {
     /// Boots to Ready (or Failed): keys, attestation, key release through the relay,
     /// hydrate, decrypt.
     pub async fn boot(self: Arc<Self>, provider: Arc<dyn AttestationProvider>) {
-        let keys = SentinelKeys::generate();
+        let keys = match SentinelKeys::generate() {
+            Ok(keys) => keys,
+            Err(e) => {
+                return self.fail(StepError::Fatal {
+                    code: "internal".into(),
+                    detail: e.to_string(),
+                });
+            }
+        };
         self.simulated.store(provider.simulated(), Ordering::SeqCst);
         if provider.simulated() {
             tracing::warn!(

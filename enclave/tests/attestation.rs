@@ -103,7 +103,7 @@ fn configfs_tsm_request_carries_the_binding() {
     let b = binding();
     let ev = ConfigfsTsm::new(&root).evidence(&b).unwrap();
     kernel.join().unwrap();
-    assert_eq!(ev.platform, "snp");
+    assert_eq!(ev.platform, trustbridge_protocol::Platform::Snp);
     let v = verify_snp(&ev.bytes, tee.snp_certificates(), &tee.trust_roots(), now()).unwrap();
     assert_eq!(check_binding(&v, &b), Ok(()));
 

@@ -33,7 +33,7 @@ async fn release(
 ) -> Result<trustbridge_enclave::authorize::Released, StepError> {
     authorize(
         provider,
-        &SentinelKeys::generate(),
+        &SentinelKeys::generate().unwrap(),
         &w.egress,
         &w.kms,
         ASSET,
@@ -92,7 +92,7 @@ async fn egress_refusal_is_fatal_and_an_unreachable_broker_is_transient() {
     };
     let err = authorize(
         provider(&w, NitroSpec::default()),
-        &SentinelKeys::generate(),
+        &SentinelKeys::generate().unwrap(),
         &w.egress,
         &down,
         ASSET,
@@ -105,7 +105,7 @@ async fn egress_refusal_is_fatal_and_an_unreachable_broker_is_transient() {
     let nowhere = Endpoint::Unix(w.dir.path().join("missing.sock"));
     let err = authorize(
         provider(&w, NitroSpec::default()),
-        &SentinelKeys::generate(),
+        &SentinelKeys::generate().unwrap(),
         &nowhere,
         &w.kms,
         ASSET,

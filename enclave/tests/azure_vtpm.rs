@@ -62,7 +62,7 @@ fn evidence_from_the_vtpm_verifies_and_carries_the_binding() {
     assert_eq!(p.name(), "azure-vtpm");
     assert!(!p.simulated());
     let ev = p.evidence(&b).unwrap();
-    assert_eq!(ev.platform, "azure-snp-vtpm");
+    assert_eq!(ev.platform, trustbridge_protocol::Platform::AzureSnpVtpm);
     // The guest's report data went where the paravisor reads it.
     assert_eq!(tpm.read_report_data(), digest.to_vec());
 

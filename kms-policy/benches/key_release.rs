@@ -16,6 +16,7 @@
 
 use std::sync::Arc;
 use std::time::Instant;
+use trustbridge_protocol::Platform;
 
 use trustbridge_kms::broker::Broker;
 use trustbridge_kms::broker::kek::Kek;
@@ -90,7 +91,7 @@ fn main() {
                     .nitro_document(&NitroSpec::default().bind(b).map_err(|e| e.to_string())?)
                     .map_err(|e| e.to_string())?;
                 Ok(Evidence {
-                    platform: "nitro".into(),
+                    platform: Platform::Nitro,
                     bytes: doc,
                     certificates: vec![],
                 })

@@ -6,6 +6,7 @@ use base64::Engine;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use trustbridge_protocol::binding::EvidenceBinding;
+pub use trustbridge_protocol::key_release::Evidence;
 use trustbridge_protocol::key_release::{
     BindingKeys, ChallengeRequest, ChallengeResponse, ErrorBody, HpkeKeyPair, ReleaseRequest,
     ReleaseResponse, release_info,
@@ -43,17 +44,6 @@ pub enum ClientError {
     /// The answer was not what the API promises.
     #[error("unexpected answer from the broker: {0}")]
     Protocol(String),
-}
-
-/// Evidence as a sentinel sends it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Evidence {
-    /// `nitro`, `snp` or `azure-snp-vtpm`.
-    pub platform: String,
-    /// The evidence bytes.
-    pub bytes: Vec<u8>,
-    /// Accompanying certificates (DER), e.g. the SNP VCEK, ASK and ARK.
-    pub certificates: Vec<Vec<u8>>,
 }
 
 /// Produces an Ed25519 signature over a message.
@@ -246,7 +236,8 @@ impl KmsClient {
         ohttp_keys_sha256: [u8; 32],
         evidence: impl FnOnce(&EvidenceBinding) -> Result<Evidence, String>,
     ) -> Result<(DataKey, ReleaseResponse), ClientError> {
-        let release_key = HpkeKeyPair::generate();
+        let release_key =
+            HpkeKeyPair::generate().map_err(|e| ClientError::Protocol(e.to_string()))?;
         let mut receipt_key = [0u8; 32];
         aws_lc_rs::rand::fill(&mut receipt_key)
             .map_err(|_| ClientError::Protocol("random number generator failed".into()))?;

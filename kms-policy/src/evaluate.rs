@@ -2,59 +2,10 @@
 //! missing or unmatched is a denial with a machine-readable reason code.
 
 use serde::{Deserialize, Serialize};
+pub use trustbridge_protocol::key_release::DenialCode;
 use trustbridge_verifier::{Platform, VerifiedEvidence};
 
 use crate::policy::{AssetPolicy, AzureSet, MinTcb, NitroSet, Policy, SnpSet, parse_bits};
-
-/// Why a key release was denied. The `snake_case` names are the API's reason codes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DenialCode {
-    /// No accepted measurement set matches the evidence (or the platform is not accepted).
-    MeasurementMismatch,
-    /// The TEE runs in debug mode and the asset does not allow it.
-    DebugForbidden,
-    /// The contract is outside its validity window.
-    ContractExpired,
-    /// The contract was revoked.
-    ContractRevoked,
-    /// The contract's release limit is reached.
-    ReleaseLimit,
-    /// The asset is not in the policy or has no registered data key.
-    UnknownAsset,
-    /// The contract does not exist or belongs to another asset.
-    UnknownContract,
-    /// The nonce was never issued, or was already used.
-    NonceUnknownOrUsed,
-    /// The nonce's time to live has passed.
-    NonceExpired,
-    /// The evidence does not bind the nonce and key-release key it was sent with.
-    BindingMismatch,
-    /// Simulated evidence, and the policy has no `[simulation]` section.
-    SimulationNotAllowed,
-    /// The evidence did not verify (signature, chain, format, time).
-    EvidenceInvalid,
-}
-
-impl DenialCode {
-    /// The reason code string.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::MeasurementMismatch => "measurement_mismatch",
-            Self::DebugForbidden => "debug_forbidden",
-            Self::ContractExpired => "contract_expired",
-            Self::ContractRevoked => "contract_revoked",
-            Self::ReleaseLimit => "release_limit",
-            Self::UnknownAsset => "unknown_asset",
-            Self::UnknownContract => "unknown_contract",
-            Self::NonceUnknownOrUsed => "nonce_unknown_or_used",
-            Self::NonceExpired => "nonce_expired",
-            Self::BindingMismatch => "binding_mismatch",
-            Self::SimulationNotAllowed => "simulation_not_allowed",
-            Self::EvidenceInvalid => "evidence_invalid",
-        }
-    }
-}
 
 /// A denial: the code and a human-readable detail (never key material).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -6,6 +6,7 @@
 mod common;
 
 use std::sync::atomic::Ordering;
+use trustbridge_protocol::Platform;
 
 use common::{ASSET, Fixture, sim_snp, start_time};
 use trustbridge_kms::broker::decision_log::verify_log;
@@ -243,7 +244,7 @@ fn release_request(
     nonce_hex: &str,
     sent_release_key: Option<[u8; 32]>,
 ) -> trustbridge_protocol::key_release::ReleaseRequest {
-    let release = trustbridge_protocol::key_release::HpkeKeyPair::generate();
+    let release = trustbridge_protocol::key_release::HpkeKeyPair::generate().unwrap();
     let binding = EvidenceBinding {
         nonce: hex::decode(nonce_hex).unwrap(),
         ohttp_keys_sha256: [1; 32],
@@ -256,7 +257,7 @@ fn release_request(
         .unwrap();
     trustbridge_protocol::key_release::ReleaseRequest {
         nonce: nonce_hex.to_owned(),
-        platform: "nitro".into(),
+        platform: Platform::Nitro,
         evidence: base64_encode(&doc),
         certificates: vec![],
         binding: trustbridge_protocol::key_release::BindingKeys {

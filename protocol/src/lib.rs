@@ -3,7 +3,8 @@
 //! - [`sealed`]: the sealed-weights stream format (Tink `AES256_GCM_HKDF`), data keys.
 //! - [`bundle`]: a sealed model: per-file associated data and the signed manifest.
 //! - [`binding`]: the evidence binding rule (sentinel keys + verifier nonce -> evidence).
-//! - [`key_release`]: key-release messages and HPKE sealing of data keys.
+//! - [`platform`]: the TEE platforms, by name.
+//! - [`key_release`]: key-release messages, denial codes and HPKE sealing of data keys.
 //! - [`ohttp`]: the Oblivious HTTP key configuration the evidence binding covers.
 //! - [`cbor`]: deterministic CBOR used by every signed structure.
 //!
@@ -17,6 +18,8 @@ pub mod cbor;
 mod key_id;
 pub mod key_release;
 pub mod ohttp;
+pub mod platform;
 pub mod sealed;
 
 pub use key_id::{KeyId, KeyIdParseError};
+pub use platform::Platform;

@@ -1,40 +1,13 @@
 //! What a successful verification yields, and the log of checks that led there.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::SystemTime;
+
+pub use trustbridge_protocol::Platform;
 
 use crate::VerifyError;
 use crate::snp_report::{SigningKey, TcbComponents};
 use crate::x509::CertificateInfo;
-
-/// A TEE platform.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Platform {
-    /// AWS Nitro Enclaves.
-    Nitro,
-    /// AMD SEV-SNP (bare).
-    Snp,
-    /// Azure confidential VM: SEV-SNP reached through a vTPM.
-    AzureSnpVtpm,
-}
-
-impl Platform {
-    /// The name used on the command line and in JSON.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Nitro => "nitro",
-            Self::Snp => "snp",
-            Self::AzureSnpVtpm => "azure-snp-vtpm",
-        }
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// The values by which evidence binds a verifier's challenge and a sentinel's keys.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

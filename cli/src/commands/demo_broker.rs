@@ -5,6 +5,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
+use trustbridge_protocol::Platform;
 
 use anyhow::{Context, Result, bail, ensure};
 use trustbridge_kms::broker::decision_log::verify_log;
@@ -99,7 +100,7 @@ pub(crate) fn run(
                 .nitro_document(&spec.bind(b).map_err(|e| e.to_string())?)
                 .map_err(|e| e.to_string())?;
             Ok(Evidence {
-                platform: "nitro".into(),
+                platform: Platform::Nitro,
                 bytes: doc,
                 certificates: vec![],
             })

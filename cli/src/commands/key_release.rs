@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use trustbridge_protocol::Platform;
 
 use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
@@ -80,7 +81,7 @@ pub(crate) fn run(args: KeyReleaseArgs) -> Result<bool> {
                     .nitro_document(&nitro.bind(binding).map_err(|e| e.to_string())?)
                     .map_err(|e| e.to_string())?;
                 Ok(Evidence {
-                    platform: "nitro".into(),
+                    platform: Platform::Nitro,
                     bytes: doc,
                     certificates: vec![],
                 })
@@ -95,7 +96,7 @@ pub(crate) fn run(args: KeyReleaseArgs) -> Result<bool> {
                     .map(|c| c.der().to_vec())
                     .collect();
                 Ok(Evidence {
-                    platform: "snp".into(),
+                    platform: Platform::Snp,
                     bytes: report,
                     certificates,
                 })

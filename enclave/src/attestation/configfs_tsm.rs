@@ -7,6 +7,7 @@
 //! same directory in between.
 
 use std::path::{Path, PathBuf};
+use trustbridge_protocol::Platform;
 
 use trustbridge_protocol::binding::EvidenceBinding;
 use trustbridge_verifier::snp_report::REPORT_LEN;
@@ -90,7 +91,7 @@ impl AttestationProvider for ConfigfsTsm {
             return Err(self.err("the report does not carry the requested report data".into()));
         }
         Ok(Evidence {
-            platform: "snp",
+            platform: Platform::Snp,
             bytes: report,
             certificates,
         })

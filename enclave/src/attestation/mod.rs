@@ -14,23 +14,13 @@ mod sev_guest;
 mod simulated;
 
 use trustbridge_protocol::binding::EvidenceBinding;
+pub use trustbridge_protocol::key_release::Evidence;
 
 pub use configfs_tsm::{CONFIGFS_TSM_REPORT_DIR, ConfigfsTsm, parse_cert_table};
 pub use detect::{Probe, TeeChoice, detect};
 pub use nitro::{NSM_DEVICE, NitroNsm};
 pub use sev_guest::{SEV_GUEST_DEVICE, SevGuest};
 pub use simulated::{SimulatedPlatform, SimulatedProvider};
-
-/// Evidence ready to send to the key broker.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Evidence {
-    /// `nitro`, `snp` or `azure-snp-vtpm`.
-    pub platform: &'static str,
-    /// The evidence bytes (Nitro document, SNP report, or Azure evidence JSON).
-    pub bytes: Vec<u8>,
-    /// Accompanying certificates (DER): for SNP the VCEK, ASK and ARK when available.
-    pub certificates: Vec<Vec<u8>>,
-}
 
 /// Obtaining evidence failed.
 #[derive(Debug, thiserror::Error)]

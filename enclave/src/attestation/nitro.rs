@@ -3,6 +3,7 @@
 use aws_nitro_enclaves_nsm_api::api::{Request, Response};
 use aws_nitro_enclaves_nsm_api::driver::{nsm_exit, nsm_init, nsm_process_request};
 use serde_bytes::ByteBuf;
+use trustbridge_protocol::Platform;
 use trustbridge_protocol::binding::EvidenceBinding;
 
 use super::{AttestError, AttestationProvider, Evidence};
@@ -44,7 +45,7 @@ impl AttestationProvider for NitroNsm {
         nsm_exit(fd);
         match response {
             Response::Attestation { document } => Ok(Evidence {
-                platform: "nitro",
+                platform: Platform::Nitro,
                 bytes: document,
                 certificates: vec![],
             }),

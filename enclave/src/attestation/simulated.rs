@@ -1,5 +1,6 @@
 //! The simulated TEE as an attestation provider (only when explicitly requested).
 
+use trustbridge_protocol::Platform;
 use trustbridge_protocol::binding::EvidenceBinding;
 use trustbridge_verifier::simulated::{NitroSpec, SimulatedTee, SnpSpec};
 
@@ -71,7 +72,7 @@ impl AttestationProvider for SimulatedProvider {
                     .nitro_document(&self.nitro.clone().bind(binding).map_err(err)?)
                     .map_err(err)?;
                 Ok(Evidence {
-                    platform: "nitro",
+                    platform: Platform::Nitro,
                     bytes: doc,
                     certificates: vec![],
                 })
@@ -88,7 +89,7 @@ impl AttestationProvider for SimulatedProvider {
                     .map(|c| c.der().to_vec())
                     .collect();
                 Ok(Evidence {
-                    platform: "snp",
+                    platform: Platform::Snp,
                     bytes: report,
                     certificates,
                 })

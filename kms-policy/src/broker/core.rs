@@ -315,7 +315,7 @@ impl Broker {
             Ok(_) => self.log(
                 &asset,
                 &contract,
-                &req.platform,
+                req.platform.name(),
                 &evidence_hash,
                 &decoded.binding.release_key,
                 Ok(()),
@@ -323,7 +323,7 @@ impl Broker {
             Err(ReleaseError::Denied(d)) => self.log(
                 &asset,
                 &contract,
-                &req.platform,
+                req.platform.name(),
                 &evidence_hash,
                 &decoded.binding.release_key,
                 Err(d),
@@ -617,16 +617,7 @@ impl Decoded {
             Ok(out)
         };
         let nonce = hex::decode(&req.nonce).map_err(|e| bad("nonce", e))?;
-        let platform = match req.platform.as_str() {
-            "nitro" => Platform::Nitro,
-            "snp" => Platform::Snp,
-            "azure-snp-vtpm" => Platform::AzureSnpVtpm,
-            other => {
-                return Err(BrokerError::BadRequest(format!(
-                    "unknown platform {other:?}"
-                )));
-            }
-        };
+        let platform = req.platform;
         let certificates = req
             .certificates
             .iter()

@@ -11,6 +11,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use trustbridge_protocol::Platform;
 
 use trustbridge_kms::broker::kek::Kek;
 use trustbridge_kms::broker::service::LoopbackBroker;
@@ -214,7 +215,7 @@ not_after = "2030-01-01T00:00:00Z"
                 .azure_evidence(ak, &spec.bind(b).map_err(|e| e.to_string())?)
                 .map_err(|e| e.to_string())?;
             Ok(Evidence {
-                platform: "azure-snp-vtpm".into(),
+                platform: Platform::AzureSnpVtpm,
                 bytes: json,
                 // The VCEK is in the evidence; the ASK and ARK come beside it.
                 certificates: self.sim.snp_certificates()[1..]
@@ -236,7 +237,7 @@ pub fn sim_nitro(
         .nitro_document(&spec.bind(b).map_err(|e| e.to_string())?)
         .map_err(|e| e.to_string())?;
     Ok(Evidence {
-        platform: "nitro".into(),
+        platform: Platform::Nitro,
         bytes: doc,
         certificates: vec![],
     })
@@ -248,7 +249,7 @@ pub fn sim_snp(sim: &SimulatedTee, spec: SnpSpec, b: &EvidenceBinding) -> Result
         .snp_report(&spec.bind(b).map_err(|e| e.to_string())?)
         .map_err(|e| e.to_string())?;
     Ok(Evidence {
-        platform: "snp".into(),
+        platform: Platform::Snp,
         bytes: report,
         certificates: sim
             .snp_certificates()

@@ -19,6 +19,7 @@ pub mod certs;
 pub mod tpm;
 
 use std::time::{Duration, Instant};
+use trustbridge_protocol::Platform;
 
 use base64::Engine;
 use trustbridge_protocol::binding::EvidenceBinding;
@@ -129,7 +130,7 @@ impl AttestationProvider for AzureVtpm {
             .quote(&binding.nonce)
             .map_err(|e| device_error(e.to_string()))?;
         Ok(Evidence {
-            platform: "azure-snp-vtpm",
+            platform: Platform::AzureSnpVtpm,
             bytes: evidence_json(&hcl_report, &quote, &certificates.vcek),
             certificates: certificates.chain,
         })

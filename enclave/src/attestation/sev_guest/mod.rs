@@ -14,6 +14,7 @@
 mod ioctl;
 
 use std::path::PathBuf;
+use trustbridge_protocol::Platform;
 
 use trustbridge_protocol::binding::EvidenceBinding;
 use trustbridge_verifier::snp_report::REPORT_LEN;
@@ -193,7 +194,7 @@ pub(crate) fn request_evidence(
         ));
     }
     Ok(Evidence {
-        platform: "snp",
+        platform: Platform::Snp,
         bytes: report,
         certificates,
     })

@@ -128,7 +128,7 @@ fn extended_report_returns_the_report_and_the_vcek_chain() {
         ..Default::default()
     };
     let ev = request_evidence(&dev, &DATA).unwrap();
-    assert_eq!(ev.platform, "snp");
+    assert_eq!(ev.platform, trustbridge_protocol::Platform::Snp);
     assert_eq!(ev.bytes.len(), REPORT_LEN);
     assert_eq!(&ev.bytes[0x50..0x90], &DATA);
     assert_eq!(ev.certificates.len(), 3);
@@ -239,7 +239,9 @@ fn a_report_with_other_report_data_is_refused() {
 
 #[test]
 fn a_missing_device_is_named() {
-    let b = crate::keys::SentinelKeys::generate().binding(vec![1; 32]);
+    let b = crate::keys::SentinelKeys::generate()
+        .unwrap()
+        .binding(vec![1; 32]);
     let err = SevGuest::new("/nonexistent/sev-guest")
         .evidence(&b)
         .unwrap_err()

@@ -103,12 +103,6 @@ pub(crate) fn parse_hex(s: &str) -> Result<HexBytes, String> {
 
 /// Parses `--platform`.
 pub(crate) fn parse_platform(s: &str) -> Result<Platform, String> {
-    match s {
-        "nitro" => Ok(Platform::Nitro),
-        "snp" | "sev-snp" => Ok(Platform::Snp),
-        "azure-snp-vtpm" => Ok(Platform::AzureSnpVtpm),
-        other => Err(format!(
-            "unknown platform {other:?}: nitro, snp or azure-snp-vtpm"
-        )),
-    }
+    s.parse()
+        .map_err(|e: trustbridge_protocol::platform::UnknownPlatform| e.to_string())
 }

@@ -1,31 +1,19 @@
-//! Key release: the messages between a sentinel and the key broker, and the HPKE sealing
-//! of the data key to the sentinel's attested key-release key.
+//! HPKE (RFC 9180) base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, AES-256-GCM: how
+//! data keys are sealed to a sentinel's attested key-release key and to the broker's
+//! registration key.
 //!
-//! ```text
-//! POST /v1/key-release/challenge  ChallengeRequest  -> ChallengeResponse (single-use nonce)
-//! POST /v1/key-release            ReleaseRequest    -> ReleaseResponse | Denial (HTTP 403)
-//! ```
-//!
-//! The data key is sealed with HPKE (RFC 9180) base mode, DHKEM(X25519, HKDF-SHA256),
-//! HKDF-SHA256, AES-256-GCM, to the `release_key` that the evidence binding carries, with
-//! `info` = [`release_info`] (label, asset id and nonce), so a sealed key opens only for the
-//! attested sentinel, for that asset and that challenge.
+//! Randomness comes from the operating system through aws-lc-rs. A failure of the random
+//! number generator is an error ([`HpkeError::Random`]), never a panic and never a key
+//! made of zeros.
 
 use hpke::aead::AesGcm256;
 use hpke::kdf::HkdfSha256;
 use hpke::kem::X25519HkdfSha256;
 use hpke::{Deserializable, Kem as _, OpModeR, OpModeS, Serializable};
-use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
+use super::RELEASE_INFO_LABEL;
 use crate::sealed::DataKey;
-
-/// Domain-separation label of the HPKE `info` for released data keys.
-pub const RELEASE_INFO_LABEL: &[u8] = b"trustbridge/key-release/v1";
-/// Domain-separation label of the HPKE `info` for data keys sent to the broker at registration.
-pub const REGISTER_INFO_LABEL: &[u8] = b"trustbridge/register/v1";
-/// How long a challenge nonce lives.
-pub const NONCE_TTL_SECS: u64 = 60;
 
 type Kem = X25519HkdfSha256;
 
@@ -45,6 +33,9 @@ pub enum HpkeError {
     /// Sealing failed.
     #[error("HPKE seal failed")]
     Seal,
+    /// The system random number generator failed.
+    #[error("system random number generator failed")]
+    Random,
 }
 
 /// `label || 0x00 || u32be(len(asset)) || asset || u32be(len(nonce)) || nonce`.
@@ -82,11 +73,12 @@ impl std::fmt::Debug for HpkeKeyPair {
 }
 
 impl HpkeKeyPair {
-    /// A fresh key pair from the OS CSPRNG.
-    pub fn generate() -> Self {
-        let mut rng = rand_core::UnwrapErr(rand_core::OsRng);
-        let (private, public) = Kem::gen_keypair(&mut rng);
-        Self::from_parts(private, public)
+    /// A fresh key pair: RFC 9180 DeriveKeyPair over 32 bytes from the system CSPRNG
+    /// (what `GenerateKeyPair` does), or [`HpkeError::Random`] when it fails.
+    pub fn generate() -> Result<Self, HpkeError> {
+        let mut ikm = Zeroizing::new([0u8; 32]);
+        aws_lc_rs::rand::fill(ikm.as_mut()).map_err(|_| HpkeError::Random)?;
+        Ok(Self::derive(ikm.as_ref()))
     }
 
     /// The key pair derived from `ikm` (RFC 9180 DeriveKeyPair): for keys derived from a
@@ -167,20 +159,70 @@ pub fn hpke_seal(
     info: &[u8],
     plaintext: &[u8],
 ) -> Result<(Vec<u8>, Vec<u8>), HpkeError> {
+    seal_with_rng(recipient, info, plaintext, &mut |dest| {
+        aws_lc_rs::rand::fill(dest).is_ok()
+    })
+}
+
+/// [`hpke_seal`] with the ephemeral key's randomness from `fill` (false: it failed).
+fn seal_with_rng(
+    recipient: &[u8; 32],
+    info: &[u8],
+    plaintext: &[u8],
+    fill: &mut dyn FnMut(&mut [u8]) -> bool,
+) -> Result<(Vec<u8>, Vec<u8>), HpkeError> {
     let pk =
         <Kem as hpke::Kem>::PublicKey::from_bytes(recipient).map_err(|_| HpkeError::KeyEncoding)?;
-    let mut rng = rand_core::UnwrapErr(rand_core::OsRng);
-    let (enc, ct) = hpke::single_shot_seal::<AesGcm256, HkdfSha256, Kem, _>(
+    let mut rng = FallibleRng {
+        fill,
+        failed: false,
+    };
+    let sealed = hpke::single_shot_seal::<AesGcm256, HkdfSha256, Kem, _>(
         &OpModeS::Base,
         &pk,
         info,
         plaintext,
         &[],
         &mut rng,
-    )
-    .map_err(|_| HpkeError::Seal)?;
+    );
+    // The ephemeral key came from the generator: a failure anywhere in it voids the result.
+    if rng.failed {
+        return Err(HpkeError::Random);
+    }
+    let (enc, ct) = sealed.map_err(|_| HpkeError::Seal)?;
     Ok((enc.to_bytes().to_vec(), ct))
 }
+
+/// A fallible randomness source as the `rand_core` generator the `hpke` crate asks for.
+/// `rand_core`'s interface cannot fail, so a failure is recorded in `failed` (and the
+/// bytes are zeros); callers check it and discard the result.
+struct FallibleRng<'a> {
+    fill: &'a mut dyn FnMut(&mut [u8]) -> bool,
+    failed: bool,
+}
+
+impl rand_core::RngCore for FallibleRng<'_> {
+    fn next_u32(&mut self) -> u32 {
+        let mut b = [0u8; 4];
+        self.fill_bytes(&mut b);
+        u32::from_le_bytes(b)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        let mut b = [0u8; 8];
+        self.fill_bytes(&mut b);
+        u64::from_le_bytes(b)
+    }
+
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        if !(self.fill)(dest) {
+            self.failed = true;
+            dest.fill(0);
+        }
+    }
+}
+
+impl rand_core::CryptoRng for FallibleRng<'_> {}
 
 /// Seals a data key to `recipient`.
 pub fn seal_data_key(
@@ -191,88 +233,14 @@ pub fn seal_data_key(
     hpke_seal(recipient, info, key.expose_secret())
 }
 
-/// `POST /v1/key-release/challenge` request.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChallengeRequest {
-    /// The asset whose key is wanted.
-    pub asset: String,
-    /// The contract under which it is wanted.
-    pub contract: String,
-}
-
-/// `POST /v1/key-release/challenge` response.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChallengeResponse {
-    /// The single-use nonce, hex (32 bytes).
-    pub nonce: String,
-    /// Seconds until it expires.
-    pub expires_in: u64,
-}
-
-/// The public keys the sentinel bound into its evidence (hex), besides the nonce.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BindingKeys {
-    /// SHA-256 of the OHTTP gateway key configuration.
-    pub ohttp_keys_sha256: String,
-    /// Ed25519 receipt-signing public key.
-    pub receipt_key: String,
-    /// X25519 key-release public key (the HPKE recipient).
-    pub release_key: String,
-}
-
-/// `POST /v1/key-release` request.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReleaseRequest {
-    /// The nonce from the challenge, hex.
-    pub nonce: String,
-    /// `nitro`, `snp` or `azure-snp-vtpm`.
-    pub platform: String,
-    /// The evidence, base64 (Nitro document, SNP report, or Azure evidence JSON).
-    pub evidence: String,
-    /// Certificates that accompany the evidence (SNP: VCEK, ASK, ARK), base64 DER.
-    #[serde(default)]
-    pub certificates: Vec<String>,
-    /// The bound public keys.
-    pub binding: BindingKeys,
-}
-
-/// `POST /v1/key-release` response: the data key sealed to the release key.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReleaseResponse {
-    /// The asset.
-    pub asset: String,
-    /// SHA-256 of the asset's `manifest.cose`, hex: the sentinel checks its bundle against it.
-    pub manifest_sha256: String,
-    /// The provider's Ed25519 public key, hex: the sentinel verifies the manifest with it.
-    pub provider_key: String,
-    /// HPKE encapsulated key, hex.
-    pub enc: String,
-    /// HPKE ciphertext of the 32-byte data key, hex.
-    pub ciphertext: String,
-}
-
-/// An HTTP 403 denial (or other error) body.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ErrorBody {
-    /// Machine-readable reason code, e.g. `measurement_mismatch`.
-    pub error: String,
-    /// Human-readable detail.
-    pub detail: String,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key_release::REGISTER_INFO_LABEL;
 
     #[test]
     fn seal_open_round_trip_and_binding_of_info() {
-        let kp = HpkeKeyPair::generate();
+        let kp = HpkeKeyPair::generate().unwrap();
         let key = DataKey::from_bytes([9; 32]);
         let info = release_info("asset", b"nonce");
         let (enc, ct) = seal_data_key(&kp.public_key(), &info, &key).unwrap();
@@ -292,6 +260,7 @@ mod tests {
         );
         assert_eq!(
             HpkeKeyPair::generate()
+                .unwrap()
                 .open_data_key(&enc, &ct, &info)
                 .unwrap_err(),
             HpkeError::Open
@@ -303,6 +272,23 @@ mod tests {
             HpkeError::Open
         );
         assert!(!format!("{kp:?}").contains("private: "));
+    }
+
+    #[test]
+    fn a_failing_random_generator_is_an_error_not_a_zero_key() {
+        let kp = HpkeKeyPair::generate().unwrap();
+        let info = release_info("asset", b"nonce");
+        let err = seal_with_rng(&kp.public_key(), &info, b"secret", &mut |_| false);
+        assert_eq!(err, Err(HpkeError::Random));
+        let mut calls = 0;
+        let ok = seal_with_rng(&kp.public_key(), &info, b"secret", &mut |dest| {
+            calls += 1;
+            dest.fill(7);
+            true
+        })
+        .unwrap();
+        assert!(calls > 0, "the ephemeral key comes from the generator");
+        assert_eq!(&kp.open(&ok.0, &ok.1, &info).unwrap()[..], b"secret");
     }
 
     #[test]
