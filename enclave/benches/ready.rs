@@ -118,6 +118,8 @@ fn main() {
                 asset: ASSET.into(),
                 contract: CONTRACT.into(),
                 kms: w.kms.clone(),
+                pins: w.pins,
+                egress_limits: Default::default(),
                 egress: w.egress.clone(),
                 bundles: w.bundles.clone(),
                 hydrate: HydrateConfig::default(),

@@ -3,26 +3,28 @@
 //!
 //! 1. Open a tunnel: connect to the egress endpoint, `CONNECT kms-host:port`.
 //! 2. `POST /v1/key-release/challenge`: a single-use nonce.
-//! 3. Evidence binding the nonce and the sentinel's keys, from the attestation provider.
+//! 3. Evidence binding the nonce, the sentinel's keys and its pins, from the attestation
+//!    provider.
 //! 4. `POST /v1/key-release`: the data key, HPKE-sealed to the attested release key.
 //!
-//! The broker's denials (HTTP 403) are fatal with the broker's reason code; an egress
-//! refusal is fatal (`egress_refused`, a deployment error); anything else (connection,
-//! 5xx) is transient and retried by the caller.
+//! The relay is untrusted and may answer the `CONNECT` itself. Every check on the broker's
+//! answers is the one key-release engine's ([`ReleaseClient`]): an answer the pinned broker
+//! key does not sign for this request fails with `broker_unauthenticated`. The broker's
+//! signed denials are fatal with its reason code; an egress refusal is fatal
+//! (`egress_refused`, a deployment error); an unavailable broker (no answer, 5xx, a
+//! timeout) is transient and retried by the caller. Every operation has a time limit and
+//! every answer a size limit ([`EgressLimits`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use base64::Engine;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use trustbridge_protocol::key_release::{
-    BindingKeys, ChallengeRequest, ChallengeResponse, ErrorBody, ReleaseRequest, ReleaseResponse,
-    release_info,
-};
-use trustbridge_protocol::ohttp::ohttp_keys_sha256;
-use trustbridge_protocol::sealed::DataKey;
+use trustbridge_protocol::key_release::client::{MAX_ANSWER_BYTES, Request};
+pub use trustbridge_protocol::key_release::{BrokerKey, Released};
+use trustbridge_protocol::key_release::{ReleaseClient, ReleaseClientError};
 use trustbridge_transport::{Endpoint, Stream};
 
 use crate::attestation::AttestationProvider;
@@ -57,24 +59,34 @@ impl std::str::FromStr for KmsTarget {
     }
 }
 
-/// What a successful release yields.
-pub struct Released {
-    /// The model's data key.
-    pub key: DataKey,
-    /// SHA-256 of the asset's `manifest.cose`, as the broker registered it.
-    pub manifest_sha256: [u8; 32],
-    /// The provider's Ed25519 public key.
-    pub provider_key: [u8; 32],
+/// What the sentinel trusts: the broker's identity key (required) and, optionally, the
+/// provider whose models alone it serves. Both go into the evidence binding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pins {
+    /// The key broker's identity key (`--kms-key`, `TB_KMS_KEY`).
+    pub broker: BrokerKey,
+    /// The provider key (`--provider-key`, `TB_PROVIDER_KEY`).
+    pub provider: Option<[u8; 32]>,
 }
 
-impl std::fmt::Debug for Released {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Released(key id {}, manifest {})",
-            self.key.key_id(),
-            hex::encode(self.manifest_sha256)
-        )
+/// Time limits of the egress operations. Whatever the relay does (answer slowly, hold a
+/// tunnel open, trickle bytes), a key release ends within `connect` + 2 × `exchange`
+/// plus the time to produce evidence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EgressLimits {
+    /// To reach the relay and have the `CONNECT` answered.
+    pub connect: Duration,
+    /// For one request and its whole answer.
+    pub exchange: Duration,
+}
+
+impl Default for EgressLimits {
+    /// 10 s to connect, 30 s per exchange.
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(10),
+            exchange: Duration::from_secs(30),
+        }
     }
 }
 
@@ -101,8 +113,33 @@ fn fatal(code: &str, detail: impl Into<String>) -> StepError {
     }
 }
 
-/// Opens a tunnel to `kms` through the egress proxy at `egress`.
-pub async fn egress_tunnel(egress: &Endpoint, kms: &KmsTarget) -> Result<Stream, StepError> {
+/// The boot step's view of an engine error: an unavailable broker is worth retrying;
+/// anything else (a signed denial, an unauthenticated answer) is fatal with its code.
+fn step_error(e: ReleaseClientError) -> StepError {
+    if e.is_transient() {
+        StepError::Transient(e.to_string())
+    } else {
+        fatal(e.code(), e.to_string())
+    }
+}
+
+/// Opens a tunnel to `kms` through the egress proxy at `egress`, within `limit`.
+pub async fn egress_tunnel(
+    egress: &Endpoint,
+    kms: &KmsTarget,
+    limit: Duration,
+) -> Result<Stream, StepError> {
+    tokio::time::timeout(limit, connect_tunnel(egress, kms))
+        .await
+        .map_err(|_| {
+            transient(
+                "relay egress",
+                format!("no tunnel within {} ms", limit.as_millis()),
+            )
+        })?
+}
+
+async fn connect_tunnel(egress: &Endpoint, kms: &KmsTarget) -> Result<Stream, StepError> {
     let mut stream = trustbridge_transport::connect(egress)
         .await
         .map_err(|e| transient("relay egress", e))?;
@@ -145,7 +182,10 @@ pub async fn egress_tunnel(egress: &Endpoint, kms: &KmsTarget) -> Result<Stream,
         )),
         other => Err(transient(
             "relay egress",
-            format!("CONNECT answered {other}"),
+            format!(
+                "CONNECT answered {:?}",
+                other.chars().take(16).collect::<String>()
+            ),
         )),
     }
 }
@@ -154,33 +194,52 @@ pub async fn egress_tunnel(egress: &Endpoint, kms: &KmsTarget) -> Result<Stream,
 struct BrokerConnection {
     sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
     host: String,
+    exchange: Duration,
 }
 
 impl BrokerConnection {
-    async fn open(egress: &Endpoint, kms: &KmsTarget) -> Result<Self, StepError> {
-        let stream = egress_tunnel(egress, kms).await?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| transient("broker", with_causes(&e)))?;
+    async fn open(
+        egress: &Endpoint,
+        kms: &KmsTarget,
+        limits: &EgressLimits,
+    ) -> Result<Self, StepError> {
+        let stream = egress_tunnel(egress, kms, limits.connect).await?;
+        let (sender, conn) = tokio::time::timeout(
+            limits.connect,
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)),
+        )
+        .await
+        .map_err(|_| transient("broker", "HTTP handshake timed out"))?
+        .map_err(|e| transient("broker", with_causes(&e)))?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
         Ok(Self {
             sender,
             host: format!("{}:{}", kms.host, kms.port),
+            exchange: limits.exchange,
         })
     }
 
-    async fn post<B: serde::Serialize, T: serde::de::DeserializeOwned>(
-        &mut self,
-        path: &str,
-        body: &B,
-    ) -> Result<T, StepError> {
-        let body = serde_json::to_vec(body).map_err(|e| fatal("internal", e.to_string()))?;
-        let req = hyper::Request::post(path)
+    /// Sends `request` and returns the status and body (at most [`MAX_ANSWER_BYTES`]),
+    /// within the exchange limit.
+    async fn send(&mut self, request: &Request) -> Result<(u16, Vec<u8>), StepError> {
+        let limit = self.exchange;
+        tokio::time::timeout(limit, self.exchange(request))
+            .await
+            .map_err(|_| {
+                transient(
+                    "broker",
+                    format!("no complete answer within {} ms", limit.as_millis()),
+                )
+            })?
+    }
+
+    async fn exchange(&mut self, request: &Request) -> Result<(u16, Vec<u8>), StepError> {
+        let req = hyper::Request::post(request.path)
             .header(hyper::header::HOST, &self.host)
             .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(Bytes::from(request.body.clone())))
             .map_err(|e| fatal("internal", e.to_string()))?;
         // After a response the HTTP/1.1 connection may still be finishing the previous
         // exchange; a request sent before it is ready is refused ("connection was not ready").
@@ -194,58 +253,43 @@ impl BrokerConnection {
             .await
             .map_err(|e| transient("broker", with_causes(&e)))?;
         let status = resp.status().as_u16();
-        let bytes = resp
-            .into_body()
+        let bytes = Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
             .collect()
             .await
-            .map_err(|e| transient("broker", with_causes(&e)))?
+            .map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    fatal(
+                        "broker_protocol",
+                        format!("an answer larger than {MAX_ANSWER_BYTES} bytes"),
+                    )
+                } else {
+                    transient("broker", e)
+                }
+            })?
             .to_bytes();
-        match status {
-            200 => {
-                serde_json::from_slice(&bytes).map_err(|e| fatal("broker_protocol", e.to_string()))
-            }
-            403 => {
-                let err: ErrorBody = serde_json::from_slice(&bytes)
-                    .map_err(|e| fatal("broker_protocol", e.to_string()))?;
-                Err(fatal(&err.error, err.detail))
-            }
-            s if s >= 500 => Err(transient("broker", format!("HTTP {s}"))),
-            s => Err(fatal(
-                "broker_rejected",
-                format!(
-                    "HTTP {s}: {}",
-                    String::from_utf8_lossy(&bytes)
-                        .chars()
-                        .take(200)
-                        .collect::<String>()
-                ),
-            )),
-        }
+        Ok((status, bytes.to_vec()))
     }
 }
 
-/// Runs the key release for (`asset`, `contract`) with evidence from `provider`.
+/// Runs the key release for (`asset`, `contract`) with evidence from `provider`, trusting
+/// only answers signed by the pinned broker.
+#[allow(clippy::too_many_arguments)] // the release's inputs, each distinct
 pub async fn authorize(
     provider: Arc<dyn AttestationProvider>,
     keys: &SentinelKeys,
     egress: &Endpoint,
     kms: &KmsTarget,
+    pins: &Pins,
+    limits: &EgressLimits,
     asset: &str,
     contract: &str,
 ) -> Result<Released, StepError> {
-    let mut conn = BrokerConnection::open(egress, kms).await?;
-    let challenge: ChallengeResponse = conn
-        .post(
-            "/v1/key-release/challenge",
-            &ChallengeRequest {
-                asset: asset.to_owned(),
-                contract: contract.to_owned(),
-            },
-        )
-        .await?;
-    let nonce =
-        hex::decode(&challenge.nonce).map_err(|e| fatal("broker_protocol", e.to_string()))?;
-    let binding = keys.binding(nonce.clone());
+    let client = ReleaseClient::new(pins.broker, pins.provider, asset, contract);
+    let mut conn = BrokerConnection::open(egress, kms, limits).await?;
+    let (request, awaiting) = client.challenge().map_err(step_error)?;
+    let (status, body) = conn.send(&request).await?;
+    let challenged = awaiting.answer(status, &body).map_err(step_error)?;
+    let binding = challenged.binding(&keys.bound_keys());
     let evidence = {
         let binding = binding.clone();
         tokio::task::spawn_blocking(move || provider.evidence(&binding))
@@ -253,42 +297,23 @@ pub async fn authorize(
             .map_err(|e| fatal("attestation", e.to_string()))?
             .map_err(|e| fatal("attestation", e.to_string()))?
     };
-    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
-    let request = ReleaseRequest {
-        nonce: challenge.nonce,
-        platform: evidence.platform,
-        evidence: b64(&evidence.bytes),
-        certificates: evidence.certificates.iter().map(|c| b64(c)).collect(),
-        binding: BindingKeys {
-            ohttp_keys_sha256: hex::encode(ohttp_keys_sha256(&keys.ohttp_keys)),
-            receipt_key: hex::encode(binding.receipt_key),
-            release_key: hex::encode(binding.release_key),
-        },
-    };
-    let resp: ReleaseResponse = conn.post("/v1/key-release", &request).await?;
-    if resp.asset != asset {
-        return Err(fatal(
-            "broker_protocol",
-            format!("key released for asset {}, not {asset}", resp.asset),
-        ));
-    }
-    let decode32 = |field: &str, s: &str| -> Result<[u8; 32], StepError> {
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(s, &mut out)
-            .map_err(|e| fatal("broker_protocol", format!("{field}: {e}")))?;
-        Ok(out)
-    };
-    let enc = hex::decode(&resp.enc).map_err(|e| fatal("broker_protocol", e.to_string()))?;
-    let ct = hex::decode(&resp.ciphertext).map_err(|e| fatal("broker_protocol", e.to_string()))?;
-    let key = keys
-        .release
-        .open_data_key(&enc, &ct, &release_info(asset, &nonce))
-        .map_err(|e| fatal("broker_protocol", e.to_string()))?;
-    Ok(Released {
-        key,
-        manifest_sha256: decode32("manifest_sha256", &resp.manifest_sha256)?,
-        provider_key: decode32("provider_key", &resp.provider_key)?,
-    })
+    let (request, awaiting) = challenged
+        .release(&binding, &evidence)
+        .map_err(step_error)?;
+    let (status, body) = conn.send(&request).await?;
+    awaiting
+        .answer(status, &body, &keys.release)
+        .map_err(step_error)
+}
+
+/// The binding of a sentinel's keys and pins with `nonce`, outside a key release (the
+/// attestation probe at boot).
+pub fn binding_for(
+    keys: &SentinelKeys,
+    pins: &Pins,
+    nonce: &[u8],
+) -> trustbridge_protocol::binding::EvidenceBinding {
+    ReleaseClient::new(pins.broker, pins.provider, "", "").binding(&keys.bound_keys(), nonce)
 }
 
 #[cfg(test)]
@@ -325,9 +350,17 @@ mod tests {
             host: "127.0.0.1".into(),
             port,
         };
-        let mut conn = BrokerConnection::open(&egress, &kms).await.unwrap();
+        let mut conn = BrokerConnection::open(&egress, &kms, &EgressLimits::default())
+            .await
+            .unwrap();
         for n in 0..500 {
-            let back: Echo = conn.post("/echo", &Echo { n }).await.unwrap();
+            let request = Request {
+                path: "/echo",
+                body: serde_json::to_vec(&Echo { n }).unwrap(),
+            };
+            let (status, body) = conn.send(&request).await.unwrap();
+            assert_eq!(status, 200);
+            let back: Echo = serde_json::from_slice(&body).unwrap();
             assert_eq!(back, Echo { n });
         }
     }

@@ -1,8 +1,8 @@
 //! The sentinel's boot-time keys, generated in TEE memory and bound into its evidence.
 
 use ed25519_dalek::SigningKey;
-use trustbridge_protocol::binding::EvidenceBinding;
 use trustbridge_protocol::key_release::HpkeKeyPair;
+use trustbridge_protocol::key_release::client::BoundKeys;
 use trustbridge_protocol::ohttp::{key_config, ohttp_keys, ohttp_keys_sha256};
 use zeroize::Zeroizing;
 
@@ -68,10 +68,9 @@ impl SentinelKeys {
         })
     }
 
-    /// The evidence binding of these keys and the broker's `nonce`.
-    pub fn binding(&self, nonce: Vec<u8>) -> EvidenceBinding {
-        EvidenceBinding {
-            nonce,
+    /// The public keys the evidence binding carries.
+    pub fn bound_keys(&self) -> BoundKeys {
+        BoundKeys {
             ohttp_keys_sha256: ohttp_keys_sha256(&self.ohttp_keys),
             receipt_key: self.receipt.verifying_key().to_bytes(),
             release_key: self.release.public_key(),

@@ -17,7 +17,7 @@ use serde_json::json;
 use trustbridge_transport::Endpoint;
 
 use crate::attestation::AttestationProvider;
-use crate::authorize::{KmsTarget, Released, authorize};
+use crate::authorize::{EgressLimits, KmsTarget, Pins, Released, authorize, binding_for};
 use crate::boot::{Backoff, BootMachine, BootState, StepError};
 use crate::hydrate::{HydrateConfig, Model, fetch_files, fetch_manifest, lock};
 use crate::keys::SentinelKeys;
@@ -32,6 +32,10 @@ pub struct SentinelConfig {
     pub contract: String,
     /// The key broker, as the relay's egress allow-list names it.
     pub kms: KmsTarget,
+    /// The broker identity key (and provider key) the sentinel trusts.
+    pub pins: Pins,
+    /// Time limits of the key release through the relay.
+    pub egress_limits: EgressLimits,
     /// The relay's egress endpoint.
     pub egress: Endpoint,
     /// The relay's bundle endpoint.
@@ -134,7 +138,7 @@ impl Sentinel {
         }
         self.go(BootState::Attest);
         // A first evidence request checks that the TEE answers before talking to anyone.
-        let probe_binding = keys.binding(vec![0; 32]);
+        let probe_binding = binding_for(&keys, &self.config.pins, &[0; 32]);
         let p = provider.clone();
         match tokio::task::spawn_blocking(move || p.evidence(&probe_binding)).await {
             Ok(Ok(_)) => {}
@@ -181,6 +185,8 @@ impl Sentinel {
             keys,
             &c.egress,
             &c.kms,
+            &c.pins,
+            &c.egress_limits,
             &c.asset,
             &c.contract,
         )

@@ -14,7 +14,7 @@ mod world;
 use std::sync::Arc;
 
 use trustbridge_enclave::attestation::{AttestationProvider, SimulatedPlatform, SimulatedProvider};
-use trustbridge_enclave::authorize::{KmsTarget, authorize};
+use trustbridge_enclave::authorize::{EgressLimits, KmsTarget, authorize};
 use trustbridge_enclave::boot::StepError;
 use trustbridge_enclave::keys::SentinelKeys;
 use trustbridge_transport::Endpoint;
@@ -36,6 +36,8 @@ async fn release(
         &SentinelKeys::generate().unwrap(),
         &w.egress,
         &w.kms,
+        &w.pins,
+        &EgressLimits::default(),
         ASSET,
         contract,
     )
@@ -95,6 +97,8 @@ async fn egress_refusal_is_fatal_and_an_unreachable_broker_is_transient() {
         &SentinelKeys::generate().unwrap(),
         &w.egress,
         &down,
+        &w.pins,
+        &EgressLimits::default(),
         ASSET,
         "c",
     )
@@ -108,6 +112,8 @@ async fn egress_refusal_is_fatal_and_an_unreachable_broker_is_transient() {
         &SentinelKeys::generate().unwrap(),
         &nowhere,
         &w.kms,
+        &w.pins,
+        &EgressLimits::default(),
         ASSET,
         "c",
     )

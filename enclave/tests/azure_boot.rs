@@ -53,6 +53,7 @@ impl Sentinel {
             .args(["--relay-egress", &endpoint(&w.egress)])
             .args(["--relay-bundles", &endpoint(&w.bundles)])
             .args(["--kms-url", &format!("http://127.0.0.1:{}", w.kms.port)])
+            .args(["--kms-key", &w.pins.broker.to_string()])
             .args(["--asset-id", ASSET, "--contract-id", CONTRACT])
             .args(["--tee", "azure", "--tpm-tcti", tcti])
             .arg("--azure-certs")

@@ -69,9 +69,10 @@ fn main() {
     );
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("kms.db")).unwrap());
     let broker = Arc::new(Broker::open(store, Kek::generate().unwrap(), Some(&policy)).unwrap());
+    let identity = broker.identity_key();
     let server = LoopbackBroker::start(broker).unwrap();
     let base = server.url().to_owned();
-    let client = KmsClient::new(&base);
+    let client = KmsClient::new(&base, identity);
     let pem = admin.to_pkcs8_pem().unwrap();
     let signing = ProviderSigningKey::from_pkcs8_pem(&pem).unwrap();
     let signer = AdminSigner {
@@ -109,9 +110,9 @@ fn main() {
         agent.get(&health).call().unwrap();
         baseline.push(t.elapsed().as_secs_f64() * 1e3);
         let t = Instant::now();
-        let (k, _) = release();
+        let released = release();
         releases.push(t.elapsed().as_secs_f64() * 1e3);
-        assert_eq!(k.key_id(), key.key_id());
+        assert_eq!(released.key.key_id(), key.key_id());
     }
     baseline.sort_by(f64::total_cmp);
     releases.sort_by(f64::total_cmp);

@@ -1,34 +1,38 @@
-//! A blocking client for the broker's API: what a sentinel, `trustbridge` and tests use.
+//! A blocking client for the broker's API: what `trustbridge`, the demo and tests use.
+//!
+//! It pins the broker's identity key ([`KmsClient::new`]) and drives the one key-release
+//! engine ([`trustbridge_protocol::key_release::client`]), so it makes exactly the checks
+//! the sentinel makes. Admin requests are signed for the pinned broker; the registration
+//! key a data key is sealed to is believed only when the identity key signs it.
 
+use std::io::Read;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use trustbridge_protocol::binding::EvidenceBinding;
-pub use trustbridge_protocol::key_release::Evidence;
+use trustbridge_protocol::key_release::client::{
+    BROKER_INFO_PATH, BoundKeys, Challenged, CheckedBrokerInfo, MAX_ANSWER_BYTES, Request,
+    check_broker_info,
+};
+pub use trustbridge_protocol::key_release::{BrokerKey, Evidence, ReleaseClientError, Released};
 use trustbridge_protocol::key_release::{
-    BindingKeys, ChallengeRequest, ChallengeResponse, ErrorBody, HpkeKeyPair, ReleaseRequest,
-    ReleaseResponse, release_info,
+    ErrorBody, HpkeKeyPair, REGISTER_INFO_LABEL, ReleaseClient, hpke_info, seal_data_key,
 };
 use trustbridge_protocol::sealed::DataKey;
 
 use crate::broker::admin_auth::sign_request;
-use crate::broker::{BrokerInfo, ContractRequest, RegisterAssetRequest};
+use crate::broker::{ContractRequest, RegisterAssetRequest};
 
 /// A broker call that produced no result.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
-    /// The broker denied the request (HTTP 403) with a reason code.
-    #[error("denied: {code}: {detail}")]
-    Denied {
-        /// The reason code, e.g. `measurement_mismatch`.
-        code: String,
-        /// The broker's detail.
-        detail: String,
-    },
-    /// Any other HTTP error answer.
+    /// The key-release exchange failed: a (signed) denial, an unauthenticated answer, an
+    /// unavailable broker, ...
+    #[error(transparent)]
+    Release(#[from] ReleaseClientError),
+    /// An admin request was refused (the answer is unauthenticated).
     #[error("broker answered HTTP {status}: {code}: {detail}")]
     Http {
         /// HTTP status.
@@ -41,9 +45,19 @@ pub enum ClientError {
     /// The broker could not be reached.
     #[error("cannot reach the broker: {0}")]
     Transport(String),
-    /// The answer was not what the API promises.
-    #[error("unexpected answer from the broker: {0}")]
-    Protocol(String),
+    /// A request could not be built, or evidence could not be produced.
+    #[error("{0}")]
+    Local(String),
+}
+
+impl ClientError {
+    /// The broker's reason code when it denied the request (a signed denial).
+    pub fn denial_code(&self) -> Option<&'static str> {
+        match self {
+            Self::Release(ReleaseClientError::Denied { code, .. }) => Some(code.as_str()),
+            _ => None,
+        }
+    }
 }
 
 /// Produces an Ed25519 signature over a message.
@@ -63,16 +77,19 @@ impl std::fmt::Debug for AdminSigner {
     }
 }
 
-/// A client for one broker.
+/// A client for one broker, whose identity key it pins.
 #[derive(Debug, Clone)]
 pub struct KmsClient {
     base: String,
     agent: ureq::Agent,
+    broker: BrokerKey,
+    provider: Option<[u8; 32]>,
 }
 
 impl KmsClient {
-    /// A client for the broker at `base_url` (e.g. `http://127.0.0.1:7443`).
-    pub fn new(base_url: &str) -> Self {
+    /// A client for the broker at `base_url` (e.g. `http://127.0.0.1:7443`) whose identity
+    /// key is `broker` (`tb-kms identity`, `GET /v1/broker` of a broker you trust).
+    pub fn new(base_url: &str, broker: BrokerKey) -> Self {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(30)))
@@ -81,71 +98,98 @@ impl KmsClient {
         Self {
             base: base_url.trim_end_matches('/').to_owned(),
             agent,
+            broker,
+            provider: None,
         }
     }
 
-    fn answer<T: DeserializeOwned>(
+    /// Also pins the provider key a release must name.
+    pub fn pin_provider(mut self, provider: [u8; 32]) -> Self {
+        self.provider = Some(provider);
+        self
+    }
+
+    /// The pinned broker identity key.
+    pub fn broker_key(&self) -> &BrokerKey {
+        &self.broker
+    }
+
+    fn read(
         resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> Result<T, ClientError> {
+    ) -> Result<(u16, Vec<u8>), ClientError> {
         let mut resp = resp.map_err(|e| ClientError::Transport(e.to_string()))?;
         let status = resp.status().as_u16();
-        let body = resp
-            .body_mut()
-            .read_to_vec()
+        let mut body = Vec::new();
+        // One byte past the limit, so an oversized answer is seen as such.
+        resp.body_mut()
+            .as_reader()
+            .take(MAX_ANSWER_BYTES as u64 + 1)
+            .read_to_end(&mut body)
             .map_err(|e| ClientError::Transport(e.to_string()))?;
-        if status == 200 {
-            return serde_json::from_slice(&body).map_err(|e| ClientError::Protocol(e.to_string()));
-        }
-        let err: ErrorBody = serde_json::from_slice(&body).unwrap_or_else(|_| ErrorBody {
-            error: "unknown".into(),
-            detail: String::from_utf8_lossy(&body).chars().take(200).collect(),
-        });
-        if status == 403 {
-            return Err(ClientError::Denied {
-                code: err.error,
-                detail: err.detail,
-            });
-        }
-        Err(ClientError::Http {
-            status,
-            code: err.error,
-            detail: err.detail,
-        })
+        Ok((status, body))
     }
 
-    fn post<B: Serialize, T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> Result<T, ClientError> {
-        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        Self::answer(
+    /// `POST path` with a JSON `body`: the status and up to [`MAX_ANSWER_BYTES`] (plus
+    /// one) of the answer, unchecked. The building block of every call.
+    pub fn send(&self, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>), ClientError> {
+        Self::read(
             self.agent
                 .post(&format!("{}{path}", self.base))
                 .header("content-type", "application/json")
-                .send(&bytes[..]),
+                .send(body),
         )
     }
 
-    /// `GET /v1/broker`.
-    pub fn info(&self) -> Result<BrokerInfo, ClientError> {
-        Self::answer(self.agent.get(&format!("{}/v1/broker", self.base)).call())
+    fn send_request(&self, request: &Request) -> Result<(u16, Vec<u8>), ClientError> {
+        self.send(request.path, &request.body)
     }
 
-    /// `POST /v1/key-release/challenge`.
-    pub fn challenge(&self, asset: &str, contract: &str) -> Result<ChallengeResponse, ClientError> {
-        self.post(
-            "/v1/key-release/challenge",
-            &ChallengeRequest {
-                asset: asset.to_owned(),
-                contract: contract.to_owned(),
-            },
-        )
+    /// `GET /v1/broker`, checked against the pinned identity key.
+    pub fn info(&self) -> Result<CheckedBrokerInfo, ClientError> {
+        let (status, body) = Self::read(
+            self.agent
+                .get(&format!("{}{BROKER_INFO_PATH}", self.base))
+                .call(),
+        )?;
+        Ok(check_broker_info(&self.broker, status, &body)?)
     }
 
-    /// `POST /v1/key-release`.
-    pub fn release(&self, req: &ReleaseRequest) -> Result<ReleaseResponse, ClientError> {
-        self.post("/v1/key-release", req)
+    fn release_client(&self, asset: &str, contract: &str) -> ReleaseClient {
+        ReleaseClient::new(self.broker, self.provider, asset, contract)
+    }
+
+    /// `POST /v1/key-release/challenge`: a nonce signed by the pinned broker for this
+    /// request.
+    pub fn challenge(&self, asset: &str, contract: &str) -> Result<Challenged, ClientError> {
+        let (request, awaiting) = self.release_client(asset, contract).challenge()?;
+        let (status, body) = self.send_request(&request)?;
+        Ok(awaiting.answer(status, &body)?)
+    }
+
+    /// Performs a key release exactly as a sentinel does: fresh key-release and receipt
+    /// keys, a challenge, evidence that binds them and the pins (`evidence` builds it for
+    /// the binding), the release, and every check on the answers. Returns the released
+    /// key, manifest digest and provider key.
+    pub fn release_with_evidence(
+        &self,
+        asset: &str,
+        contract: &str,
+        ohttp_keys_sha256: [u8; 32],
+        evidence: impl FnOnce(&EvidenceBinding) -> Result<Evidence, String>,
+    ) -> Result<Released, ClientError> {
+        let release_key = HpkeKeyPair::generate().map_err(|_| ReleaseClientError::Random)?;
+        let mut receipt_key = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut receipt_key).map_err(|_| ReleaseClientError::Random)?;
+        let challenged = self.challenge(asset, contract)?;
+        let binding = challenged.binding(&BoundKeys {
+            ohttp_keys_sha256,
+            receipt_key,
+            release_key: release_key.public_key(),
+        });
+        let evidence = evidence(&binding).map_err(ClientError::Local)?;
+        let (request, awaiting) = challenged.release(&binding, &evidence)?;
+        let (status, body) = self.send_request(&request)?;
+        Ok(awaiting.answer(status, &body, &release_key)?)
     }
 
     fn admin(
@@ -158,7 +202,15 @@ impl KmsClient {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let headers = sign_request(&signer.public_key, &signer.sign, method, path, now, &body);
+        let headers = sign_request(
+            &self.broker,
+            &signer.public_key,
+            &signer.sign,
+            method,
+            path,
+            now,
+            &body,
+        );
         let url = format!("{}{path}", self.base);
         let mut req = match method {
             "PUT" => self.agent.put(&url),
@@ -167,12 +219,24 @@ impl KmsClient {
         for (name, value) in headers {
             req = req.header(name, value);
         }
-        let _: serde_json::Value = Self::answer(req.send(&body[..]))?;
-        Ok(())
+        let (status, answer) = Self::read(req.send(&body[..]))?;
+        if status == 200 {
+            return Ok(());
+        }
+        let err: ErrorBody = serde_json::from_slice(&answer).unwrap_or_else(|_| ErrorBody {
+            error: "unknown".into(),
+            detail: String::from_utf8_lossy(&answer).chars().take(200).collect(),
+            signature: None,
+        });
+        Err(ClientError::Http {
+            status,
+            code: err.error,
+            detail: err.detail,
+        })
     }
 
     /// Registers an asset: `manifest.cose` and its data key, sealed to the broker's
-    /// registration key (fetched from the broker).
+    /// registration key, which the pinned identity key must vouch for.
     pub fn register_asset(
         &self,
         asset: &str,
@@ -180,18 +244,14 @@ impl KmsClient {
         key: &DataKey,
         signer: &AdminSigner,
     ) -> Result<(), ClientError> {
-        use trustbridge_protocol::key_release::{REGISTER_INFO_LABEL, hpke_info, seal_data_key};
         let info = self.info()?;
-        let mut reg = [0u8; 32];
-        hex::decode_to_slice(&info.registration_key, &mut reg)
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, manifest);
         let (enc, ct) = seal_data_key(
-            &reg,
+            &info.registration_key,
             &hpke_info(REGISTER_INFO_LABEL, asset, digest.as_ref()),
             key,
         )
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        .map_err(|e| ClientError::Local(e.to_string()))?;
         let body = RegisterAssetRequest {
             asset: asset.to_owned(),
             manifest: base64::engine::general_purpose::STANDARD.encode(manifest),
@@ -224,65 +284,8 @@ impl KmsClient {
     pub fn replace_policy(&self, toml: &str, signer: &AdminSigner) -> Result<(), ClientError> {
         self.admin("PUT", "/v1/admin/policy", toml.as_bytes().to_vec(), signer)
     }
-
-    /// Performs a key release exactly as a sentinel does: fresh key-release and receipt keys,
-    /// a challenge, evidence that binds them (`evidence` builds it for the binding and
-    /// returns the platform, the evidence and any certificates), the release, and opening
-    /// the sealed key. Returns the data key and the broker's answer.
-    pub fn release_with_evidence(
-        &self,
-        asset: &str,
-        contract: &str,
-        ohttp_keys_sha256: [u8; 32],
-        evidence: impl FnOnce(&EvidenceBinding) -> Result<Evidence, String>,
-    ) -> Result<(DataKey, ReleaseResponse), ClientError> {
-        let release_key =
-            HpkeKeyPair::generate().map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let mut receipt_key = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut receipt_key)
-            .map_err(|_| ClientError::Protocol("random number generator failed".into()))?;
-        let challenge = self.challenge(asset, contract)?;
-        let nonce =
-            hex::decode(&challenge.nonce).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let binding = EvidenceBinding {
-            nonce: nonce.clone(),
-            ohttp_keys_sha256,
-            receipt_key,
-            release_key: release_key.public_key(),
-        };
-        let Evidence {
-            platform,
-            bytes,
-            certificates: certs,
-        } = evidence(&binding).map_err(ClientError::Protocol)?;
-        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
-        let req = ReleaseRequest {
-            nonce: challenge.nonce,
-            platform,
-            evidence: b64(&bytes),
-            certificates: certs.iter().map(|c| b64(c)).collect(),
-            binding: BindingKeys {
-                ohttp_keys_sha256: hex::encode(ohttp_keys_sha256),
-                receipt_key: hex::encode(receipt_key),
-                release_key: hex::encode(release_key.public_key()),
-            },
-        };
-        let resp = self.release(&req)?;
-        if resp.asset != asset {
-            return Err(ClientError::Protocol(format!(
-                "released key is for asset {}, not {asset}",
-                resp.asset
-            )));
-        }
-        let enc = hex::decode(&resp.enc).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let ct = hex::decode(&resp.ciphertext).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let key = release_key
-            .open_data_key(&enc, &ct, &release_info(asset, &nonce))
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        Ok((key, resp))
-    }
 }
 
 fn json<T: Serialize>(v: &T) -> Result<Vec<u8>, ClientError> {
-    serde_json::to_vec(v).map_err(|e| ClientError::Protocol(e.to_string()))
+    serde_json::to_vec(v).map_err(|e| ClientError::Local(e.to_string()))
 }

@@ -11,19 +11,51 @@ use trustbridge_protocol::Platform;
 use common::{ASSET, Fixture, sim_snp, start_time};
 use trustbridge_kms::broker::decision_log::verify_log;
 use trustbridge_kms::broker::kek::Kek;
-use trustbridge_kms::client::{AdminSigner, ClientError};
+use trustbridge_kms::client::{AdminSigner, ClientError, KmsClient, ReleaseClientError};
 use trustbridge_protocol::binding::EvidenceBinding;
 use trustbridge_protocol::bundle::{AssetId, Manifest, ProviderSigningKey, SignedManifest};
+use trustbridge_protocol::key_release::client::RELEASE_PATH;
+use trustbridge_protocol::key_release::{
+    BindingKeys, ErrorBody, Nonce, ReleaseRequest, Statement, request_digest,
+};
 use trustbridge_protocol::sealed::DataKey;
 use trustbridge_verifier::simulated::{
     AttestationKeyPair, AzureSpec, NitroSpec, SimulatedTee, SnpSpec,
 };
 
+/// The reason code of a denial signed by the broker.
 fn denial(r: Result<impl std::fmt::Debug, ClientError>) -> String {
     match r {
-        Err(ClientError::Denied { code, .. }) => code,
-        other => panic!("expected a denial, got {other:?}"),
+        Err(e) if e.denial_code().is_some() => e.denial_code().unwrap_or_default().to_owned(),
+        other => panic!("expected a signed denial, got {other:?}"),
     }
+}
+
+/// Sends a hand-built release request; a denial must be signed by the pinned broker for
+/// this very request.
+fn raw_release(c: &KmsClient, req: &ReleaseRequest) -> Result<(), ClientError> {
+    let body = serde_json::to_vec(req).unwrap();
+    let (status, answer) = c.send(RELEASE_PATH, &body).unwrap();
+    if status == 200 {
+        return Ok(());
+    }
+    assert_eq!(status, 403, "{}", String::from_utf8_lossy(&answer));
+    let err: ErrorBody = serde_json::from_slice(&answer).unwrap();
+    let statement = Statement::Denial {
+        error: err.error.clone(),
+        detail: err.detail.clone(),
+    };
+    statement
+        .verify(
+            c.broker_key(),
+            &request_digest(&body),
+            &hex::decode(err.signature.unwrap()).unwrap(),
+        )
+        .unwrap();
+    Err(ClientError::Release(ReleaseClientError::Denied {
+        code: err.error.parse().unwrap(),
+        detail: err.detail,
+    }))
 }
 
 #[test]
@@ -31,19 +63,19 @@ fn release_end_to_end_on_nitro_and_snp() {
     let f = Fixture::new();
     let r = f.start(Some(&f.policy(true)));
     f.register(&r);
-    let (key, resp) = r
+    let released = r
         .client
         .release_with_evidence(ASSET, "c-policy", [1; 32], f.nitro(NitroSpec::default()))
         .unwrap();
-    assert_eq!(key.key_id(), f.key.key_id());
-    assert_eq!(resp.provider_key, f.provider.public().to_hex());
+    assert_eq!(released.key.key_id(), f.key.key_id());
+    assert_eq!(released.provider_key, f.provider.public().to_bytes());
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &f.manifest);
-    assert_eq!(resp.manifest_sha256, hex::encode(digest));
-    let (key, _) = r
+    assert_eq!(&released.manifest_sha256[..], digest.as_ref());
+    let released = r
         .client
         .release_with_evidence(ASSET, "c-policy", [1; 32], f.snp(SnpSpec::default()))
         .unwrap();
-    assert_eq!(key.key_id(), f.key.key_id());
+    assert_eq!(released.key.key_id(), f.key.key_id());
     let info = r.client.info().unwrap();
     assert!(info.simulation);
     let log = r.broker.store().decisions().unwrap();
@@ -64,7 +96,7 @@ fn azure_pcrs_outside_the_quote_selection_release_nothing() {
     f.register(&r);
     let ak = AttestationKeyPair::generate().unwrap();
     let c = &r.client;
-    let (key, _) = c
+    let released = c
         .release_with_evidence(
             ASSET,
             "c-policy",
@@ -73,7 +105,7 @@ fn azure_pcrs_outside_the_quote_selection_release_nothing() {
         )
         .unwrap();
     assert_eq!(
-        key.key_id(),
+        released.key.key_id(),
         f.key.key_id(),
         "the genuine full quote releases"
     );
@@ -84,8 +116,8 @@ fn azure_pcrs_outside_the_quote_selection_release_nothing() {
         ..AzureSpec::default()
     };
     match c.release_with_evidence(ASSET, "c-policy", [1; 32], f.azure(&ak, forged)) {
-        Err(ClientError::Denied { code, detail }) => {
-            assert_eq!(code, "evidence_invalid", "{detail}");
+        Err(ClientError::Release(ReleaseClientError::Denied { code, detail })) => {
+            assert_eq!(code.as_str(), "evidence_invalid", "{detail}");
             assert!(detail.contains("not covered"), "{detail}");
         }
         other => panic!("uncovered PCR values were accepted: {other:?}"),
@@ -98,8 +130,8 @@ fn azure_pcrs_outside_the_quote_selection_release_nothing() {
         ..AzureSpec::default()
     };
     match c.release_with_evidence(ASSET, "c-policy", [1; 32], f.azure(&ak, partial)) {
-        Err(ClientError::Denied { code, detail }) => {
-            assert_eq!(code, "measurement_mismatch", "{detail}");
+        Err(ClientError::Release(ReleaseClientError::Denied { code, detail })) => {
+            assert_eq!(code.as_str(), "measurement_mismatch", "{detail}");
             assert!(detail.contains("tpm_pcr7"), "{detail}");
         }
         other => panic!("a policy PCR outside the quote was accepted: {other:?}"),
@@ -162,8 +194,8 @@ fn every_denial_reason_is_triggered_by_its_cause() {
     let pending = c.challenge(ASSET, "c-revoke").unwrap();
     c.revoke_contract("c-revoke", &f.signer()).unwrap();
     assert_eq!(denial(c.challenge(ASSET, "c-revoke")), "contract_revoked");
-    let req = release_request(&f, &pending.nonce, None);
-    assert_eq!(denial(c.release(&req)), "contract_revoked");
+    let req = release_request(&f, c, pending.nonce(), None);
+    assert_eq!(denial(raw_release(c, &req)), "contract_revoked");
 
     // release_limit.
     f.contract(&r, "c-one", Some(1));
@@ -176,36 +208,39 @@ fn every_denial_reason_is_triggered_by_its_cause() {
 
     // nonce_unknown_or_used: a forged nonce, and a reused one.
     assert_eq!(
-        denial(c.release(&release_request(&f, &"00".repeat(32), None))),
+        denial(raw_release(
+            c,
+            &release_request(&f, c, &Nonce::from_bytes([0; 32]), None)
+        )),
         "nonce_unknown_or_used"
     );
     let ch = c.challenge(ASSET, "c-policy").unwrap();
-    let req = release_request(&f, &ch.nonce, None);
-    c.release(&req).unwrap();
-    assert_eq!(denial(c.release(&req)), "nonce_unknown_or_used");
+    let req = release_request(&f, c, ch.nonce(), None);
+    raw_release(c, &req).unwrap();
+    assert_eq!(denial(raw_release(c, &req)), "nonce_unknown_or_used");
 
     // nonce_expired.
     let ch = c.challenge(ASSET, "c-policy").unwrap();
     f.clock.fetch_add(61, Ordering::SeqCst);
     assert_eq!(
-        denial(c.release(&release_request(&f, &ch.nonce, None))),
+        denial(raw_release(c, &release_request(&f, c, ch.nonce(), None))),
         "nonce_expired"
     );
     f.clock.fetch_sub(61, Ordering::SeqCst);
 
     // binding_mismatch: evidence bound to another release key than the one sent.
     let ch = c.challenge(ASSET, "c-policy").unwrap();
-    let req = release_request(&f, &ch.nonce, Some([9; 32]));
-    assert_eq!(denial(c.release(&req)), "binding_mismatch");
+    let req = release_request(&f, c, ch.nonce(), Some([9; 32]));
+    assert_eq!(denial(raw_release(c, &req)), "binding_mismatch");
 
     // evidence_invalid: a flipped byte.
     let ch = c.challenge(ASSET, "c-policy").unwrap();
-    let mut req = release_request(&f, &ch.nonce, None);
+    let mut req = release_request(&f, c, ch.nonce(), None);
     let mut doc = base64_decode(&req.evidence);
     let n = doc.len();
     doc[n - 3] ^= 1;
     req.evidence = base64_encode(&doc);
-    assert_eq!(denial(c.release(&req)), "evidence_invalid");
+    assert_eq!(denial(raw_release(c, &req)), "evidence_invalid");
 
     // contract_expired: the clock passes the contract's end.
     let real = f.clock.load(Ordering::SeqCst);
@@ -241,30 +276,34 @@ fn base64_encode(b: &[u8]) -> String {
 /// replaces the release key in the request (not in the evidence) when given.
 fn release_request(
     f: &Fixture,
-    nonce_hex: &str,
+    c: &KmsClient,
+    nonce: &Nonce,
     sent_release_key: Option<[u8; 32]>,
-) -> trustbridge_protocol::key_release::ReleaseRequest {
+) -> ReleaseRequest {
     let release = trustbridge_protocol::key_release::HpkeKeyPair::generate().unwrap();
     let binding = EvidenceBinding {
-        nonce: hex::decode(nonce_hex).unwrap(),
+        nonce: nonce.as_bytes().to_vec(),
         ohttp_keys_sha256: [1; 32],
         receipt_key: [2; 32],
         release_key: release.public_key(),
+        broker_key: *c.broker_key().as_bytes(),
+        provider_key: None,
+        manifest_sha256: None,
     };
     let doc = f
         .sim
         .nitro_document(&NitroSpec::default().bind(&binding).unwrap())
         .unwrap();
-    trustbridge_protocol::key_release::ReleaseRequest {
-        nonce: nonce_hex.to_owned(),
+    let mut keys = BindingKeys::from_binding(&binding);
+    if let Some(k) = sent_release_key {
+        keys.release_key = hex::encode(k);
+    }
+    ReleaseRequest {
+        nonce: *nonce,
         platform: Platform::Nitro,
         evidence: base64_encode(&doc),
         certificates: vec![],
-        binding: trustbridge_protocol::key_release::BindingKeys {
-            ohttp_keys_sha256: hex::encode([1u8; 32]),
-            receipt_key: hex::encode([2u8; 32]),
-            release_key: hex::encode(sent_release_key.unwrap_or(release.public_key())),
-        },
+        binding: keys,
     }
 }
 
@@ -281,11 +320,11 @@ fn restart_keeps_assets_contracts_and_counters() {
     }
     // Restart without a policy argument: everything comes from the database.
     let r = f.start(None);
-    let (key, _) = r
+    let released = r
         .client
         .release_with_evidence(ASSET, "c-two", [1; 32], f.nitro(NitroSpec::default()))
         .unwrap();
-    assert_eq!(key.key_id(), f.key.key_id());
+    assert_eq!(released.key.key_id(), f.key.key_id());
     assert_eq!(
         denial(r.client.release_with_evidence(
             ASSET,
@@ -321,8 +360,10 @@ fn a_hundred_concurrent_releases_against_a_limit_of_fifty() {
                         [1; 32],
                         f.nitro(NitroSpec::default()),
                     ) {
-                        Ok((key, _)) => Ok(key.key_id().to_string()),
-                        Err(ClientError::Denied { code, .. }) => Err(code),
+                        Ok(released) => Ok(released.key.key_id().to_string()),
+                        Err(e) if e.denial_code().is_some() => {
+                            Err(e.denial_code().unwrap_or_default().to_owned())
+                        }
                         Err(other) => panic!("unexpected failure: {other}"),
                     }
                 })
@@ -522,6 +563,7 @@ fn admin_api_requires_a_fresh_signature_by_an_admin_key() {
         401
     );
     let headers = trustbridge_kms::broker::admin_auth::sign_request(
+        &r.broker.identity_key(),
         &f.admin.public().to_bytes(),
         |m| f.admin.sign(m),
         "POST",
@@ -529,13 +571,42 @@ fn admin_api_requires_a_fresh_signature_by_an_admin_key() {
         start_time(),
         b"",
     );
-    let send = || {
-        let mut req = agent.post(&url);
+    let send = |base: &str| {
+        let mut req = agent.post(&format!("{base}/v1/admin/contracts/c-policy/revoke"));
         for (k, v) in &headers {
             req = req.header(*k, v);
         }
         req.send(&[][..]).unwrap().status().as_u16()
     };
-    assert_eq!(send(), 200);
-    assert_eq!(send(), 401, "a replayed admin request is refused");
+    assert_eq!(send(&r.url), 200);
+    assert_eq!(send(&r.url), 401, "a replayed admin request is refused");
+
+    // The captured request, replayed after a restart of the same broker: still refused
+    // (the replay guard is in the database).
+    drop(r);
+    let r = f.start(None);
+    assert_eq!(send(&r.url), 401, "replayed after a restart");
+
+    // ... and at another broker (another KEK, so another identity) with the same policy
+    // and admin key: signed for the first broker, so refused.
+    let other_dir = tempfile::tempdir().unwrap();
+    let store: std::sync::Arc<dyn trustbridge_kms::broker::store::Store> = std::sync::Arc::new(
+        trustbridge_kms::broker::store::SqliteStore::open(&other_dir.path().join("kms.db"))
+            .unwrap(),
+    );
+    let other = trustbridge_kms::broker::service::LoopbackBroker::start(std::sync::Arc::new(
+        trustbridge_kms::broker::Broker::open(
+            store,
+            Kek::generate().unwrap(),
+            Some(&f.policy(true)),
+        )
+        .unwrap(),
+    ))
+    .unwrap();
+    assert_ne!(other.broker().identity_key(), r.broker.identity_key());
+    assert_eq!(
+        send(other.url()),
+        401,
+        "a request signed for another broker"
+    );
 }

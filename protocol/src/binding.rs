@@ -4,14 +4,22 @@
 //!
 //! ```text
 //! binding = deterministic CBOR map {
-//!     "v":                 1,
+//!     "v":                 2,
 //!     "nonce":             bstr (1..=64 bytes, chosen by the verifier),
 //!     "ohttp_keys_sha256": bstr 32  (SHA-256 of the gateway's application/ohttp-keys),
 //!     "receipt_key":       bstr 32  (Ed25519 public key that signs receipts),
 //!     "release_key":       bstr 32  (X25519 public key the data key is sealed to),
+//!     "broker_key":        bstr 32  (the key broker identity key the sentinel pins),
+//!   ? "provider_key":      bstr 32  (the provider key it pins, when it pins one),
+//!   ? "manifest_sha256":   bstr 32  (the manifest of the model it serves, once loaded),
 //! }
 //! digest  = SHA-512(binding)                          (64 bytes)
 //! ```
+//!
+//! Optional fields are absent, never null, when unset. The pinned keys are part of the
+//! binding so that every relying party (the broker, a client, an auditor) sees from the
+//! evidence alone which broker and which provider a sentinel trusts, even where its
+//! configuration is not measured (SEV-SNP and Azure guests load it after launch).
 //!
 //! Where the evidence carries it:
 //! - AWS Nitro: `user_data` = digest and `nonce` = the verifier's nonce.
@@ -25,7 +33,7 @@ use ciborium::Value;
 use crate::cbor::{self, CborError, MapReader, text_map};
 
 /// Version of the binding format.
-pub const BINDING_VERSION: u64 = 1;
+pub const BINDING_VERSION: u64 = 2;
 /// Longest verifier nonce.
 pub const MAX_NONCE_LEN: usize = 64;
 
@@ -55,13 +63,21 @@ pub struct EvidenceBinding {
     pub receipt_key: [u8; 32],
     /// The X25519 public key the key broker seals the data key to.
     pub release_key: [u8; 32],
+    /// The Ed25519 identity key of the key broker the sentinel pins: it accepts keys and
+    /// manifests only from this broker.
+    pub broker_key: [u8; 32],
+    /// The provider's Ed25519 key the sentinel pins, when it pins one: it serves only
+    /// models this provider signed.
+    pub provider_key: Option<[u8; 32]>,
+    /// SHA-256 of the `manifest.cose` of the model the sentinel serves, once it is loaded.
+    pub manifest_sha256: Option<[u8; 32]>,
 }
 
 impl EvidenceBinding {
     /// The deterministic CBOR encoding.
     pub fn encode(&self) -> Result<Vec<u8>, BindingError> {
         check_nonce(&self.nonce)?;
-        let map = text_map([
+        let Value::Map(mut entries) = text_map([
             ("v", Value::from(BINDING_VERSION)),
             ("nonce", Value::Bytes(self.nonce.clone())),
             (
@@ -70,8 +86,19 @@ impl EvidenceBinding {
             ),
             ("receipt_key", Value::Bytes(self.receipt_key.to_vec())),
             ("release_key", Value::Bytes(self.release_key.to_vec())),
-        ]);
-        Ok(cbor::to_canonical_vec(&map)?)
+            ("broker_key", Value::Bytes(self.broker_key.to_vec())),
+        ]) else {
+            unreachable!("text_map builds a map")
+        };
+        for (name, value) in [
+            ("provider_key", self.provider_key),
+            ("manifest_sha256", self.manifest_sha256),
+        ] {
+            if let Some(v) = value {
+                entries.push((Value::Text(name.to_owned()), Value::Bytes(v.to_vec())));
+            }
+        }
+        Ok(cbor::to_canonical_vec(&Value::Map(entries))?)
     }
 
     /// Decodes and validates an encoding produced by [`Self::encode`].
@@ -86,6 +113,9 @@ impl EvidenceBinding {
             ohttp_keys_sha256: m.byte_array("ohttp_keys_sha256")?,
             receipt_key: m.byte_array("receipt_key")?,
             release_key: m.byte_array("release_key")?,
+            broker_key: m.byte_array("broker_key")?,
+            provider_key: m.optional_byte_array("provider_key")?,
+            manifest_sha256: m.optional_byte_array("manifest_sha256")?,
         };
         m.finish()?;
         check_nonce(&binding.nonce)?;
@@ -123,6 +153,9 @@ mod tests {
             ohttp_keys_sha256: [1; 32],
             receipt_key: [2; 32],
             release_key: [3; 32],
+            broker_key: [4; 32],
+            provider_key: None,
+            manifest_sha256: None,
         }
     }
 
@@ -135,6 +168,28 @@ mod tests {
         let mut other = sample();
         other.release_key[0] ^= 1;
         assert_ne!(other.digest().unwrap(), b.digest().unwrap());
+        // Every pin changes the digest: a sentinel cannot claim one broker and trust another.
+        for change in [
+            |b: &mut EvidenceBinding| b.broker_key[0] ^= 1,
+            |b: &mut EvidenceBinding| b.provider_key = Some([5; 32]),
+            |b: &mut EvidenceBinding| b.manifest_sha256 = Some([6; 32]),
+        ] {
+            let mut other = sample();
+            change(&mut other);
+            assert_ne!(other.digest().unwrap(), b.digest().unwrap());
+            let enc = other.encode().unwrap();
+            assert_eq!(EvidenceBinding::decode(&enc).unwrap(), other);
+        }
+    }
+
+    #[test]
+    fn unset_pins_are_absent_not_null() {
+        let enc = sample().encode().unwrap();
+        let text = format!("{:?}", crate::cbor::from_canonical_slice(&enc).unwrap());
+        assert!(
+            !text.contains("provider_key") && !text.contains("Null"),
+            "{text}"
+        );
     }
 
     #[test]

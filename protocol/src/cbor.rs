@@ -163,6 +163,18 @@ impl MapReader {
             })
     }
 
+    /// Takes an optional byte-string field of exactly `N` bytes (absent: `None`; a null
+    /// value is not absence and is rejected, so each value has one encoding).
+    pub fn optional_byte_array<const N: usize>(
+        &mut self,
+        name: &'static str,
+    ) -> Result<Option<[u8; N]>, CborError> {
+        if !self.entries.iter().any(|(k, _)| k == name) {
+            return Ok(None);
+        }
+        self.byte_array(name).map(Some)
+    }
+
     /// Takes an unsigned-integer field that fits in a `u64`.
     pub fn u64(&mut self, name: &'static str) -> Result<u64, CborError> {
         match self.take(name)? {

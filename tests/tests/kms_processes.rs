@@ -135,12 +135,24 @@ fn provider_and_sentinel_workflow_against_a_broker_process() {
     let port = free_port();
     let broker = start_broker(d, port);
     let kms = format!("http://127.0.0.1:{port}");
+    // The broker's identity key, as an operator reads it off the KEK.
+    let kms_key = ok(run("tb-kms", &["identity", "--kek-file", s(&p("kek"))]))
+        .trim()
+        .to_owned();
+    let info: serde_json::Value = serde_json::from_str(&ok(run(
+        "tb-kms",
+        &["identity", "--kek-file", s(&p("kek")), "--json"],
+    )))
+    .unwrap();
+    assert_eq!(info["identity_key"], kms_key.as_str());
     ok(run(
         "trustbridge",
         &[
             "register",
             "--kms",
             &kms,
+            "--kms-key",
+            &kms_key,
             "--bundle",
             s(&p("bundle")),
             "--key",
@@ -156,6 +168,8 @@ fn provider_and_sentinel_workflow_against_a_broker_process() {
             "add",
             "--kms",
             &kms,
+            "--kms-key",
+            &kms_key,
             "--admin-key",
             s(&p("admin.key")),
             "--id",
@@ -176,6 +190,8 @@ fn provider_and_sentinel_workflow_against_a_broker_process() {
             "key-release",
             "--kms",
             kms.as_str(),
+            "--kms-key",
+            kms_key.as_str(),
             "--asset",
             "acme/llm@v1",
             "--contract",
@@ -223,6 +239,8 @@ fn provider_and_sentinel_workflow_against_a_broker_process() {
             "revoke",
             "--kms",
             &kms,
+            "--kms-key",
+            &kms_key,
             "--admin-key",
             s(&p("admin.key")),
             "--id",

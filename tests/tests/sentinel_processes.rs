@@ -147,3 +147,66 @@ fn the_relay_killed_during_hydrate_is_survived() {
         "the sentinel retried the download:\n{log}"
     );
 }
+
+/// The relay answers the sentinel's `CONNECT` with a broker of its own: a real `tb-kms`
+/// with its own key, its own registered bundle (signed by its own provider) and its own
+/// relay serving that bundle. Everything behind the egress is the attacker's; only the
+/// sentinel's pinned broker key is not. The sentinel fails `broker_unauthenticated` and
+/// never holds a model; pinned to the genuine broker's own deployment, it goes Ready.
+#[test]
+fn a_broker_the_relay_runs_itself_is_refused_and_the_pinned_one_serves() {
+    let genuine = Deployment::new(64 << 10);
+    let attacker = Deployment::new(64 << 10);
+    assert_ne!(genuine.kms_key, attacker.kms_key);
+    let _relay = attacker.relay(true);
+    let _sentinel = attacker.sentinel_with(
+        "c-1",
+        1 << 20,
+        2,
+        &["--kms-key".into(), genuine.kms_key.clone()],
+    );
+    let st = attacker.wait_for(&["Ready", "Failed"]);
+    assert_eq!(st["state"], "Failed", "{st}");
+    assert_eq!(st["reason"], "broker_unauthenticated", "{st}");
+    assert!(st["files"].is_null(), "no model is held: {st}");
+    assert_eq!(
+        get_unix(&attacker.p("sentinel.sock"), "/health").unwrap().0,
+        503
+    );
+
+    let _relay = genuine.relay(true);
+    let _sentinel = genuine.sentinel("c-1", 1 << 20, 2);
+    let st = genuine.wait_for(&["Ready", "Failed"]);
+    assert_eq!(st["state"], "Ready", "{st}");
+}
+
+/// Without a pinned broker key the sentinel refuses to start, naming the setting, before
+/// it looks for a TEE (here `--tee nitro` on a machine without one).
+#[test]
+fn a_sentinel_without_a_pinned_broker_key_refuses_to_start() {
+    let out = std::process::Command::new(trustbridge_tests::binary("tb-sentinel"))
+        .args([
+            "--kms-url",
+            "http://127.0.0.1:1",
+            "--asset-id",
+            ASSET,
+            "--contract-id",
+            "c-1",
+            "--tee",
+            "nitro",
+        ])
+        .env_remove("TB_KMS_KEY")
+        .env_remove("TB_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--kms-key is required") && stderr.contains("TB_KMS_KEY"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("nsm") && !stderr.contains("no TEE"),
+        "no TEE was probed: {stderr}"
+    );
+}

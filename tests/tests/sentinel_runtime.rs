@@ -42,6 +42,8 @@ fn a_revoked_contract_suspends_the_sentinel() {
             "revoke",
             "--kms",
             &format!("http://127.0.0.1:{}", d.kms_port),
+            "--kms-key",
+            &d.kms_key,
             "--admin-key",
             &s(&d.p("admin.key")),
             "--id",

@@ -21,6 +21,9 @@ fn binding(nonce: u8) -> EvidenceBinding {
         ohttp_keys_sha256: [1; 32],
         receipt_key: [2; 32],
         release_key: [3; 32],
+        broker_key: [4; 32],
+        provider_key: None,
+        manifest_sha256: None,
     }
 }
 

@@ -13,7 +13,7 @@ use trustbridge_kms::broker::kek::Kek;
 use trustbridge_kms::broker::service::LoopbackBroker;
 use trustbridge_kms::broker::store::{SqliteStore, Store};
 use trustbridge_kms::broker::{Broker, ContractRequest};
-use trustbridge_kms::client::{AdminSigner, ClientError, Evidence, KmsClient};
+use trustbridge_kms::client::{AdminSigner, Evidence, KmsClient};
 use trustbridge_protocol::bundle::{ProviderSigningKey, SignedManifest};
 use trustbridge_protocol::sealed::DataKey;
 use trustbridge_verifier::simulated::{NitroSpec, SimulatedTee};
@@ -67,7 +67,9 @@ pub(crate) fn run(
         ),
     )?;
 
-    let client = KmsClient::new(embedded.url());
+    // The demo pins its own broker's identity key, as a sentinel pins --kms-key.
+    let client = KmsClient::new(embedded.url(), embedded.broker().identity_key())
+        .pin_provider(provider.public().to_bytes());
     let signer = AdminSigner {
         public_key: admin.public().to_bytes(),
         sign: Box::new(move |m| admin.sign(m)),
@@ -106,28 +108,29 @@ pub(crate) fn run(
             })
         }
     };
-    let (released, resp) =
+    let released =
         client.release_with_evidence(&asset, "demo", [0; 32], evidence(NitroSpec::default()))?;
     ensure!(
-        released.key_id() == key.key_id(),
+        released.key.key_id() == key.key_id(),
         "the released key is not the bundle's"
     );
     ensure!(
-        resp.manifest_sha256 == hex::encode(signed.digest()),
+        released.manifest_sha256 == signed.digest(),
         "the broker names another manifest"
     );
     step(
         out,
         &format!(
-            "simulated enclave attested and received the data key (key id {}, HPKE-sealed to its attested key)",
-            released.key_id()
+            "simulated enclave attested and received the data key (key id {}, HPKE-sealed to its attested key; every answer signed by the broker identity {})",
+            released.key.key_id(),
+            &client.broker_key().to_string()[..16]
         ),
     )?;
 
     let mut rogue = NitroSpec::default();
     rogue.pcrs.insert(2, vec![0xee; 48]);
     match client.release_with_evidence(&asset, "demo", [0; 32], evidence(rogue)) {
-        Err(ClientError::Denied { code, .. }) if code == "measurement_mismatch" => {
+        Err(e) if e.denial_code() == Some("measurement_mismatch") => {
             step(
                 out,
                 "an enclave with another application image (PCR2) was denied: measurement_mismatch",
@@ -147,5 +150,5 @@ pub(crate) fn run(
         &format!("decision log: {verified} signed, hash-chained records verified"),
     )?;
     drop(embedded);
-    Ok(released)
+    Ok(released.key)
 }

@@ -3,11 +3,14 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use trustbridge_protocol::Platform;
 
 use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
-use trustbridge_kms::client::{ClientError, Evidence, KmsClient};
+use trustbridge_kms::client::{ClientError, Evidence, ReleaseClientError};
+use trustbridge_protocol::Platform;
+use trustbridge_protocol::bundle::ProviderPublicKey;
+
+use super::kms_admin::BrokerArgs;
 use trustbridge_verifier::simulated::{NitroSpec, SimulatedTee, SnpSpec};
 
 /// Which TEE produces the evidence.
@@ -34,9 +37,12 @@ enum SimPlatform {
 /// Only the released key's id is printed, never the key.
 #[derive(Debug, clap::Args)]
 pub(crate) struct KeyReleaseArgs {
-    /// The broker's URL.
-    #[arg(long, value_name = "URL", env = "TB_KMS_URL")]
-    kms: String,
+    #[command(flatten)]
+    broker: BrokerArgs,
+    /// Also require the release to name this provider key (64 hex characters or PEM), as
+    /// a sentinel with --provider-key does.
+    #[arg(long, value_name = "KEY")]
+    provider_key: Option<ProviderPublicKey>,
     /// The asset.
     #[arg(long)]
     asset: String,
@@ -73,7 +79,10 @@ pub(crate) fn run(args: KeyReleaseArgs) -> Result<bool> {
     let sim = SimulatedTee::load(&args.sim_ca)
         .with_context(|| format!("cannot load the simulation CA {}", args.sim_ca.display()))?;
     let (nitro, snp) = specs(&args.measurements, args.platform)?;
-    let client = KmsClient::new(&args.kms);
+    let mut client = args.broker.client();
+    if let Some(provider) = &args.provider_key {
+        client = client.pin_provider(provider.to_bytes());
+    }
     let result = client.release_with_evidence(&args.asset, &args.contract, [0; 32], |binding| {
         match args.platform {
             SimPlatform::Nitro => {
@@ -105,16 +114,24 @@ pub(crate) fn run(args: KeyReleaseArgs) -> Result<bool> {
     });
     let mut out = std::io::stdout().lock();
     match result {
-        Ok((key, resp)) => {
+        Ok(released) => {
             writeln!(out, "released")?;
-            writeln!(out, "data key id      {}", key.key_id())?;
-            writeln!(out, "manifest sha256  {}", resp.manifest_sha256)?;
-            writeln!(out, "provider key     {}", resp.provider_key)?;
+            writeln!(out, "data key id      {}", released.key.key_id())?;
+            writeln!(
+                out,
+                "manifest sha256  {}",
+                hex::encode(released.manifest_sha256)
+            )?;
+            writeln!(
+                out,
+                "provider key     {}",
+                hex::encode(released.provider_key)
+            )?;
             Ok(true)
         }
-        Err(ClientError::Denied { code, detail }) => {
+        Err(ClientError::Release(ReleaseClientError::Denied { code, detail })) => {
             writeln!(out, "{code}")?;
-            eprintln!("denied: {detail}");
+            eprintln!("denied (signed by the broker): {detail}");
             Ok(false)
         }
         Err(other) => Err(other).context("key release failed"),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use trustbridge_kms::broker::ContractRequest;
-use trustbridge_kms::client::{AdminSigner, KmsClient};
+use trustbridge_kms::client::{AdminSigner, BrokerKey, KmsClient};
 use trustbridge_protocol::bundle::MANIFEST_FILE;
 
 use crate::bundle_dir::read_manifest;
@@ -19,9 +19,8 @@ use crate::key_files::{read_data_key, read_signing_key};
 /// the admin key (an Ed25519 key from `trustbridge keygen` that the policy lists).
 #[derive(Debug, clap::Args)]
 pub(crate) struct RegisterArgs {
-    /// The broker's URL.
-    #[arg(long, value_name = "URL", env = "TB_KMS_URL")]
-    kms: String,
+    #[command(flatten)]
+    broker: BrokerArgs,
     /// The sealed bundle.
     #[arg(long, value_name = "DIR")]
     bundle: PathBuf,
@@ -48,11 +47,30 @@ enum ContractCommand {
     Revoke(ContractRevokeArgs),
 }
 
+/// Which broker, and the identity key that vouches for it.
 #[derive(Debug, clap::Args)]
-struct Admin {
+pub(crate) struct BrokerArgs {
     /// The broker's URL.
     #[arg(long, value_name = "URL", env = "TB_KMS_URL")]
-    kms: String,
+    pub(crate) kms: String,
+    /// The broker's identity key (64 hex characters, as `tb-kms identity` prints it).
+    /// Every answer is checked against it, admin requests are signed for it, and the
+    /// data key is sealed only to a registration key it vouches for.
+    #[arg(long, value_name = "HEX", env = "TB_KMS_KEY")]
+    pub(crate) kms_key: BrokerKey,
+}
+
+impl BrokerArgs {
+    /// A client pinned to this broker.
+    pub(crate) fn client(&self) -> KmsClient {
+        KmsClient::new(&self.kms, self.kms_key)
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct Admin {
+    #[command(flatten)]
+    broker: BrokerArgs,
     /// The admin signing key.
     #[arg(long, value_name = "FILE")]
     admin_key: PathBuf,
@@ -102,9 +120,10 @@ pub(crate) fn register(args: RegisterArgs) -> Result<()> {
     let key = read_data_key(&args.key)?;
     signed.manifest().check_data_key(&key)?;
     let asset = signed.manifest().asset_id.as_str().to_owned();
-    KmsClient::new(&args.kms)
+    args.broker
+        .client()
         .register_asset(&asset, &manifest, &key, &admin_signer(&args.admin_key)?)
-        .with_context(|| format!("registering {asset} with {}", args.kms))?;
+        .with_context(|| format!("registering {asset} with {}", args.broker.kms))?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -126,13 +145,17 @@ pub(crate) fn contract(args: ContractArgs) -> Result<()> {
                 not_after: a.not_after,
                 max_releases: a.max_releases,
             };
-            KmsClient::new(&a.admin.kms)
+            a.admin
+                .broker
+                .client()
                 .add_contract(&req, &admin_signer(&a.admin.admin_key)?)
                 .context("adding the contract")?;
             writeln!(out, "contract {} added", a.id)?;
         }
         ContractCommand::Revoke(a) => {
-            KmsClient::new(&a.admin.kms)
+            a.admin
+                .broker
+                .client()
                 .revoke_contract(&a.id, &admin_signer(&a.admin.admin_key)?)
                 .context("revoking the contract")?;
             writeln!(out, "contract {} revoked", a.id)?;

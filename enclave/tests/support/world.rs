@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use trustbridge_enclave::authorize::KmsTarget;
+use trustbridge_enclave::authorize::{KmsTarget, Pins};
 use trustbridge_kms::broker::kek::Kek;
 use trustbridge_kms::broker::store::{SqliteStore, Store};
 use trustbridge_kms::broker::{Broker, service};
@@ -35,6 +35,8 @@ pub struct World {
     pub egress: Endpoint,
     pub bundles: Endpoint,
     pub kms: KmsTarget,
+    /// The broker's identity key, as a sentinel pins it (no provider pinned).
+    pub pins: Pins,
     pub key: DataKey,
     pub manifest_sha256: [u8; 32],
     /// The simulation CA, saved for `SimulatedTee::load` and `tb-sentinel --sim-ca`.
@@ -98,6 +100,10 @@ pub async fn world_with(
     );
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("kms.db")).unwrap());
     let broker = Arc::new(Broker::open(store, Kek::generate().unwrap(), Some(&policy)).unwrap());
+    let pins = Pins {
+        broker: broker.identity_key(),
+        provider: None,
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(service::serve(listener, broker, std::future::pending()));
@@ -109,7 +115,7 @@ pub async fn world_with(
             public_key: admin.public().to_bytes(),
             sign: Box::new(move |m| admin.sign(m)),
         };
-        KmsClient::new(&base)
+        KmsClient::new(&base, pins.broker)
             .register_asset(ASSET, &manifest, &k, &signer)
             .unwrap();
     })
@@ -136,6 +142,7 @@ pub async fn world_with(
             host: "127.0.0.1".into(),
             port,
         },
+        pins,
         key,
         manifest_sha256: signed.digest(),
         sim_dir,

@@ -5,17 +5,18 @@
 //! x-tb-admin-key:       hex Ed25519 public key
 //! x-tb-admin-time:      Unix seconds
 //! x-tb-admin-signature: hex Ed25519 signature over
-//!     "trustbridge/kms/admin/v1\n" METHOD "\n" PATH "\n" TIME "\n" hex(SHA-256(body))
+//!     "trustbridge/kms/admin/v2\n" BROKER "\n" METHOD "\n" PATH "\n" TIME "\n" hex(SHA-256(body))
 //! ```
 //!
-//! A request is accepted within five minutes of its time, and only once: a replayed
-//! signature is rejected.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
+//! `BROKER` is the hex identity key of the broker the request is for, so a captured
+//! request is no good at another broker. A request is accepted within five minutes of its
+//! time, and only once: the broker remembers accepted signatures in its database
+//! ([`crate::broker::store::Store::remember_admin_request`]), so a replay is refused after
+//! a restart too.
 
 use aws_lc_rs::digest;
 use ed25519_dalek::{Signature, VerifyingKey};
+use trustbridge_protocol::key_release::BrokerKey;
 
 /// Header carrying the admin public key.
 pub const KEY_HEADER: &str = "x-tb-admin-key";
@@ -47,14 +48,23 @@ pub enum AdminAuthError {
     Replay,
 }
 
-/// The bytes an admin signs.
-pub fn signing_message(method: &str, path: &str, time: u64, body: &[u8]) -> Vec<u8> {
+/// The bytes an admin signs for the broker with identity `broker`.
+pub fn signing_message(
+    broker: &BrokerKey,
+    method: &str,
+    path: &str,
+    time: u64,
+    body: &[u8],
+) -> Vec<u8> {
     let body_hash = hex::encode(digest::digest(&digest::SHA256, body));
-    format!("trustbridge/kms/admin/v1\n{method}\n{path}\n{time}\n{body_hash}").into_bytes()
+    format!("trustbridge/kms/admin/v2\n{broker}\n{method}\n{path}\n{time}\n{body_hash}")
+        .into_bytes()
 }
 
-/// The three headers of a signed request; `sign` produces an Ed25519 signature.
+/// The three headers of a request signed for `broker`; `sign` produces an Ed25519
+/// signature.
 pub fn sign_request(
+    broker: &BrokerKey,
     public_key: &[u8; 32],
     sign: impl Fn(&[u8]) -> [u8; 64],
     method: &str,
@@ -62,7 +72,7 @@ pub fn sign_request(
     time: u64,
     body: &[u8],
 ) -> [(&'static str, String); 3] {
-    let sig = sign(&signing_message(method, path, time, body));
+    let sig = sign(&signing_message(broker, method, path, time, body));
     [
         (KEY_HEADER, hex::encode(public_key)),
         (TIME_HEADER, time.to_string()),
@@ -70,23 +80,28 @@ pub fn sign_request(
     ]
 }
 
-/// Remembers accepted signatures for the skew window, to refuse replays.
-#[derive(Debug, Default)]
-pub struct ReplayGuard {
-    seen: Mutex<HashMap<Vec<u8>, u64>>,
+/// A request whose signature verified; the caller still refuses a replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedRequest {
+    /// The admin key that signed it.
+    pub key: [u8; 32],
+    /// The time it was signed for.
+    pub time: u64,
+    /// The signature (what a replay would repeat).
+    pub signature: [u8; 64],
 }
 
-/// Verifies a signed request; `header` looks up a header value.
-#[allow(clippy::too_many_arguments)]
+/// Verifies a signed request for `broker`; `header` looks up a header value. Replays are
+/// the caller's to refuse (see the module documentation).
 pub fn verify_request<'a>(
     header: impl Fn(&str) -> Option<&'a str>,
     method: &str,
     path: &str,
     body: &[u8],
+    broker: &BrokerKey,
     admin_keys: &[[u8; 32]],
     now: u64,
-    guard: &ReplayGuard,
-) -> Result<[u8; 32], AdminAuthError> {
+) -> Result<SignedRequest, AdminAuthError> {
     let key_hex = header(KEY_HEADER).ok_or(AdminAuthError::Header(KEY_HEADER))?;
     let mut key = [0u8; 32];
     hex::decode_to_slice(key_hex.trim(), &mut key)
@@ -101,21 +116,20 @@ pub fn verify_request<'a>(
         return Err(AdminAuthError::Stale);
     }
     let sig_hex = header(SIGNATURE_HEADER).ok_or(AdminAuthError::Header(SIGNATURE_HEADER))?;
-    let mut sig = [0u8; 64];
-    hex::decode_to_slice(sig_hex.trim(), &mut sig)
+    let mut signature = [0u8; 64];
+    hex::decode_to_slice(sig_hex.trim(), &mut signature)
         .map_err(|_| AdminAuthError::Header(SIGNATURE_HEADER))?;
     let vk = VerifyingKey::from_bytes(&key).map_err(|_| AdminAuthError::UnknownKey)?;
     vk.verify_strict(
-        &signing_message(method, path, time, body),
-        &Signature::from_bytes(&sig),
+        &signing_message(broker, method, path, time, body),
+        &Signature::from_bytes(&signature),
     )
     .map_err(|_| AdminAuthError::Signature)?;
-    let mut seen = guard.seen.lock().map_err(|_| AdminAuthError::Replay)?;
-    seen.retain(|_, t| now.abs_diff(*t) <= MAX_SKEW_SECS);
-    if seen.insert(sig.to_vec(), time).is_some() {
-        return Err(AdminAuthError::Replay);
-    }
-    Ok(key)
+    Ok(SignedRequest {
+        key,
+        time,
+        signature,
+    })
 }
 
 #[cfg(test)]
@@ -124,100 +138,52 @@ mod tests {
     use ed25519_dalek::{Signer, SigningKey};
 
     #[test]
-    fn signed_requests_verify_once_and_only_as_signed() {
+    fn signed_requests_verify_only_as_signed_and_only_for_their_broker() {
         let sk = SigningKey::from_bytes(&[7; 32]);
         let pk = sk.verifying_key().to_bytes();
+        let broker = BrokerKey::from_bytes([1; 32]);
         let sign = |m: &[u8]| sk.sign(m).to_bytes();
-        let headers = sign_request(&pk, sign, "POST", "/v1/admin/contracts", 1000, b"{}");
-        let get = |h: &[(&'static str, String); 3]| {
-            let h = h.clone();
-            move |name: &str| h.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone())
-        };
-        let lookup = get(&headers);
-        let owned: Vec<(String, String)> = headers
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.clone()))
-            .collect();
+        let headers = sign_request(
+            &broker,
+            &pk,
+            sign,
+            "POST",
+            "/v1/admin/contracts",
+            1000,
+            b"{}",
+        );
         let hdr = |name: &str| {
-            owned
+            headers
                 .iter()
-                .find(|(k, _)| k == name)
+                .find(|(k, _)| *k == name)
                 .map(|(_, v)| v.as_str())
         };
-        let guard = ReplayGuard::default();
+        let verify = |method: &str, body: &[u8], broker: &BrokerKey, keys: &[[u8; 32]], now| {
+            verify_request(hdr, method, "/v1/admin/contracts", body, broker, keys, now)
+        };
+        let ok = verify("POST", b"{}", &broker, &[pk], 1010).unwrap();
+        assert_eq!((ok.key, ok.time), (pk, 1000));
         assert_eq!(
-            verify_request(
-                hdr,
-                "POST",
-                "/v1/admin/contracts",
-                b"{}",
-                &[pk],
-                1010,
-                &guard
-            ),
-            Ok(pk)
-        );
-        assert_eq!(
-            verify_request(
-                hdr,
-                "POST",
-                "/v1/admin/contracts",
-                b"{}",
-                &[pk],
-                1010,
-                &guard
-            ),
-            Err(AdminAuthError::Replay)
-        );
-        let fresh = ReplayGuard::default();
-        assert_eq!(
-            verify_request(
-                hdr,
-                "POST",
-                "/v1/admin/contracts",
-                b"{\"x\":1}",
-                &[pk],
-                1010,
-                &fresh
-            ),
+            verify("POST", b"{\"x\":1}", &broker, &[pk], 1010),
             Err(AdminAuthError::Signature)
         );
         assert_eq!(
-            verify_request(
-                hdr,
-                "PUT",
-                "/v1/admin/contracts",
-                b"{}",
-                &[pk],
-                1010,
-                &fresh
-            ),
+            verify("PUT", b"{}", &broker, &[pk], 1010),
             Err(AdminAuthError::Signature)
         );
+        let other_broker = BrokerKey::from_bytes([2; 32]);
         assert_eq!(
-            verify_request(
-                hdr,
-                "POST",
-                "/v1/admin/contracts",
-                b"{}",
-                &[[1; 32]],
-                1010,
-                &fresh
-            ),
+            verify("POST", b"{}", &other_broker, &[pk], 1010),
+            Err(AdminAuthError::Signature),
+            "a request signed for one broker is refused by another"
+        );
+        assert_eq!(
+            verify("POST", b"{}", &broker, &[[1; 32]], 1010),
             Err(AdminAuthError::UnknownKey)
         );
         assert_eq!(
-            verify_request(
-                hdr,
-                "POST",
-                "/v1/admin/contracts",
-                b"{}",
-                &[pk],
-                2000,
-                &fresh
-            ),
+            verify("POST", b"{}", &broker, &[pk], 2000),
             Err(AdminAuthError::Stale)
         );
-        assert!(lookup(KEY_HEADER).is_some());
     }
 }

@@ -2,14 +2,15 @@
 //!
 //! Data keys are stored only wrapped under the KEK (AES-256-GCM, random 96-bit nonce, the
 //! asset id as associated data, so a wrapped key cannot be moved to another asset). The
-//! broker's registration HPKE key and its decision-log signing key are derived from the KEK
-//! with HKDF-SHA256, so they survive restarts without extra secret files. The database alone
+//! broker's identity key (which signs every answer), its registration HPKE key and its
+//! decision-log signing key are derived from the KEK with HKDF-SHA256, so they survive
+//! restarts without extra secret files, and a KEK names its broker. The database alone
 //! reveals no data key.
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::hkdf;
 use ed25519_dalek::SigningKey;
-use trustbridge_protocol::key_release::HpkeKeyPair;
+use trustbridge_protocol::key_release::{BrokerIdentity, HpkeKeyPair};
 use trustbridge_protocol::sealed::DataKey;
 use zeroize::Zeroizing;
 
@@ -123,6 +124,14 @@ impl Kek {
         HpkeKeyPair::derive(self.derive(b"registration-hpke-key").as_ref())
     }
 
+    /// The broker's long-term identity key: signs every challenge, release, denial and
+    /// broker-information answer. Sentinels and providers pin its public half.
+    pub fn broker_identity(&self) -> BrokerIdentity {
+        BrokerIdentity::new(SigningKey::from_bytes(
+            &self.derive(b"broker-identity-ed25519"),
+        ))
+    }
+
     /// The broker's decision-log signing key.
     pub fn decision_log_key(&self) -> SigningKey {
         SigningKey::from_bytes(&self.derive(b"decision-log-ed25519"))
@@ -148,5 +157,18 @@ mod tests {
         );
         assert!(Kek::from_hex("00").is_err());
         assert_eq!(format!("{kek:?}"), "Kek(<redacted>)");
+        // One KEK, one identity; distinct from the other derived keys.
+        assert_eq!(
+            kek.broker_identity().public(),
+            kek.broker_identity().public()
+        );
+        assert_ne!(
+            kek.broker_identity().public().as_bytes(),
+            &kek.decision_log_key().verifying_key().to_bytes()
+        );
+        assert_ne!(
+            kek.broker_identity().public(),
+            Kek::generate().unwrap().broker_identity().public()
+        );
     }
 }

@@ -3,13 +3,17 @@
 //! | route | |
 //! |---|---|
 //! | `GET /health` | liveness |
-//! | `GET /v1/broker` | registration key, decision-log key, simulation flag |
+//! | `GET /v1/broker` | identity key, registration key, decision-log key, simulation flag (signed) |
 //! | `POST /v1/key-release/challenge` | single-use nonce for (asset, contract) |
 //! | `POST /v1/key-release` | evidence in, HPKE-sealed data key out, or 403 with a reason code |
 //! | `POST /v1/admin/assets` | register a manifest and its (sealed) data key (signed) |
 //! | `POST /v1/admin/contracts` | add a contract (signed) |
 //! | `POST /v1/admin/contracts/{id}/revoke` | revoke a contract (signed) |
 //! | `PUT /v1/admin/policy` | replace the policy (signed) |
+//!
+//! Every answer a client acts on (broker information, challenges, releases and denials) is
+//! signed by the broker's identity key over its fields and the SHA-256 of the request body
+//! it answers. Request bodies are limited to [`MAX_REQUEST_BYTES`].
 
 use std::sync::Arc;
 
@@ -20,10 +24,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use serde::Serialize;
-use trustbridge_protocol::key_release::{ChallengeRequest, ErrorBody, ReleaseRequest};
+use trustbridge_protocol::key_release::{
+    ChallengeRequest, ErrorBody, ReleaseRequest, request_digest,
+};
 
 use super::core::{Broker, BrokerError, ReleaseError};
 use super::messages::{ContractRequest, RegisterAssetRequest};
+
+/// Largest request body accepted (evidence with its certificates is a few kilobytes).
+pub const MAX_REQUEST_BYTES: usize = 1 << 20;
 
 /// The API router.
 pub fn router(broker: Arc<Broker>) -> Router {
@@ -36,6 +45,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/v1/admin/contracts", post(add_contract))
         .route("/v1/admin/contracts/{id}/revoke", post(revoke_contract))
         .route("/v1/admin/policy", put(replace_policy))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(broker)
 }
 
@@ -56,6 +66,7 @@ fn error(status: StatusCode, code: &str, detail: impl Into<String>) -> Response 
         axum::Json(ErrorBody {
             error: code.to_owned(),
             detail: detail.into(),
+            signature: None,
         }),
     )
         .into_response()
@@ -81,9 +92,14 @@ fn broker_error(e: BrokerError) -> Response {
     }
 }
 
-fn release_error(e: ReleaseError) -> Response {
+/// A denial is a 403 signed for the request it answers; a failure is unsigned.
+fn release_error(b: &Broker, request_sha256: &[u8; 32], e: ReleaseError) -> Response {
     match e {
-        ReleaseError::Denied(d) => error(StatusCode::FORBIDDEN, d.code.as_str(), d.detail),
+        ReleaseError::Denied(d) => (
+            StatusCode::FORBIDDEN,
+            axum::Json(b.denial_body(&d, request_sha256)),
+        )
+            .into_response(),
         ReleaseError::Failed(e) => broker_error(e),
     }
 }
@@ -116,9 +132,10 @@ async fn challenge(State(b): State<Arc<Broker>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e),
     };
+    let digest = request_digest(&body);
     blocking(move || {
-        b.challenge(&req)
-            .map_or_else(release_error, |r| ok_json(&r))
+        b.challenge(&req, &digest)
+            .map_or_else(|e| release_error(&b, &digest, e), |r| ok_json(&r))
     })
     .await
 }
@@ -128,7 +145,12 @@ async fn release(State(b): State<Arc<Broker>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e),
     };
-    blocking(move || b.release(&req).map_or_else(release_error, |r| ok_json(&r))).await
+    let digest = request_digest(&body);
+    blocking(move || {
+        b.release(&req, &digest)
+            .map_or_else(|e| release_error(&b, &digest, e), |r| ok_json(&r))
+    })
+    .await
 }
 
 /// Runs an admin operation after checking the request's signature.

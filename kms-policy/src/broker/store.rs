@@ -11,6 +11,7 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::admin_auth::MAX_SKEW_SECS;
 use crate::evaluate::Contract;
 
 /// A storage failure.
@@ -108,6 +109,15 @@ pub trait Store: Send + Sync {
     fn policy(&self) -> Result<Option<String>, StoreError>;
     /// Replaces the stored policy text.
     fn set_policy(&self, toml: &str, now: u64) -> Result<(), StoreError>;
+    /// Remembers an accepted admin request's signature (signed for `time`): false when it
+    /// was seen before, i.e. a replay. Signatures older than twice the skew window are
+    /// forgotten, since their time alone refuses them.
+    fn remember_admin_request(
+        &self,
+        signature: &[u8; 64],
+        time: u64,
+        now: u64,
+    ) -> Result<bool, StoreError>;
 }
 
 /// SQLite storage.
@@ -135,6 +145,8 @@ CREATE TABLE IF NOT EXISTS decisions (
     seq INTEGER PRIMARY KEY, record BLOB NOT NULL, signature BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS policy (
     id INTEGER PRIMARY KEY CHECK (id = 1), toml TEXT NOT NULL, updated_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS admin_requests (
+    signature BLOB PRIMARY KEY, time INTEGER NOT NULL);
 ";
 
 impl SqliteStore {
@@ -335,5 +347,25 @@ impl Store for SqliteStore {
             params![toml, i64_of(now)],
         )?;
         Ok(())
+    }
+
+    fn remember_admin_request(
+        &self,
+        signature: &[u8; 64],
+        time: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        tx.execute(
+            "DELETE FROM admin_requests WHERE time < ?1",
+            params![i64_of(now.saturating_sub(2 * MAX_SKEW_SECS))],
+        )?;
+        let inserted = tx.execute(
+            "INSERT OR IGNORE INTO admin_requests (signature, time) VALUES (?1, ?2)",
+            params![signature.to_vec(), i64_of(time)],
+        )?;
+        tx.commit()?;
+        Ok(inserted == 1)
     }
 }

@@ -156,7 +156,7 @@ not_after = "2030-01-01T00:00:00Z"
         let server = LoopbackBroker::start(broker.clone()).unwrap();
         let url = server.url().to_owned();
         Running {
-            client: KmsClient::new(&url),
+            client: KmsClient::new(&url, broker.identity_key()),
             broker,
             url,
             server,

@@ -86,6 +86,14 @@ impl fmt::Debug for ProviderPublicKey {
     }
 }
 
+impl std::str::FromStr for ProviderPublicKey {
+    type Err = ProviderKeyError;
+    /// See [`ProviderPublicKey::parse`].
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
 impl ProviderPublicKey {
     /// From the 32-byte encoding.
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, ProviderKeyError> {

@@ -70,6 +70,8 @@ pub fn get_tcp(port: u16, path: &str) -> Option<(u16, String)> {
 pub struct Deployment {
     pub dir: tempfile::TempDir,
     pub kms_port: u16,
+    /// The broker's identity key (hex), as `tb-kms identity` prints it.
+    pub kms_key: String,
     pub ingress_port: u16,
     /// The sockets each side dials for the other (the peer's own, or a tap's).
     links: Links,
@@ -166,6 +168,9 @@ impl Deployment {
             &p("tb-kms.log"),
         );
         let kms_url = format!("http://127.0.0.1:{kms_port}");
+        let kms_key = ok(run("tb-kms", &["identity", "--kek-file", &s(&p("kek"))]))
+            .trim()
+            .to_owned();
         let deadline = Instant::now() + Duration::from_secs(20);
         while get_tcp(kms_port, "/health").is_none() {
             assert!(Instant::now() < deadline, "tb-kms did not start");
@@ -177,6 +182,8 @@ impl Deployment {
                 "register",
                 "--kms",
                 &kms_url,
+                "--kms-key",
+                &kms_key,
                 "--bundle",
                 &s(&p("bundle")),
                 "--key",
@@ -192,6 +199,8 @@ impl Deployment {
                 "add",
                 "--kms",
                 &kms_url,
+                "--kms-key",
+                &kms_key,
                 "--admin-key",
                 &s(&p("admin.key")),
                 "--id",
@@ -207,6 +216,7 @@ impl Deployment {
         Self {
             ingress_port: free_port(),
             kms_port,
+            kms_key,
             links: Links {
                 sentinel: p("sentinel.sock"),
                 egress: p("egress.sock"),
@@ -302,6 +312,12 @@ impl Deployment {
                     format!("unix://{}", s(&self.links.bundles)),
                     "--kms-url".into(),
                     format!("http://127.0.0.1:{}", self.kms_port),
+                    "--kms-key".into(),
+                    // `extra` may pin another broker key (or none, with "").
+                    extra
+                        .iter()
+                        .position(|a| a == "--kms-key")
+                        .map_or_else(|| self.kms_key.clone(), |i| extra[i + 1].clone()),
                     "--asset-id".into(),
                     ASSET.into(),
                     "--contract-id".into(),
@@ -319,7 +335,7 @@ impl Deployment {
                     "--retry-attempts".into(),
                     "60".into(),
                 ][..],
-                extra,
+                &without_kms_key(extra),
             ]
             .concat()
             .into_iter()
@@ -354,6 +370,22 @@ impl Deployment {
             std::thread::sleep(Duration::from_millis(25));
         }
     }
+}
+
+/// `extra` without its `--kms-key VALUE` pair (which replaces the deployment's own).
+fn without_kms_key(extra: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut skip = false;
+    for a in extra {
+        if skip {
+            skip = false;
+        } else if a == "--kms-key" {
+            skip = true;
+        } else {
+            out.push(a.clone());
+        }
+    }
+    out
 }
 
 pub fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -203,7 +203,7 @@ async fn fetch_imds(egress: &Endpoint) -> Result<Vec<u8>, String> {
         host: IMDS_HOST.to_owned(),
         port: 80,
     };
-    let stream = egress_tunnel(egress, &target)
+    let stream = egress_tunnel(egress, &target, Duration::from_secs(10))
         .await
         .map_err(|e| e.to_string())?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))

@@ -239,9 +239,15 @@ fn a_report_with_other_report_data_is_refused() {
 
 #[test]
 fn a_missing_device_is_named() {
-    let b = crate::keys::SentinelKeys::generate()
-        .unwrap()
-        .binding(vec![1; 32]);
+    let pins = crate::authorize::Pins {
+        broker: trustbridge_protocol::key_release::BrokerKey::from_bytes([4; 32]),
+        provider: None,
+    };
+    let b = crate::authorize::binding_for(
+        &crate::keys::SentinelKeys::generate().unwrap(),
+        &pins,
+        &[1; 32],
+    );
     let err = SevGuest::new("/nonexistent/sev-guest")
         .evidence(&b)
         .unwrap_err()

@@ -11,8 +11,9 @@ use anyhow::{Context, Result};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use serde::Deserialize;
-use trustbridge_enclave::authorize::KmsTarget;
+use trustbridge_enclave::authorize::{BrokerKey, KmsTarget};
 use trustbridge_enclave::output::ModelOutput;
+use trustbridge_protocol::bundle::ProviderPublicKey;
 use trustbridge_transport::Endpoint;
 
 use crate::{Args, SimPlatform, Tee};
@@ -30,6 +31,10 @@ struct FileConfig {
     relay_bundles: Option<Endpoint>,
     #[serde(default, deserialize_with = "parsed")]
     kms_url: Option<KmsTarget>,
+    #[serde(default, deserialize_with = "parsed")]
+    kms_key: Option<BrokerKey>,
+    #[serde(default, deserialize_with = "parsed")]
+    provider_key: Option<ProviderPublicKey>,
     asset_id: Option<String>,
     contract_id: Option<String>,
     tee: Option<Tee>,
@@ -101,6 +106,8 @@ fn merge(args: &mut Args, matches: &ArgMatches, file: FileConfig) {
         relay_egress,
         relay_bundles,
         kms_url,
+        kms_key,
+        provider_key,
         asset_id,
         contract_id,
         tee,
@@ -136,6 +143,7 @@ mod tests {
             &["tb-sentinel", "--download-concurrency", "3"],
             r#"
                 kms_url = "http://kms.example:8080"
+                kms_key = "1111111111111111111111111111111111111111111111111111111111111111"
                 asset_id = "acme/llm@v1"
                 contract_id = "c-1"
                 download_concurrency = 16
@@ -162,6 +170,8 @@ mod tests {
         assert!(matches!(args.tee, Tee::Simulated));
         assert_eq!(args.listen.to_string(), "unix:///run/tb.sock");
         assert_eq!(args.retry_attempts, 10, "untouched default");
+        assert_eq!(args.kms_key.unwrap().as_bytes(), &[0x11; 32]);
+        assert!(args.provider_key.is_none());
     }
 
     #[test]
@@ -171,5 +181,6 @@ mod tests {
         assert!(toml::from_str::<FileConfig>("listen = \"ftp://x\"").is_err());
         assert!(toml::from_str::<FileConfig>("tee = \"sgx\"").is_err());
         assert!(toml::from_str::<FileConfig>("sim_platform = \"spn\"").is_err());
+        assert!(toml::from_str::<FileConfig>("kms_key = \"abcd\"").is_err());
     }
 }

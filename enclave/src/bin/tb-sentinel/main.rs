@@ -21,12 +21,13 @@ use trustbridge_enclave::attestation::azure_vtpm;
 use trustbridge_enclave::attestation::{
     AttestationProvider, Probe, SimulatedPlatform, SimulatedProvider, TeeChoice, detect,
 };
-use trustbridge_enclave::authorize::KmsTarget;
+use trustbridge_enclave::authorize::{BrokerKey, EgressLimits, KmsTarget, Pins};
 use trustbridge_enclave::boot::Backoff;
 use trustbridge_enclave::hydrate::HydrateConfig;
 use trustbridge_enclave::output::ModelOutput;
 use trustbridge_enclave::sentinel::{Sentinel, SentinelConfig};
 use trustbridge_logging::LogFormat;
+use trustbridge_protocol::bundle::ProviderPublicKey;
 use trustbridge_transport::{Endpoint, Listener};
 use trustbridge_verifier::simulated::SimulatedTee;
 
@@ -94,6 +95,16 @@ struct Args {
     /// Required.
     #[arg(long, env = "TB_KMS_URL", value_name = "URL")]
     kms_url: Option<KmsTarget>,
+    /// The key broker's identity key (64 hex characters; `tb-kms identity` prints it).
+    /// Required: the sentinel trusts only answers this key signs, so a relay that answers
+    /// in the broker's place cannot hand it a key, a manifest or a provider. The key is
+    /// part of the evidence binding, so every relying party sees which broker it trusts.
+    #[arg(long, env = "TB_KMS_KEY", value_name = "HEX")]
+    kms_key: Option<BrokerKey>,
+    /// Serve only models signed by this provider key (64 hex characters or PEM). Part of
+    /// the evidence binding too. Default: whichever provider the broker names.
+    #[arg(long, env = "TB_PROVIDER_KEY", value_name = "KEY")]
+    provider_key: Option<ProviderPublicKey>,
     /// The asset to serve. Required.
     #[arg(long, env = "TB_ASSET_ID", value_name = "ID")]
     asset_id: Option<String>,
@@ -254,6 +265,19 @@ fn run(args: Args) -> Result<()> {
     let required = |what: &str, var: &str, key: &str| {
         anyhow::anyhow!("--{what} is required (or {var}, or {key} in the --config file)")
     };
+    // Before any TEE device is probed: without a pinned broker nothing it says can be
+    // believed.
+    let broker = args.kms_key.ok_or_else(|| {
+        anyhow::anyhow!(
+            "--kms-key is required (or TB_KMS_KEY, or kms_key in the --config file): the key \
+             broker's identity key, as `tb-kms identity` prints it; without it the sentinel \
+             cannot tell the broker from the relay"
+        )
+    })?;
+    let pins = Pins {
+        broker,
+        provider: args.provider_key.as_ref().map(ProviderPublicKey::to_bytes),
+    };
     let kms = args
         .kms_url
         .clone()
@@ -276,6 +300,8 @@ fn run(args: Args) -> Result<()> {
         asset: asset.clone(),
         contract,
         kms,
+        pins,
+        egress_limits: EgressLimits::default(),
         egress: args.relay_egress.clone(),
         bundles: args.relay_bundles.clone(),
         hydrate: HydrateConfig {

@@ -1,6 +1,7 @@
 //! `tb-kms`: the TrustBridge key broker.
 //!
-//! `tb-kms serve` runs the attestation-gated key release service; `tb-kms audit verify`
+//! `tb-kms serve` runs the attestation-gated key release service; `tb-kms identity` prints
+//! the broker's identity key (what sentinels and providers pin); `tb-kms audit verify`
 //! checks the decision log; `tb-kms kek generate` creates a key-encryption key file.
 #![forbid(unsafe_code)]
 
@@ -29,8 +30,24 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Serve(ServeArgs),
+    Identity(IdentityArgs),
     Audit(AuditArgs),
     Kek(KekArgs),
+}
+
+/// Print the broker's identity key: what sentinels (--kms-key, TB_KMS_KEY) and providers
+/// (trustbridge --kms-key) pin.
+///
+/// The identity key is derived from the KEK, so this needs the KEK (--kek-file or
+/// TB_KMS_KEK) but no running broker. Every answer the broker gives is signed with it.
+#[derive(Debug, clap::Args)]
+struct IdentityArgs {
+    /// KEK file (64 hex characters); TB_KMS_KEK is used when absent.
+    #[arg(long, value_name = "FILE")]
+    kek_file: Option<PathBuf>,
+    /// Print JSON: {identity_key, registration_key, decision_log_key}.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Run the key broker.
@@ -107,6 +124,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Identity(args) => identity(args).map(|()| true),
         Command::Audit(AuditArgs {
             command: AuditCommand::Verify(args),
         }) => audit_verify(args),
@@ -164,6 +182,7 @@ fn serve(args: ServeArgs) -> Result<bool> {
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         tracing::info!(
             listen = %listener.local_addr()?,
+            identity_key = %info.identity_key,
             registration_key = %info.registration_key,
             decision_log_key = %info.decision_log_key,
             simulation = info.simulation,
@@ -223,6 +242,23 @@ fn audit_verify(args: AuditVerifyArgs) -> Result<bool> {
             Ok(false)
         }
     }
+}
+
+fn identity(args: IdentityArgs) -> Result<()> {
+    let kek = read_kek(args.kek_file.as_deref())?;
+    let identity = kek.broker_identity().public();
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let doc = serde_json::json!({
+            "identity_key": identity.to_string(),
+            "registration_key": hex::encode(kek.registration_key().public_key()),
+            "decision_log_key": hex::encode(kek.decision_log_key().verifying_key().to_bytes()),
+        });
+        writeln!(out, "{doc}")?;
+    } else {
+        writeln!(out, "{identity}")?;
+    }
+    Ok(())
 }
 
 fn kek_generate(args: KekGenerateArgs) -> Result<()> {

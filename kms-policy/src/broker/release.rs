@@ -1,0 +1,298 @@
+//! The key release: challenges and releases, each answer signed by the broker's identity
+//! key over its fields and the digest of the request it answers.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use aws_lc_rs::digest;
+use base64::Engine;
+use trustbridge_protocol::binding::EvidenceBinding;
+use trustbridge_protocol::key_release::{
+    ChallengeRequest, ChallengeResponse, NONCE_TTL_SECS, Nonce, ReleaseRequest, ReleaseResponse,
+    Statement, release_info, seal_data_key,
+};
+use trustbridge_verifier::x509::ParsedCertificate;
+use trustbridge_verifier::{
+    AzureEvidence, Platform, TrustRoots, VerifiedEvidence, VerifyError, check_binding,
+    verify_azure, verify_nitro, verify_snp,
+};
+
+use super::core::{Broker, BrokerError, ReleaseError, bad};
+use super::store::NonceState;
+use crate::evaluate::{Denial, DenialCode, check_contract, evaluate_evidence};
+
+impl Broker {
+    /// Issues a single-use nonce for (asset, contract), signed for the request whose body
+    /// has digest `request_sha256`.
+    pub fn challenge(
+        &self,
+        req: &ChallengeRequest,
+        request_sha256: &[u8; 32],
+    ) -> Result<ChallengeResponse, ReleaseError> {
+        if let Err(e) = self.check_asset_and_contract(&req.asset, &req.contract) {
+            if let ReleaseError::Denied(d) = &e {
+                self.log(&req.asset, &req.contract, "", &[], &[], Err(d));
+            }
+            return Err(e);
+        }
+        let nonce = Nonce::random()
+            .map_err(|_| BrokerError::Key("random number generator failed".into()))?;
+        self.store.issue_nonce(
+            nonce.as_bytes(),
+            &req.asset,
+            &req.contract,
+            self.now() + NONCE_TTL_SECS,
+        )?;
+        let statement = Statement::Challenge {
+            asset: req.asset.clone(),
+            contract: req.contract.clone(),
+            nonce: nonce.as_bytes().to_vec(),
+            expires_in: NONCE_TTL_SECS,
+        };
+        Ok(ChallengeResponse {
+            nonce,
+            expires_in: NONCE_TTL_SECS,
+            signature: self.identity.sign(&statement, request_sha256),
+        })
+    }
+
+    fn check_asset_and_contract(&self, asset: &str, contract: &str) -> Result<(), ReleaseError> {
+        let active = self.active_policy();
+        if active.policy.asset(asset).is_none() || self.store.asset(asset)?.is_none() {
+            return Err(Denial::new(
+                DenialCode::UnknownAsset,
+                format!("asset {asset} is not registered under the policy"),
+            )
+            .into());
+        }
+        let c = self.store.contract(contract)?;
+        Ok(check_contract(c.as_ref(), asset, self.now())?)
+    }
+
+    /// Decides a key release: the data key sealed to the attested release key, or why not,
+    /// signed for the request whose body has digest `request_sha256`. Every decision
+    /// (release or denial) is appended to the decision log.
+    pub fn release(
+        &self,
+        req: &ReleaseRequest,
+        request_sha256: &[u8; 32],
+    ) -> Result<ReleaseResponse, ReleaseError> {
+        let decoded = Decoded::from_request(req)?;
+        let evidence_hash = digest::digest(&digest::SHA256, &decoded.evidence)
+            .as_ref()
+            .to_vec();
+        let (asset, contract, result) = match self
+            .store
+            .consume_nonce(decoded.nonce.as_bytes(), self.now())?
+        {
+            NonceState::UnknownOrUsed => (
+                String::new(),
+                String::new(),
+                Err(Denial::new(
+                    DenialCode::NonceUnknownOrUsed,
+                    "nonce was not issued or was already used",
+                )
+                .into()),
+            ),
+            NonceState::Expired => (
+                String::new(),
+                String::new(),
+                Err(Denial::new(DenialCode::NonceExpired, "nonce has expired").into()),
+            ),
+            NonceState::Valid { asset, contract } => {
+                let r = self.release_checked(&decoded, &asset, &contract, request_sha256);
+                (asset, contract, r)
+            }
+        };
+        match &result {
+            Ok(_) => self.log(
+                &asset,
+                &contract,
+                req.platform.name(),
+                &evidence_hash,
+                &decoded.binding.release_key,
+                Ok(()),
+            ),
+            Err(ReleaseError::Denied(d)) => self.log(
+                &asset,
+                &contract,
+                req.platform.name(),
+                &evidence_hash,
+                &decoded.binding.release_key,
+                Err(d),
+            ),
+            Err(ReleaseError::Failed(e)) => {
+                tracing::error!(error = %e, "key release failed inside the broker")
+            }
+        }
+        result
+    }
+
+    fn release_checked(
+        &self,
+        d: &Decoded,
+        asset_id: &str,
+        contract: &str,
+        request_sha256: &[u8; 32],
+    ) -> Result<ReleaseResponse, ReleaseError> {
+        self.check_asset_and_contract(asset_id, contract)?;
+        let active = self.active_policy();
+        let asset_policy = active
+            .policy
+            .asset(asset_id)
+            .ok_or_else(|| Denial::new(DenialCode::UnknownAsset, asset_id.to_owned()))?;
+        let ev = self.verify(d, &active.roots)?;
+        check_binding(&ev, &d.binding)
+            .map_err(|e| Denial::new(DenialCode::BindingMismatch, e.to_string()))?;
+        let record = self
+            .store
+            .asset(asset_id)?
+            .ok_or_else(|| Denial::new(DenialCode::UnknownAsset, asset_id.to_owned()))?;
+        // What the (now attested) binding says the sentinel trusts must be us and this asset.
+        let identity = self.identity.public();
+        if &d.binding.broker_key != identity.as_bytes() {
+            return Err(Denial::new(
+                DenialCode::WrongBroker,
+                format!(
+                    "the sentinel pins broker key {}, this broker is {identity}",
+                    hex::encode(d.binding.broker_key)
+                ),
+            )
+            .into());
+        }
+        if let Some(pinned) = d.binding.provider_key {
+            if pinned != record.provider_key {
+                return Err(Denial::new(
+                    DenialCode::WrongProvider,
+                    format!(
+                        "the sentinel pins provider key {}, asset {asset_id} is signed by {}",
+                        hex::encode(pinned),
+                        hex::encode(record.provider_key)
+                    ),
+                )
+                .into());
+            }
+        }
+        if let Some(manifest) = d.binding.manifest_sha256 {
+            if manifest != record.manifest_sha256 {
+                return Err(Denial::new(
+                    DenialCode::BindingMismatch,
+                    "the binding names another manifest than the asset's",
+                )
+                .into());
+            }
+        }
+        evaluate_evidence(&active.policy, asset_policy, &ev)?;
+        if !self.store.count_release(contract)? {
+            return Err(Denial::new(
+                DenialCode::ReleaseLimit,
+                format!("contract {contract} has reached its release limit"),
+            )
+            .into());
+        }
+        let key = self
+            .kek
+            .unwrap(asset_id, &record.wrapped_key)
+            .map_err(|e| BrokerError::Key(e.to_string()))?;
+        let (enc, ct) = seal_data_key(
+            &d.binding.release_key,
+            &release_info(asset_id, d.nonce.as_bytes()),
+            &key,
+        )
+        .map_err(|e| BrokerError::Key(e.to_string()))?;
+        let statement = Statement::Release {
+            asset: asset_id.to_owned(),
+            contract: contract.to_owned(),
+            nonce: d.nonce.as_bytes().to_vec(),
+            release_key: d.binding.release_key,
+            manifest_sha256: record.manifest_sha256,
+            provider_key: record.provider_key,
+            key_id: key.key_id().to_string(),
+            enc: enc.clone(),
+            ciphertext: ct.clone(),
+        };
+        Ok(ReleaseResponse {
+            asset: asset_id.to_owned(),
+            contract: contract.to_owned(),
+            manifest_sha256: hex::encode(record.manifest_sha256),
+            provider_key: hex::encode(record.provider_key),
+            key_id: key.key_id().to_string(),
+            enc: hex::encode(enc),
+            ciphertext: hex::encode(ct),
+            signature: self.identity.sign(&statement, request_sha256),
+        })
+    }
+
+    fn verify(&self, d: &Decoded, roots: &TrustRoots) -> Result<VerifiedEvidence, Denial> {
+        let now = UNIX_EPOCH + Duration::from_secs(self.now());
+        let result = match d.platform {
+            Platform::Nitro => verify_nitro(&d.evidence, roots, now),
+            Platform::Snp => verify_snp(&d.evidence, &d.certificates, roots, now),
+            Platform::AzureSnpVtpm => AzureEvidence::from_json(&d.evidence)
+                .and_then(|az| verify_azure(&az, &d.certificates, roots, now)),
+        };
+        result.map_err(|e| {
+            if matches!(e, VerifyError::UntrustedRoot { .. }) && looks_simulated(d) {
+                Denial::new(
+                    DenialCode::SimulationNotAllowed,
+                    "simulated evidence, and the policy accepts no simulation root",
+                )
+            } else {
+                Denial::new(DenialCode::EvidenceInvalid, e.to_string())
+            }
+        })
+    }
+}
+
+/// Whether unverifiable evidence carries the simulated TEE's markers.
+fn looks_simulated(d: &Decoded) -> bool {
+    const MARK: &str = "TrustBridge SIMULATION";
+    match d.platform {
+        Platform::Nitro => {
+            trustbridge_verifier::nitro::parse_nitro(&d.evidence).is_ok_and(|(_, doc)| {
+                doc.module_id
+                    .starts_with(trustbridge_verifier::nitro::SIMULATED_MODULE_PREFIX)
+            })
+        }
+        _ => d.certificates.iter().any(|c| c.subject().contains(MARK)),
+    }
+}
+
+/// A release request with its fields decoded.
+struct Decoded {
+    nonce: Nonce,
+    platform: Platform,
+    evidence: Vec<u8>,
+    certificates: Vec<ParsedCertificate>,
+    binding: EvidenceBinding,
+}
+
+impl Decoded {
+    fn from_request(req: &ReleaseRequest) -> Result<Self, BrokerError> {
+        let b64 = |field: &str, s: &str| {
+            base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .map_err(|e| bad(field, e))
+        };
+        let certificates = req
+            .certificates
+            .iter()
+            .map(|c| {
+                b64("certificates", c).and_then(|der| {
+                    ParsedCertificate::from_der(&der, "certificate")
+                        .map_err(|e| bad("certificates", e))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let binding = req
+            .binding
+            .to_binding(&req.nonce)
+            .map_err(|e| BrokerError::BadRequest(e.to_string()))?;
+        Ok(Self {
+            nonce: req.nonce,
+            platform: req.platform,
+            evidence: b64("evidence", &req.evidence)?,
+            certificates,
+            binding,
+        })
+    }
+}

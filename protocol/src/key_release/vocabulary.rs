@@ -1,0 +1,115 @@
+//! The typed values of the key-release messages: nonces and the broker's identity key.
+//! Both travel as lowercase hex in JSON and are checked when parsed.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A 32-byte value was not 64 hex characters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} must be 64 hex characters (32 bytes)")]
+pub struct BadHex32 {
+    /// What was being parsed.
+    pub what: &'static str,
+}
+
+/// The system random number generator failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the system random number generator failed")]
+pub struct RandomFailed;
+
+fn parse32(s: &str, what: &'static str) -> Result<[u8; 32], BadHex32> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s.trim(), &mut out).map_err(|_| BadHex32 { what })?;
+    Ok(out)
+}
+
+macro_rules! hex32 {
+    ($name:ident, $what:literal) => {
+        impl $name {
+            /// The value from its bytes.
+            pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+                Self(bytes)
+            }
+
+            /// The bytes.
+            pub const fn as_bytes(&self) -> &[u8; 32] {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&hex::encode(self.0))
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), self)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = BadHex32;
+            fn from_str(s: &str) -> Result<Self, BadHex32> {
+                parse32(s, $what).map(Self)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.to_string())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+/// A single-use 32-byte nonce: the broker's challenge, or the client's nonce that makes
+/// the broker's signed challenge answer fresh.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Nonce([u8; 32]);
+hex32!(Nonce, "a nonce");
+
+impl Nonce {
+    /// A fresh nonce from the system CSPRNG.
+    pub fn random() -> Result<Self, RandomFailed> {
+        let mut n = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut n).map_err(|_| RandomFailed)?;
+        Ok(Self(n))
+    }
+}
+
+/// The key broker's Ed25519 identity public key: what sentinels and providers pin
+/// (`--kms-key`, `TB_KMS_KEY`), and what signs every broker answer.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BrokerKey([u8; 32]);
+hex32!(BrokerKey, "a broker identity key");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trip_and_strict_parsing() {
+        let k = BrokerKey::from_bytes([0xab; 32]);
+        assert_eq!(k.to_string().parse::<BrokerKey>(), Ok(k));
+        assert_eq!(
+            serde_json::from_str::<BrokerKey>(&serde_json::to_string(&k).unwrap()).unwrap(),
+            k
+        );
+        for bad in ["", "ab", &"zz".repeat(32), &"ab".repeat(33)] {
+            assert!(bad.parse::<BrokerKey>().is_err(), "{bad}");
+        }
+        assert!(serde_json::from_str::<Nonce>("\"00\"").is_err());
+        assert_ne!(Nonce::random().unwrap(), Nonce::random().unwrap());
+    }
+}
