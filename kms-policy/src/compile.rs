@@ -4,7 +4,9 @@
 
 use serde_json::{Value, json};
 
-use crate::policy::{AssetPolicy, Policy};
+use std::collections::BTreeMap;
+
+use crate::policy::{AssetPolicy, Policy, SnpSet};
 
 /// A policy that cannot be expressed for a target.
 #[derive(Debug, thiserror::Error)]
@@ -105,15 +107,34 @@ pub fn aws_kms_key_policy(
     }))
 }
 
-/// An Azure Key Vault Secure Key Release policy: release only to an attested SEV-SNP CVM
-/// (`sevsnpvm`, Azure-compliant) whose launch measurement (and host data, and debug state)
-/// matches one accepted SNP or Azure measurement set, as attested by `maa_endpoint`.
+/// SEV-SNP guest policy bits that MAA reports as claims (`x-ms-sevsnpvm-*`), by bit.
+const SKR_POLICY_BITS: [(u32, &str); 3] = [
+    (16, "x-ms-sevsnpvm-smt-allowed"),
+    (18, "x-ms-sevsnpvm-migration-allowed"),
+    (19, "x-ms-sevsnpvm-is-debuggable"),
+];
+/// Guest policy bit 17 is reserved and must be one: every guest has it.
+const POLICY_RESERVED_ONE: u32 = 17;
+
+/// An Azure Key Vault Secure Key Release policy (grammar version 1.0.0): release only to an
+/// attested SEV-SNP CVM (`sevsnpvm`, Azure-compliant) that one accepted SNP or Azure
+/// measurement set accepts, as attested by `maa_endpoint`:
+///
+/// - the launch measurement, and the host data when given (`equals`);
+/// - `min_tcb` as `greaterOrEquals` on the bootloader, TEE, SNP firmware and microcode SVN
+///   claims; `max_vmpl` as `lessOrEquals` on the VMPL claim;
+/// - guest policy bits MAA reports as booleans: SMT (16), MIGRATE_MA (18), DEBUG (19);
+///   DEBUG is `false` unless `allow_debug`, MIGRATE_MA `false` unless
+///   `allow_migration_agent`.
+///
+/// What SKR cannot express is an [`CompileError::Inexpressible`] naming the rule: TPM PCRs,
+/// a minimum FMC SVN, and guest policy bits MAA reports no claim for.
 pub fn azure_skr_policy(asset: &AssetPolicy, maa_endpoint: &str) -> Result<Value, CompileError> {
-    let sets: Vec<_> = asset
+    let sets: Vec<(&str, &SnpSet, bool)> = asset
         .azure
         .iter()
-        .map(|a| (&a.snp, !a.tpm_pcrs.is_empty()))
-        .chain(asset.snp.iter().map(|s| (s, false)))
+        .map(|a| ("azure", &a.snp, !a.tpm_pcrs.is_empty()))
+        .chain(asset.snp.iter().map(|s| ("snp", s, false)))
         .collect();
     if sets.is_empty() {
         return Err(CompileError::NothingToAllow {
@@ -122,31 +143,118 @@ pub fn azure_skr_policy(asset: &AssetPolicy, maa_endpoint: &str) -> Result<Value
             target: "Azure SKR",
         });
     }
-    if sets.iter().any(|(_, has_tpm_pcrs)| *has_tpm_pcrs) {
+    if sets.iter().any(|(_, _, has_tpm_pcrs)| *has_tpm_pcrs) {
         return Err(CompileError::Inexpressible(
             "tpm_pcrs cannot be compiled to an SKR policy: Azure Attestation does not expose vTPM PCRs as claims".into(),
         ));
     }
-    let claim = |name: &str, value: Value| json!({ "claim": format!("x-ms-isolation-tee.{name}"), "equals": value });
-    let any_of: Vec<Value> = sets
+    let any_of = sets
         .iter()
-        .map(|(set, _)| {
-            let mut all = vec![
-                claim("x-ms-attestation-type", json!("sevsnpvm")),
-                claim("x-ms-compliance-status", json!("azure-compliant-cvm")),
-                claim(
-                    "x-ms-sevsnpvm-launchmeasurement",
-                    json!(hex::encode(&set.measurement.0)),
-                ),
-            ];
-            if !asset.allow_debug {
-                all.push(claim("x-ms-sevsnpvm-is-debuggable", json!(false)));
-            }
-            if let Some(h) = &set.host_data {
-                all.push(claim("x-ms-sevsnpvm-hostdata", json!(hex::encode(&h.0))));
-            }
-            json!({ "authority": maa_endpoint, "allOf": all })
+        .enumerate()
+        .map(|(i, (kind, set, _))| {
+            let rule =
+                |name: &str| format!("asset {} [[asset.{kind}]] set {}: {name}", asset.id, i + 1);
+            let all = skr_conditions(asset, set, &rule)?;
+            Ok(json!({ "authority": maa_endpoint, "allOf": all }))
         })
-        .collect();
+        .collect::<Result<Vec<Value>, CompileError>>()?;
     Ok(json!({ "version": "1.0.0", "anyOf": any_of }))
+}
+
+/// The `allOf` conditions of one SNP set; `rule` names the set's rules for errors.
+fn skr_conditions(
+    asset: &AssetPolicy,
+    set: &SnpSet,
+    rule: &dyn Fn(&str) -> String,
+) -> Result<Vec<Value>, CompileError> {
+    let claim = |name: &str| format!("x-ms-isolation-tee.{name}");
+    let equals = |name: &str, value: Value| json!({ "claim": claim(name), "equals": value });
+    let mut all = vec![
+        equals("x-ms-attestation-type", json!("sevsnpvm")),
+        equals("x-ms-compliance-status", json!("azure-compliant-cvm")),
+        equals(
+            "x-ms-sevsnpvm-launchmeasurement",
+            json!(hex::encode(&set.measurement.0)),
+        ),
+    ];
+    if let Some(h) = &set.host_data {
+        all.push(equals("x-ms-sevsnpvm-hostdata", json!(hex::encode(&h.0))));
+    }
+    if let Some(tcb) = &set.min_tcb {
+        if tcb.fmc.is_some() {
+            return Err(CompileError::Inexpressible(format!(
+                "{}: Azure Attestation reports no FMC SVN claim",
+                rule("min_tcb.fmc")
+            )));
+        }
+        for (name, min) in [
+            ("x-ms-sevsnpvm-bootloader-svn", tcb.bootloader),
+            ("x-ms-sevsnpvm-tee-svn", tcb.tee),
+            ("x-ms-sevsnpvm-snpfw-svn", tcb.snp),
+            ("x-ms-sevsnpvm-microcode-svn", tcb.microcode),
+        ] {
+            all.push(json!({ "claim": claim(name), "greaterOrEquals": min }));
+        }
+    }
+    all.push(json!({ "claim": claim("x-ms-sevsnpvm-vmpl"), "lessOrEquals": set.max_vmpl }));
+    // The guest policy bits, as the boolean claims MAA reports.
+    let set_bits = set.policy_bits_set.map_or(0, |b| b.0);
+    let clear_bits = set.policy_bits_clear.map_or(0, |b| b.0);
+    let mut booleans: Vec<(&str, bool, String)> = Vec::new();
+    if !asset.allow_debug {
+        booleans.push((
+            "x-ms-sevsnpvm-is-debuggable",
+            false,
+            "allow_debug = false".into(),
+        ));
+    }
+    if !asset.allow_migration_agent {
+        booleans.push((
+            "x-ms-sevsnpvm-migration-allowed",
+            false,
+            "allow_migration_agent = false".into(),
+        ));
+    }
+    for (bits, value, field) in [
+        (set_bits, true, "policy_bits_set"),
+        (clear_bits, false, "policy_bits_clear"),
+    ] {
+        for bit in (0..64).filter(|b| bits & (1u64 << b) != 0) {
+            if bit == POLICY_RESERVED_ONE {
+                if value {
+                    continue; // every guest has it
+                }
+                return Err(CompileError::Inexpressible(format!(
+                    "{}: bit 17 is reserved and always one, so no guest would match",
+                    rule(field)
+                )));
+            }
+            let Some((_, name)) = SKR_POLICY_BITS.iter().find(|(b, _)| *b == bit) else {
+                return Err(CompileError::Inexpressible(format!(
+                    "{}: guest policy bit {bit} has no Azure Attestation claim (only bits 16 SMT, 18 MIGRATE_MA and 19 DEBUG do)",
+                    rule(field)
+                )));
+            };
+            booleans.push((name, value, format!("{field} bit {bit}")));
+        }
+    }
+    let mut seen: BTreeMap<&str, (bool, String)> = BTreeMap::new();
+    for (name, value, why) in booleans {
+        match seen.get(name) {
+            Some((v, _)) if *v == value => {}
+            Some((_, first)) => {
+                return Err(CompileError::Inexpressible(format!(
+                    "{}: {why} contradicts {first}, so no guest would match",
+                    rule(name)
+                )));
+            }
+            None => {
+                seen.insert(name, (value, why));
+            }
+        }
+    }
+    for (name, (value, _)) in seen {
+        all.push(equals(name, json!(value)));
+    }
+    Ok(all)
 }

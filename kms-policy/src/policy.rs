@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
-use trustbridge_verifier::Platform;
+use trustbridge_verifier::{Appraisal, Platform, ReferenceSet, References};
 
 /// The policy file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +19,18 @@ pub enum PolicyError {
     /// Valid TOML, but inconsistent.
     #[error("invalid policy: {0}")]
     Invalid(String),
+}
+
+/// A guest-policy bit mask written as hex in the policy (`"0x80000"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct BitMask(pub u64);
+
+impl TryFrom<String> for BitMask {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        parse_bits(&s).map(Self)
+    }
 }
 
 /// A 48- or 32-byte (etc.) value written as hex in the policy.
@@ -86,6 +98,10 @@ pub struct AssetPolicy {
     /// Accept debug-mode TEEs (never in production).
     #[serde(default)]
     pub allow_debug: bool,
+    /// Accept SEV-SNP guests whose policy allows a migration agent (`MIGRATE_MA`), which
+    /// could read the guest's memory.
+    #[serde(default)]
+    pub allow_migration_agent: bool,
     /// Accepted Nitro measurement sets (any one suffices).
     #[serde(default)]
     pub nitro: Vec<NitroSet>,
@@ -136,6 +152,9 @@ impl NitroSet {
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct MinTcb {
+    /// FMC SPL (Turin only).
+    #[serde(default)]
+    pub fmc: Option<u8>,
     /// Bootloader SPL.
     #[serde(default)]
     pub bootloader: u8,
@@ -158,18 +177,104 @@ pub struct SnpSet {
     pub measurement: HexValue,
     /// Host data (32 bytes), when the deployment sets it.
     pub host_data: Option<HexValue>,
-    /// Minimum reported TCB.
+    /// Minimum reported TCB (none when absent).
     #[serde(default)]
-    pub min_tcb: MinTcb,
+    pub min_tcb: Option<MinTcb>,
     /// Highest acceptable VMPL (default 0).
     #[serde(default)]
     pub max_vmpl: u32,
     /// Guest policy bits that must be set (hex, e.g. "0x0").
     #[serde(default)]
-    pub policy_bits_set: Option<String>,
+    pub policy_bits_set: Option<BitMask>,
     /// Guest policy bits that must be clear (hex).
     #[serde(default)]
-    pub policy_bits_clear: Option<String>,
+    pub policy_bits_clear: Option<BitMask>,
+}
+
+impl MinTcb {
+    /// The verifier's minimum TCB.
+    pub fn reference(&self) -> trustbridge_verifier::MinTcb {
+        trustbridge_verifier::MinTcb {
+            bootloader: self.bootloader,
+            tee: self.tee,
+            snp: self.snp,
+            microcode: self.microcode,
+            fmc: self.fmc,
+        }
+    }
+}
+
+impl SnpSet {
+    /// The set as the appraisal engine's reference values (the SNP measurements; the Azure
+    /// TPM PCRs are added by [`AzureSet::reference`]).
+    pub fn reference(&self) -> ReferenceSet {
+        let mut measurements = BTreeMap::new();
+        measurements.insert("measurement".to_owned(), self.measurement.0.clone());
+        if let Some(h) = &self.host_data {
+            measurements.insert("host_data".to_owned(), h.0.clone());
+        }
+        ReferenceSet {
+            measurements,
+            min_tcb: self.min_tcb.as_ref().map(MinTcb::reference),
+            max_vmpl: Some(self.max_vmpl),
+            policy_bits_set: self.policy_bits_set.map_or(0, |b| b.0),
+            policy_bits_clear: self.policy_bits_clear.map_or(0, |b| b.0),
+        }
+    }
+}
+
+impl NitroSet {
+    /// The set as the appraisal engine's reference values.
+    pub fn reference(&self) -> ReferenceSet {
+        ReferenceSet {
+            measurements: self
+                .pcrs()
+                .into_iter()
+                .map(|(i, v)| (format!("pcr{i}"), v.to_vec()))
+                .collect(),
+            ..ReferenceSet::default()
+        }
+    }
+}
+
+impl AzureSet {
+    /// The set as the appraisal engine's reference values: the SNP ones and the TPM PCRs.
+    pub fn reference(&self) -> ReferenceSet {
+        let mut set = self.snp.reference();
+        for (i, v) in &self.tpm_pcrs {
+            set.measurements.insert(format!("tpm_pcr{i}"), v.0.clone());
+        }
+        set
+    }
+}
+
+impl AssetPolicy {
+    /// The rules evidence must meet for this asset, for the appraisal engine (the one
+    /// `tb-verify` uses too). `simulation`: the policy accepts simulated evidence.
+    pub fn appraisal(&self, simulation: bool) -> Appraisal {
+        let by_platform = [
+            (
+                Platform::Nitro,
+                self.nitro.iter().map(NitroSet::reference).collect(),
+            ),
+            (
+                Platform::Snp,
+                self.snp.iter().map(SnpSet::reference).collect(),
+            ),
+            (
+                Platform::AzureSnpVtpm,
+                self.azure.iter().map(AzureSet::reference).collect(),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        Appraisal {
+            allow_simulated: simulation,
+            allow_debug: self.allow_debug,
+            allow_migration_agent: self.allow_migration_agent,
+            references: References::OneOf(by_platform),
+        }
+    }
 }
 
 /// Azure vTPM SNP reference values: the SNP ones plus TPM PCRs.
@@ -251,6 +356,14 @@ impl Policy {
                 check_snp_set(&a.id, set)?;
             }
             for z in &a.azure {
+                if z.tpm_pcrs.is_empty() {
+                    return bad(format!(
+                        "asset {}: an Azure measurement set lists no tpm_pcrs; the launch \
+                         measurement alone is Azure's paravisor, the same for every Azure \
+                         confidential VM",
+                        a.id
+                    ));
+                }
                 for (i, v) in &z.tpm_pcrs {
                     if i.parse::<u8>().ok().filter(|&i| i < 24).is_none() || v.0.len() != 32 {
                         return bad(format!(
@@ -301,11 +414,13 @@ fn check_snp_set(asset: &str, set: &SnpSet) -> Result<(), PolicyError> {
             "asset {asset}: host_data must be 32 bytes"
         )));
     }
-    for bits in [&set.policy_bits_set, &set.policy_bits_clear]
-        .into_iter()
-        .flatten()
-    {
-        parse_bits(bits).map_err(|e| PolicyError::Invalid(format!("asset {asset}: {e}")))?;
+    if let (Some(set_bits), Some(clear)) = (set.policy_bits_set, set.policy_bits_clear) {
+        if set_bits.0 & clear.0 != 0 {
+            return Err(PolicyError::Invalid(format!(
+                "asset {asset}: guest policy bits {:#x} are both required set and clear",
+                set_bits.0 & clear.0
+            )));
+        }
     }
     Ok(())
 }

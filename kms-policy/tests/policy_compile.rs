@@ -132,3 +132,88 @@ fn what_a_target_cannot_enforce_is_an_error() {
         Err(CompileError::UnknownAsset(_))
     ));
 }
+
+/// `min_tcb`, `max_vmpl` and the guest policy bits become SKR claims (they were dropped
+/// silently before); what SKR has no claim for is an error naming the rule.
+#[test]
+fn snp_tcb_vmpl_and_policy_bits_compile_to_skr_claims_or_fail_by_name() {
+    let p = example();
+    let doc = azure_skr_policy(select_asset(&p, None).unwrap(), MAA).unwrap();
+    let all = doc["anyOf"][0]["allOf"].as_array().unwrap();
+    let find = |claim: &str, op: &str| {
+        all.iter()
+            .find(|c| c["claim"] == format!("x-ms-isolation-tee.{claim}") && c.get(op).is_some())
+            .map(|c| c[op].clone())
+    };
+    // The example: min_tcb = { bootloader = 3, tee = 0, snp = 8, microcode = 115 }.
+    assert_eq!(
+        find("x-ms-sevsnpvm-bootloader-svn", "greaterOrEquals"),
+        Some(3.into())
+    );
+    assert_eq!(
+        find("x-ms-sevsnpvm-tee-svn", "greaterOrEquals"),
+        Some(0.into())
+    );
+    assert_eq!(
+        find("x-ms-sevsnpvm-snpfw-svn", "greaterOrEquals"),
+        Some(8.into())
+    );
+    assert_eq!(
+        find("x-ms-sevsnpvm-microcode-svn", "greaterOrEquals"),
+        Some(115.into())
+    );
+    assert_eq!(find("x-ms-sevsnpvm-vmpl", "lessOrEquals"), Some(0.into()));
+    assert_eq!(
+        find("x-ms-sevsnpvm-migration-allowed", "equals"),
+        Some(false.into())
+    );
+
+    let compile = |edit: &dyn Fn(&mut trustbridge_kms::policy::AssetPolicy)| {
+        let mut p = example();
+        edit(&mut p.assets[0]);
+        azure_skr_policy(&p.assets[0], MAA)
+    };
+    let bits = |s: &str| Some(trustbridge_kms::policy::BitMask::try_from(s.to_owned()).unwrap());
+    // SMT required: a claim.
+    let doc = compile(&|a| a.snp[0].policy_bits_set = bits("0x30000")).unwrap();
+    assert!(
+        doc.to_string()
+            .contains(r#"{"claim":"x-ms-isolation-tee.x-ms-sevsnpvm-smt-allowed","equals":true}"#),
+        "{doc}"
+    );
+    let inexpressible = |r: Result<Value, CompileError>, needle: &str| match r {
+        Err(CompileError::Inexpressible(m)) => assert!(m.contains(needle), "{m}"),
+        other => panic!("expected Inexpressible naming {needle}: {other:?}"),
+    };
+    inexpressible(
+        compile(&|a| a.snp[0].policy_bits_clear = bits("0x100000")),
+        "policy_bits_clear: guest policy bit 20",
+    );
+    inexpressible(
+        compile(&|a| a.snp[0].policy_bits_clear = bits("0x20000")),
+        "bit 17 is reserved",
+    );
+    inexpressible(
+        compile(&|a| {
+            a.snp[0].policy_bits_clear = None;
+            a.snp[0].policy_bits_set = bits("0x80000");
+        }),
+        "contradicts allow_debug = false",
+    );
+    inexpressible(
+        compile(&|a| a.snp[0].min_tcb.as_mut().unwrap().fmc = Some(1)),
+        "min_tcb.fmc",
+    );
+    // Allowing a migration agent drops the claim; requiring one (bit 18 set) then compiles.
+    let doc = compile(&|a| {
+        a.allow_migration_agent = true;
+        a.snp[0].policy_bits_set = bits("0x40000");
+    })
+    .unwrap();
+    assert!(
+        doc.to_string().contains(
+            r#"{"claim":"x-ms-isolation-tee.x-ms-sevsnpvm-migration-allowed","equals":true}"#
+        ),
+        "{doc}"
+    );
+}

@@ -264,7 +264,54 @@ fn invalid_policies_are_rejected() {
             "[[asset]]\nid = \"a\"\nprovider_key = \"{pk}\"\n[[contract]]\nid = \"c\"\nasset = \"a\"\nnot_before = \"2027-01-01T00:00:00Z\"\nnot_after = \"2026-01-01T00:00:00Z\"\n"
         ),
         "[admin]\nkeys = [\"00\"]\n".to_owned(),
+        format!(
+            "[[asset]]\nid = \"a\"\nprovider_key = \"{pk}\"\n[[asset.snp]]\nmeasurement = \"{}\"\npolicy_bits_set = \"0x80000\"\npolicy_bits_clear = \"0x80000\"\n",
+            "4d".repeat(48)
+        ),
+        format!(
+            "[[asset]]\nid = \"a\"\nprovider_key = \"{pk}\"\n[[asset.snp]]\nmeasurement = \"{}\"\npolicy_bits_clear = \"zz\"\n",
+            "4d".repeat(48)
+        ),
     ] {
         assert!(Policy::from_toml(&bad).is_err(), "accepted:\n{bad}");
     }
+}
+
+/// An Azure set without TPM PCRs pins only the SNP launch measurement, which on Azure is
+/// the paravisor's, the same for every tenant: it would accept any Azure CVM.
+#[test]
+fn an_azure_set_without_tpm_pcrs_is_invalid() {
+    let text = format!(
+        "[[asset]]\nid = \"a\"\nprovider_key = \"{}\"\n[[asset.azure]]\nmeasurement = \"{}\"\n",
+        "11".repeat(32),
+        "4d".repeat(48)
+    );
+    let err = Policy::from_toml(&text).unwrap_err().to_string();
+    assert!(err.contains("lists no tpm_pcrs"), "{err}");
+}
+
+/// A guest whose policy allows a migration agent (MIGRATE_MA, bit 18) is refused unless
+/// the asset allows it: the agent can read the guest's memory.
+#[test]
+fn a_migration_agent_is_refused_unless_allowed() {
+    let p = policy("");
+    let a = p.asset("a").unwrap();
+    let ma = snp_evidence(Platform::Snp, TCB, 0, 0x30000 | 1 << 18);
+    let denial = evaluate_evidence(&p, a, &ma).unwrap_err();
+    assert_eq!(denial.code, DenialCode::MigrationAgentForbidden);
+    assert!(denial.detail.contains("MIGRATE_MA"), "{}", denial.detail);
+    let azure = snp_evidence(Platform::AzureSnpVtpm, TCB, 0, 0x30000 | 1 << 18);
+    assert_eq!(
+        code(evaluate_evidence(&p, a, &azure)),
+        Some(DenialCode::MigrationAgentForbidden)
+    );
+    let allowed = policy("allow_migration_agent = true");
+    assert_eq!(
+        code(evaluate_evidence(
+            &allowed,
+            allowed.asset("a").unwrap(),
+            &ma
+        )),
+        None
+    );
 }

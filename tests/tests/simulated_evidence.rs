@@ -275,3 +275,69 @@ fn tb_verify_refuses_azure_pcrs_the_quote_does_not_select() {
         "{json}"
     );
 }
+
+/// The appraisal `tb-verify` runs is the broker's: a guest that allows a migration agent
+/// is refused unless allowed, and the TCB minimum and VMPL maximum apply.
+#[test]
+fn tb_verify_applies_the_migration_agent_tcb_and_vmpl_rules() {
+    use trustbridge_tests::{run, s};
+    let sim = SimulatedTee::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ark = dir.path().join("ark.der");
+    let ask = dir.path().join("ask.der");
+    std::fs::write(&ark, sim.snp_certificates()[2].der()).unwrap();
+    std::fs::write(&ask, sim.snp_certificates()[1].der()).unwrap();
+    let verify = |spec: &SnpSpec, extra: &[&str]| {
+        let report = dir.path().join("report.bin");
+        let vcek = dir.path().join("vcek.der");
+        std::fs::write(&report, sim.snp_report(spec).unwrap()).unwrap();
+        std::fs::write(&vcek, sim.snp_certificates()[0].der()).unwrap();
+        let mut args = vec![
+            "attestation".to_owned(),
+            s(&report),
+            "--vcek".into(),
+            s(&vcek),
+            "--simulation-root".into(),
+            s(&ark),
+            "--simulation-root".into(),
+            s(&ask),
+            "--allow-simulated".into(),
+            "--json".into(),
+        ];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        let out = run(
+            "tb-verify",
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code(), json)
+    };
+    let migratable = SnpSpec {
+        policy: 0x30000 | 1 << 18,
+        ..SnpSpec::default()
+    };
+    let (code, json) = verify(&migratable, &[]);
+    assert_eq!(code, Some(1), "{json}");
+    assert!(
+        json["error"].as_str().unwrap().contains("migration agent"),
+        "{json}"
+    );
+    let (code, json) = verify(&migratable, &["--allow-migration-agent"]);
+    assert_eq!(code, Some(0), "{json}");
+
+    // The simulator certifies bl=4 tee=0 snp=24 ucode=219.
+    let (code, json) = verify(&SnpSpec::default(), &["--min-tcb", "bl=4,snp=24,ucode=219"]);
+    assert_eq!(code, Some(0), "{json}");
+    let (code, json) = verify(&SnpSpec::default(), &["--min-tcb", "ucode=220"]);
+    assert_eq!(code, Some(1), "{json}");
+    assert!(
+        json["error"].as_str().unwrap().contains("microcode"),
+        "{json}"
+    );
+    let vmpl1 = SnpSpec {
+        vmpl: 1,
+        ..SnpSpec::default()
+    };
+    assert_eq!(verify(&vmpl1, &[]).0, Some(0), "no VMPL rule unless asked");
+    assert_eq!(verify(&vmpl1, &["--max-vmpl", "0"]).0, Some(1));
+}

@@ -7,13 +7,15 @@
 //! 1. `verify_*` checks that evidence is genuine: signatures, certificate chains to a
 //!    pinned root, validity at `now`, platform format rules. It returns a
 //!    [`VerifiedEvidence`] describing what the TEE reported.
-//! 2. [`Policy::check`] decides whether that evidence is acceptable: debug mode,
-//!    simulation, reference measurements, nonce, evidence binding.
+//! 2. [`Policy::check`] decides whether that evidence is acceptable: the appraisal
+//!    engine ([`appraisal`]: simulation, debug mode, migration agent, reference values, TCB
+//!    rules; the one the key broker uses too), then the nonce and the evidence binding.
 //!
 //! Supported: AWS Nitro ([`verify_nitro`]), AMD SEV-SNP ([`verify_snp`]) and Azure vTPM SNP
 //! ([`verify_azure`]).
 #![forbid(unsafe_code)]
 
+pub mod appraisal;
 pub mod azure;
 mod error;
 mod evidence;
@@ -29,6 +31,7 @@ pub mod tpm_quote;
 pub mod vcek_cache;
 pub mod x509;
 
+pub use appraisal::{Appraisal, MinTcb, ReferenceSet, References};
 pub use azure::{AzureEvidence, verify_azure, verify_azure_logged};
 pub use error::VerifyError;
 pub use evidence::{BindingFields, Check, Checks, Platform, SnpClaims, VerifiedEvidence};

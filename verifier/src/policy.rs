@@ -1,14 +1,16 @@
 //! The policy step: is verified evidence acceptable?
 //!
 //! Verification ([`crate::verify_nitro`] and friends) establishes what a genuine TEE
-//! reported. The policy decides whether that is good enough: it fails closed on debug
-//! mode and simulated evidence unless explicitly allowed, compares measurements with
-//! reference values, and checks the verifier's nonce and the evidence binding.
+//! reported. The policy decides whether that is good enough: the appraisal engine
+//! ([`crate::appraisal`]: simulation, debug mode, migration agent, reference values and
+//! TCB rules, the same for `tb-verify` and the key broker), then the verifier's nonce and
+//! the evidence binding.
 
 use std::collections::BTreeMap;
 
 use trustbridge_protocol::binding::EvidenceBinding;
 
+use crate::appraisal::{Appraisal, MinTcb, ReferenceSet, References};
 use crate::evidence::{Checks, Platform, VerifiedEvidence};
 
 /// Evidence verified but is not acceptable.
@@ -21,6 +23,50 @@ pub enum PolicyError {
     /// The evidence is simulated, which the policy forbids.
     #[error("simulated evidence is not allowed")]
     Simulated,
+    /// The SEV-SNP guest policy allows a migration agent, which the policy forbids.
+    #[error(
+        "the guest policy allows a migration agent (MIGRATE_MA, bit 18), which could read the guest's memory"
+    )]
+    MigrationAgent,
+    /// No reference values accept evidence of this platform.
+    #[error("no accepted measurement set for {0} evidence")]
+    PlatformNotAccepted(Platform),
+    /// None of several accepted sets matches; the reason of each.
+    #[error("no accepted measurement set matches: {}", .0.join("; "))]
+    NoSetMatches(Vec<String>),
+    /// The reported TCB is below the minimum.
+    #[error("reported TCB {component} = {reported} is below the minimum {minimum}")]
+    TcbBelowMinimum {
+        /// bootloader, tee, snp, microcode or fmc.
+        component: &'static str,
+        /// The reported value.
+        reported: u8,
+        /// The minimum.
+        minimum: u8,
+    },
+    /// The report was requested at a VMPL above the maximum.
+    #[error("VMPL {vmpl} is above the maximum {max}")]
+    Vmpl {
+        /// The report's VMPL.
+        vmpl: u32,
+        /// The maximum.
+        max: u32,
+    },
+    /// Required guest policy bits are clear, or forbidden ones set.
+    #[error(
+        "guest policy {policy:#x}: required bits {missing:#x} clear, forbidden bits {forbidden:#x} set"
+    )]
+    PolicyBits {
+        /// The guest policy.
+        policy: u64,
+        /// Required bits that are clear.
+        missing: u64,
+        /// Forbidden bits that are set.
+        forbidden: u64,
+    },
+    /// SEV-SNP rules (TCB, VMPL, policy bits) for evidence without an SNP report.
+    #[error("the reference values have SEV-SNP rules, and the evidence has no SNP report")]
+    NotSnp,
     /// A measurement differs from its reference value.
     #[error("measurement {name} is {found}, expected {expected}")]
     MeasurementMismatch {
@@ -53,24 +99,38 @@ impl PolicyError {
         match self {
             Self::Debug => "debug mode",
             Self::Simulated => "simulation",
-            Self::MeasurementMismatch { .. } | Self::MissingMeasurement(_) => "measurements",
+            Self::MigrationAgent => "migration agent",
+            Self::MeasurementMismatch { .. }
+            | Self::MissingMeasurement(_)
+            | Self::PlatformNotAccepted(_)
+            | Self::NoSetMatches(_)
+            | Self::NotSnp => "measurements",
+            Self::TcbBelowMinimum { .. } | Self::Vmpl { .. } | Self::PolicyBits { .. } => {
+                "TCB and guest policy"
+            }
             Self::NonceMismatch { .. } => "nonce",
             Self::BindingMismatch(_) => "evidence binding",
         }
     }
 }
 
-/// Reference values and rules for accepting evidence. The default accepts no debug and no
-/// simulated evidence and checks nothing else.
+/// Reference values and rules for accepting evidence. The default accepts no debug, no
+/// simulated evidence and no migration agent, and checks nothing else.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Policy {
     /// Accept debug-mode TEEs.
     pub allow_debug: bool,
     /// Accept simulated evidence.
     pub allow_simulated: bool,
+    /// Accept SEV-SNP guests whose policy allows a migration agent.
+    pub allow_migration_agent: bool,
     /// Measurements that must have exactly these values (names as in
     /// [`VerifiedEvidence::measurements`]).
     pub expected: BTreeMap<String, Vec<u8>>,
+    /// SEV-SNP and Azure: the minimum reported TCB.
+    pub min_tcb: Option<MinTcb>,
+    /// SEV-SNP and Azure: the highest acceptable VMPL.
+    pub max_vmpl: Option<u32>,
     /// The verifier's nonce: Nitro `nonce`; SNP `REPORT_DATA` (nonce zero-padded to 64
     /// bytes); Azure TPM quote `extraData`.
     pub nonce: Option<Vec<u8>>,
@@ -80,48 +140,36 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The appraisal these rules make for evidence of `platform`: one reference set when
+    /// any reference value is given, none otherwise.
+    pub fn appraisal(&self, platform: Platform) -> Appraisal {
+        let references =
+            if self.expected.is_empty() && self.min_tcb.is_none() && self.max_vmpl.is_none() {
+                References::Any
+            } else {
+                let set = ReferenceSet {
+                    measurements: self.expected.clone(),
+                    min_tcb: self.min_tcb,
+                    max_vmpl: self.max_vmpl,
+                    ..ReferenceSet::default()
+                };
+                References::OneOf(BTreeMap::from([(platform, vec![set])]))
+            };
+        Appraisal {
+            allow_simulated: self.allow_simulated,
+            allow_debug: self.allow_debug,
+            allow_migration_agent: self.allow_migration_agent,
+            references,
+        }
+    }
+
     /// Checks `ev` against the policy, recording each check.
     pub fn check(&self, ev: &VerifiedEvidence, checks: &mut Checks) -> Result<(), PolicyError> {
         let fail = |checks: &mut Checks, e: PolicyError| {
             checks.fail(e.check(), e.to_string());
             e
         };
-        if ev.simulated && !self.allow_simulated {
-            return Err(fail(checks, PolicyError::Simulated));
-        }
-        if ev.simulated {
-            checks.pass(
-                "simulation",
-                "SIMULATED evidence accepted by explicit request",
-            );
-        }
-        if ev.debug && !self.allow_debug {
-            return Err(fail(checks, PolicyError::Debug));
-        }
-        checks.pass(
-            "debug mode",
-            if ev.debug {
-                "debug mode allowed by explicit request"
-            } else {
-                "not in debug mode"
-            },
-        );
-        for (name, expected) in &self.expected {
-            match ev.measurements.get(name) {
-                None => return Err(fail(checks, PolicyError::MissingMeasurement(name.clone()))),
-                Some(found) if found != expected => {
-                    return Err(fail(
-                        checks,
-                        PolicyError::MeasurementMismatch {
-                            name: name.clone(),
-                            expected: hex::encode(expected),
-                            found: hex::encode(found),
-                        },
-                    ));
-                }
-                Some(_) => checks.pass("measurements", format!("{name} matches")),
-            }
-        }
+        self.appraisal(ev.platform).appraise(ev, checks)?;
         if let Some(nonce) = &self.nonce {
             let found = nonce_field(ev);
             let matches = match ev.platform {

@@ -8,14 +8,14 @@ use anyhow::Result;
 use serde_json::json;
 use trustbridge_verifier::x509::ParsedCertificate;
 use trustbridge_verifier::{
-    AzureEvidence, Checks, Platform, Policy, TrustRoots, VerifiedEvidence, verify_azure_logged,
-    verify_nitro_logged, verify_snp_logged,
+    AzureEvidence, Checks, MinTcb, Platform, Policy, TrustRoots, VerifiedEvidence,
+    verify_azure_logged, verify_nitro_logged, verify_snp_logged,
 };
 
 use crate::Outcome;
 use crate::input::{
-    HexBytes, parse_expectation, parse_hex, parse_platform, parse_time, read_certificates,
-    read_evidence,
+    HexBytes, parse_expectation, parse_hex, parse_min_tcb, parse_platform, parse_time,
+    read_certificates, read_evidence,
 };
 
 /// Verify TEE attestation evidence at a given time against pinned roots and a policy.
@@ -58,9 +58,20 @@ pub(crate) struct AttestationArgs {
     /// TPM quote extraData).
     #[arg(long, value_name = "HEX", value_parser = parse_hex)]
     nonce: Option<HexBytes>,
+    /// SEV-SNP and Azure: require the reported TCB to be at least this, e.g.
+    /// bl=3,tee=0,snp=8,ucode=115 (fmc=N too on Turin; an omitted component is 0).
+    #[arg(long, value_name = "TCB", value_parser = parse_min_tcb)]
+    min_tcb: Option<MinTcb>,
+    /// SEV-SNP and Azure: require the report's VMPL to be at most this.
+    #[arg(long, value_name = "N")]
+    max_vmpl: Option<u32>,
     /// Accept a debug-mode TEE.
     #[arg(long)]
     allow_debug: bool,
+    /// SEV-SNP: accept a guest whose policy allows a migration agent (MIGRATE_MA), which
+    /// could read the guest's memory.
+    #[arg(long)]
+    allow_migration_agent: bool,
     /// Accept simulated evidence (needs --simulation-root).
     #[arg(long)]
     allow_simulated: bool,
@@ -127,7 +138,10 @@ pub(crate) fn run(args: AttestationArgs) -> Result<Outcome> {
     let policy = Policy {
         allow_debug: args.allow_debug,
         allow_simulated: args.allow_simulated,
+        allow_migration_agent: args.allow_migration_agent,
         expected: args.expect.into_iter().collect(),
+        min_tcb: args.min_tcb,
+        max_vmpl: args.max_vmpl,
         nonce: args.nonce.map(|h| h.0),
         binding: None,
     };

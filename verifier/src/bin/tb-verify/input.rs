@@ -5,9 +5,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use base64::Engine;
-use trustbridge_verifier::Platform;
 use trustbridge_verifier::snp_report::REPORT_LEN;
 use trustbridge_verifier::x509::ParsedCertificate;
+use trustbridge_verifier::{MinTcb, Platform};
 
 /// Evidence bytes in their binary form, with the platform they belong to.
 pub(crate) struct Evidence {
@@ -105,4 +105,31 @@ pub(crate) fn parse_hex(s: &str) -> Result<HexBytes, String> {
 pub(crate) fn parse_platform(s: &str) -> Result<Platform, String> {
     s.parse()
         .map_err(|e: trustbridge_protocol::platform::UnknownPlatform| e.to_string())
+}
+
+/// Parses `--min-tcb`: `bl=N,tee=N,snp=N,ucode=N[,fmc=N]` (omitted components are 0).
+pub(crate) fn parse_min_tcb(s: &str) -> Result<MinTcb, String> {
+    let mut tcb = MinTcb::default();
+    for part in s.split(',').filter(|p| !p.trim().is_empty()) {
+        let (name, value) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?} is not NAME=N"))?;
+        let value: u8 = value
+            .trim()
+            .parse()
+            .map_err(|_| format!("{name}: {value:?} is not 0 to 255"))?;
+        match name.trim() {
+            "bl" | "bootloader" => tcb.bootloader = value,
+            "tee" => tcb.tee = value,
+            "snp" => tcb.snp = value,
+            "ucode" | "microcode" => tcb.microcode = value,
+            "fmc" => tcb.fmc = Some(value),
+            other => {
+                return Err(format!(
+                    "unknown TCB component {other:?}: bl, tee, snp, ucode or fmc"
+                ));
+            }
+        }
+    }
+    Ok(tcb)
 }
