@@ -44,6 +44,30 @@ pub struct Contract {
     pub revoked: bool,
     /// Releases so far.
     pub releases: u64,
+    /// Where it comes from: the policy file, or the admin API.
+    pub origin: ContractOrigin,
+    /// False once the policy that declared it no longer does.
+    pub active: bool,
+}
+
+/// Where a contract comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContractOrigin {
+    /// Declared by the policy: deactivated when a new policy no longer declares it.
+    Policy,
+    /// Added through the admin API: stays when the policy is replaced.
+    Admin,
+}
+
+impl ContractOrigin {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Policy => "policy",
+            Self::Admin => "admin",
+        }
+    }
 }
 
 /// Checks the contract for `asset` at `now` (not the release count: the store does that
@@ -54,6 +78,15 @@ pub fn check_contract(contract: Option<&Contract>, asset: &str, now: u64) -> Res
         return Err(Denial::new(
             DenialCode::UnknownContract,
             format!("contract {} is for another asset", c.id),
+        ));
+    }
+    if !c.active {
+        return Err(Denial::new(
+            DenialCode::UnknownContract,
+            format!(
+                "contract {} was declared by an earlier policy and the current one no longer declares it",
+                c.id
+            ),
         ));
     }
     if c.revoked {

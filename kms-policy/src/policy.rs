@@ -431,11 +431,8 @@ pub fn parse_bits(s: &str) -> Result<u64, String> {
         .map_err(|_| format!("{s:?} is not a hex bit mask"))
 }
 
-/// Parses an RFC 3339 time into Unix seconds.
+/// Parses a strict RFC 3339 time (offset required and honoured) into Unix seconds.
 pub fn parse_time(s: &str) -> Result<u64, PolicyError> {
-    humantime::parse_rfc3339_weak(s)
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_secs())
-        .ok_or_else(|| PolicyError::Invalid(format!("{s:?} is not an RFC 3339 time")))
+    trustbridge_protocol::rfc3339::parse_unix_seconds(s)
+        .map_err(|e| PolicyError::Invalid(e.to_string()))
 }

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use trustbridge_kms::evaluate::{Contract, DenialCode, check_contract, evaluate_evidence};
+use trustbridge_kms::evaluate::{
+    Contract, ContractOrigin, DenialCode, check_contract, evaluate_evidence,
+};
 use trustbridge_kms::policy::Policy;
 use trustbridge_verifier::snp_report::{SigningKey, TcbComponents};
 use trustbridge_verifier::{BindingFields, Platform, SnpClaims, VerifiedEvidence};
@@ -221,6 +223,8 @@ fn contracts() {
         max_releases: None,
         revoked: false,
         releases: 0,
+        origin: ContractOrigin::Policy,
+        active: true,
     };
     assert_eq!(check_contract(Some(&c), "a", 150), Ok(()));
     assert_eq!(
@@ -239,11 +243,53 @@ fn contracts() {
         check_contract(None, "a", 150).unwrap_err().code,
         DenialCode::UnknownContract
     );
+    let inactive = Contract {
+        active: false,
+        ..c.clone()
+    };
+    assert_eq!(
+        check_contract(Some(&inactive), "a", 150).unwrap_err().code,
+        DenialCode::UnknownContract
+    );
     let revoked = Contract { revoked: true, ..c };
     assert_eq!(
         check_contract(Some(&revoked), "a", 150).unwrap_err().code,
         DenialCode::ContractRevoked
     );
+}
+
+/// Contract windows are strict RFC 3339 with the offset honoured: `+14:00` is fourteen
+/// hours before UTC, not UTC (the weak parser used before read it as UTC).
+#[test]
+fn contract_times_honour_their_offsets() {
+    let text = |nb: &str, na: &str| {
+        format!(
+            "[[asset]]\nid = \"a\"\nprovider_key = \"{}\"\n[[contract]]\nid = \"c\"\nasset = \"a\"\nnot_before = \"{nb}\"\nnot_after = \"{na}\"\n",
+            "11".repeat(32)
+        )
+    };
+    let p =
+        Policy::from_toml(&text("2026-01-01T00:00:00Z", "2026-12-31T23:59:59.0+14:00")).unwrap();
+    let c = &p.contracts[0];
+    assert_eq!(
+        trustbridge_kms::policy::parse_time(&c.not_after).unwrap(),
+        trustbridge_kms::policy::parse_time("2026-12-31T09:59:59Z").unwrap()
+    );
+    assert_eq!(
+        trustbridge_kms::policy::parse_time("2026-12-31T09:59:59-12:00").unwrap(),
+        trustbridge_kms::policy::parse_time("2026-12-31T21:59:59Z").unwrap()
+    );
+    for bad in [
+        "2026-12-31",
+        "2026-12-31T23:59:59",
+        "31/12/2026",
+        "2026-12-31T23:59:59+14",
+    ] {
+        assert!(
+            Policy::from_toml(&text("2026-01-01T00:00:00Z", bad)).is_err(),
+            "{bad} accepted"
+        );
+    }
 }
 
 #[test]

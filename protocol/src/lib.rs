@@ -7,6 +7,7 @@
 //! - [`key_release`]: key-release messages, denial codes and HPKE sealing of data keys.
 //! - [`ohttp`]: the Oblivious HTTP key configuration the evidence binding covers.
 //! - [`cbor`]: deterministic CBOR used by every signed structure.
+//! - [`rfc3339`]: strict RFC 3339 times (contract windows, verification times).
 //!
 //! This crate does no file-system or network I/O and has no async: it reads and writes
 //! only through the `std::io` streams its callers hand it.
@@ -19,6 +20,7 @@ mod key_id;
 pub mod key_release;
 pub mod ohttp;
 pub mod platform;
+pub mod rfc3339;
 pub mod sealed;
 
 pub use key_id::{KeyId, KeyIdParseError};

@@ -8,7 +8,7 @@ use super::admin_auth::{self, AdminAuthError};
 use super::core::{Broker, BrokerError, bad};
 use super::messages::{ContractRequest, RegisterAssetRequest};
 use super::store::{AssetRecord, StoreError};
-use crate::evaluate::Contract;
+use crate::evaluate::{Contract, ContractOrigin};
 use crate::policy::parse_time;
 
 impl Broker {
@@ -129,6 +129,8 @@ impl Broker {
             max_releases: req.max_releases,
             revoked: false,
             releases: 0,
+            origin: ContractOrigin::Admin,
+            active: true,
         };
         self.store.add_contract(&c).map_err(|e| match e {
             StoreError::Exists(what) => BrokerError::Conflict(what),

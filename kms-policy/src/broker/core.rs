@@ -13,7 +13,7 @@ use super::admin_auth::AdminAuthError;
 use super::decision_log::{Decision, encode_record, sign_record};
 use super::kek::Kek;
 use super::store::{Store, StoreError};
-use crate::evaluate::{Contract, Denial};
+use crate::evaluate::{Contract, ContractOrigin, Denial};
 use crate::policy::{Policy, PolicyError, parse_time};
 
 /// A broker operation failed for a reason other than a policy denial.
@@ -179,16 +179,26 @@ impl Broker {
 
     pub(super) fn install_policy(&self, text: &str) -> Result<(), BrokerError> {
         let active = ActivePolicy::new(text)?;
-        for c in &active.policy.contracts {
-            self.store.upsert_contract_terms(&Contract {
-                id: c.id.clone(),
-                asset: c.asset.clone(),
-                not_before: parse_time(&c.not_before)?,
-                not_after: parse_time(&c.not_after)?,
-                max_releases: c.max_releases,
-                revoked: c.revoked,
-                releases: 0,
-            })?;
+        let contracts = active
+            .policy
+            .contracts
+            .iter()
+            .map(|c| {
+                Ok(Contract {
+                    id: c.id.clone(),
+                    asset: c.asset.clone(),
+                    not_before: parse_time(&c.not_before)?,
+                    not_after: parse_time(&c.not_after)?,
+                    max_releases: c.max_releases,
+                    revoked: c.revoked,
+                    releases: 0,
+                    origin: ContractOrigin::Policy,
+                    active: true,
+                })
+            })
+            .collect::<Result<Vec<_>, PolicyError>>()?;
+        for id in self.store.sync_policy_contracts(&contracts)? {
+            tracing::warn!(contract = %id, "contract deactivated: the new policy no longer declares it");
         }
         if active.policy.simulation.is_some() {
             tracing::warn!(
@@ -266,6 +276,8 @@ impl Broker {
         &self.store
     }
 
+    /// Appends a decision to the log. A release whose record cannot be written must not
+    /// leave: the caller turns the error into a failure (no key without its record).
     pub(super) fn log(
         &self,
         asset: &str,
@@ -274,7 +286,7 @@ impl Broker {
         evidence_sha256: &[u8],
         release_key: &[u8],
         outcome: Result<(), &Denial>,
-    ) {
+    ) -> Result<(), StoreError> {
         let decision = Decision {
             time: self.now(),
             released: outcome.is_ok(),
@@ -289,18 +301,21 @@ impl Broker {
             release_key: release_key.to_vec(),
             detail: outcome.err().map(|d| d.detail.clone()).unwrap_or_default(),
         };
-        let appended = self.store.append_decision(&mut |seq, prev| {
-            let record = encode_record(seq, prev, &decision);
-            let signature = sign_record(&self.log_key, &record);
-            (record, signature)
-        });
-        match (appended, outcome) {
-            (Err(e), _) => tracing::error!(error = %e, "cannot append to the decision log"),
-            (Ok(seq), Ok(())) => tracing::info!(seq, asset, contract, platform, "key released"),
-            (Ok(seq), Err(d)) => {
+        let seq = self
+            .store
+            .append_decision(&mut |seq, prev| {
+                let record = encode_record(seq, prev, &decision);
+                let signature = sign_record(&self.log_key, &record);
+                (record, signature)
+            })
+            .inspect_err(|e| tracing::error!(error = %e, "cannot append to the decision log"))?;
+        match outcome {
+            Ok(()) => tracing::info!(seq, asset, contract, platform, "key released"),
+            Err(d) => {
                 tracing::info!(seq, asset, contract, platform, reason = d.code.as_str(), detail = %d.detail, "key release denied")
             }
         }
+        Ok(())
     }
 }
 

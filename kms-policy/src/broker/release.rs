@@ -17,7 +17,7 @@ use trustbridge_verifier::{
 };
 
 use super::core::{Broker, BrokerError, ReleaseError, bad};
-use super::store::NonceState;
+use super::store::{AssetRecord, NonceState};
 use crate::evaluate::{Denial, DenialCode, check_contract, evaluate_evidence};
 
 impl Broker {
@@ -30,7 +30,8 @@ impl Broker {
     ) -> Result<ChallengeResponse, ReleaseError> {
         if let Err(e) = self.check_asset_and_contract(&req.asset, &req.contract) {
             if let ReleaseError::Denied(d) = &e {
-                self.log(&req.asset, &req.contract, "", &[], &[], Err(d));
+                // A denial is answered even when its record cannot be written (logged).
+                let _ = self.log(&req.asset, &req.contract, "", &[], &[], Err(d));
             }
             return Err(e);
         }
@@ -55,17 +56,50 @@ impl Broker {
         })
     }
 
-    fn check_asset_and_contract(&self, asset: &str, contract: &str) -> Result<(), ReleaseError> {
+    /// The asset's registration, checked against the policy in force, and the contract.
+    fn check_asset_and_contract(
+        &self,
+        asset: &str,
+        contract: &str,
+    ) -> Result<AssetRecord, ReleaseError> {
         let active = self.active_policy();
-        if active.policy.asset(asset).is_none() || self.store.asset(asset)?.is_none() {
-            return Err(Denial::new(
+        let unknown = || {
+            Denial::new(
                 DenialCode::UnknownAsset,
                 format!("asset {asset} is not registered under the policy"),
             )
+        };
+        let pins = active.policy.asset(asset).ok_or_else(unknown)?;
+        let record = self.store.asset(asset)?.ok_or_else(unknown)?;
+        // The registration was checked against the policy of its day; the policy may have
+        // moved on (another provider, another manifest) since.
+        if pins.provider_key.0 != record.provider_key {
+            return Err(Denial::new(
+                DenialCode::AssetPolicyMismatch,
+                format!(
+                    "asset {asset} was registered with provider key {}, the policy now pins {}: register it again",
+                    hex::encode(record.provider_key),
+                    hex::encode(&pins.provider_key.0)
+                ),
+            )
             .into());
         }
+        if let Some(pin) = &pins.manifest_sha256 {
+            if pin.0 != record.manifest_sha256 {
+                return Err(Denial::new(
+                    DenialCode::AssetPolicyMismatch,
+                    format!(
+                        "asset {asset} was registered with manifest {}, the policy now pins {}: register it again",
+                        hex::encode(record.manifest_sha256),
+                        hex::encode(&pin.0)
+                    ),
+                )
+                .into());
+            }
+        }
         let c = self.store.contract(contract)?;
-        Ok(check_contract(c.as_ref(), asset, self.now())?)
+        check_contract(c.as_ref(), asset, self.now())?;
+        Ok(record)
     }
 
     /// Decides a key release: the data key sealed to the attested release key, or why not,
@@ -103,28 +137,32 @@ impl Broker {
                 (asset, contract, r)
             }
         };
-        match &result {
-            Ok(_) => self.log(
+        let log = |outcome| {
+            self.log(
                 &asset,
                 &contract,
                 req.platform.name(),
                 &evidence_hash,
                 &decoded.binding.release_key,
-                Ok(()),
-            ),
-            Err(ReleaseError::Denied(d)) => self.log(
-                &asset,
-                &contract,
-                req.platform.name(),
-                &evidence_hash,
-                &decoded.binding.release_key,
-                Err(d),
-            ),
+                outcome,
+            )
+        };
+        match result {
+            // No key leaves without its record.
+            Ok(response) => match log(Ok(())) {
+                Ok(()) => Ok(response),
+                Err(e) => Err(ReleaseError::Failed(e.into())),
+            },
+            Err(ReleaseError::Denied(d)) => {
+                // A denial is answered even when its record cannot be written (logged).
+                let _ = log(Err(&d));
+                Err(ReleaseError::Denied(d))
+            }
             Err(ReleaseError::Failed(e)) => {
-                tracing::error!(error = %e, "key release failed inside the broker")
+                tracing::error!(error = %e, "key release failed inside the broker");
+                Err(ReleaseError::Failed(e))
             }
         }
-        result
     }
 
     fn release_checked(
@@ -134,7 +172,7 @@ impl Broker {
         contract: &str,
         request_sha256: &[u8; 32],
     ) -> Result<ReleaseResponse, ReleaseError> {
-        self.check_asset_and_contract(asset_id, contract)?;
+        let record = self.check_asset_and_contract(asset_id, contract)?;
         let active = self.active_policy();
         let asset_policy = active
             .policy
@@ -143,10 +181,6 @@ impl Broker {
         let ev = self.verify(d, &active.roots)?;
         check_binding(&ev, &d.binding)
             .map_err(|e| Denial::new(DenialCode::BindingMismatch, e.to_string()))?;
-        let record = self
-            .store
-            .asset(asset_id)?
-            .ok_or_else(|| Denial::new(DenialCode::UnknownAsset, asset_id.to_owned()))?;
         // What the (now attested) binding says the sentinel trusts must be us and this asset.
         let identity = self.identity.public();
         if &d.binding.broker_key != identity.as_bytes() {

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::admin_auth::MAX_SKEW_SECS;
-use crate::evaluate::Contract;
+use crate::evaluate::{Contract, ContractOrigin};
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -82,8 +82,12 @@ pub trait Store: Send + Sync {
     fn asset(&self, id: &str) -> Result<Option<AssetRecord>, StoreError>;
     /// Adds a contract; fails if the id exists.
     fn add_contract(&self, c: &Contract) -> Result<(), StoreError>;
-    /// Inserts or updates a contract's terms, keeping its release counter.
-    fn upsert_contract_terms(&self, c: &Contract) -> Result<(), StoreError>;
+    /// Makes the policy's contracts the active policy contracts, in one transaction: each
+    /// of `contracts` is inserted or has its terms updated (keeping its release counter; a
+    /// revocation stays), and marked active with origin `policy`; every other contract of
+    /// origin `policy` is deactivated. Admin-added contracts are left as they are. Returns
+    /// the ids deactivated.
+    fn sync_policy_contracts(&self, contracts: &[Contract]) -> Result<Vec<String>, StoreError>;
     /// Revokes a contract; false if it does not exist.
     fn revoke_contract(&self, id: &str) -> Result<bool, StoreError>;
     /// A contract.
@@ -137,7 +141,8 @@ CREATE TABLE IF NOT EXISTS assets (
     provider_key BLOB NOT NULL, wrapped_key BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS contracts (
     id TEXT PRIMARY KEY, asset TEXT NOT NULL, not_before INTEGER NOT NULL, not_after INTEGER NOT NULL,
-    max_releases INTEGER, revoked INTEGER NOT NULL DEFAULT 0, releases INTEGER NOT NULL DEFAULT 0);
+    max_releases INTEGER, revoked INTEGER NOT NULL DEFAULT 0, releases INTEGER NOT NULL DEFAULT 0,
+    origin TEXT NOT NULL DEFAULT 'admin', active INTEGER NOT NULL DEFAULT 1);
 CREATE TABLE IF NOT EXISTS nonces (
     nonce BLOB PRIMARY KEY, asset TEXT NOT NULL, contract TEXT NOT NULL,
     expires_at INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0);
@@ -157,6 +162,7 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -167,6 +173,26 @@ impl SqliteStore {
     }
 }
 
+/// Brings a database created by an earlier version up to this schema.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('contracts')")?;
+    let columns: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    // Contracts of a database without origins count as the admin's: a policy replacement
+    // never deactivates them by surprise.
+    if !columns.iter().any(|c| c == "origin") {
+        conn.execute_batch(
+            "ALTER TABLE contracts ADD COLUMN origin TEXT NOT NULL DEFAULT 'admin';
+             ALTER TABLE contracts ADD COLUMN active INTEGER NOT NULL DEFAULT 1;",
+        )?;
+    }
+    Ok(())
+}
+
+const CONTRACT_COLUMNS: &str =
+    "id, asset, not_before, not_after, max_releases, revoked, releases, origin, active";
+
 fn contract_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Contract> {
     Ok(Contract {
         id: row.get(0)?,
@@ -176,6 +202,12 @@ fn contract_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Contract> {
         max_releases: row.get::<_, Option<i64>>(4)?.map(|m| m as u64),
         revoked: row.get::<_, i64>(5)? != 0,
         releases: row.get::<_, i64>(6)? as u64,
+        origin: if row.get::<_, String>(7)? == "policy" {
+            ContractOrigin::Policy
+        } else {
+            ContractOrigin::Admin
+        },
+        active: row.get::<_, i64>(8)? != 0,
     })
 }
 
@@ -217,9 +249,9 @@ impl Store for SqliteStore {
 
     fn add_contract(&self, c: &Contract) -> Result<(), StoreError> {
         let n = self.conn()?.execute(
-            "INSERT OR IGNORE INTO contracts (id, asset, not_before, not_after, max_releases, revoked, releases)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)",
-            params![c.id, c.asset, i64_of(c.not_before), i64_of(c.not_after), c.max_releases.map(i64_of), c.revoked as i64],
+            "INSERT OR IGNORE INTO contracts (id, asset, not_before, not_after, max_releases, revoked, releases, origin, active)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, 1)",
+            params![c.id, c.asset, i64_of(c.not_before), i64_of(c.not_after), c.max_releases.map(i64_of), c.revoked as i64, c.origin.as_str()],
         )?;
         if n == 0 {
             return Err(StoreError::Exists(format!("contract {}", c.id)));
@@ -227,15 +259,35 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn upsert_contract_terms(&self, c: &Contract) -> Result<(), StoreError> {
-        self.conn()?.execute(
-            "INSERT INTO contracts (id, asset, not_before, not_after, max_releases, revoked, releases)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)
-             ON CONFLICT(id) DO UPDATE SET asset = ?2, not_before = ?3, not_after = ?4, max_releases = ?5,
-                 revoked = MAX(revoked, ?6)",
-            params![c.id, c.asset, i64_of(c.not_before), i64_of(c.not_after), c.max_releases.map(i64_of), c.revoked as i64],
-        )?;
-        Ok(())
+    fn sync_policy_contracts(&self, contracts: &[Contract]) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        for c in contracts {
+            tx.execute(
+                "INSERT INTO contracts (id, asset, not_before, not_after, max_releases, revoked, releases, origin, active)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 'policy', 1)
+                 ON CONFLICT(id) DO UPDATE SET asset = ?2, not_before = ?3, not_after = ?4, max_releases = ?5,
+                     revoked = MAX(revoked, ?6), origin = 'policy', active = 1",
+                params![c.id, c.asset, i64_of(c.not_before), i64_of(c.not_after), c.max_releases.map(i64_of), c.revoked as i64],
+            )?;
+        }
+        let declared: std::collections::BTreeSet<&str> =
+            contracts.iter().map(|c| c.id.as_str()).collect();
+        let stale: Vec<String> = {
+            let mut stmt =
+                tx.prepare("SELECT id FROM contracts WHERE origin = 'policy' AND active = 1")?;
+            let ids = stmt
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            ids.into_iter()
+                .filter(|id| !declared.contains(id.as_str()))
+                .collect()
+        };
+        for id in &stale {
+            tx.execute("UPDATE contracts SET active = 0 WHERE id = ?1", params![id])?;
+        }
+        tx.commit()?;
+        Ok(stale)
     }
 
     fn revoke_contract(&self, id: &str) -> Result<bool, StoreError> {
@@ -249,7 +301,7 @@ impl Store for SqliteStore {
         Ok(self
             .conn()?
             .query_row(
-                "SELECT id, asset, not_before, not_after, max_releases, revoked, releases FROM contracts WHERE id = ?1",
+                &format!("SELECT {CONTRACT_COLUMNS} FROM contracts WHERE id = ?1"),
                 params![id],
                 contract_from_row,
             )
@@ -259,7 +311,7 @@ impl Store for SqliteStore {
     fn count_release(&self, contract: &str) -> Result<bool, StoreError> {
         let n = self.conn()?.execute(
             "UPDATE contracts SET releases = releases + 1
-             WHERE id = ?1 AND revoked = 0 AND (max_releases IS NULL OR releases < max_releases)",
+             WHERE id = ?1 AND revoked = 0 AND active = 1 AND (max_releases IS NULL OR releases < max_releases)",
             params![contract],
         )?;
         Ok(n == 1)

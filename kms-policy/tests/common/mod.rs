@@ -143,6 +143,11 @@ not_after = "2030-01-01T00:00:00Z"
 
     pub fn start(&self, policy: Option<&str>) -> Running {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&self.db()).unwrap());
+        self.start_on(store, policy)
+    }
+
+    /// [`Self::start`] on a store of the test's choosing.
+    pub fn start_on(&self, store: Arc<dyn Store>, policy: Option<&str>) -> Running {
         let clock = self.clock.clone();
         let broker = Arc::new(
             Broker::with_clock(

@@ -72,13 +72,14 @@ pub(crate) fn read_certificates(path: &Path) -> Result<Vec<ParsedCertificate>> {
     certs.with_context(|| format!("{} holds no usable certificate", path.display()))
 }
 
-/// Parses `--at`: RFC 3339 (`2021-03-17T22:01:55Z`) or Unix seconds.
+/// Parses `--at`: strict RFC 3339 (`2021-03-17T22:01:55Z`, offsets honoured) or Unix
+/// seconds.
 pub(crate) fn parse_time(s: &str) -> Result<SystemTime, String> {
     if let Ok(secs) = s.parse::<u64>() {
         return Ok(UNIX_EPOCH + Duration::from_secs(secs));
     }
-    humantime::parse_rfc3339_weak(s)
-        .map_err(|e| format!("{s:?} is neither RFC 3339 nor Unix seconds: {e}"))
+    trustbridge_protocol::rfc3339::parse_system_time(s)
+        .map_err(|e| format!("{e} (or give Unix seconds)"))
 }
 
 /// Parses `NAME=HEX`.
