@@ -71,6 +71,9 @@ pub(crate) fn fetch(
         .timeout_global(Some(Duration::from_secs(30)))
         .build()
         .into();
+    if report.chip_id_masked() {
+        bail!(trustbridge_verifier::VerifyError::ChipIdMasked);
+    }
     let base = kds_url.trim_end_matches('/');
     let mut requests = 0;
     let vcek = vcek_cache::vcek_path(cache, product, report);

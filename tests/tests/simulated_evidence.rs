@@ -341,3 +341,61 @@ fn tb_verify_applies_the_migration_agent_tcb_and_vmpl_rules() {
     assert_eq!(verify(&vmpl1, &[]).0, Some(0), "no VMPL rule unless asked");
     assert_eq!(verify(&vmpl1, &["--max-vmpl", "0"]).0, Some(1));
 }
+
+/// Bit 1 of the key information field is MASK_CHIP_KEY: the report is not signed at all.
+/// It is refused with its own reason (it used to be read as a chip-id mask, skipping the
+/// chip id check, and then failed as a bad signature). A zero CHIP_ID (the host's
+/// MASK_CHIP_ID) is handled as the ABI says: the VCEK's signature names the chip, and no
+/// zero chip id is reported as a measurement.
+#[test]
+fn snp_key_information_and_masked_chip_ids() {
+    let sim = SimulatedTee::new().unwrap();
+    let (roots, certs) = (sim.trust_roots(), sim.snp_certificates());
+    let unsigned = SnpSpec {
+        key_info: 0b10,
+        ..SnpSpec::default()
+    };
+    let err = verify_snp(&sim.snp_report(&unsigned).unwrap(), certs, &roots, now()).unwrap_err();
+    assert!(matches!(err, VerifyError::UnsignedReport(_)), "{err}");
+    assert!(err.to_string().contains("MASK_CHIP_KEY"), "{err}");
+    for (key_info, unsigned) in [(7 << 2, true), (2 << 2, false), (1 << 5, false)] {
+        let spec = SnpSpec {
+            key_info,
+            ..SnpSpec::default()
+        };
+        let err = verify_snp(&sim.snp_report(&spec).unwrap(), certs, &roots, now()).unwrap_err();
+        assert_eq!(
+            matches!(err, VerifyError::UnsignedReport(_)),
+            unsigned,
+            "{key_info:#x}: {err}"
+        );
+    }
+
+    let masked = SnpSpec {
+        chip_id: [0; 64],
+        ..SnpSpec::default()
+    };
+    let report = sim.snp_report(&masked).unwrap();
+    let ev = verify_snp(&report, certs, &roots, now()).unwrap();
+    assert!(!ev.measurements.contains_key("chip_id"), "{ev:?}");
+    assert_eq!(ev.facts["chip_id"], "masked by the host (MASK_CHIP_ID)");
+    // The masked report is still tied to the VCEK that signed it: another chip's VCEK,
+    // same TCB, does not verify it.
+    let other = SimulatedTee::with_vcek_hw_id(&[0x22; 64], SIM_TCB).unwrap();
+    assert!(
+        verify_snp(
+            &report,
+            other.snp_certificates(),
+            &other.trust_roots(),
+            now()
+        )
+        .is_err()
+    );
+    // And a cache cannot be asked for the VCEK of a masked chip.
+    let parsed = trustbridge_verifier::snp_report::SnpReport::parse(&report).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(
+        trustbridge_verifier::vcek_cache::load(dir.path(), &parsed).unwrap_err(),
+        VerifyError::ChipIdMasked
+    );
+}

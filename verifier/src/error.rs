@@ -104,6 +104,14 @@ pub enum VerifyError {
     /// A value that must be bound by the platform is not (e.g. HCL variable data digest).
     #[error("binding check failed: {0}")]
     Binding(String),
+    /// The SNP report is not signed at all (`MASK_CHIP_KEY`, or no signing key).
+    #[error("SNP report is not signed: {0}")]
+    UnsignedReport(&'static str),
+    /// The report's chip id is masked, so its VCEK cannot be looked up by chip id.
+    #[error(
+        "the report's CHIP_ID is zero (the host set MASK_CHIP_ID), so its VCEK cannot be looked up by chip id: pass the VCEK with --vcek (the host's certificate table has it)"
+    )]
+    ChipIdMasked,
     /// No VCEK/VLEK given for an SNP report.
     #[error(
         "no endorsement key (VCEK or VLEK) for the report: pass --vcek or include it in the evidence"
@@ -117,7 +125,7 @@ impl VerifyError {
         match self {
             Self::Malformed { .. } | Self::UnsupportedAlgorithm(_) => "format",
             Self::Signature { what: "TPM quote" } => "quote signature",
-            Self::Signature { .. } => "evidence signature",
+            Self::Signature { .. } | Self::UnsignedReport(_) => "evidence signature",
             Self::CertificateNotYetValid { .. } | Self::CertificateExpired { .. } => {
                 "certificate validity"
             }
@@ -127,9 +135,10 @@ impl VerifyError {
             | Self::NotAnIssuer { .. } => "certificate chain",
             Self::LeafUsage { .. } => "signing certificate",
             Self::UntrustedRoot { .. } => "trusted root",
-            Self::ChipIdMismatch | Self::TcbMismatch { .. } | Self::MissingEndorsementKey => {
-                "endorsement key"
-            }
+            Self::ChipIdMismatch
+            | Self::TcbMismatch { .. }
+            | Self::MissingEndorsementKey
+            | Self::ChipIdMasked => "endorsement key",
             Self::Binding(_) => "platform binding",
         }
     }

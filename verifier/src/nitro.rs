@@ -18,6 +18,12 @@ use crate::{TrustRoots, VerifyError};
 
 /// Prefix of a simulated enclave's `module_id`.
 pub const SIMULATED_MODULE_PREFIX: &str = "sim-";
+/// Largest attestation document accepted: a document at the field limits of AWS's rules
+/// (16 PCRs, a 1 KiB public key, 512 bytes of user data and nonce, the 4-certificate
+/// chain) is under 8 KiB.
+pub const MAX_DOCUMENT_LEN: usize = 16 * 1024;
+/// Most `cabundle` entries accepted (AWS's chains have 4: the root and 3 intermediates).
+pub const MAX_CABUNDLE_LEN: usize = 8;
 
 /// The decoded payload of a Nitro attestation document.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,7 +47,17 @@ pub struct NitroDocument {
 }
 
 /// Parses a document (raw CBOR, tagged or untagged COSE_Sign1) without verifying it.
+/// Documents over [`MAX_DOCUMENT_LEN`] are refused before any parsing.
 pub fn parse_nitro(document: &[u8]) -> Result<(CoseSign1, NitroDocument), VerifyError> {
+    if document.len() > MAX_DOCUMENT_LEN {
+        return Err(VerifyError::malformed(
+            "Nitro attestation document",
+            format!(
+                "{} bytes, more than the {MAX_DOCUMENT_LEN} a genuine document can have",
+                document.len()
+            ),
+        ));
+    }
     let sign1 = if document.first() == Some(&0xd2) {
         CoseSign1::from_tagged_slice(document)
     } else {
@@ -133,6 +149,12 @@ fn parse_payload(payload: &[u8]) -> Result<NitroDocument, VerifyError> {
     };
     let certificate = bytes(take("certificate"), "certificate", 1, 1024, true)?.unwrap_or_default();
     let cabundle = match take("cabundle") {
+        Some(Value::Array(a)) if a.len() > MAX_CABUNDLE_LEN => {
+            return Err(bad(format!(
+                "cabundle has {} certificates, at most {MAX_CABUNDLE_LEN} are accepted",
+                a.len()
+            )));
+        }
         Some(Value::Array(a)) if !a.is_empty() => a
             .into_iter()
             .map(|c| bytes(Some(c), "cabundle entry", 1, 1024, true).map(Option::unwrap_or_default))
@@ -192,7 +214,8 @@ pub fn verify_nitro_logged(
             "COSE algorithm {alg:?}, expected ES384"
         ))));
     }
-    // cabundle is root first; the chain to validate is leaf first.
+    // cabundle is root first; the chain to validate is leaf first. Its root (cabundle[0])
+    // is looked up among the pinned roots before any signature is checked.
     let leaf = ParsedCertificate::from_der(&doc.certificate, "Nitro signing certificate")
         .map_err(|e| checks.failed(e))?;
     let mut chain = vec![leaf];

@@ -129,9 +129,11 @@ impl TrustRoots {
     }
 }
 
-/// Validates `chain` (leaf first) at `now` and finds its root among `roots` for `platform`,
-/// recording the "certificate validity", "certificate chain" and (on failure) "trusted root"
-/// checks. Every platform's verifier anchors its chain through this one function.
+/// Finds the root of `chain` (leaf first) among `roots` for `platform`, then validates the
+/// chain at `now`, recording the "trusted root" (on failure), "certificate validity" and
+/// "certificate chain" checks. The root is looked up by fingerprint *before* any signature
+/// is checked, so evidence under an unknown root costs no signature work. Every platform's
+/// verifier anchors its chain through this one function.
 pub(crate) fn anchor_chain<'r>(
     chain: &[ParsedCertificate],
     roots: &'r TrustRoots,
@@ -140,6 +142,14 @@ pub(crate) fn anchor_chain<'r>(
     chain_detail: &str,
     checks: &mut Checks,
 ) -> Result<&'r TrustedRoot, VerifyError> {
+    let root = chain
+        .last()
+        .ok_or_else(|| checks.failed(VerifyError::malformed("certificate chain", "empty")))?;
+    let trusted = roots.find(platform, root).ok_or_else(|| {
+        checks.failed(VerifyError::UntrustedRoot {
+            sha256: hex::encode(root.sha256()),
+        })
+    })?;
     for cert in chain {
         cert.check_validity(now).map_err(|e| checks.failed(e))?;
     }
@@ -149,12 +159,5 @@ pub(crate) fn anchor_chain<'r>(
     );
     verify_chain(chain, now).map_err(|e| checks.failed(e))?;
     checks.pass("certificate chain", chain_detail);
-    let root = chain
-        .last()
-        .ok_or_else(|| checks.failed(VerifyError::malformed("certificate chain", "empty")))?;
-    roots.find(platform, root).ok_or_else(|| {
-        checks.failed(VerifyError::UntrustedRoot {
-            sha256: hex::encode(root.sha256()),
-        })
-    })
+    Ok(trusted)
 }

@@ -76,10 +76,14 @@ impl EndorsementKeyInfo {
     /// Whether this key endorses `r`: the chip id (for a VCEK) and every reported TCB
     /// component are the ones the key certifies. A host whose TCB changed needs a new VCEK.
     /// A `hw_id` longer than the report's chip id never matches (it cannot panic).
+    ///
+    /// A report whose `CHIP_ID` is all zero (the host set `MASK_CHIP_ID`) has no chip id
+    /// to compare, as the SNP ABI specifies; the VCEK's signature over the report is then
+    /// what ties it to the chip, since a VCEK is derived from one chip's secret.
     pub fn check_endorses(&self, r: &SnpReport) -> Result<(), VerifyError> {
         if let Some(hw_id) = &self.hw_id {
             if r.signing_key == SigningKey::Vcek
-                && !r.mask_chip_id
+                && !r.chip_id_masked()
                 && r.chip_id.get(..hw_id.len()) != Some(&hw_id[..])
             {
                 return Err(VerifyError::ChipIdMismatch);
@@ -209,17 +213,16 @@ pub fn verify_snp_logged(
 
     let info = EndorsementKeyInfo::from_certificate(ek).map_err(|e| checks.failed(e))?;
     info.check_endorses(&r).map_err(|e| checks.failed(e))?;
+    let chip = match (&info.hw_id, r.chip_id_masked()) {
+        (Some(_), false) => " and chip id",
+        (Some(_), true) => {
+            "; the report's CHIP_ID is zero (the host set MASK_CHIP_ID), so the chip is the one whose VCEK signed it"
+        }
+        (None, _) => "",
+    };
     checks.pass(
         "endorsement key",
-        format!(
-            "{} certifies the reported TCB{}",
-            info.product,
-            if info.hw_id.is_some() {
-                " and chip id"
-            } else {
-                ""
-            }
-        ),
+        format!("{} certifies the reported TCB{chip}", info.product),
     );
 
     Ok(evidence(&r, &info, platform, simulated, &chain))
@@ -263,7 +266,10 @@ fn evidence(
     measurements.insert("measurement".to_owned(), r.measurement.to_vec());
     measurements.insert("host_data".to_owned(), r.host_data.to_vec());
     measurements.insert("report_data".to_owned(), r.report_data.to_vec());
-    measurements.insert("chip_id".to_owned(), r.chip_id.to_vec());
+    // A masked chip id (all zero) says nothing about the chip: not a measurement.
+    if !r.chip_id_masked() {
+        measurements.insert("chip_id".to_owned(), r.chip_id.to_vec());
+    }
     measurements.insert("id_key_digest".to_owned(), r.id_key_digest.to_vec());
     let tcb = r
         .reported_tcb
@@ -275,6 +281,14 @@ fn evidence(
         ("policy", format!("0x{:x}", r.policy)),
         ("vmpl", r.vmpl.to_string()),
         ("signing_key", format!("{:?}", r.signing_key)),
+        (
+            "chip_id",
+            if r.chip_id_masked() {
+                "masked by the host (MASK_CHIP_ID)".to_owned()
+            } else {
+                "reported".to_owned()
+            },
+        ),
         ("product", info.product.clone()),
         (
             "reported_tcb",

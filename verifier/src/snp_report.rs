@@ -82,8 +82,8 @@ pub struct SnpReport {
     pub platform_info: u64,
     /// Which key signed.
     pub signing_key: SigningKey,
-    /// Whether the chip id is masked (all zero).
-    pub mask_chip_id: bool,
+    /// `AUTHOR_KEY_EN`: the guest was launched with an ID-key author key.
+    pub author_key_en: bool,
     /// Guest-provided data (the evidence binding digest, for TrustBridge).
     pub report_data: [u8; 64],
     /// Launch measurement.
@@ -143,13 +143,30 @@ impl SnpReport {
                 "SNP signature algorithm {sig_algo}, expected 1 (ECDSA P-384 SHA-384)"
             )));
         }
+        // 0x48: bit 0 AUTHOR_KEY_EN, bit 1 MASK_CHIP_KEY, bits 4:2 SIGNING_KEY, the rest
+        // reserved and zero (SNP firmware ABI, ATTESTATION_REPORT).
         let flags = u32_at(b, 0x48);
+        if flags >> 5 != 0 {
+            return Err(bad(format!(
+                "reserved bits of the key information field are set ({flags:#x})"
+            )));
+        }
+        if flags & 0b10 != 0 {
+            return Err(VerifyError::UnsignedReport(
+                "the host set MASK_CHIP_KEY, so the firmware zeroed the signature instead of signing",
+            ));
+        }
         let signing_key = match (flags >> 2) & 0b111 {
             0 => SigningKey::Vcek,
             1 => SigningKey::Vlek,
+            7 => {
+                return Err(VerifyError::UnsignedReport(
+                    "the signing key field is 7 (none): the firmware did not sign the report",
+                ));
+            }
             other => {
                 return Err(bad(format!(
-                    "signing key field {other}: report is not signed by a VCEK or VLEK"
+                    "signing key field {other} is reserved: report is not signed by a VCEK or VLEK"
                 )));
             }
         };
@@ -166,7 +183,7 @@ impl SnpReport {
             current_tcb: Tcb(arr(b, 0x38)),
             platform_info: u64_at(b, 0x40),
             signing_key,
-            mask_chip_id: flags & 0b10 != 0,
+            author_key_en: flags & 0b1 != 0,
             report_data: arr(b, 0x50),
             measurement: arr(b, 0x90),
             host_data: arr(b, 0xC0),
@@ -185,6 +202,13 @@ impl SnpReport {
     /// Whether the guest policy allows debugging.
     pub fn debug(&self) -> bool {
         self.policy & POLICY_DEBUG != 0
+    }
+
+    /// Whether `CHIP_ID` is all zero: the host set `MASK_CHIP_ID` (SNP_SET_CONFIG), so the
+    /// report does not say which chip produced it. The endorsement key's signature still
+    /// does: a VCEK is specific to one chip.
+    pub fn chip_id_masked(&self) -> bool {
+        self.chip_id.iter().all(|&b| b == 0)
     }
 }
 

@@ -67,6 +67,9 @@ pub fn load(
     cache: &Path,
     report: &SnpReport,
 ) -> Result<Option<Vec<ParsedCertificate>>, VerifyError> {
+    if report.chip_id_masked() && report.signing_key == crate::snp_report::SigningKey::Vcek {
+        return Err(VerifyError::ChipIdMasked);
+    }
     let products: Vec<&str> = match product_from_report(report) {
         Some(p) => vec![p],
         None => PRODUCTS.to_vec(),

@@ -4,7 +4,11 @@
 //! must be issued (name and signature) by the next; every issuer must be a CA
 //! (basicConstraints) within its path length and, when it has keyUsage, allowed to sign
 //! certificates; the root must be self-signed. Whether the root is *trusted* is decided by
-//! the caller (pinned fingerprints).
+//! the caller (pinned fingerprints), before any signature is checked.
+//!
+//! Signatures are checked from the root down, so a chain that does not descend from its
+//! (pinned) root costs at most two signature checks, however long it is.
+//! [`signature_checks`] counts them, for tests that bound the work an input can cause.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -205,6 +209,7 @@ impl ParsedCertificate {
                 )));
             }
         };
+        count_signature_check();
         signature::UnparsedPublicKey::new(alg, self.public_key_bytes())
             .verify(message, sig)
             .map_err(|_| SigError::Invalid)
@@ -282,6 +287,20 @@ impl ParsedCertificate {
     }
 }
 
+thread_local! {
+    static SIGNATURE_CHECKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many signatures this thread has checked so far (instrumentation: tests bound the
+/// signature work an input can cause with it).
+pub fn signature_checks() -> u64 {
+    SIGNATURE_CHECKS.with(std::cell::Cell::get)
+}
+
+fn count_signature_check() {
+    SIGNATURE_CHECKS.with(|c| c.set(c.get() + 1));
+}
+
 /// A signature check failed or could not be attempted.
 enum SigError {
     Invalid,
@@ -300,12 +319,14 @@ pub(crate) fn verify_p384_fixed(
             "{what}: signing key is not ECDSA P-384"
         )));
     }
+    count_signature_check();
     signature::UnparsedPublicKey::new(&signature::ECDSA_P384_SHA384_FIXED, cert.public_key_bytes())
         .verify(message, sig)
         .map_err(|_| VerifyError::Signature { what })
 }
 
-/// Validates `chain` (leaf first, root last) at `now`; see the module docs.
+/// Validates `chain` (leaf first, root last) at `now`; see the module docs. Signatures
+/// are checked from the root down.
 pub fn verify_chain(chain: &[ParsedCertificate], now: SystemTime) -> Result<(), VerifyError> {
     let Some(root) = chain.last() else {
         return Err(VerifyError::malformed("certificate chain", "empty"));
@@ -313,8 +334,9 @@ pub fn verify_chain(chain: &[ParsedCertificate], now: SystemTime) -> Result<(), 
     for cert in chain {
         cert.check_validity(now)?;
     }
+    // The cheap structural checks on every issuer first, then the signatures, root first.
     for (i, pair) in chain.windows(2).enumerate() {
-        let (cert, issuer) = (&pair[0], &pair[1]);
+        let issuer = &pair[1];
         let (is_ca, path_len) = issuer.basic_constraints()?;
         if !is_ca {
             return Err(VerifyError::NotAnIssuer {
@@ -338,9 +360,17 @@ pub fn verify_chain(chain: &[ParsedCertificate], now: SystemTime) -> Result<(), 
                 });
             }
         }
-        cert.verify_issued_by(issuer)?;
+        if pair[0].cert.tbs_certificate.issuer != issuer.cert.tbs_certificate.subject {
+            return Err(VerifyError::IssuerMismatch {
+                subject: pair[0].subject.clone(),
+                issuer: issuer.subject.clone(),
+            });
+        }
     }
     root.verify_issued_by(root)?;
+    for pair in chain.windows(2).rev() {
+        pair[0].verify_issued_by(&pair[1])?;
+    }
     Ok(())
 }
 

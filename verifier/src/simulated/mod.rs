@@ -124,8 +124,12 @@ pub struct SnpSpec {
     /// Reported TCB; the VCEK certifies [`SimulatedTee`]'s TCB, so a different value here
     /// produces a TCB mismatch.
     pub reported_tcb: TcbComponents,
-    /// Chip id; a value other than the VCEK's hwID produces a chip id mismatch.
+    /// Chip id; a value other than the VCEK's hwID produces a chip id mismatch, zeros a
+    /// masked chip id (the host's `MASK_CHIP_ID`).
     pub chip_id: [u8; 64],
+    /// The key information field at 0x48 (bit 1 `MASK_CHIP_KEY`: the signature is then
+    /// left zero, as the firmware does; bits 4:2 the signing key).
+    pub key_info: u32,
 }
 
 impl SnpSpec {
@@ -287,6 +291,11 @@ impl SimulatedTee {
         })
     }
 
+    /// The Nitro leaf, intermediate and root, in that order.
+    pub fn nitro_chain(&self) -> &[ParsedCertificate] {
+        &self.nitro_chain
+    }
+
     /// The Nitro simulation root.
     pub fn nitro_root(&self) -> &ParsedCertificate {
         &self.nitro_chain[2]
@@ -312,17 +321,28 @@ impl SimulatedTee {
 
     /// A Nitro attestation document (untagged COSE_Sign1, as the NSM returns it).
     pub fn nitro_document(&self, spec: &NitroSpec) -> Result<Vec<u8>, SimError> {
+        let cabundle = self.nitro_chain[1..]
+            .iter()
+            .rev()
+            .map(|c| c.der().to_vec())
+            .collect();
+        self.nitro_document_with_cabundle(spec, cabundle)
+    }
+
+    /// A Nitro document signed by the simulated enclave's key whose `cabundle` (root
+    /// first) is `cabundle`, whatever it holds: for tests of chains an attacker builds.
+    pub fn nitro_document_with_cabundle(
+        &self,
+        spec: &NitroSpec,
+        cabundle: Vec<Vec<u8>>,
+    ) -> Result<Vec<u8>, SimError> {
         let bytes = |b: &Option<Vec<u8>>| b.clone().map_or(Value::Null, Value::Bytes);
         let pcrs = spec
             .pcrs
             .iter()
             .map(|(i, v)| (Value::from(*i), Value::Bytes(v.clone())))
             .collect();
-        let cabundle = self.nitro_chain[1..]
-            .iter()
-            .rev()
-            .map(|c| Value::Bytes(c.der().to_vec()))
-            .collect();
+        let cabundle = cabundle.into_iter().map(Value::Bytes).collect();
         let payload = Value::Map(vec![
             (
                 Value::Text("module_id".into()),
@@ -376,6 +396,7 @@ impl SimulatedTee {
         r[0x00..0x04].copy_from_slice(&3u32.to_le_bytes());
         r[0x08..0x10].copy_from_slice(&spec.policy.to_le_bytes());
         r[0x30..0x34].copy_from_slice(&spec.vmpl.to_le_bytes());
+        r[0x48..0x4C].copy_from_slice(&spec.key_info.to_le_bytes());
         r[0x34..0x38].copy_from_slice(&1u32.to_le_bytes());
         let tcb = tcb_bytes(spec.reported_tcb);
         r[0x38..0x40].copy_from_slice(&tcb);
@@ -387,6 +408,9 @@ impl SimulatedTee {
         r[0x1A0..0x1E0].copy_from_slice(&spec.chip_id);
         r[0x1E0..0x1E8].copy_from_slice(&tcb);
         r[0x1F0..0x1F8].copy_from_slice(&tcb);
+        if spec.key_info & 0b10 != 0 {
+            return Ok(r); // MASK_CHIP_KEY: the firmware writes zeros, not a signature
+        }
         let sig = self
             .vcek_key
             .sign(&SystemRandom::new(), &r[..SIGNED_LEN])
@@ -412,6 +436,7 @@ impl Default for SnpSpec {
             vmpl: 0,
             reported_tcb: SIM_TCB,
             chip_id: SIM_CHIP_ID,
+            key_info: 0,
         }
     }
 }
