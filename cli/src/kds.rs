@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use trustbridge_verifier::crl::RevocationList;
 use trustbridge_verifier::snp_report::SnpReport;
 use trustbridge_verifier::vcek_cache;
 use trustbridge_verifier::x509::ParsedCertificate;
@@ -54,6 +55,8 @@ pub(crate) struct Fetched {
     pub(crate) product: &'static str,
     pub(crate) vcek: PathBuf,
     pub(crate) chain: PathBuf,
+    /// The ARK's revocation lists of ASKs and of ASVKs.
+    pub(crate) crls: [PathBuf; 2],
     /// Requests actually sent (0 when everything was cached).
     pub(crate) requests: u32,
 }
@@ -109,10 +112,45 @@ pub(crate) fn fetch(
         }
         store(&chain, &pem)?;
     }
+    // AMD's revocation lists: fetched when missing or past their next update, and cached
+    // only once they verify under the product's pinned ARK.
+    let crls = [
+        (
+            vcek_cache::crl_path(cache, product),
+            format!("{base}/vcek/v1/{product}/crl"),
+        ),
+        (
+            vcek_cache::vlek_crl_path(cache, product),
+            format!("{base}/vlek/v1/{product}/crl"),
+        ),
+    ];
+    let ark = trustbridge_verifier::amd::certificates()
+        .iter()
+        .find(|c| c.subject().contains(&format!("CN=ARK-{product}")))
+        .with_context(|| format!("no built-in ARK for {product}"))?;
+    let now = std::time::SystemTime::now();
+    for (path, url) in &crls {
+        let fresh = std::fs::read(path)
+            .ok()
+            .and_then(|der| RevocationList::from_der(&der).ok())
+            .is_some_and(|list| !list.stale_at(now));
+        if fresh {
+            continue;
+        }
+        let der = get(&agent, url, backoff, &mut requests)?;
+        RevocationList::from_der(&der)
+            .and_then(|list| list.verify(ark))
+            .with_context(|| {
+                format!("{url} did not return a revocation list signed by {product}'s ARK")
+            })?;
+        store(path, &der)?;
+    }
+    let [(ask_crl, _), (asvk_crl, _)] = crls;
     Ok(Fetched {
         product,
         vcek,
         chain,
+        crls: [ask_crl, asvk_crl],
         requests,
     })
 }

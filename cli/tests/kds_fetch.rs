@@ -96,9 +96,12 @@ fn rate_limited_fetch_retries_caches_and_verifies_offline() {
     let vcek = std::fs::read(v.join("sev-snp/trustee/test-vcek.der")).unwrap();
     let mut chain = std::fs::read(v.join("sev-snp/amd-certs/milan_ask.pem")).unwrap();
     chain.extend(std::fs::read(v.join("sev-snp/amd-certs/milan_ark.pem")).unwrap());
+    let crl = amd_crl("milan_crl.der");
     let kds = MockKds::start(Box::new(move |path, nth| {
         if path == "/vcek/v1/Milan/cert_chain" {
             (200, "", chain.clone())
+        } else if path == "/vcek/v1/Milan/crl" || path == "/vlek/v1/Milan/crl" {
+            (200, "", crl.clone())
         } else if path.starts_with("/vcek/v1/Milan/c38427a30d4c7af9")
             && path.ends_with("?blSPL=3&teeSPL=0&snpSPL=8&ucodeSPL=115")
         {
@@ -121,7 +124,8 @@ fn rate_limited_fetch_retries_caches_and_verifies_offline() {
     assert!(err.contains("--product"), "{err}");
 
     let out = ok(fetch(&kds, s(&report), &cache, &["--product", "milan"]));
-    assert!(out.contains("KDS (4 request(s))"), "{out}");
+    assert!(out.contains("KDS (6 request(s))"), "{out}");
+    assert!(out.contains("ask crl"), "{out}");
     let vcek_requests = kds
         .requests()
         .iter()
@@ -134,11 +138,13 @@ fn rate_limited_fetch_retries_caches_and_verifies_offline() {
         kds.requests()
     );
 
-    // Cached: no request at all the second time.
+    // Cached: no request for the key or the chain the second time. AMD's list served here
+    // is a real one from 2022, past its next update, so the lists are asked for again.
     let before = kds.requests().len();
     let out = ok(fetch(&kds, s(&report), &cache, &["--product", "milan"]));
-    assert!(out.contains("cache (no request sent)"), "{out}");
-    assert_eq!(kds.requests().len(), before);
+    assert!(out.contains("KDS (2 request(s))"), "{out}");
+    let again: Vec<String> = kds.requests()[before..].to_vec();
+    assert!(again.iter().all(|p| p.ends_with("/crl")), "{again:?}");
 
     // The cache is all the verifier needs.
     let bytes = std::fs::read(&report).unwrap();
@@ -147,13 +153,48 @@ fn rate_limited_fetch_retries_caches_and_verifies_offline() {
         .unwrap()
         .unwrap();
     let at = UNIX_EPOCH + Duration::from_secs(1_739_923_200);
-    trustbridge_verifier::verify_snp(
-        &bytes,
-        &certs,
-        &trustbridge_verifier::TrustRoots::production(),
-        at,
-    )
-    .unwrap();
+    let mut roots = trustbridge_verifier::TrustRoots::production();
+    let lists = trustbridge_verifier::vcek_cache::revocation_lists(&cache).unwrap();
+    assert_eq!(lists.len(), 2, "the ASK and ASVK lists are cached");
+    for list in lists {
+        roots.add_revocation_list(list);
+    }
+    trustbridge_verifier::verify_snp(&bytes, &certs, &roots, at).unwrap();
+}
+
+/// One of AMD's real revocation lists (verifier/tests/data/amd).
+fn amd_crl(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/../verifier/tests/data/amd/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+/// A revocation list that the product's ARK did not sign is not cached.
+#[test]
+fn a_revocation_list_from_another_ark_is_refused() {
+    let Some(v) = vectors_dir("kds_fetch") else {
+        return;
+    };
+    let vcek = std::fs::read(v.join("sev-snp/trustee/test-vcek.der")).unwrap();
+    let mut chain = std::fs::read(v.join("sev-snp/amd-certs/milan_ask.pem")).unwrap();
+    chain.extend(std::fs::read(v.join("sev-snp/amd-certs/milan_ark.pem")).unwrap());
+    let genoa = amd_crl("genoa_crl.der");
+    let kds = MockKds::start(Box::new(move |path, _| {
+        if path == "/vcek/v1/Milan/cert_chain" {
+            (200, "", chain.clone())
+        } else if path.ends_with("/crl") {
+            (200, "", genoa.clone())
+        } else {
+            (200, "", vcek.clone())
+        }
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let report = v.join("sev-snp/trustee/test-report.bin");
+    let err = fails(fetch(&kds, s(&report), dir.path(), &["--product", "milan"]));
+    assert!(err.contains("signed by Milan's ARK"), "{err}");
+    assert!(!dir.path().join("Milan/crl.der").exists());
 }
 
 #[test]

@@ -222,3 +222,35 @@ fn contract_windows_from_the_admin_api_honour_offsets() {
         }
     }
 }
+
+/// With AMD's revocation lists loaded (`tb-kms serve --kds-cache`), evidence under a
+/// revoked ASK is refused; a list nobody signed keeps everything out.
+#[test]
+fn the_broker_refuses_evidence_under_a_revoked_ask() {
+    use trustbridge_verifier::crl::RevocationList;
+    use trustbridge_verifier::simulated::{SnpCrlIssuer, SnpSpec};
+    let f = Fixture::new();
+    let r = f.start(Some(&f.policy(true)));
+    f.register(&r);
+    let c = &r.client;
+    let release = || c.release_with_evidence(ASSET, "c-policy", [1; 32], f.snp(SnpSpec::default()));
+    release().unwrap();
+    let ask = &f.sim.snp_certificates()[1];
+    let list = f.sim.snp_crl(SnpCrlIssuer::Ark, &[ask.serial()]).unwrap();
+    r.broker
+        .set_revocation_lists(vec![RevocationList::from_der(&list).unwrap()])
+        .unwrap();
+    match release() {
+        Err(ClientError::Release(ReleaseClientError::Denied { code, detail })) => {
+            assert_eq!(code.as_str(), "evidence_invalid");
+            assert!(detail.contains("revoked"), "{detail}");
+        }
+        other => panic!("a revoked ASK released a key: {other:?}"),
+    }
+    // Still in force after the policy is replaced.
+    c.replace_policy(&f.policy(true), &f.signer()).unwrap();
+    assert_eq!(code(release()), "evidence_invalid");
+    // Nitro evidence has no AMD chain: unaffected.
+    c.release_with_evidence(ASSET, "c-policy", [1; 32], f.nitro(NitroSpec::default()))
+        .unwrap();
+}

@@ -399,3 +399,79 @@ fn snp_key_information_and_masked_chip_ids() {
         VerifyError::ChipIdMasked
     );
 }
+
+/// A revoked VCEK, VLEK or ASK is refused when its issuer's revocation list is given:
+/// lists signed by the simulated ASK (naming the VCEK) and ARK (naming the ASK), in the
+/// library and through `tb-verify --crl`. A list the issuer did not sign is refused too.
+#[test]
+fn revoked_endorsement_keys_and_asks_are_refused() {
+    use trustbridge_tests::{run, s};
+    use trustbridge_verifier::crl::RevocationList;
+    use trustbridge_verifier::simulated::SnpCrlIssuer;
+    let sim = SimulatedTee::new().unwrap();
+    let certs = sim.snp_certificates();
+    let (vcek, ask) = (&certs[0], &certs[1]);
+    let report = sim.snp_report(&SnpSpec::default()).unwrap();
+    let verify = |crls: &[Vec<u8>]| {
+        let mut roots = sim.trust_roots();
+        for der in crls {
+            roots.add_revocation_list(RevocationList::from_der(der).unwrap());
+        }
+        verify_snp(&report, certs, &roots, now())
+    };
+    let vcek_revoked = sim.snp_crl(SnpCrlIssuer::Ask, &[vcek.serial()]).unwrap();
+    let ask_revoked = sim.snp_crl(SnpCrlIssuer::Ark, &[ask.serial()]).unwrap();
+    let nothing_revoked = sim.snp_crl(SnpCrlIssuer::Ark, &[&[0x7f]]).unwrap();
+    assert!(verify(std::slice::from_ref(&nothing_revoked)).is_ok());
+    for (list, subject) in [
+        (&vcek_revoked, "SEV-VCEK"),
+        (&ask_revoked, "SEV-Simulation"),
+    ] {
+        match verify(&[nothing_revoked.clone(), list.clone()]) {
+            Err(VerifyError::Revoked { subject: s, .. }) => assert!(s.contains(subject), "{s}"),
+            other => panic!("{subject} revoked, yet: {other:?}"),
+        }
+    }
+    // Another simulator's ARK has the same name but not the key: its list is no use.
+    let impostor = SimulatedTee::new()
+        .unwrap()
+        .snp_crl(SnpCrlIssuer::Ark, &[&[0x7f]])
+        .unwrap();
+    assert!(matches!(
+        verify(&[impostor]),
+        Err(VerifyError::RevocationListInvalid { .. })
+    ));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, bytes: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        s(&p)
+    };
+    let (report, vcek, ask, ark) = (
+        file("report.bin", &report),
+        file("vcek.der", vcek.der()),
+        file("ask.der", ask.der()),
+        file("ark.der", certs[2].der()),
+    );
+    let crl = file("crl.der", &ask_revoked);
+    let base = [
+        "attestation",
+        report.as_str(),
+        "--vcek",
+        vcek.as_str(),
+        "--simulation-root",
+        ark.as_str(),
+        "--simulation-root",
+        ask.as_str(),
+        "--allow-simulated",
+    ];
+    assert_eq!(run("tb-verify", &base).status.code(), Some(0));
+    let out = run("tb-verify", &[&base[..], &["--crl", crl.as_str()]].concat());
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("[FAIL] revocation") && stdout.contains("revoked"),
+        "{stdout}"
+    );
+}

@@ -112,6 +112,24 @@ pub enum VerifyError {
         "the report's CHIP_ID is zero (the host set MASK_CHIP_ID), so its VCEK cannot be looked up by chip id: pass the VCEK with --vcek (the host's certificate table has it)"
     )]
     ChipIdMasked,
+    /// A certificate of the chain is on its issuer's revocation list.
+    #[error("certificate {subject} (serial {serial}) is revoked by {issuer}'s revocation list")]
+    Revoked {
+        /// The revoked certificate.
+        subject: String,
+        /// Its serial number (hex).
+        serial: String,
+        /// The list's issuer.
+        issuer: String,
+    },
+    /// A revocation list for an issuer of the chain does not verify under its key.
+    #[error(
+        "the revocation list of {issuer} is not signed by {issuer}: it cannot be used, and without it the chain cannot be checked"
+    )]
+    RevocationListInvalid {
+        /// The issuer the list names.
+        issuer: String,
+    },
     /// No VCEK/VLEK given for an SNP report.
     #[error(
         "no endorsement key (VCEK or VLEK) for the report: pass --vcek or include it in the evidence"
@@ -140,6 +158,7 @@ impl VerifyError {
             | Self::MissingEndorsementKey
             | Self::ChipIdMasked => "endorsement key",
             Self::Binding(_) => "platform binding",
+            Self::Revoked { .. } | Self::RevocationListInvalid { .. } => "revocation",
         }
     }
 

@@ -15,8 +15,10 @@
 //! ([`verify_azure`]).
 #![forbid(unsafe_code)]
 
+pub mod amd;
 pub mod appraisal;
 pub mod azure;
+pub mod crl;
 mod error;
 mod evidence;
 pub mod hcl_report;

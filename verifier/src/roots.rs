@@ -2,6 +2,7 @@
 
 use std::time::SystemTime;
 
+use crate::crl::{self, RevocationList};
 use crate::evidence::Checks;
 use crate::x509::{ParsedCertificate, unix_secs, verify_chain};
 use crate::{Platform, VerifyError};
@@ -40,6 +41,7 @@ pub struct TrustedRoot {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TrustRoots {
     roots: Vec<TrustedRoot>,
+    revocations: Vec<RevocationList>,
 }
 
 impl TrustRoots {
@@ -127,6 +129,18 @@ impl TrustRoots {
     pub fn roots(&self) -> &[TrustedRoot] {
         &self.roots
     }
+
+    /// Checks chains against `list` too (for example AMD's CRL of a product, from a KDS
+    /// cache). The list is believed only if it verifies under the key of the chain's
+    /// certificate it names as issuer, when a chain is anchored.
+    pub fn add_revocation_list(&mut self, list: RevocationList) {
+        self.revocations.push(list);
+    }
+
+    /// The revocation lists.
+    pub fn revocation_lists(&self) -> &[RevocationList] {
+        &self.revocations
+    }
 }
 
 /// Finds the root of `chain` (leaf first) among `roots` for `platform`, then validates the
@@ -159,5 +173,20 @@ pub(crate) fn anchor_chain<'r>(
     );
     verify_chain(chain, now).map_err(|e| checks.failed(e))?;
     checks.pass("certificate chain", chain_detail);
+    let (applied, stale) =
+        crl::check_chain(chain, &roots.revocations, now).map_err(|e| checks.failed(e))?;
+    if applied > 0 {
+        checks.pass(
+            "revocation",
+            format!(
+                "not revoked by {applied} revocation list(s){}",
+                if stale > 0 {
+                    format!("; {stale} past its next update (fetch a fresh one)")
+                } else {
+                    String::new()
+                }
+            ),
+        );
+    }
     Ok(trusted)
 }

@@ -136,8 +136,13 @@ pub fn parse_hw_id(der: &[u8]) -> Result<Vec<u8>, VerifyError> {
         })
 }
 
+/// Most certificates accepted beside a report (a VCEK or VLEK, its ASK or ASVK, the ARK,
+/// and some slack).
+pub const MAX_SUPPLIED_CERTIFICATES: usize = 8;
+
 /// Verifies an SNP report with the certificates that came with it (the VCEK or VLEK
-/// first, then any of ASK, ASVK, ARK), against `roots` at `now`.
+/// first, then any of ASK, ASVK, ARK), against `roots` at `now`. AMD's own ASKs, ASVKs and
+/// ARKs are built in ([`crate::amd`]), so the VCEK or VLEK alone suffices.
 pub fn verify_snp(
     report: &[u8],
     certs: &[ParsedCertificate],
@@ -172,6 +177,15 @@ pub fn verify_snp_logged(
         ),
     );
 
+    if certs.len() > MAX_SUPPLIED_CERTIFICATES {
+        return Err(checks.failed(VerifyError::malformed(
+            "certificates",
+            format!(
+                "{} certificates came with the report, at most {MAX_SUPPLIED_CERTIFICATES} are accepted",
+                certs.len()
+            ),
+        )));
+    }
     let ek = certs
         .first()
         .ok_or_else(|| checks.failed(VerifyError::MissingEndorsementKey))?;
@@ -185,7 +199,9 @@ pub fn verify_snp_logged(
             reason: "not the endorsement key type the report names",
         }));
     }
-    let chain = build_chain(ek, &certs[1..]).map_err(|e| checks.failed(e))?;
+    let mut pool: Vec<&ParsedCertificate> = certs[1..].iter().collect();
+    pool.extend(crate::amd::certificates());
+    let chain = build_chain(ek, &pool).map_err(|e| checks.failed(e))?;
     let trusted = anchor_chain(
         &chain,
         roots,
@@ -228,10 +244,14 @@ pub fn verify_snp_logged(
     Ok(evidence(&r, &info, platform, simulated, &chain))
 }
 
-/// Follows issuer names from `leaf` through `pool` to a self-signed certificate.
+/// Follows issuer names from `leaf` through `pool` to a self-signed certificate. Where
+/// several certificates of the pool carry the issuer's name (a supplied ASK beside the
+/// built-in one, or an ASK AMD has since replaced), the first that carries the same key
+/// as the certificate's own key identifier is taken, else the first by name; the chain's
+/// signatures are then checked, root first, by the caller.
 fn build_chain(
     leaf: &ParsedCertificate,
-    pool: &[ParsedCertificate],
+    pool: &[&ParsedCertificate],
 ) -> Result<Vec<ParsedCertificate>, VerifyError> {
     let mut chain = vec![leaf.clone()];
     for _ in 0..4 {
@@ -240,14 +260,23 @@ fn build_chain(
         if tbs.issuer == tbs.subject {
             return Ok(chain);
         }
-        let issuer = pool
+        let named: Vec<&ParsedCertificate> = pool
             .iter()
-            .find(|c| c.certificate().tbs_certificate.subject == tbs.issuer)
+            .copied()
+            .filter(|c| c.certificate().tbs_certificate.subject == tbs.issuer)
+            .collect();
+        let issuer = named
+            .iter()
+            .find(|c| {
+                current.authority_key_id().is_some()
+                    && current.authority_key_id() == c.subject_key_id()
+            })
+            .or_else(|| named.first())
             .ok_or_else(|| VerifyError::IssuerNotFound {
                 subject: current.subject().to_owned(),
                 issuer: tbs.issuer.to_string(),
             })?;
-        chain.push(issuer.clone());
+        chain.push((*issuer).clone());
     }
     Err(VerifyError::malformed(
         "certificate chain",

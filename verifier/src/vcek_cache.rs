@@ -4,7 +4,12 @@
 //! ```text
 //! <cache>/<Product>/vcek_<hwid hex>_<bl>_<tee>_<snp>_<ucode>[_<fmc>].der
 //! <cache>/<Product>/cert_chain.pem          (ASK then ARK, as AMD's KDS serves it)
+//! <cache>/<Product>/crl.der                 (the ARK's list of revoked ASKs: /vcek/v1/<Product>/crl)
+//! <cache>/<Product>/vlek_crl.der            (the ARK's list of revoked ASVKs: /vlek/v1/<Product>/crl)
 //! ```
+//!
+//! Revocation lists found in the cache are applied to every chain ([`revocation_lists`]);
+//! a list is believed only once it verifies under its issuer's key.
 //!
 //! The VCEK a report needs is fully determined by the product, the chip id and the reported
 //! TCB, so the file name is the cache key.
@@ -12,6 +17,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::VerifyError;
+use crate::crl::RevocationList;
 use crate::snp_report::{SnpReport, TcbComponents};
 use crate::x509::ParsedCertificate;
 
@@ -59,6 +65,36 @@ pub fn vcek_path(cache: &Path, product: &str, report: &SnpReport) -> PathBuf {
 /// The cache file of the ASK/ARK chain of `product`.
 pub fn chain_path(cache: &Path, product: &str) -> PathBuf {
     cache.join(product).join("cert_chain.pem")
+}
+
+/// The cache file of the ARK's revocation list of `product`'s ASKs.
+pub fn crl_path(cache: &Path, product: &str) -> PathBuf {
+    cache.join(product).join("crl.der")
+}
+
+/// The cache file of the ARK's revocation list of `product`'s ASVKs (VLEK issuers).
+pub fn vlek_crl_path(cache: &Path, product: &str) -> PathBuf {
+    cache.join(product).join("vlek_crl.der")
+}
+
+/// Every revocation list the cache holds, for every product.
+pub fn revocation_lists(cache: &Path) -> Result<Vec<RevocationList>, VerifyError> {
+    let mut lists = Vec::new();
+    for product in PRODUCTS {
+        for path in [crl_path(cache, product), vlek_crl_path(cache, product)] {
+            match std::fs::read(&path) {
+                Ok(der) => lists.push(RevocationList::from_der(&der)?),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(VerifyError::malformed(
+                        "KDS cache",
+                        format!("{}: {e}", path.display()),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(lists)
 }
 
 /// The VCEK and the AMD chain for `report` from `cache`, trying the report's product or,

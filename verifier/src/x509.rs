@@ -16,7 +16,9 @@ use aws_lc_rs::{digest, signature};
 use x509_cert::Certificate;
 use x509_cert::der::asn1::ObjectIdentifier;
 use x509_cert::der::{Decode, Encode};
-use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
+use x509_cert::ext::pkix::{
+    AuthorityKeyIdentifier, BasicConstraints, KeyUsage, SubjectKeyIdentifier,
+};
 
 use crate::VerifyError;
 
@@ -31,6 +33,8 @@ const OID_P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
 const OID_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.2");
 const OID_BASIC_CONSTRAINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.19");
 const OID_KEY_USAGE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.15");
+const OID_SUBJECT_KEY_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.14");
+const OID_AUTHORITY_KEY_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.35");
 
 /// A parsed certificate with its exact DER encoding.
 #[derive(Clone, Debug)]
@@ -153,6 +157,21 @@ impl ParsedCertificate {
             .map(|e| e.extn_value.as_bytes())
     }
 
+    /// The subjectKeyIdentifier, if present and well-formed.
+    pub fn subject_key_id(&self) -> Option<Vec<u8>> {
+        self.extension(&OID_SUBJECT_KEY_ID)
+            .and_then(|der| SubjectKeyIdentifier::from_der(der).ok())
+            .map(|ski| ski.0.as_bytes().to_vec())
+    }
+
+    /// The keyIdentifier of the authorityKeyIdentifier, if present and well-formed.
+    pub fn authority_key_id(&self) -> Option<Vec<u8>> {
+        self.extension(&OID_AUTHORITY_KEY_ID)
+            .and_then(|der| AuthorityKeyIdentifier::from_der(der).ok())
+            .and_then(|aki| aki.key_identifier)
+            .map(|id| id.as_bytes().to_vec())
+    }
+
     /// Fails unless valid at `now`.
     pub fn check_validity(&self, now: SystemTime) -> Result<(), VerifyError> {
         let info = self.info();
@@ -213,6 +232,31 @@ impl ParsedCertificate {
         signature::UnparsedPublicKey::new(alg, self.public_key_bytes())
             .verify(message, sig)
             .map_err(|_| SigError::Invalid)
+    }
+
+    /// Verifies `sig` over `message` with this certificate's key, under the algorithm
+    /// `alg` of a certificate or CRL signature (ECDSA P-256/P-384, RSA PKCS#1, RSASSA-PSS
+    /// SHA-384); `subject` names the signed object in errors.
+    pub(crate) fn verify_signed(
+        &self,
+        alg: &x509_cert::spki::AlgorithmIdentifierOwned,
+        message: &[u8],
+        sig: &[u8],
+        subject: &str,
+    ) -> Result<(), VerifyError> {
+        let params = alg.parameters.as_ref().map(|p| p.value());
+        self.verify_with(alg.oid, params, message, sig)
+            .map_err(|e| match e {
+                SigError::Invalid => VerifyError::CertificateSignature {
+                    subject: subject.to_owned(),
+                },
+                SigError::Unsupported(s) => VerifyError::UnsupportedAlgorithm(s),
+            })
+    }
+
+    /// The serial number, as its DER content bytes.
+    pub fn serial(&self) -> &[u8] {
+        self.cert.tbs_certificate.serial_number.as_bytes()
     }
 
     /// Verifies that `issuer` signed this certificate.

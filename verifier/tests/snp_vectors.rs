@@ -209,10 +209,22 @@ fn wrong_root_and_missing_or_wrong_certificates_are_rejected() {
     let report = read(report);
     let err = verify_snp(&report, &certs, &TrustRoots::empty(), at(FIXED)).unwrap_err();
     assert!(matches!(err, VerifyError::UntrustedRoot { .. }), "{err}");
-    // Without the ASK the chain cannot be built.
+    // Without the ASK, or with the VCEK alone, AMD's built-in chain completes it.
     let no_ask = vec![certs[0].clone(), certs[2].clone()];
-    let err = verify_snp(&report, &no_ask, &TrustRoots::production(), at(FIXED)).unwrap_err();
-    assert!(matches!(err, VerifyError::IssuerNotFound { .. }), "{err}");
+    verify_snp(&report, &no_ask, &TrustRoots::production(), at(FIXED)).unwrap();
+    verify_snp(&report, &certs[..1], &TrustRoots::production(), at(FIXED)).unwrap();
+    // The built-in certificates complete chains; they do not make roots trusted.
+    let err = verify_snp(
+        &read(sets().remove(2).0),
+        &[der("trustee/test-vlek.der")],
+        &TrustRoots::empty(),
+        at(FIXED),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, VerifyError::UntrustedRoot { .. }),
+        "built-in issuers anchor only to pinned roots: {err}"
+    );
     let err = verify_snp(&report, &[], &TrustRoots::production(), at(FIXED)).unwrap_err();
     assert_eq!(err, VerifyError::MissingEndorsementKey);
     // Another chip's VCEK (trustee's) does not sign this report.

@@ -271,10 +271,18 @@ fn azure_evidence_json_is_detected_and_verified() {
         "e15c44796beabf46abcec7c57e590942041e47497e4ec27571c8b7664f48dced"
     );
     assert_eq!(j["binding"]["quote_nonce"], nonce);
-    // Without the ARK the chain cannot be completed, and the message says what to pass.
+    // --trust-root replaces the pinned roots: with the ASK alone, nothing is trusted.
     let out = tb_verify(&["attestation", &ev, "--trust-root", &ask, "--at", at]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("not among the supplied certificates"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is not a trusted root"));
+    // With no flag at all, AMD's built-in chain and pinned ARK verify it.
+    let out = tb_verify(&["attestation", &ev, "--at", at]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     // Wrong nonce.
     let out = tb_verify(&[
         "attestation",
@@ -336,4 +344,41 @@ fn snp_vcek_from_the_local_cache() {
         "2025-02-19T00:00:00Z",
     ]);
     assert_eq!(out.status.code(), Some(1));
+}
+
+/// AMD's ASKs, ASVKs and ARKs are built in: a report verifies with its VCEK (or VLEK)
+/// alone, as with go-sev-guest, virtee and trustee.
+#[test]
+fn snp_reports_verify_with_the_endorsement_key_alone() {
+    let Some(d) = v() else { return };
+    for (report, key) in [
+        (
+            "sev-snp/virtee-sev/report_milan.hex",
+            "sev-snp/virtee-sev/vcek_milan.der",
+        ),
+        (
+            "sev-snp/trustee/test-report.bin",
+            "sev-snp/trustee/test-vcek.der",
+        ),
+        (
+            "sev-snp/trustee/test-vlek-report.bin",
+            "sev-snp/trustee/test-vlek.der",
+        ),
+    ] {
+        let out = tb_verify(&[
+            "attestation",
+            &p(&d, report),
+            "--vcek",
+            &p(&d, key),
+            "--at",
+            "2025-02-19T00:00:00Z",
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{report}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("AMD ARK-Milan"));
+    }
 }

@@ -22,12 +22,15 @@ enum KdsCommand {
     Fetch(FetchArgs),
 }
 
-/// Fetch the VCEK and AMD chain (ASK, ARK) for an SNP report into a local cache.
+/// Fetch the VCEK, the AMD chain (ASK, ARK) and AMD's revocation lists for an SNP report
+/// into a local cache.
 ///
 /// The key is found from the report's chip id and reported TCB. A cached key is used as is,
 /// without any request; otherwise KDS is asked, with retries on HTTP 429 and 5xx (honouring
-/// Retry-After, else exponential back-off with jitter). Verifiers then read the cache
-/// offline: `tb-verify attestation REPORT --vcek-cache DIR`.
+/// Retry-After, else exponential back-off with jitter). The ARK's revocation lists (of
+/// ASKs and of ASVKs) are fetched when missing or past their next update, and cached only
+/// if the product's pinned ARK signed them. Verifiers then read the cache offline, lists
+/// included: `tb-verify attestation REPORT --vcek-cache DIR`.
 #[derive(Debug, clap::Args)]
 struct FetchArgs {
     /// The SNP report (1184 bytes raw, or hex).
@@ -88,6 +91,8 @@ pub(crate) fn run(args: KdsArgs) -> Result<()> {
     writeln!(out, "product     {}", fetched.product)?;
     writeln!(out, "vcek        {}", fetched.vcek.display())?;
     writeln!(out, "cert chain  {}", fetched.chain.display())?;
+    writeln!(out, "ask crl     {}", fetched.crls[0].display())?;
+    writeln!(out, "asvk crl    {}", fetched.crls[1].display())?;
     writeln!(out, "source      {source}")?;
     Ok(())
 }

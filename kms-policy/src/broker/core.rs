@@ -7,6 +7,7 @@ use ed25519_dalek::SigningKey;
 use trustbridge_protocol::key_release::{
     BrokerIdentity, BrokerInfo, BrokerKey, ErrorBody, HpkeKeyPair, Statement, request_digest,
 };
+use trustbridge_verifier::crl::RevocationList;
 use trustbridge_verifier::{Platform, TrustRoots};
 
 use super::admin_auth::AdminAuthError;
@@ -87,7 +88,7 @@ pub struct ActivePolicy {
 }
 
 impl ActivePolicy {
-    fn new(text: &str) -> Result<Self, PolicyError> {
+    fn new(text: &str, revocations: &[RevocationList]) -> Result<Self, PolicyError> {
         let policy = Policy::from_toml(text)?;
         let mut roots = TrustRoots::production();
         if let Some(sim) = &policy.simulation {
@@ -102,6 +103,9 @@ impl ActivePolicy {
                     roots.add_simulation_fingerprint(platform, fp, "policy simulation root");
                 }
             }
+        }
+        for list in revocations {
+            roots.add_revocation_list(list.clone());
         }
         let admin_keys = policy
             .admin
@@ -126,6 +130,7 @@ pub struct Broker {
     pub(super) registration: HpkeKeyPair,
     log_key: SigningKey,
     policy: RwLock<Arc<ActivePolicy>>,
+    revocations: RwLock<Vec<RevocationList>>,
     clock: Box<dyn Fn() -> u64 + Send + Sync>,
 }
 
@@ -163,7 +168,7 @@ impl Broker {
             Some(t) => t.to_owned(),
             None => store.policy()?.ok_or(BrokerError::NoPolicy)?,
         };
-        let active = ActivePolicy::new(&text)?;
+        let active = ActivePolicy::new(&text, &[])?;
         let broker = Self {
             identity: kek.broker_identity(),
             registration: kek.registration_key(),
@@ -171,6 +176,7 @@ impl Broker {
             store,
             kek,
             policy: RwLock::new(Arc::new(active)),
+            revocations: RwLock::new(Vec::new()),
             clock,
         };
         broker.install_policy(&text)?;
@@ -178,7 +184,7 @@ impl Broker {
     }
 
     pub(super) fn install_policy(&self, text: &str) -> Result<(), BrokerError> {
-        let active = ActivePolicy::new(text)?;
+        let active = ActivePolicy::new(text, &self.revocation_lists())?;
         let contracts = active
             .policy
             .contracts
@@ -212,6 +218,28 @@ impl Broker {
             .map_err(|_| BrokerError::Key("policy lock poisoned".into()))?;
         *slot = Arc::new(active);
         Ok(())
+    }
+
+    /// Checks evidence chains against these revocation lists too (AMD's, from a KDS
+    /// cache: `tb-kms serve --kds-cache`), from now on and after policy replacements.
+    pub fn set_revocation_lists(&self, lists: Vec<RevocationList>) -> Result<(), BrokerError> {
+        let active = ActivePolicy::new(&self.active_policy().text, &lists)?;
+        *self
+            .revocations
+            .write()
+            .map_err(|_| BrokerError::Key("revocation lock poisoned".into()))? = lists;
+        *self
+            .policy
+            .write()
+            .map_err(|_| BrokerError::Key("policy lock poisoned".into()))? = Arc::new(active);
+        Ok(())
+    }
+
+    fn revocation_lists(&self) -> Vec<RevocationList> {
+        self.revocations
+            .read()
+            .map(|l| l.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
     }
 
     /// The policy in force.

@@ -161,6 +161,18 @@ pub struct SimulatedTee {
     snp_chain: Vec<ParsedCertificate>,
     vcek_key: EcdsaKeyPair,
     vcek_key_pkcs8: zeroize::Zeroizing<Vec<u8>>,
+    /// The ARK's and the ASK's signing keys (only in a freshly generated simulator, not one
+    /// loaded from disk): they sign revocation lists.
+    snp_issuers: Option<Box<(Issuer<'static, KeyPair>, Issuer<'static, KeyPair>)>>,
+}
+
+/// Which simulated SNP CA signs a revocation list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnpCrlIssuer {
+    /// The ARK: its list names ASKs (AMD's CRLs are of this kind).
+    Ark,
+    /// The ASK: its list names VCEKs.
+    Ask,
 }
 
 /// File names of a saved simulation CA directory.
@@ -219,6 +231,7 @@ impl SimulatedTee {
         let vcek = vcek_params
             .signed_by(&vcek_key, &ask_issuer)
             .map_err(cert_err)?;
+        let snp_issuers = Some(Box::new((ark_issuer, ask_issuer)));
 
         let parse = |der: &[u8]| {
             ParsedCertificate::from_der(der, "simulated certificate")
@@ -232,7 +245,40 @@ impl SimulatedTee {
             snp_chain: vec![parse(vcek.der())?, parse(ask.der())?, parse(ark.der())?],
             vcek_key: signing_key(&vcek_key_pkcs8)?,
             vcek_key_pkcs8,
+            snp_issuers,
         })
+    }
+
+    /// A revocation list (DER) signed by the simulated ARK or ASK that names the serial
+    /// numbers `revoked` (DER content bytes, e.g. [`ParsedCertificate::serial`]), valid
+    /// 2024 to 2049. Only a freshly generated simulator has the keys.
+    pub fn snp_crl(&self, issuer: SnpCrlIssuer, revoked: &[&[u8]]) -> Result<Vec<u8>, SimError> {
+        let cert_err = |e: rcgen::Error| SimError::Certificate(e.to_string());
+        let issuers = self.snp_issuers.as_deref().ok_or_else(|| {
+            SimError::Certificate("a simulator loaded from disk has no CA keys".into())
+        })?;
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2024, 1, 1),
+            next_update: rcgen::date_time_ymd(2049, 1, 1),
+            crl_number: rcgen::SerialNumber::from_slice(&[1]),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|serial| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from_slice(serial),
+                    revocation_time: rcgen::date_time_ymd(2024, 6, 1),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        let crl = match issuer {
+            SnpCrlIssuer::Ark => params.signed_by(&issuers.0),
+            SnpCrlIssuer::Ask => params.signed_by(&issuers.1),
+        }
+        .map_err(cert_err)?;
+        Ok(crl.der().to_vec())
     }
 
     /// Saves the chains and signing keys to `dir` (created; key files mode 0600), so a
@@ -288,6 +334,7 @@ impl SimulatedTee {
             snp_chain: chain(SNP_CHAIN)?,
             vcek_key: signing_key(&vcek_key_pkcs8)?,
             vcek_key_pkcs8,
+            snp_issuers: None,
         })
     }
 

@@ -69,6 +69,11 @@ struct ServeArgs {
     /// Policy TOML (see docs/POLICY.md); replaces the stored policy.
     #[arg(long, value_name = "FILE")]
     policy: Option<PathBuf>,
+    /// A KDS cache (`trustbridge kds fetch --cache DIR`): AMD's revocation lists in it are
+    /// applied to every SEV-SNP and Azure chain, so a revoked ASK, ASVK, VCEK or VLEK is
+    /// refused. Read at start.
+    #[arg(long, value_name = "DIR")]
+    kds_cache: Option<PathBuf>,
     /// Log format on stderr; RUST_LOG selects what is logged (default info).
     #[arg(long, env = "TB_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -172,6 +177,12 @@ fn serve(args: ServeArgs) -> Result<bool> {
             .with_context(|| format!("cannot open database {}", args.db.display()))?,
     );
     let broker = Arc::new(Broker::open(store, kek, policy.as_deref())?);
+    if let Some(cache) = &args.kds_cache {
+        let lists = trustbridge_verifier::vcek_cache::revocation_lists(cache)
+            .with_context(|| format!("reading revocation lists from {}", cache.display()))?;
+        tracing::info!(cache = %cache.display(), lists = lists.len(), "AMD revocation lists loaded");
+        broker.set_revocation_lists(lists)?;
+    }
     let info = broker.info();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -4,8 +4,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::json;
+use trustbridge_verifier::crl::RevocationList;
 use trustbridge_verifier::x509::ParsedCertificate;
 use trustbridge_verifier::{
     AzureEvidence, Checks, MinTcb, Platform, Policy, TrustRoots, VerifiedEvidence,
@@ -48,9 +49,15 @@ pub(crate) struct AttestationArgs {
     #[arg(long, value_name = "FILE")]
     vcek: Option<PathBuf>,
     /// SNP: look up the VCEK and AMD chain in this cache (filled by `trustbridge kds
-    /// fetch`) when --vcek is not given. Never uses the network.
+    /// fetch`) when --vcek is not given, and apply the revocation lists it holds. Never
+    /// uses the network.
     #[arg(long, value_name = "DIR")]
     vcek_cache: Option<PathBuf>,
+    /// A certificate revocation list (DER) to apply, e.g. AMD's
+    /// https://kdsintf.amd.com/vcek/v1/Milan/crl. A revoked certificate anywhere in the
+    /// chain refuses the evidence. Repeatable.
+    #[arg(long, value_name = "FILE")]
+    crl: Vec<PathBuf>,
     /// Require a measurement to have this value, e.g. pcr0=HEX or measurement=HEX. Repeatable.
     #[arg(long = "expect", value_name = "NAME=HEX", value_parser = parse_expectation)]
     expect: Vec<(String, Vec<u8>)>,
@@ -104,6 +111,18 @@ pub(crate) fn run(args: AttestationArgs) -> Result<Outcome> {
                 roots.add_simulation_root(evidence.platform, &cert);
             }
             pool.push(cert);
+        }
+    }
+    for path in &args.crl {
+        let der = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        roots.add_revocation_list(
+            RevocationList::from_der(&der)
+                .with_context(|| format!("{} is not a revocation list", path.display()))?,
+        );
+    }
+    if let Some(cache) = &args.vcek_cache {
+        for list in trustbridge_verifier::vcek_cache::revocation_lists(cache)? {
+            roots.add_revocation_list(list);
         }
     }
     let mut checks = Checks::default();
