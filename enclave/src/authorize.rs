@@ -29,6 +29,7 @@ use trustbridge_transport::{Endpoint, Stream};
 
 use crate::attestation::AttestationProvider;
 use crate::boot::StepError;
+use crate::failure::{FailureCode, fatal};
 use crate::keys::SentinelKeys;
 
 /// Where the key broker is, as the egress allow-list names it.
@@ -106,20 +107,13 @@ fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-fn fatal(code: &str, detail: impl Into<String>) -> StepError {
-    StepError::Fatal {
-        code: code.to_owned(),
-        detail: detail.into(),
-    }
-}
-
 /// The boot step's view of an engine error: an unavailable broker is worth retrying;
 /// anything else (a signed denial, an unauthenticated answer) is fatal with its code.
 fn step_error(e: ReleaseClientError) -> StepError {
     if e.is_transient() {
         StepError::Transient(e.to_string())
     } else {
-        fatal(e.code(), e.to_string())
+        fatal(FailureCode::of_release(&e), e.to_string())
     }
 }
 
@@ -174,7 +168,7 @@ async fn connect_tunnel(egress: &Endpoint, kms: &KmsTarget) -> Result<Stream, St
     match status.as_str() {
         "200" => Ok(stream),
         "403" => Err(fatal(
-            "egress_refused",
+            FailureCode::EgressRefused,
             format!(
                 "the relay does not allow {}:{} on its egress allow-list",
                 kms.host, kms.port
@@ -240,7 +234,7 @@ impl BrokerConnection {
             .header(hyper::header::HOST, &self.host)
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .body(Full::new(Bytes::from(request.body.clone())))
-            .map_err(|e| fatal("internal", e.to_string()))?;
+            .map_err(|e| fatal(FailureCode::Internal, e.to_string()))?;
         // After a response the HTTP/1.1 connection may still be finishing the previous
         // exchange; a request sent before it is ready is refused ("connection was not ready").
         self.sender
@@ -259,7 +253,7 @@ impl BrokerConnection {
             .map_err(|e| {
                 if e.is::<http_body_util::LengthLimitError>() {
                     fatal(
-                        "broker_protocol",
+                        FailureCode::BrokerProtocol,
                         format!("an answer larger than {MAX_ANSWER_BYTES} bytes"),
                     )
                 } else {
@@ -294,8 +288,8 @@ pub async fn authorize(
         let binding = binding.clone();
         tokio::task::spawn_blocking(move || provider.evidence(&binding))
             .await
-            .map_err(|e| fatal("attestation", e.to_string()))?
-            .map_err(|e| fatal("attestation", e.to_string()))?
+            .map_err(|e| fatal(FailureCode::Attestation, e.to_string()))?
+            .map_err(|e| fatal(FailureCode::Attestation, e.to_string()))?
     };
     let (request, awaiting) = challenged
         .release(&binding, &evidence)

@@ -1,21 +1,47 @@
 //! The sentinel's boot state machine and its retry policy.
 //!
 //! ```text
-//! Boot -> Attest -> Authorize -> Hydrate -> Decrypt -> Ready
-//!                                                      Ready -> Suspended   (contract revoked, found by re-authorization)
-//!                                                  Suspended -> Authorize   (re-authorization retried)
-//! any state but Failed -> Failed(reason)             (terminal: restart the sentinel)
+//! Boot -> Attest -> Authorize -> Hydrate -> Decrypt -> Ready(model)
+//!                                                      Ready -> Suspended   (a denial at re-authorization, or none succeeded within the grace period)
+//!                                                  Suspended -> Authorize   (re-authorization granted again)
+//! any state but Failed -> Failed(code)               (terminal: restart the sentinel)
+//! any state -> Stopped                               (shutdown)
 //! ```
 //!
+//! Each state carries its own data: `Ready` holds the model being served (and what the
+//! runtime was given), so leaving `Ready` drops (and zeroizes, and withdraws) it; a
+//! `Failed` or `Suspended` state holds its typed [`FailureCode`]. A transition the machine
+//! does not allow is an [`InvalidTransition`] error for the caller, never a log line.
 //! Transient failures (the broker or relay unreachable, a 5xx) are retried with capped
 //! exponential back-off and jitter; denials and tampering are fatal at once, with their
 //! reason. Every transition is logged.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A boot state.
-#[derive(Clone, Debug, PartialEq, Eq)]
+use crate::failure::FailureCode;
+pub use crate::failure::StepError;
+use crate::hydrate::Model;
+use crate::output::Published;
+
+/// What a Ready sentinel serves: the model, and what the runtime was given (withdrawn,
+/// wiped, when this is dropped).
+pub struct Serving {
+    /// The decrypted model (its files are empty once handed to a tmpfs runtime).
+    pub model: Arc<Model>,
+    /// What the runtime was given.
+    pub published: Published,
+}
+
+impl fmt::Debug for Serving {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Serving({:?})", self.model)
+    }
+}
+
+/// A boot state, with the data that only exists in it.
+#[derive(Clone, Debug)]
 pub enum BootState {
     /// Generating keys.
     Boot,
@@ -27,20 +53,38 @@ pub enum BootState {
     Hydrate,
     /// Decrypting the weights into memory.
     Decrypt,
-    /// Serving.
-    Ready,
-    /// The contract was revoked: not serving; re-authorization may resume.
+    /// Serving this model.
+    Ready(Arc<Serving>),
+    /// Not serving (a denial at re-authorization, or none succeeded within the grace
+    /// period); a later grant resumes it.
     Suspended {
         /// Why.
-        reason: String,
-    },
-    /// Stopped for good.
-    Failed {
-        /// A reason code (`measurement_mismatch`, `tampered_bundle`, ...).
-        code: String,
+        code: FailureCode,
         /// What happened.
         detail: String,
     },
+    /// Stopped for good.
+    Failed {
+        /// Why.
+        code: FailureCode,
+        /// What happened.
+        detail: String,
+    },
+    /// Shut down.
+    Stopped,
+}
+
+impl PartialEq for BootState {
+    /// States are equal when they are the same state with the same reason (Ready: the
+    /// same model).
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Ready(a), Self::Ready(b)) => Arc::ptr_eq(a, b),
+            (Self::Suspended { code: a, .. }, Self::Suspended { code: b, .. })
+            | (Self::Failed { code: a, .. }, Self::Failed { code: b, .. }) => a == b,
+            _ => std::mem::discriminant(self) == std::mem::discriminant(other),
+        }
+    }
 }
 
 impl BootState {
@@ -52,33 +96,54 @@ impl BootState {
             Self::Authorize => "Authorize",
             Self::Hydrate => "Hydrate",
             Self::Decrypt => "Decrypt",
-            Self::Ready => "Ready",
+            Self::Ready(_) => "Ready",
             Self::Suspended { .. } => "Suspended",
             Self::Failed { .. } => "Failed",
+            Self::Stopped => "Stopped",
         }
     }
 
     /// `/health`: 200 only when Ready.
     pub fn healthy(&self) -> bool {
-        matches!(self, Self::Ready)
+        matches!(self, Self::Ready(_))
     }
 
     /// `/readiness`: 200 from Decrypt on (the weights are being loaded or served).
     pub fn ready_for_traffic(&self) -> bool {
-        matches!(self, Self::Decrypt | Self::Ready)
+        matches!(self, Self::Decrypt | Self::Ready(_))
+    }
+
+    /// The model being served, when Ready.
+    pub fn model(&self) -> Option<&Arc<Model>> {
+        match self {
+            Self::Ready(serving) => Some(&serving.model),
+            _ => None,
+        }
+    }
+
+    /// The reason of a Failed or Suspended state.
+    pub fn reason(&self) -> Option<(FailureCode, &str)> {
+        match self {
+            Self::Suspended { code, detail } | Self::Failed { code, detail } => {
+                Some((*code, detail))
+            }
+            _ => None,
+        }
     }
 
     fn may_become(&self, next: &BootState) -> bool {
         use BootState::*;
         match (self, next) {
+            (Stopped, _) => false,
+            (_, Stopped) => true,
             (Failed { .. }, _) => false,
             (_, Failed { .. }) => true,
             (Boot, Attest)
             | (Attest, Authorize)
             | (Authorize, Hydrate)
             | (Hydrate, Decrypt)
-            | (Decrypt, Ready) => true,
-            (Ready, Suspended { .. }) | (Suspended { .. }, Authorize) => true,
+            | (Decrypt, Ready(_)) => true,
+            (Ready(_), Suspended { .. }) | (Suspended { .. }, Authorize) => true,
             _ => false,
         }
     }
@@ -87,7 +152,7 @@ impl BootState {
 impl fmt::Display for BootState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Suspended { reason } => write!(f, "Suspended ({reason})"),
+            Self::Suspended { code, detail } => write!(f, "Suspended ({code}: {detail})"),
             Self::Failed { code, detail } => write!(f, "Failed ({code}: {detail})"),
             other => f.write_str(other.name()),
         }
@@ -110,7 +175,7 @@ pub struct BootMachine {
     state: BootState,
     since: Instant,
     started: Instant,
-    history: Vec<(BootState, Duration)>,
+    history: Vec<(&'static str, Duration)>,
 }
 
 impl Default for BootMachine {
@@ -136,12 +201,13 @@ impl BootMachine {
         self.started.elapsed()
     }
 
-    /// Past states and how long each lasted.
-    pub fn history(&self) -> &[(BootState, Duration)] {
+    /// Past states (by name) and how long each lasted.
+    pub fn history(&self) -> &[(&'static str, Duration)] {
         &self.history
     }
 
-    /// Moves to `next` if the machine allows it; logs the transition.
+    /// Moves to `next` if the machine allows it; logs the transition. The state left is
+    /// dropped with its data (leaving Ready withdraws the model).
     pub fn transition(&mut self, next: BootState) -> Result<(), InvalidTransition> {
         if !self.state.may_become(&next) {
             return Err(InvalidTransition {
@@ -152,36 +218,20 @@ impl BootMachine {
         let spent = self.since.elapsed();
         match &next {
             BootState::Failed { code, detail } => {
-                tracing::error!(from = %self.state, code, detail, "sentinel failed")
+                tracing::error!(from = %self.state, %code, detail, "sentinel failed")
             }
-            BootState::Suspended { reason } => {
-                tracing::warn!(from = %self.state, reason, "sentinel suspended")
+            BootState::Suspended { code, detail } => {
+                tracing::warn!(from = %self.state, %code, detail, "sentinel suspended")
             }
             other => {
                 tracing::info!(from = %self.state, to = %other, spent_ms = spent.as_millis() as u64, "boot transition")
             }
         }
         let previous = std::mem::replace(&mut self.state, next);
-        self.history.push((previous, spent));
+        self.history.push((previous.name(), spent));
         self.since = Instant::now();
         Ok(())
     }
-}
-
-/// Why a boot step failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StepError {
-    /// Worth retrying (unreachable peer, 5xx, timeout).
-    #[error("transient: {0}")]
-    Transient(String),
-    /// Not worth retrying (a denial, tampering): fail with this code.
-    #[error("{code}: {detail}")]
-    Fatal {
-        /// Reason code.
-        code: String,
-        /// Detail.
-        detail: String,
-    },
 }
 
 /// Capped exponential back-off with jitter.
@@ -285,7 +335,7 @@ impl Retrier<'_> {
         let attempts = self.backoff.attempts.max(1);
         if self.failures >= attempts {
             return Err(StepError::Fatal {
-                code: "unavailable".into(),
+                code: FailureCode::Unavailable,
                 detail: format!("{}: gave up after {attempts} attempts: {error}", self.what),
             });
         }
@@ -303,7 +353,43 @@ impl Retrier<'_> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)] // test code
     use super::*;
+    use trustbridge_protocol::key_release::DenialCode;
+
+    fn serving() -> BootState {
+        use trustbridge_protocol::bundle::{
+            AssetId, BundlePath, Manifest, ProviderSigningKey, SignedManifest, seal_file,
+        };
+        use trustbridge_protocol::sealed::{DataKey, SegmentSize};
+        let provider = ProviderSigningKey::generate().unwrap();
+        let key = DataKey::generate().unwrap();
+        let asset = AssetId::new("a/b@v1").unwrap();
+        let entry = seal_file(
+            &key,
+            &asset,
+            BundlePath::new("w.bin").unwrap(),
+            SegmentSize::default(),
+            &b"w"[..],
+            &mut Vec::new(),
+        )
+        .unwrap();
+        let manifest = Manifest::new(asset, 0, provider.public(), &key, vec![entry]).unwrap();
+        BootState::Ready(Arc::new(Serving {
+            model: Arc::new(Model {
+                manifest: SignedManifest::sign(manifest, &provider).unwrap(),
+                files: Arc::default(),
+            }),
+            published: Published::default(),
+        }))
+    }
+
+    fn failed(code: FailureCode) -> BootState {
+        BootState::Failed {
+            code,
+            detail: "y".into(),
+        }
+    }
 
     #[test]
     fn boot_sequence_and_invalid_transitions() {
@@ -313,40 +399,43 @@ mod tests {
             BootState::Authorize,
             BootState::Hydrate,
             BootState::Decrypt,
-            BootState::Ready,
+            serving(),
         ] {
             assert!(!m.state().ready_for_traffic() || matches!(m.state(), BootState::Decrypt));
             m.transition(s).unwrap();
         }
         assert!(m.state().healthy() && m.state().ready_for_traffic());
+        assert!(m.state().model().is_some(), "Ready holds the model");
         assert_eq!(m.history().len(), 5);
         m.transition(BootState::Suspended {
-            reason: "contract_revoked".into(),
+            code: FailureCode::Denied(DenialCode::ContractRevoked),
+            detail: "revoked".into(),
         })
         .unwrap();
-        assert!(!m.state().healthy());
-        m.transition(BootState::Authorize).unwrap();
-        assert!(
-            m.transition(BootState::Ready).is_err(),
-            "Authorize cannot skip to Ready"
+        assert!(!m.state().healthy() && m.state().model().is_none());
+        assert_eq!(
+            m.state().reason().map(|r| r.0.as_str()),
+            Some("contract_revoked")
         );
-        m.transition(BootState::Failed {
-            code: "x".into(),
-            detail: "y".into(),
-        })
-        .unwrap();
+        m.transition(BootState::Authorize).unwrap();
+        let err = m.transition(serving()).unwrap_err();
+        assert_eq!(err.from, "Authorize", "Authorize cannot skip to Ready");
+        m.transition(failed(FailureCode::Internal)).unwrap();
         assert!(m.transition(BootState::Boot).is_err(), "Failed is terminal");
+        assert!(m.transition(failed(FailureCode::Attestation)).is_err());
+        m.transition(BootState::Stopped).unwrap();
         assert!(
-            m.transition(BootState::Failed {
-                code: "a".into(),
-                detail: "b".into()
-            })
-            .is_err()
+            m.transition(failed(FailureCode::Internal)).is_err(),
+            "Stopped is final"
         );
         let mut fresh = BootMachine::default();
         assert!(
             fresh.transition(BootState::Hydrate).is_err(),
             "no skipping attestation"
+        );
+        assert!(
+            fresh.transition(serving()).is_err(),
+            "no model without the boot sequence"
         );
     }
 
@@ -397,7 +486,7 @@ mod tests {
             || {
                 calls += 1;
                 Err(StepError::Fatal {
-                    code: "measurement_mismatch".into(),
+                    code: FailureCode::Denied(DenialCode::MeasurementMismatch),
                     detail: "pcr0".into(),
                 })
             },

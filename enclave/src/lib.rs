@@ -11,6 +11,7 @@
 //! - [`memory`]: plaintext buffers (huge pages, never dumped, zeroized).
 //! - [`output`]: runtime-proxy mode (the model on tmpfs or through FIFOs).
 //! - [`boot`]: the boot state machine and its retry policy.
+//! - [`failure`]: step errors and the typed reason codes of `/status`.
 //! - [`sentinel`]: the boot task and the health API.
 //!
 //! The `tb-sentinel` binary, hydrate and the health API follow (see `docs/ROADMAP.md`).
@@ -20,6 +21,7 @@
 pub mod attestation;
 pub mod authorize;
 pub mod boot;
+pub mod failure;
 pub mod hydrate;
 pub mod keys;
 pub mod memory;

@@ -59,9 +59,47 @@ impl FromStr for ModelOutput {
     }
 }
 
+/// Where swap is looked up, and whether it is acceptable for tmpfs output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SwapPolicy {
+    /// Accept plaintext on tmpfs while swap is active (`--allow-swap`).
+    pub allow: bool,
+    /// The kernel's list of active swap areas (`/proc/swaps`; tests point elsewhere).
+    pub swaps: PathBuf,
+}
+
+impl Default for SwapPolicy {
+    /// Swap refused, looked up in `/proc/swaps`.
+    fn default() -> Self {
+        Self {
+            allow: false,
+            swaps: PathBuf::from("/proc/swaps"),
+        }
+    }
+}
+
+impl SwapPolicy {
+    /// The active swap areas: the lines of `/proc/swaps` after its header. A file that
+    /// cannot be read means the check cannot run, which is an error (fail closed).
+    pub fn active_swap(&self) -> Result<Vec<String>, OutputError> {
+        let text = std::fs::read_to_string(&self.swaps).map_err(io_err(&self.swaps))?;
+        Ok(text
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_owned)
+            .collect())
+    }
+}
+
 /// Why publishing failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
+    /// Swap is active, so tmpfs pages holding plaintext could be written to a swap device.
+    #[error(
+        "swap is active ({0}): the kernel may write tmpfs pages, and so the model's plaintext, to it; turn swap off (swapoff -a) or pass --allow-swap if the swap device is encrypted with a key that never leaves this machine"
+    )]
+    SwapActive(String),
     /// The tmpfs directory is on a disk-backed file system.
     #[error("{0} is not on tmpfs or ramfs: plaintext would reach persistent storage")]
     NotMemoryBacked(PathBuf),
@@ -94,14 +132,22 @@ pub struct Published {
 }
 
 /// Publishes `files` as `output` says. For tmpfs the caller may drop its copy after.
+/// tmpfs output is refused while swap is active, unless `swap` allows it.
 pub fn publish(
     output: &ModelOutput,
     files: &Arc<BTreeMap<String, PlainBuffer>>,
+    swap: &SwapPolicy,
 ) -> Result<Published, OutputError> {
     let mut published = Published::default();
     match output {
         ModelOutput::Memory => {}
         ModelOutput::Tmpfs(dir) => {
+            if !swap.allow {
+                let active = swap.active_swap()?;
+                if !active.is_empty() {
+                    return Err(OutputError::SwapActive(active.join(", ")));
+                }
+            }
             private_dir(dir)?;
             let stat = rustix::fs::statfs(dir).map_err(|e| io_err(dir)(e.into()))?;
             if !matches!(stat.f_type as i64, TMPFS_MAGIC | RAMFS_MAGIC) {
@@ -248,6 +294,62 @@ mod tests {
         dir
     }
 
+    /// Swap allowed: these tests are not about swap, and must not depend on the
+    /// machine's.
+    fn no_swap() -> SwapPolicy {
+        SwapPolicy {
+            allow: true,
+            swaps: PathBuf::from("/nonexistent"),
+        }
+    }
+
+    /// Plaintext on tmpfs could reach a swap device: refused while swap is active, with
+    /// the reason, unless allowed; an unreadable swap list is a refusal too.
+    #[test]
+    fn tmpfs_output_is_refused_while_swap_is_active() {
+        let shm = private(tempfile::tempdir_in("/dev/shm").unwrap());
+        let output = ModelOutput::Tmpfs(shm.path().join("model"));
+        let lists = tempfile::tempdir().unwrap();
+        let swaps = |name: &str, text: &str| {
+            let path = lists.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            SwapPolicy {
+                allow: false,
+                swaps: path,
+            }
+        };
+        let header = "Filename\tType\tSize\tUsed\tPriority\n";
+        drop(publish(&output, &model(), &swaps("none", header)).unwrap());
+        let active = swaps(
+            "active",
+            &format!("{header}/dev/vda3 partition 1048572 0 -2\n"),
+        );
+        let refused = ModelOutput::Tmpfs(shm.path().join("refused"));
+        match publish(&refused, &model(), &active) {
+            Err(e @ OutputError::SwapActive(_)) => {
+                assert!(e.to_string().contains("/dev/vda3"), "{e}");
+                assert!(e.to_string().contains("--allow-swap"), "{e}");
+            }
+            other => panic!("plaintext published with swap on: {other:?}"),
+        }
+        assert!(!shm.path().join("refused").exists(), "nothing written");
+        let allowed = SwapPolicy {
+            allow: true,
+            ..active
+        };
+        drop(publish(&output, &model(), &allowed).unwrap());
+        let unreadable = SwapPolicy {
+            allow: false,
+            swaps: shm.path().join("missing"),
+        };
+        assert!(matches!(
+            publish(&output, &model(), &unreadable),
+            Err(OutputError::Io { .. })
+        ));
+        // Memory and FIFO output keep the plaintext in the sentinel's locked memory.
+        drop(publish(&ModelOutput::Memory, &model(), &unreadable).unwrap());
+    }
+
     fn model() -> Arc<BTreeMap<String, PlainBuffer>> {
         let mut files = BTreeMap::new();
         for (path, fill) in [("weights/a.bin", 7u8), ("config.json", 1)] {
@@ -280,7 +382,8 @@ mod tests {
     #[test]
     fn tmpfs_files_are_private_and_wiped_and_disks_are_refused() {
         let shm = private(tempfile::Builder::new().tempdir_in("/dev/shm").unwrap());
-        let published = publish(&ModelOutput::Tmpfs(shm.path().into()), &model()).unwrap();
+        let published =
+            publish(&ModelOutput::Tmpfs(shm.path().into()), &model(), &no_swap()).unwrap();
         let file = shm.path().join("weights/a.bin");
         assert_eq!(std::fs::read(&file).unwrap(), vec![7u8; 3000]);
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -291,7 +394,11 @@ mod tests {
         // A directory on a disk-backed file system is refused before anything is written.
         let disk = private(tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap());
         assert!(matches!(
-            publish(&ModelOutput::Tmpfs(disk.path().into()), &model()),
+            publish(
+                &ModelOutput::Tmpfs(disk.path().into()),
+                &model(),
+                &no_swap()
+            ),
             Err(OutputError::NotMemoryBacked(_))
         ));
         assert_eq!(std::fs::read_dir(disk.path()).unwrap().count(), 0);
@@ -315,7 +422,10 @@ mod tests {
             (&target, ModelOutput::Tmpfs(link.clone())),
         ] {
             assert!(
-                matches!(publish(&output, &model()), Err(OutputError::NotPrivate(_))),
+                matches!(
+                    publish(&output, &model(), &no_swap()),
+                    Err(OutputError::NotPrivate(_))
+                ),
                 "{output:?}"
             );
             assert_eq!(std::fs::read_dir(dir).unwrap().count(), 0, "{output:?}");
@@ -325,7 +435,8 @@ mod tests {
     #[tokio::test]
     async fn fifos_hand_over_the_whole_file_on_every_open() {
         let dir = private(tempfile::tempdir().unwrap());
-        let published = publish(&ModelOutput::Fifo(dir.path().into()), &model()).unwrap();
+        let published =
+            publish(&ModelOutput::Fifo(dir.path().into()), &model(), &no_swap()).unwrap();
         let fifo = dir.path().join("weights/a.bin");
         let meta = std::fs::metadata(&fifo).unwrap();
         assert!(meta.file_type().is_fifo());

@@ -1,27 +1,52 @@
-//! The running sentinel: the boot task that drives the state machine, and the health API.
+//! The running sentinel: the boot task that drives the state machine, re-authorization,
+//! and the health API.
 //!
 //! | route | |
 //! |---|---|
 //! | `GET /health` | 200 when Ready, 503 otherwise |
 //! | `GET /readiness` | 200 from Decrypt on, 503 before |
-//! | `GET /status` | JSON: state, reason (when Failed), asset, contract, uptime, requests |
+//! | `GET /status` | JSON: state, reason and detail (Failed, Suspended), asset, contract, uptime, requests |
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
+use tokio::time::Instant;
 use trustbridge_transport::Endpoint;
 
 use crate::attestation::AttestationProvider;
 use crate::authorize::{EgressLimits, KmsTarget, Pins, Released, authorize, binding_for};
-use crate::boot::{Backoff, BootMachine, BootState, StepError};
+use crate::boot::{Backoff, BootMachine, BootState, InvalidTransition, Serving, StepError};
+use crate::failure::FailureCode;
 use crate::hydrate::{HydrateConfig, Model, fetch_files, fetch_manifest, lock};
 use crate::keys::SentinelKeys;
-use crate::output::{ModelOutput, Published, publish};
+use crate::output::{ModelOutput, SwapPolicy, publish};
+
+/// How often the broker is asked again once Ready, and how long its answer may fail to
+/// come before the sentinel stops serving.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reauthorization {
+    /// Time between re-authorizations.
+    pub every: Duration,
+    /// A Ready sentinel whose last successful authorization is older than this goes
+    /// Suspended (`reauthorization_overdue`), whatever the relay does.
+    pub grace: Duration,
+}
+
+impl Reauthorization {
+    /// Every `every`, with the default grace of twice that.
+    pub fn every(every: Duration) -> Self {
+        Self {
+            every,
+            grace: every.saturating_mul(2),
+        }
+    }
+}
 
 /// What the sentinel needs to boot.
 #[derive(Clone, Debug)]
@@ -44,20 +69,20 @@ pub struct SentinelConfig {
     pub hydrate: HydrateConfig,
     /// Retry policy for the key release.
     pub backoff: Backoff,
-    /// How often a Ready (or Suspended) sentinel asks the broker again; `None`: never.
-    pub reauthorize_every: Option<std::time::Duration>,
+    /// Re-authorization once Ready; `None`: never.
+    pub reauthorize: Option<Reauthorization>,
     /// Where the decrypted model goes (runtime-proxy mode).
     pub output: ModelOutput,
+    /// Whether tmpfs output may be used while swap is active.
+    pub swap: SwapPolicy,
 }
 
-/// A sentinel: its state, model and counters.
+/// A sentinel: its state (which holds the model once Ready) and counters.
 pub struct Sentinel {
     config: SentinelConfig,
     machine: Mutex<BootMachine>,
-    model: Mutex<Option<Arc<Model>>>,
-    published: Mutex<Option<Published>>,
     requests: AtomicU64,
-    simulated: std::sync::atomic::AtomicBool,
+    simulated: AtomicBool,
 }
 
 impl std::fmt::Debug for Sentinel {
@@ -71,16 +96,32 @@ impl std::fmt::Debug for Sentinel {
     }
 }
 
+/// A failure that ends the boot: the step's error, or a transition the machine refused.
+enum Stop {
+    Step(StepError),
+    Refused(InvalidTransition),
+}
+
+impl From<StepError> for Stop {
+    fn from(e: StepError) -> Self {
+        Self::Step(e)
+    }
+}
+
+impl From<InvalidTransition> for Stop {
+    fn from(e: InvalidTransition) -> Self {
+        Self::Refused(e)
+    }
+}
+
 impl Sentinel {
     /// A sentinel in state Boot.
     pub fn new(config: SentinelConfig) -> Arc<Self> {
         Arc::new(Self {
             config,
             machine: Mutex::new(BootMachine::default()),
-            model: Mutex::new(None),
-            published: Mutex::new(None),
             requests: AtomicU64::new(0),
-            simulated: std::sync::atomic::AtomicBool::new(false),
+            simulated: AtomicBool::new(false),
         })
     }
 
@@ -90,45 +131,41 @@ impl Sentinel {
             .lock()
             .map(|m| m.state().clone())
             .unwrap_or(BootState::Failed {
-                code: "internal".into(),
+                code: FailureCode::Internal,
                 detail: "state lock poisoned".into(),
             })
     }
 
-    /// The decrypted model, once Ready.
+    /// The decrypted model, while Ready.
     pub fn model(&self) -> Option<Arc<Model>> {
-        self.model.lock().ok().and_then(|m| m.clone())
+        self.state().model().cloned()
     }
 
-    fn go(&self, next: BootState) {
-        if let Ok(mut m) = self.machine.lock() {
-            if let Err(e) = m.transition(next) {
-                tracing::error!(error = %e, "boot state machine refused a transition");
-            }
+    /// Moves the machine to `next`; a refused transition is an error.
+    fn go(&self, next: BootState) -> Result<(), InvalidTransition> {
+        let mut machine = self.machine.lock().map_err(|_| InvalidTransition {
+            from: "(poisoned)".into(),
+            to: next.name().into(),
+        })?;
+        machine.transition(next)
+    }
+
+    /// Ends in Failed with the reason of `stop`.
+    fn fail(&self, stop: Stop) {
+        let (code, detail) = match stop {
+            Stop::Step(StepError::Fatal { code, detail }) => (code, detail),
+            Stop::Step(StepError::Transient(d)) => (FailureCode::Unavailable, d),
+            Stop::Refused(e) => (FailureCode::Internal, e.to_string()),
+        };
+        if let Err(e) = self.go(BootState::Failed { code, detail }) {
+            // Only Stopped and Failed refuse Failed: nothing is served either way.
+            tracing::warn!(error = %e, "not marked Failed");
         }
     }
 
-    fn fail(&self, e: StepError) {
-        let (code, detail) = match e {
-            StepError::Fatal { code, detail } => (code, detail),
-            StepError::Transient(d) => ("unavailable".to_owned(), d),
-        };
-        self.withdraw();
-        self.go(BootState::Failed { code, detail });
-    }
-
     /// Boots to Ready (or Failed): keys, attestation, key release through the relay,
-    /// hydrate, decrypt.
+    /// hydrate, decrypt; then re-authorizes as configured.
     pub async fn boot(self: Arc<Self>, provider: Arc<dyn AttestationProvider>) {
-        let keys = match SentinelKeys::generate() {
-            Ok(keys) => keys,
-            Err(e) => {
-                return self.fail(StepError::Fatal {
-                    code: "internal".into(),
-                    detail: e.to_string(),
-                });
-            }
-        };
         self.simulated.store(provider.simulated(), Ordering::SeqCst);
         if provider.simulated() {
             tracing::warn!(
@@ -136,41 +173,46 @@ impl Sentinel {
                 "SIMULATED TEE: this sentinel has no hardware protection"
             );
         }
-        self.go(BootState::Attest);
+        let keys = match self.first_boot(&provider).await {
+            Ok(keys) => keys,
+            Err(stop) => return self.fail(stop),
+        };
+        if let Some(r) = self.config.reauthorize {
+            self.reauthorize(provider, &keys, r).await;
+        }
+    }
+
+    /// Boot to Ready; the keys, for re-authorization.
+    async fn first_boot(
+        &self,
+        provider: &Arc<dyn AttestationProvider>,
+    ) -> Result<SentinelKeys, Stop> {
+        let keys = SentinelKeys::generate().map_err(|e| StepError::Fatal {
+            code: FailureCode::Internal,
+            detail: e.to_string(),
+        })?;
+        self.go(BootState::Attest)?;
         // A first evidence request checks that the TEE answers before talking to anyone.
         let probe_binding = binding_for(&keys, &self.config.pins, &[0; 32]);
         let p = provider.clone();
-        match tokio::task::spawn_blocking(move || p.evidence(&probe_binding)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                return self.fail(StepError::Fatal {
-                    code: "attestation".into(),
-                    detail: e.to_string(),
-                });
-            }
-            Err(e) => {
-                return self.fail(StepError::Fatal {
-                    code: "internal".into(),
-                    detail: e.to_string(),
-                });
-            }
-        }
-        self.go(BootState::Authorize);
-        let c = &self.config;
-        let released = match c
-            .backoff
-            .retry_async("key release", || self.release(&provider, &keys))
+        tokio::task::spawn_blocking(move || p.evidence(&probe_binding))
             .await
-        {
-            Ok(r) => r,
-            Err(e) => return self.fail(e),
-        };
-        if !self.bring_up(&released).await {
-            return;
-        }
-        if let Some(every) = c.reauthorize_every {
-            self.reauthorize(provider, &keys, every).await;
-        }
+            .map_err(|e| StepError::Fatal {
+                code: FailureCode::Internal,
+                detail: e.to_string(),
+            })?
+            .map_err(|e| StepError::Fatal {
+                code: FailureCode::Attestation,
+                detail: e.to_string(),
+            })?;
+        self.go(BootState::Authorize)?;
+        let released = self
+            .config
+            .backoff
+            .retry_async("key release", || self.release(provider, &keys))
+            .await?;
+        self.bring_up(&released).await?;
+        Ok(keys)
     }
 
     /// One key release through the relay's egress.
@@ -193,101 +235,132 @@ impl Sentinel {
         .await
     }
 
-    /// Hydrate, Decrypt and Ready with a released key; false when that failed (the state
-    /// is then Failed).
-    async fn bring_up(&self, released: &Released) -> bool {
+    /// Hydrate, Decrypt and Ready with a released key.
+    async fn bring_up(&self, released: &Released) -> Result<(), Stop> {
         let c = &self.config;
         tracing::info!(key_id = %released.key.key_id(), "data key released");
-        self.go(BootState::Hydrate);
+        self.go(BootState::Hydrate)?;
         // Hydrate verifies and decrypts every segment as it lands (see `hydrate`).
-        let hydrated = match fetch_manifest(&c.bundles, released, &c.hydrate).await {
-            Ok(manifest) => fetch_files(&c.bundles, released, manifest, &c.hydrate).await,
-            Err(e) => Err(e),
-        };
-        let model = match hydrated {
-            Ok(model) => model,
-            Err(e) => {
-                self.fail(e);
-                return false;
-            }
-        };
+        let manifest = fetch_manifest(&c.bundles, released, &c.hydrate).await?;
+        let mut model = fetch_files(&c.bundles, released, manifest, &c.hydrate).await?;
         // Decrypt: every segment verified; the plaintext is pinned and published.
-        self.go(BootState::Decrypt);
-        let mut model = model;
+        self.go(BootState::Decrypt)?;
         lock(&model);
-        match publish(&c.output, &model.files) {
-            Ok(published) => {
-                if matches!(c.output, ModelOutput::Tmpfs(_)) {
-                    // The runtime reads the tmpfs files; no second copy stays here.
-                    model.files = Arc::default();
-                }
-                if let Ok(mut slot) = self.published.lock() {
-                    *slot = Some(published);
-                }
-            }
-            Err(e) => {
-                self.fail(StepError::Fatal {
-                    code: "model_output".into(),
-                    detail: e.to_string(),
-                });
-                return false;
-            }
+        let published =
+            publish(&c.output, &model.files, &c.swap).map_err(|e| StepError::Fatal {
+                code: FailureCode::ModelOutput,
+                detail: e.to_string(),
+            })?;
+        if matches!(c.output, ModelOutput::Tmpfs(_)) {
+            // The runtime reads the tmpfs files; no second copy stays here.
+            model.files = Arc::default();
         }
-        if let Ok(mut slot) = self.model.lock() {
-            *slot = Some(Arc::new(model));
-        }
-        self.go(BootState::Ready);
-        true
+        self.go(BootState::Ready(Arc::new(Serving {
+            model: Arc::new(model),
+            published,
+        })))?;
+        Ok(())
     }
 
-    /// Asks the broker again every `every`, with fresh evidence. A denial (the contract
-    /// revoked or expired, the policy changed) suspends a Ready sentinel: the model is
-    /// dropped (and zeroized) and nothing is served. A Suspended sentinel that is granted
-    /// the key again hydrates anew and returns to Ready. An unreachable broker changes
-    /// nothing (it is logged): the host can always cut the sentinel off, and suspending on
-    /// that would only hand it an easier lever.
+    /// Asks the broker again every `r.every`, with fresh evidence.
+    ///
+    /// - A denial, or any answer the pinned broker did not sign, suspends a Ready
+    ///   sentinel: the model is dropped (and zeroized) and what the runtime was given is
+    ///   wiped.
+    /// - Anything else that fails (no answer, a 502, a held tunnel; each attempt bounded
+    ///   by the egress time limits) is retried sooner; once no re-authorization has
+    ///   succeeded for `r.grace`, a Ready sentinel is suspended
+    ///   (`reauthorization_overdue`), even while an attempt still hangs. The relay can
+    ///   therefore not keep a revoked sentinel serving by hiding the broker's answer.
+    /// - A Suspended sentinel keeps asking; granted the key again, it hydrates anew and
+    ///   returns to Ready.
     async fn reauthorize(
         &self,
         provider: Arc<dyn AttestationProvider>,
         keys: &SentinelKeys,
-        every: std::time::Duration,
+        r: Reauthorization,
     ) {
+        let mut last_success = Instant::now();
+        let mut wait = r.every;
+        let mut retry = self.config.backoff.retrier("re-authorization");
         loop {
-            tokio::time::sleep(every).await;
-            let result = self.release(&provider, keys).await;
-            let suspended = matches!(self.state(), BootState::Suspended { .. });
-            match (result, suspended) {
-                (Ok(_), false) => tracing::debug!("re-authorized"),
-                (Ok(released), true) => {
-                    tracing::info!("authorized again after suspension; hydrating anew");
-                    self.go(BootState::Authorize);
-                    if !self.bring_up(&released).await {
-                        return;
+            tokio::time::sleep(wait).await;
+            let deadline = last_success + r.grace;
+            let attempt = self.release(&provider, keys);
+            tokio::pin!(attempt);
+            let result = tokio::select! {
+                result = &mut attempt => result,
+                () = tokio::time::sleep_until(deadline), if self.state().healthy() => {
+                    self.suspend(
+                        FailureCode::ReauthorizationOverdue,
+                        format!("no re-authorization succeeded for {} s (the grace period); the last attempt is still waiting", r.grace.as_secs()),
+                    );
+                    attempt.await
+                }
+            };
+            wait = r.every;
+            match result {
+                Ok(released) => {
+                    last_success = Instant::now();
+                    retry = self.config.backoff.retrier("re-authorization");
+                    if self.state().healthy() {
+                        tracing::debug!("re-authorized");
+                    } else if let Err(stop) = self.resume(&released).await {
+                        return self.fail(stop);
                     }
                 }
-                (Err(StepError::Transient(e)), _) => {
-                    tracing::warn!(error = %e, "re-authorization did not reach the broker; state unchanged");
+                Err(StepError::Fatal { code, detail }) => {
+                    self.suspend(code, detail);
                 }
-                (Err(StepError::Fatal { code, detail }), false) => {
-                    tracing::warn!(%code, %detail, "re-authorization denied: suspending");
-                    self.withdraw();
-                    self.go(BootState::Suspended { reason: code });
-                }
-                (Err(StepError::Fatal { code, .. }), true) => {
-                    tracing::debug!(%code, "still denied");
+                Err(StepError::Transient(e)) => {
+                    if Instant::now() >= last_success + r.grace {
+                        self.suspend(
+                            FailureCode::ReauthorizationOverdue,
+                            format!(
+                                "no re-authorization succeeded for {} s (the grace period): {e}",
+                                r.grace.as_secs()
+                            ),
+                        );
+                    } else {
+                        tracing::warn!(error = %e, "re-authorization failed; retrying within the grace period");
+                    }
+                    // Sooner than the interval, so that several attempts fit in the grace.
+                    wait = match retry.next_wait(&e) {
+                        Ok(w) => w.min(r.every),
+                        Err(_) => {
+                            retry = self.config.backoff.retrier("re-authorization");
+                            r.every
+                        }
+                    };
                 }
             }
         }
     }
 
-    /// Drops the model and withdraws what the runtime was given (zeroized, wiped): on
-    /// suspension, failure and shutdown.
-    pub fn withdraw(&self) {
-        if let Ok(mut slot) = self.published.lock() {
-            *slot = None;
+    /// Suspends a Ready sentinel with `code` (a Suspended one stays as it is).
+    fn suspend(&self, code: FailureCode, detail: String) {
+        if !self.state().healthy() {
+            tracing::debug!(%code, "still not authorized");
+            return;
         }
-        if let Ok(mut slot) = self.model.lock() {
-            *slot = None;
+        tracing::warn!(%code, %detail, "re-authorization refused: suspending");
+        if let Err(e) = self.go(BootState::Suspended { code, detail }) {
+            tracing::error!(error = %e, "suspension refused");
+        }
+    }
+
+    /// From Suspended back to Ready with a fresh release.
+    async fn resume(&self, released: &Released) -> Result<(), Stop> {
+        tracing::info!("authorized again after suspension; hydrating anew");
+        self.go(BootState::Authorize)?;
+        self.bring_up(released).await
+    }
+
+    /// Stops serving for good (shutdown): the model is dropped and what the runtime was
+    /// given is wiped.
+    pub fn shut_down(&self) {
+        if let Err(e) = self.go(BootState::Stopped) {
+            tracing::warn!(error = %e, "already stopped");
         }
     }
 
@@ -323,11 +396,9 @@ impl Sentinel {
             .lock()
             .map(|m| (m.state().clone(), m.uptime().as_secs()))
             .unwrap_or((BootState::Boot, 0));
-        let (reason, detail) = match &state {
-            BootState::Failed { code, detail } => (Some(code.clone()), Some(detail.clone())),
-            BootState::Suspended { reason } => (Some(reason.clone()), None),
-            _ => (None, None),
-        };
+        let (reason, detail) = state
+            .reason()
+            .map_or((None, None), |(code, detail)| (Some(code), Some(detail)));
         axum::Json(json!({
             "state": state.name(),
             "reason": reason,
@@ -337,7 +408,7 @@ impl Sentinel {
             "uptime_secs": uptime,
             "requests": self.requests.load(Ordering::Relaxed),
             "simulated": self.simulated.load(Ordering::SeqCst),
-            "files": self.model().map(|m| m.manifest.manifest().files.len()),
+            "files": state.model().map(|m| m.manifest.manifest().files.len()),
         }))
         .into_response()
     }

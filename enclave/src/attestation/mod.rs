@@ -11,6 +11,7 @@ mod configfs_tsm;
 mod detect;
 mod nitro;
 mod sev_guest;
+#[cfg(feature = "simulated-tee")]
 mod simulated;
 
 use trustbridge_protocol::binding::EvidenceBinding;
@@ -20,6 +21,7 @@ pub use configfs_tsm::{CONFIGFS_TSM_REPORT_DIR, ConfigfsTsm, parse_cert_table};
 pub use detect::{Probe, TeeChoice, detect};
 pub use nitro::{NSM_DEVICE, NitroNsm};
 pub use sev_guest::{SEV_GUEST_DEVICE, SevGuest};
+#[cfg(feature = "simulated-tee")]
 pub use simulated::{SimulatedPlatform, SimulatedProvider};
 
 /// Obtaining evidence failed.

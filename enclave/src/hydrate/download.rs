@@ -19,8 +19,9 @@ use trustbridge_protocol::bundle::{self, FileEntry, Manifest};
 use trustbridge_protocol::sealed::{HEADER_LEN, SegmentOpener, TAG_LEN};
 use trustbridge_transport::Endpoint;
 
-use super::{HydrateConfig, fatal, range_get};
+use super::{HydrateConfig, range_get};
 use crate::boot::{Backoff, StepError};
+use crate::failure::{FailureCode, fatal};
 use crate::memory::PlainBuffer;
 
 /// One chunk's job: segments `first..end`, whose plaintext starts at `base`.
@@ -52,7 +53,7 @@ pub(crate) async fn download(
         })
         .await?;
     let opener = bundle::segment_opener(key, manifest, entry, &header)
-        .map_err(|e| fatal("tampered_bundle", e.to_string()))?;
+        .map_err(|e| fatal(FailureCode::TamperedBundle, e.to_string()))?;
     let layout = *opener.layout();
     let per_chunk = (config.chunk_bytes / u64::from(layout.segment_size().get())).max(1);
     let chunks: Vec<Chunk> = (0..layout.segments())
@@ -83,14 +84,14 @@ pub(crate) async fn download(
             let _permit = permits
                 .acquire_owned()
                 .await
-                .map_err(|e| fatal("internal", e.to_string()))?;
+                .map_err(|e| fatal(FailureCode::Internal, e.to_string()))?;
             let piece = fetch_chunk(&source, &path, &opener, chunk, piece, backoff).await?;
             Ok::<_, StepError>((index, piece))
         });
     }
     let mut done = Vec::with_capacity(tasks.len());
     while let Some(joined) = tasks.join_next().await {
-        match joined.map_err(|e| fatal("internal", e.to_string()))? {
+        match joined.map_err(|e| fatal(FailureCode::Internal, e.to_string()))? {
             Ok(piece) => done.push(piece),
             // Dropping `tasks` cancels the other chunks; their pieces are zeroized.
             Err(e) => return Err(e),
@@ -98,7 +99,7 @@ pub(crate) async fn download(
     }
     done.sort_by_key(|(index, _)| *index);
     PlainBuffer::join(done.into_iter().map(|(_, piece)| piece).collect())
-        .map_err(|_| fatal("internal", "plaintext pieces are not contiguous"))
+        .map_err(|_| fatal(FailureCode::Internal, "plaintext pieces are not contiguous"))
 }
 
 /// One chunk, retried from its first unopened segment until done or out of attempts.
@@ -149,7 +150,7 @@ async fn receive(
         body.read_exact(&mut tag).await?;
         opener
             .open_in_place(*next, slot, &tag)
-            .map_err(|e| fatal("tampered_bundle", format!("{path}: {e}")))?;
+            .map_err(|e| fatal(FailureCode::TamperedBundle, format!("{path}: {e}")))?;
         *next += 1;
     }
     debug_assert_eq!(body.remaining(), 0);

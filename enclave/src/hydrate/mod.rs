@@ -22,6 +22,7 @@ use trustbridge_transport::Endpoint;
 
 use crate::authorize::Released;
 use crate::boot::{Backoff, StepError};
+use crate::failure::{FailureCode, fatal};
 use crate::memory::PlainBuffer;
 
 mod download;
@@ -72,13 +73,6 @@ impl std::fmt::Debug for Model {
     }
 }
 
-fn fatal(code: &str, detail: impl Into<String>) -> StepError {
-    StepError::Fatal {
-        code: code.to_owned(),
-        detail: detail.into(),
-    }
-}
-
 /// Percent-encodes a bundle path for a URL (each component; `/` kept).
 fn url_path(path: &str) -> String {
     path.split('/')
@@ -117,18 +111,18 @@ pub async fn fetch_manifest(
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &bytes);
     if digest.as_ref() != released.manifest_sha256 {
         return Err(fatal(
-            "manifest_mismatch",
+            FailureCode::ManifestMismatch,
             "the relay's manifest is not the one the key broker named",
         ));
     }
     let provider = ProviderPublicKey::from_bytes(&released.provider_key)
-        .map_err(|e| fatal("manifest_invalid", e.to_string()))?;
+        .map_err(|e| fatal(FailureCode::ManifestInvalid, e.to_string()))?;
     let manifest = SignedManifest::verify(&bytes, Some(&provider))
-        .map_err(|e| fatal("manifest_invalid", e.to_string()))?;
+        .map_err(|e| fatal(FailureCode::ManifestInvalid, e.to_string()))?;
     manifest
         .manifest()
         .check_data_key(&released.key)
-        .map_err(|e| fatal("wrong_key", e.to_string()))?;
+        .map_err(|e| fatal(FailureCode::WrongKey, e.to_string()))?;
     Ok(manifest)
 }
 

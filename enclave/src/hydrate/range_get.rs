@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use trustbridge_transport::{Endpoint, Stream};
 
 use crate::boot::StepError;
+use crate::failure::FailureCode;
 
 /// Longest response head accepted.
 const MAX_HEAD: usize = 16 * 1024;
@@ -150,14 +151,14 @@ fn check_head(
         (200, None) | (206, Some(_)) => {}
         (404, _) => {
             return Err(StepError::Fatal {
-                code: "bundle_missing".into(),
+                code: FailureCode::BundleMissing,
                 detail: format!("the relay has no {path}"),
             });
         }
         (s, _) if s >= 500 => return Err(transient(path, &format!("HTTP {s}"))),
         (s, _) => {
             return Err(StepError::Fatal {
-                code: "bundle_missing".into(),
+                code: FailureCode::BundleMissing,
                 detail: format!("{path}: HTTP {s}"),
             });
         }
@@ -181,7 +182,7 @@ fn check_head(
         }
         None if length > max_len => {
             return Err(StepError::Fatal {
-                code: "bundle_invalid".into(),
+                code: FailureCode::BundleInvalid,
                 detail: format!("{path} is {length} bytes, over the {max_len}-byte limit"),
             });
         }
@@ -198,7 +199,7 @@ mod tests {
         match r {
             Ok(n) => format!("ok {n}"),
             Err(StepError::Transient(_)) => "transient".into(),
-            Err(StepError::Fatal { code, .. }) => code,
+            Err(StepError::Fatal { code, .. }) => code.as_str().to_owned(),
         }
     }
 

@@ -41,6 +41,10 @@ pub struct World {
     pub manifest_sha256: [u8; 32],
     /// The simulation CA, saved for `SimulatedTee::load` and `tb-sentinel --sim-ca`.
     pub sim_dir: tempfile::TempDir,
+    /// The broker itself, for its admin operations (revoke a contract, replace the policy).
+    pub broker: Arc<Broker>,
+    /// The policy the broker started with.
+    pub policy: String,
 }
 
 impl World {
@@ -106,7 +110,11 @@ pub async fn world_with(
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    tokio::spawn(service::serve(listener, broker, std::future::pending()));
+    tokio::spawn(service::serve(
+        listener,
+        broker.clone(),
+        std::future::pending(),
+    ));
     let base = format!("http://127.0.0.1:{port}");
     let manifest = signed.as_bytes().to_vec();
     let k = key.clone();
@@ -146,5 +154,7 @@ pub async fn world_with(
         key,
         manifest_sha256: signed.digest(),
         sim_dir,
+        broker,
+        policy,
     }
 }

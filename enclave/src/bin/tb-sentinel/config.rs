@@ -47,6 +47,8 @@ struct FileConfig {
     retry_initial_ms: Option<u64>,
     retry_attempts: Option<u32>,
     reauth_interval_secs: Option<u64>,
+    reauth_grace_secs: Option<u64>,
+    allow_swap: Option<bool>,
     #[serde(default, deserialize_with = "parsed")]
     model_output: Option<ModelOutput>,
     log_format: Option<LogFormat>,
@@ -120,6 +122,8 @@ fn merge(args: &mut Args, matches: &ArgMatches, file: FileConfig) {
         retry_initial_ms,
         retry_attempts,
         reauth_interval_secs,
+        reauth_grace_secs,
+        allow_swap,
         model_output,
         log_format,
     );

@@ -18,18 +18,15 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
 #[cfg(feature = "azure-vtpm")]
 use trustbridge_enclave::attestation::azure_vtpm;
-use trustbridge_enclave::attestation::{
-    AttestationProvider, Probe, SimulatedPlatform, SimulatedProvider, TeeChoice, detect,
-};
+use trustbridge_enclave::attestation::{AttestationProvider, Probe, TeeChoice, detect};
 use trustbridge_enclave::authorize::{BrokerKey, EgressLimits, KmsTarget, Pins};
 use trustbridge_enclave::boot::Backoff;
 use trustbridge_enclave::hydrate::HydrateConfig;
-use trustbridge_enclave::output::ModelOutput;
-use trustbridge_enclave::sentinel::{Sentinel, SentinelConfig};
+use trustbridge_enclave::output::{ModelOutput, SwapPolicy};
+use trustbridge_enclave::sentinel::{Reauthorization, Sentinel, SentinelConfig};
 use trustbridge_logging::LogFormat;
 use trustbridge_protocol::bundle::ProviderPublicKey;
 use trustbridge_transport::{Endpoint, Listener};
-use trustbridge_verifier::simulated::SimulatedTee;
 
 #[derive(Clone, Copy, Debug, ValueEnum, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -150,6 +147,11 @@ struct Args {
     /// or expired) suspends the sentinel and wipes the model; a later grant resumes it.
     #[arg(long, env = "TB_REAUTH_INTERVAL_SECS", default_value_t = 300)]
     reauth_interval_secs: u64,
+    /// Seconds a Ready sentinel may go without a successful re-authorization before it
+    /// suspends itself (the relay could otherwise hide a revocation by not delivering the
+    /// broker's answer). Default: twice the interval.
+    #[arg(long, env = "TB_REAUTH_GRACE_SECS", value_name = "SECS")]
+    reauth_grace_secs: Option<u64>,
     /// Where the decrypted model goes: memory, tmpfs:DIR (files mode 0600 on a tmpfs;
     /// disk-backed directories are refused) or fifo:DIR (one FIFO per file, refilled on
     /// every open), for an external runtime.
@@ -160,6 +162,11 @@ struct Args {
         default_value = "memory"
     )]
     model_output: ModelOutput,
+    /// Accept tmpfs model output while swap is active. The kernel may write tmpfs pages,
+    /// and so plaintext, to swap: only for swap encrypted with a key that never leaves the
+    /// machine.
+    #[arg(long, env = "TB_ALLOW_SWAP")]
+    allow_swap: bool,
     /// Log format on stderr; RUST_LOG selects what is logged (default info).
     #[arg(long, env = "TB_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -167,19 +174,7 @@ struct Args {
 
 fn provider(args: &Args) -> Result<Arc<dyn AttestationProvider>> {
     Ok(match args.tee {
-        Tee::Simulated => {
-            let dir = args
-                .sim_ca
-                .as_ref()
-                .context("--tee simulated needs --sim-ca (TB_SIM_CA)")?;
-            let tee = SimulatedTee::load(dir)
-                .with_context(|| format!("cannot load the simulation CA {}", dir.display()))?;
-            let platform = match args.sim_platform {
-                SimPlatform::Nitro => SimulatedPlatform::Nitro,
-                SimPlatform::Snp => SimulatedPlatform::Snp,
-            };
-            Arc::new(SimulatedProvider::new(tee, platform))
-        }
+        Tee::Simulated => simulated(args)?,
         Tee::Azure => azure(args)?,
         Tee::Auto | Tee::Nitro | Tee::Snp => {
             let probe = Probe::system();
@@ -209,6 +204,34 @@ fn provider(args: &Args) -> Result<Arc<dyn AttestationProvider>> {
             })?)
         }
     })
+}
+
+/// The simulated TEE (a build with the `simulated-tee` feature).
+#[cfg(feature = "simulated-tee")]
+fn simulated(args: &Args) -> Result<Arc<dyn AttestationProvider>> {
+    use trustbridge_enclave::attestation::{SimulatedPlatform, SimulatedProvider};
+    use trustbridge_verifier::simulated::SimulatedTee;
+    let dir = args
+        .sim_ca
+        .as_ref()
+        .context("--tee simulated needs --sim-ca (TB_SIM_CA)")?;
+    let tee = SimulatedTee::load(dir)
+        .with_context(|| format!("cannot load the simulation CA {}", dir.display()))?;
+    let platform = match args.sim_platform {
+        SimPlatform::Nitro => SimulatedPlatform::Nitro,
+        SimPlatform::Snp => SimulatedPlatform::Snp,
+    };
+    Ok(Arc::new(SimulatedProvider::new(tee, platform)))
+}
+
+/// A production build has no simulated TEE: `--tee simulated` says so.
+#[cfg(not(feature = "simulated-tee"))]
+fn simulated(_: &Args) -> Result<Arc<dyn AttestationProvider>> {
+    bail!(
+        "--tee simulated: this tb-sentinel was built without the simulated TEE, as production \
+         sentinels are; it exists for development and tests only (cargo build -p \
+         trustbridge-enclave --features simulated-tee)"
+    )
 }
 
 /// The Azure vTPM attester.
@@ -262,6 +285,11 @@ fn run(args: Args) -> Result<()> {
     if args.download_concurrency == 0 || args.download_chunk_bytes == 0 {
         bail!("download concurrency and chunk size must be positive");
     }
+    if args.reauth_grace_secs == Some(0) {
+        bail!(
+            "--reauth-grace-secs must be positive (it is how long a sentinel may serve without a re-authorization)"
+        );
+    }
     let required = |what: &str, var: &str, key: &str| {
         anyhow::anyhow!("--{what} is required (or {var}, or {key} in the --config file)")
     };
@@ -310,9 +338,20 @@ fn run(args: Args) -> Result<()> {
             backoff,
         },
         backoff,
-        reauthorize_every: (args.reauth_interval_secs > 0)
-            .then(|| Duration::from_secs(args.reauth_interval_secs)),
+        reauthorize: (args.reauth_interval_secs > 0).then(|| {
+            let every = Duration::from_secs(args.reauth_interval_secs);
+            Reauthorization {
+                every,
+                grace: args
+                    .reauth_grace_secs
+                    .map_or(every.saturating_mul(2), Duration::from_secs),
+            }
+        }),
         output: args.model_output.clone(),
+        swap: SwapPolicy {
+            allow: args.allow_swap,
+            ..SwapPolicy::default()
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -327,7 +366,7 @@ fn run(args: Args) -> Result<()> {
             .await
             .context("serving the health API");
         // Wipes what the runtime was given (tmpfs files, FIFOs) and the model.
-        sentinel.withdraw();
+        sentinel.shut_down();
         tracing::info!("tb-sentinel stopped");
         served
     })
