@@ -80,10 +80,21 @@ fn pcr_list(values: Vec<Vec<u8>>) -> Result<Vec<[u8; 32]>, VerifyError> {
         .collect()
 }
 
+/// Largest Azure evidence JSON accepted (a genuine one is about 8 KiB; version 0, with
+/// byte arrays, about 20 KiB).
+pub const MAX_EVIDENCE_LEN: usize = 256 * 1024;
+
 impl AzureEvidence {
     /// Parses the JSON evidence: version 0 (byte arrays, PEM VCEK) or versions 1 and 2
-    /// (`hcl_report` base64url, `tpm_quote` hex, `vcek` base64url DER).
+    /// (`hcl_report` base64url, `tpm_quote` hex, `vcek` base64url DER). Evidence over
+    /// [`MAX_EVIDENCE_LEN`] is refused before it is parsed.
     pub fn from_json(bytes: &[u8]) -> Result<Self, VerifyError> {
+        if bytes.len() > MAX_EVIDENCE_LEN {
+            return Err(bad(format!(
+                "{} bytes, more than the {MAX_EVIDENCE_LEN} accepted",
+                bytes.len()
+            )));
+        }
         let j: Value = serde_json::from_slice(bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
         match j.get("version").map(Value::as_u64) {
             None => {

@@ -382,3 +382,22 @@ fn snp_reports_verify_with_the_endorsement_key_alone() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("AMD ARK-Milan"));
     }
 }
+
+/// Inputs are capped before they are parsed: a file over 1 MiB is refused unread, and
+/// Azure evidence over 256 KiB before its JSON is parsed.
+#[test]
+fn oversized_inputs_are_refused_before_parsing() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.json");
+    std::fs::write(&big, vec![b' '; (1 << 20) + 1]).unwrap();
+    let out = tb_verify(&["attestation", big.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("larger than"));
+    let mut json = b"{\"version\": 1, \"pad\": \"".to_vec();
+    json.extend(vec![b'a'; 300 << 10]);
+    json.extend(b"\"}");
+    assert!(matches!(
+        trustbridge_verifier::AzureEvidence::from_json(&json),
+        Err(trustbridge_verifier::VerifyError::Malformed { .. })
+    ));
+}

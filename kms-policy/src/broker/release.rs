@@ -10,6 +10,7 @@ use trustbridge_protocol::key_release::{
     ChallengeRequest, ChallengeResponse, NONCE_TTL_SECS, Nonce, ReleaseRequest, ReleaseResponse,
     Statement, release_info, seal_data_key,
 };
+use trustbridge_verifier::snp::MAX_SUPPLIED_CERTIFICATES;
 use trustbridge_verifier::x509::ParsedCertificate;
 use trustbridge_verifier::{
     AzureEvidence, Platform, TrustRoots, VerifiedEvidence, VerifyError, check_binding,
@@ -307,6 +308,12 @@ impl Decoded {
                 .decode(s)
                 .map_err(|e| bad(field, e))
         };
+        if req.certificates.len() > MAX_SUPPLIED_CERTIFICATES {
+            return Err(BrokerError::BadRequest(format!(
+                "{} certificates, at most {MAX_SUPPLIED_CERTIFICATES} accompany evidence",
+                req.certificates.len()
+            )));
+        }
         let certificates = req
             .certificates
             .iter()

@@ -15,10 +15,32 @@ pub(crate) struct Evidence {
     pub(crate) bytes: Vec<u8>,
 }
 
+/// Largest evidence or certificate file read (genuine ones are a few kilobytes).
+const MAX_INPUT_FILE: u64 = 1 << 20;
+
+/// Reads at most [`MAX_INPUT_FILE`] bytes of `path`; a larger file is an error, found
+/// before it is read whole.
+fn read_capped(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_INPUT_FILE + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if bytes.len() as u64 > MAX_INPUT_FILE {
+        bail!(
+            "{} is larger than {MAX_INPUT_FILE} bytes: no evidence or certificate file is",
+            path.display()
+        );
+    }
+    Ok(bytes)
+}
+
 /// Reads `path` and decides the platform (unless `forced`): a Nitro document may be raw
 /// CBOR or base64; an SNP report raw (1184 bytes) or hex.
 pub(crate) fn read_evidence(path: &Path, forced: Option<Platform>) -> Result<Evidence> {
-    let raw = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let raw = read_capped(path)?;
     let text = std::str::from_utf8(&raw).ok().map(str::trim);
     let decoded_hex = text.and_then(|t| hex::decode(t).ok());
     let decoded_b64 = text.and_then(|t| {
@@ -62,7 +84,7 @@ pub(crate) fn read_evidence(path: &Path, forced: Option<Platform>) -> Result<Evi
 
 /// Reads certificates from a PEM file (any number) or a DER file (one).
 pub(crate) fn read_certificates(path: &Path) -> Result<Vec<ParsedCertificate>> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = read_capped(path)?;
     let certs =
         if bytes.starts_with(b"-----BEGIN") || bytes.windows(11).any(|w| w == b"-----BEGIN ") {
             ParsedCertificate::from_pem_chain(&bytes, "certificate file")
