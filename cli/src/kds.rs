@@ -130,19 +130,28 @@ pub(crate) fn fetch(
         .with_context(|| format!("no built-in ARK for {product}"))?;
     let now = std::time::SystemTime::now();
     for (path, url) in &crls {
-        let fresh = std::fs::read(path)
+        let cached = std::fs::read(path)
             .ok()
-            .and_then(|der| RevocationList::from_der(&der).ok())
-            .is_some_and(|list| !list.stale_at(now));
-        if fresh {
+            .and_then(|der| RevocationList::from_der(&der).ok());
+        if cached.as_ref().is_some_and(|list| !list.stale_at(now)) {
             continue;
         }
         let der = get(&agent, url, backoff, &mut requests)?;
-        RevocationList::from_der(&der)
-            .and_then(|list| list.verify(ark))
+        let fetched = RevocationList::from_der(&der)
+            .and_then(|list| list.verify(ark).map(|()| list))
             .with_context(|| {
                 format!("{url} did not return a revocation list signed by {product}'s ARK")
             })?;
+        // Never replace a list with an older one: that would undo revocations.
+        if let Some(cached) = cached {
+            if fetched.this_update() < cached.this_update() {
+                bail!(
+                    "{url} returned a revocation list issued before the cached one ({}): \
+                     refusing to roll revocations back",
+                    path.display()
+                );
+            }
+        }
         store(path, &der)?;
     }
     let [(ask_crl, _), (asvk_crl, _)] = crls;

@@ -124,7 +124,7 @@ fn main() {
                 bundles: w.bundles.clone(),
                 hydrate: HydrateConfig::default(),
                 backoff: Backoff::default(),
-                reauthorize: None,
+                reauthorize: Default::default(),
                 output: Default::default(),
                 swap: Default::default(),
             };

@@ -24,7 +24,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use trustbridge_protocol::key_release::client::{MAX_ANSWER_BYTES, Request};
 pub use trustbridge_protocol::key_release::{BrokerKey, Released};
-use trustbridge_protocol::key_release::{ReleaseClient, ReleaseClientError};
+use trustbridge_protocol::key_release::{DenialCode, ReleaseClient, ReleaseClientError};
 use trustbridge_transport::{Endpoint, Stream};
 
 use crate::attestation::AttestationProvider;
@@ -109,8 +109,19 @@ fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// The boot step's view of an engine error: an unavailable broker is worth retrying;
 /// anything else (a signed denial, an unauthenticated answer) is fatal with its code.
+///
+/// A (signed) denial of the nonce (`nonce_unknown_or_used`, `nonce_expired`) is transient
+/// too: the relay can cause one by replaying or delaying the request, and a fresh
+/// challenge is the answer.
 fn step_error(e: ReleaseClientError) -> StepError {
-    if e.is_transient() {
+    let stale_nonce = matches!(
+        e,
+        ReleaseClientError::Denied {
+            code: DenialCode::NonceUnknownOrUsed | DenialCode::NonceExpired,
+            ..
+        }
+    );
+    if e.is_transient() || stale_nonce {
         StepError::Transient(e.to_string())
     } else {
         fatal(FailureCode::of_release(&e), e.to_string())

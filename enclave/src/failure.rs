@@ -42,8 +42,11 @@ pub enum FailureCode {
     BundleInvalid,
     /// The model could not be handed to the runtime (tmpfs, FIFOs).
     ModelOutput,
-    /// No re-authorization succeeded within the grace period.
+    /// No re-authorization succeeded within the grace period (or the broker's lease).
     ReauthorizationOverdue,
+    /// A re-authorization released another model (a new manifest or key): the sentinel
+    /// stops serving the old one and loads the new.
+    AssetChanged,
     /// The sentinel was shut down.
     Shutdown,
     /// A bug or a system failure inside the sentinel.
@@ -70,6 +73,7 @@ impl FailureCode {
             Self::BundleInvalid => "bundle_invalid",
             Self::ModelOutput => "model_output",
             Self::ReauthorizationOverdue => "reauthorization_overdue",
+            Self::AssetChanged => "asset_changed",
             Self::Shutdown => "shutdown",
             Self::Internal => "internal",
         }

@@ -28,23 +28,35 @@ use crate::keys::SentinelKeys;
 use crate::output::{ModelOutput, SwapPolicy, publish};
 
 /// How often the broker is asked again once Ready, and how long its answer may fail to
-/// come before the sentinel stops serving.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// come before the sentinel stops serving. These are the operator's upper bounds; the
+/// broker's lease (signed in every release) bounds both too, so a configuration the host
+/// controls cannot keep a sentinel serving longer than the broker allows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Reauthorization {
-    /// Time between re-authorizations.
-    pub every: Duration,
+    /// Time between re-authorizations (`None`: as the lease requires, half of it).
+    pub every: Option<Duration>,
     /// A Ready sentinel whose last successful authorization is older than this goes
-    /// Suspended (`reauthorization_overdue`), whatever the relay does.
-    pub grace: Duration,
+    /// Suspended (`reauthorization_overdue`), whatever the relay does (`None`: twice the
+    /// interval).
+    pub grace: Option<Duration>,
 }
 
 impl Reauthorization {
-    /// Every `every`, with the default grace of twice that.
-    pub fn every(every: Duration) -> Self {
-        Self {
-            every,
-            grace: every.saturating_mul(2),
-        }
+    /// The interval and grace period in force under a release with `lease`: each at most
+    /// what the operator configured, the interval at most half the lease, the grace at
+    /// most the lease and at least the interval.
+    pub fn under(&self, lease: Duration) -> (Duration, Duration) {
+        let half = lease / 2;
+        let every = self
+            .every
+            .map_or(half, |e| e.min(half))
+            .max(Duration::from_millis(1));
+        let grace = self
+            .grace
+            .unwrap_or_else(|| every.saturating_mul(2))
+            .min(lease)
+            .max(every);
+        (every, grace)
     }
 }
 
@@ -69,8 +81,9 @@ pub struct SentinelConfig {
     pub hydrate: HydrateConfig,
     /// Retry policy for the key release.
     pub backoff: Backoff,
-    /// Re-authorization once Ready; `None`: never.
-    pub reauthorize: Option<Reauthorization>,
+    /// Re-authorization once Ready (the operator's bounds; the broker's lease bounds it
+    /// too).
+    pub reauthorize: Reauthorization,
     /// Where the decrypted model goes (runtime-proxy mode).
     pub output: ModelOutput,
     /// Whether tmpfs output may be used while swap is active.
@@ -173,20 +186,18 @@ impl Sentinel {
                 "SIMULATED TEE: this sentinel has no hardware protection"
             );
         }
-        let keys = match self.first_boot(&provider).await {
-            Ok(keys) => keys,
+        let (keys, lease) = match self.first_boot(&provider).await {
+            Ok(booted) => booted,
             Err(stop) => return self.fail(stop),
         };
-        if let Some(r) = self.config.reauthorize {
-            self.reauthorize(provider, &keys, r).await;
-        }
+        self.reauthorize(provider, &keys, lease).await;
     }
 
-    /// Boot to Ready; the keys, for re-authorization.
+    /// Boot to Ready; the keys, for re-authorization, and the release's lease.
     async fn first_boot(
         &self,
         provider: &Arc<dyn AttestationProvider>,
-    ) -> Result<SentinelKeys, Stop> {
+    ) -> Result<(SentinelKeys, Lease), Stop> {
         let keys = SentinelKeys::generate().map_err(|e| StepError::Fatal {
             code: FailureCode::Internal,
             detail: e.to_string(),
@@ -211,8 +222,9 @@ impl Sentinel {
             .backoff
             .retry_async("key release", || self.release(provider, &keys))
             .await?;
+        let lease = Lease::from(&released);
         self.bring_up(&released).await?;
-        Ok(keys)
+        Ok((keys, lease))
     }
 
     /// One key release through the relay's egress.
@@ -262,74 +274,100 @@ impl Sentinel {
         Ok(())
     }
 
-    /// Asks the broker again every `r.every`, with fresh evidence.
+    /// Asks the broker again, with fresh evidence, at the interval in force
+    /// ([`Reauthorization::under`] the last release's lease).
     ///
     /// - A denial, or any answer the pinned broker did not sign, suspends a Ready
     ///   sentinel: the model is dropped (and zeroized) and what the runtime was given is
     ///   wiped.
     /// - Anything else that fails (no answer, a 502, a held tunnel; each attempt bounded
     ///   by the egress time limits) is retried sooner; once no re-authorization has
-    ///   succeeded for `r.grace`, a Ready sentinel is suspended
-    ///   (`reauthorization_overdue`), even while an attempt still hangs. The relay can
-    ///   therefore not keep a revoked sentinel serving by hiding the broker's answer.
+    ///   succeeded for the grace period in force, a Ready sentinel is suspended
+    ///   (`reauthorization_overdue`), even while it waits or an attempt hangs. The relay
+    ///   can therefore not keep a revoked sentinel serving by hiding the broker's answer,
+    ///   nor the host by configuring it not to ask: the broker's lease bounds both.
+    /// - A release of another model (a new manifest or key) replaces the one served.
     /// - A Suspended sentinel keeps asking; granted the key again, it hydrates anew and
     ///   returns to Ready.
     async fn reauthorize(
         &self,
         provider: Arc<dyn AttestationProvider>,
         keys: &SentinelKeys,
-        r: Reauthorization,
+        mut lease: Lease,
     ) {
-        let mut last_success = Instant::now();
-        let mut wait = r.every;
         let mut retry = self.config.backoff.retrier("re-authorization");
+        let mut wait = self.config.reauthorize.under(lease.length).0;
         loop {
-            tokio::time::sleep(wait).await;
-            let deadline = last_success + r.grace;
+            let (_, grace) = self.config.reauthorize.under(lease.length);
+            // None when the grace is too long to represent: then there is no deadline.
+            let deadline = lease.granted.checked_add(grace);
+            let overdue = |sentinel: &Self| {
+                sentinel.suspend(
+                    FailureCode::ReauthorizationOverdue,
+                    format!(
+                        "no re-authorization succeeded for {} ms (the grace period in force)",
+                        grace.as_millis()
+                    ),
+                );
+            };
+            // Wait for the next attempt, but not past the deadline while serving.
+            let wake = Instant::now() + wait;
+            match deadline {
+                Some(d) if d < wake && self.state().healthy() => {
+                    tokio::time::sleep_until(d).await;
+                    overdue(self);
+                }
+                _ => tokio::time::sleep_until(wake).await,
+            }
             let attempt = self.release(&provider, keys);
             tokio::pin!(attempt);
-            let result = tokio::select! {
-                result = &mut attempt => result,
-                () = tokio::time::sleep_until(deadline), if self.state().healthy() => {
-                    self.suspend(
-                        FailureCode::ReauthorizationOverdue,
-                        format!("no re-authorization succeeded for {} s (the grace period); the last attempt is still waiting", r.grace.as_secs()),
-                    );
-                    attempt.await
-                }
+            let result = match deadline {
+                Some(d) if self.state().healthy() => tokio::select! {
+                    result = &mut attempt => result,
+                    () = tokio::time::sleep_until(d) => {
+                        overdue(self);
+                        attempt.await
+                    }
+                },
+                _ => attempt.await,
             };
-            wait = r.every;
             match result {
                 Ok(released) => {
-                    last_success = Instant::now();
+                    lease = Lease::from(&released);
                     retry = self.config.backoff.retrier("re-authorization");
-                    if self.state().healthy() {
-                        tracing::debug!("re-authorized");
-                    } else if let Err(stop) = self.resume(&released).await {
+                    wait = self.config.reauthorize.under(lease.length).0;
+                    if let Some(serving) = self.state().model().cloned() {
+                        if serving_other_than(&serving, &released) {
+                            self.suspend(
+                                FailureCode::AssetChanged,
+                                "the broker released another manifest or key: loading it".into(),
+                            );
+                        } else {
+                            tracing::debug!("re-authorized");
+                            continue;
+                        }
+                    }
+                    if let Err(stop) = self.resume(&released).await {
                         return self.fail(stop);
                     }
                 }
                 Err(StepError::Fatal { code, detail }) => {
                     self.suspend(code, detail);
+                    wait = self.config.reauthorize.under(lease.length).0;
                 }
                 Err(StepError::Transient(e)) => {
-                    if Instant::now() >= last_success + r.grace {
-                        self.suspend(
-                            FailureCode::ReauthorizationOverdue,
-                            format!(
-                                "no re-authorization succeeded for {} s (the grace period): {e}",
-                                r.grace.as_secs()
-                            ),
-                        );
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        overdue(self);
                     } else {
                         tracing::warn!(error = %e, "re-authorization failed; retrying within the grace period");
                     }
                     // Sooner than the interval, so that several attempts fit in the grace.
+                    let every = self.config.reauthorize.under(lease.length).0;
                     wait = match retry.next_wait(&e) {
-                        Ok(w) => w.min(r.every),
+                        Ok(w) => w.min(every),
                         Err(_) => {
                             retry = self.config.backoff.retrier("re-authorization");
-                            r.every
+                            every
                         }
                     };
                 }
@@ -412,6 +450,28 @@ impl Sentinel {
         }))
         .into_response()
     }
+}
+
+/// When a release was granted, and for how long.
+#[derive(Clone, Copy, Debug)]
+struct Lease {
+    granted: Instant,
+    length: Duration,
+}
+
+impl From<&Released> for Lease {
+    fn from(released: &Released) -> Self {
+        Self {
+            granted: Instant::now(),
+            length: released.lease,
+        }
+    }
+}
+
+/// Whether `released` names another model than the one being served.
+fn serving_other_than(model: &Model, released: &Released) -> bool {
+    model.manifest.digest() != released.manifest_sha256
+        || model.manifest.manifest().key_id != released.key.key_id()
 }
 
 fn code(ok: bool, state: &'static str) -> Response {

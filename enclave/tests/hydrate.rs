@@ -63,6 +63,7 @@ fn released(b: &Bundle) -> Released {
         key: b.key.clone(),
         manifest_sha256: b.digest,
         provider_key: b.provider.public().to_bytes(),
+        lease: std::time::Duration::from_secs(600),
     }
 }
 

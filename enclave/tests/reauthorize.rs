@@ -24,6 +24,21 @@ const GRACE: Duration = Duration::from_millis(1500);
 
 /// A sentinel booted to Ready through a stand-in egress the test controls.
 async fn ready_sentinel(w: &World) -> (Arc<Sentinel>, FlakyEgress) {
+    ready_sentinel_with(
+        w,
+        Reauthorization {
+            every: Some(EVERY),
+            grace: Some(GRACE),
+        },
+    )
+    .await
+}
+
+/// [`ready_sentinel`] with the operator's re-authorization bounds `reauthorize`.
+async fn ready_sentinel_with(
+    w: &World,
+    reauthorize: Reauthorization,
+) -> (Arc<Sentinel>, FlakyEgress) {
     let egress = FlakyEgress::start(
         Endpoint::Unix(w.dir.path().join("flaky-egress.sock")),
         w.egress.clone(),
@@ -47,10 +62,7 @@ async fn ready_sentinel(w: &World) -> (Arc<Sentinel>, FlakyEgress) {
             ..HydrateConfig::default()
         },
         backoff,
-        reauthorize: Some(Reauthorization {
-            every: EVERY,
-            grace: GRACE,
-        }),
+        reauthorize,
         output: Default::default(),
         swap: Default::default(),
     });
@@ -139,4 +151,58 @@ async fn a_broker_back_and_a_contract_restored_make_it_ready_again() {
     w.broker.replace_policy(&w.policy).unwrap();
     wait_for(&sentinel, "Ready", Duration::from_secs(20)).await;
     assert!(sentinel.model().is_some());
+}
+
+/// The broker's lease bounds how long a sentinel serves without it, whatever the host
+/// configured: here the sentinel is told nothing (interval 0, no grace), the policy
+/// leases releases for 2 s. With the broker reachable it keeps serving, asking every
+/// second; with its answers hidden, it stops within the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_brokers_lease_bounds_serving_whatever_the_configuration() {
+    let w = world(true).await;
+    let leased = w
+        .policy
+        .replacen("provider_key = ", "lease_secs = 2\nprovider_key = ", 1);
+    w.broker.replace_policy(&leased).unwrap();
+    let (sentinel, egress) = ready_sentinel_with(&w, Reauthorization::default()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        sentinel.state().name(),
+        "Ready",
+        "re-authorized within the lease"
+    );
+    egress.set(Mode::BadGateway);
+    let took = wait_for(&sentinel, "Suspended", Duration::from_secs(10)).await;
+    assert!(
+        took <= Duration::from_millis(2500),
+        "suspended after {took:?}"
+    );
+    assert_eq!(reason(&sentinel), "reauthorization_overdue");
+}
+
+/// A re-authorization that releases another model (the provider's new version, under a
+/// new key) replaces the one served: the sentinel does not keep serving retired weights.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_model_version_replaces_the_one_served() {
+    let w = world(true).await;
+    let (sentinel, _egress) = ready_sentinel(&w).await;
+    let first = sentinel.model().unwrap().manifest.digest();
+    let second = w.replace_model(b"model weights, version two").await;
+    assert_ne!(first, second);
+    let started = Instant::now();
+    loop {
+        if let Some(model) = sentinel.model() {
+            if model.manifest.digest() == second {
+                let files = model.files.clone();
+                assert_eq!(&files["weights.bin"][..], b"model weights, version two");
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "still serving the old model: {}",
+            sentinel.state()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

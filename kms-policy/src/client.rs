@@ -13,7 +13,7 @@ use serde::Serialize;
 use trustbridge_protocol::binding::EvidenceBinding;
 use trustbridge_protocol::key_release::client::{
     BROKER_INFO_PATH, BoundKeys, Challenged, CheckedBrokerInfo, MAX_ANSWER_BYTES, Request,
-    check_broker_info,
+    check_admin_answer, check_broker_info,
 };
 pub use trustbridge_protocol::key_release::{BrokerKey, Evidence, ReleaseClientError, Released};
 use trustbridge_protocol::key_release::{
@@ -221,7 +221,16 @@ impl KmsClient {
         }
         let (status, answer) = Self::read(req.send(&body[..]))?;
         if status == 200 {
-            return Ok(());
+            // Done only if the broker says so, signed for this request: a network that
+            // drops the request cannot answer in its place.
+            return Ok(check_admin_answer(
+                &self.broker,
+                method,
+                path,
+                &body,
+                status,
+                &answer,
+            )?);
         }
         let err: ErrorBody = serde_json::from_slice(&answer).unwrap_or_else(|_| ErrorBody {
             error: "unknown".into(),

@@ -35,6 +35,51 @@ pub enum CompileError {
     Inexpressible(String),
 }
 
+/// A cloud KMS target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// AWS KMS (`kms:RecipientAttestation` conditions).
+    AwsKms,
+    /// Azure Key Vault Secure Key Release (Microsoft Azure Attestation claims).
+    AzureSkr,
+}
+
+/// What the TrustBridge policy of `asset` says that a `target` policy does not enforce
+/// (the cloud KMS has no notion of it): each is a rule that holds with the broker and not
+/// with the cloud KMS. Empty when nothing is lost. The CLI prints these; a deployment that
+/// relies on them must keep the broker (or enforce them elsewhere).
+pub fn not_enforced(policy: &Policy, asset: &AssetPolicy, target: Target) -> Vec<String> {
+    let mut lost = Vec::new();
+    let contracts = policy
+        .contracts
+        .iter()
+        .filter(|c| c.asset == asset.id)
+        .count();
+    if contracts > 0 {
+        lost.push(format!(
+            "{contracts} contract(s): validity windows, release limits and revocation (revoke or disable the cloud key instead)"
+        ));
+    }
+    lost.push(format!(
+        "the release lease ({} s): a cloud KMS release is not leased, so nothing makes the sentinel ask again",
+        asset.lease_secs
+    ));
+    lost.push(
+        "the broker-key pin in the evidence binding (the cloud KMS is the broker)".to_owned(),
+    );
+    lost.push(
+        "the provider key and manifest pins (the sentinel checks the manifest against the provider key it is configured with)"
+            .to_owned(),
+    );
+    if target == Target::AzureSkr {
+        lost.push(
+            "which VM may ask: on Azure the launch measurement is the paravisor's, the same for every confidential VM, so restrict release to the VM's managed identity in the Key Vault's access policy"
+                .to_owned(),
+        );
+    }
+    lost
+}
+
 /// Chooses the asset to compile.
 pub fn select_asset<'a>(
     policy: &'a Policy,

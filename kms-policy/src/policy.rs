@@ -102,6 +102,11 @@ pub struct AssetPolicy {
     /// could read the guest's memory.
     #[serde(default)]
     pub allow_migration_agent: bool,
+    /// How long a release is good for, in seconds (default 600): a sentinel that is not
+    /// authorized again within it stops serving, whatever its own configuration says. It
+    /// must cover the time to download and decrypt the model.
+    #[serde(default = "default_lease_secs")]
+    pub lease_secs: u64,
     /// Accepted Nitro measurement sets (any one suffices).
     #[serde(default)]
     pub nitro: Vec<NitroSet>,
@@ -111,6 +116,15 @@ pub struct AssetPolicy {
     /// Accepted Azure vTPM SNP measurement sets.
     #[serde(default)]
     pub azure: Vec<AzureSet>,
+}
+
+/// The default lease of a release: ten minutes.
+pub const DEFAULT_LEASE_SECS: u64 = 600;
+/// The longest lease: a day.
+pub const MAX_LEASE_SECS: u64 = 86_400;
+
+fn default_lease_secs() -> u64 {
+    DEFAULT_LEASE_SECS
 }
 
 /// Nitro PCR values; the PCRs listed must all match.
@@ -333,6 +347,12 @@ impl Policy {
         for a in &self.assets {
             if !ids.insert(a.id.as_str()) {
                 return bad(format!("asset {} is declared twice", a.id));
+            }
+            if !(1..=MAX_LEASE_SECS).contains(&a.lease_secs) {
+                return bad(format!(
+                    "asset {}: lease_secs must be 1 to {MAX_LEASE_SECS}",
+                    a.id
+                ));
             }
             if a.provider_key.0.len() != 32 {
                 return bad(format!("asset {}: provider_key must be 32 bytes", a.id));

@@ -217,3 +217,21 @@ fn snp_tcb_vmpl_and_policy_bits_compile_to_skr_claims_or_fail_by_name() {
         "{doc}"
     );
 }
+
+/// What no cloud KMS can enforce is listed, never silently dropped: contracts, the lease,
+/// the pins, and on Azure which VM may ask.
+#[test]
+fn what_a_cloud_kms_does_not_enforce_is_listed() {
+    use trustbridge_kms::compile::{Target, not_enforced};
+    let p = example();
+    let asset = select_asset(&p, None).unwrap();
+    let aws = not_enforced(&p, asset, Target::AwsKms).join("\n");
+    assert!(aws.contains("1 contract(s)"), "{aws}");
+    assert!(
+        aws.contains("lease") && aws.contains("broker-key pin"),
+        "{aws}"
+    );
+    assert!(!aws.contains("managed identity"), "{aws}");
+    let azure = not_enforced(&p, asset, Target::AzureSkr).join("\n");
+    assert!(azure.contains("managed identity"), "{azure}");
+}

@@ -42,7 +42,7 @@ impl Broker {
             nonce: nonce.as_bytes().to_vec(),
             expires_in: 60,
         };
-        let signature = self.id.sign(&statement, &request_digest(request));
+        let signature = self.id.sign(&statement, &request_digest(request)).unwrap();
         let resp = ChallengeResponse {
             nonce,
             expires_in: 60,
@@ -80,6 +80,7 @@ impl Broker {
             key_id: key_id.clone(),
             enc: enc.clone(),
             ciphertext: ct.clone(),
+            lease_secs: 600,
         };
         let resp = ReleaseResponse {
             asset: asset.into(),
@@ -89,7 +90,8 @@ impl Broker {
             key_id,
             enc: hex::encode(enc),
             ciphertext: hex::encode(ct),
-            signature: self.id.sign(&statement, &request_digest(request)),
+            lease_secs: 600,
+            signature: self.id.sign(&statement, &request_digest(request)).unwrap(),
         };
         (200, serde_json::to_vec(&resp).unwrap())
     }
@@ -106,7 +108,7 @@ impl Broker {
         let body = ErrorBody {
             error: code.as_str().into(),
             detail: "because".into(),
-            signature: Some(self.id.sign(&statement, &request_digest(request))),
+            signature: Some(self.id.sign(&statement, &request_digest(request)).unwrap()),
         };
         (403, serde_json::to_vec(&body).unwrap())
     }
@@ -155,6 +157,7 @@ fn the_genuine_broker_releases_and_every_pin_is_in_the_binding() {
     assert_eq!(released.key.key_id(), b.key.key_id());
     assert_eq!(released.manifest_sha256, b.manifest);
     assert_eq!(released.provider_key, b.provider);
+    assert_eq!(released.lease.as_secs(), 600);
 
     let pinned = ReleaseClient::new(b.id.public(), Some(b.provider), ASSET, CONTRACT);
     let binding = pinned.binding(&keys(&HpkeKeyPair::generate().unwrap()), &[7; 32]);
@@ -312,7 +315,7 @@ fn broker_information_is_checked_against_the_pinned_identity() {
             registration_key: hex::encode(registration),
             decision_log_key: hex::encode([5; 32]),
             simulation: false,
-            signature: id.sign(&statement, &request_digest(b"")),
+            signature: id.sign(&statement, &request_digest(b"")).unwrap(),
         })
         .unwrap()
     };
@@ -327,4 +330,45 @@ fn broker_information_is_checked_against_the_pinned_identity() {
     let err =
         check_broker_info(&b.id.public(), 200, &serde_json::to_vec(&forged).unwrap()).unwrap_err();
     assert_eq!(err.code(), "broker_unauthenticated");
+}
+
+/// An admin request is done only when the broker says so, signed for that request: an
+/// unsigned 200 (a network that dropped the request) or one signed for another request
+/// is not believed.
+#[test]
+fn admin_answers_are_believed_only_when_signed_for_the_request() {
+    use trustbridge_protocol::key_release::AdminAnswer;
+    use trustbridge_protocol::key_release::client::check_admin_answer;
+    let b = Broker::new(1);
+    let path = "/v1/admin/contracts/c-1/revoke";
+    let answer = |id: &BrokerIdentity, body: &[u8]| {
+        let statement = Statement::Admin {
+            method: "POST".into(),
+            path: path.into(),
+        };
+        serde_json::to_vec(&AdminAnswer {
+            ok: true,
+            signature: id.sign(&statement, &request_digest(body)).unwrap(),
+        })
+        .unwrap()
+    };
+    let check = |status, answer: &[u8]| {
+        check_admin_answer(&b.id.public(), "POST", path, b"", status, answer)
+    };
+    check(200, &answer(&b.id, b"")).unwrap();
+    assert_eq!(
+        check(200, br#"{"ok": true}"#).unwrap_err().code(),
+        "broker_unauthenticated"
+    );
+    assert_eq!(
+        check(200, &answer(&Broker::new(2).id, b""))
+            .unwrap_err()
+            .code(),
+        "broker_unauthenticated"
+    );
+    assert_eq!(
+        check(200, &answer(&b.id, b"other")).unwrap_err().code(),
+        "broker_unauthenticated"
+    );
+    assert_eq!(check(401, b"no").unwrap_err().code(), "broker_rejected");
 }

@@ -475,3 +475,72 @@ fn revoked_endorsement_keys_and_asks_are_refused() {
         "{stdout}"
     );
 }
+
+/// A relying party sees from the evidence which broker and provider a sentinel trusts:
+/// `tb-verify --binding` checks that the evidence carries the binding, reports its pins,
+/// and `--expect-broker-key` / `--expect-provider-key` refuse a sentinel pinning others.
+#[test]
+fn tb_verify_reports_and_checks_the_pins_in_the_binding() {
+    use trustbridge_tests::{run, s};
+    let sim = SimulatedTee::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = binding(3);
+    b.broker_key = [0xb0; 32];
+    b.provider_key = Some([0xc0; 32]);
+    let doc = dir.path().join("doc.cbor");
+    std::fs::write(
+        &doc,
+        sim.nitro_document(&NitroSpec::default().bind(&b).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let root = dir.path().join("root.der");
+    std::fs::write(&root, sim.nitro_root().der()).unwrap();
+    let file = dir.path().join("binding.hex");
+    std::fs::write(&file, hex::encode(b.encode().unwrap())).unwrap();
+    let verify = |extra: &[&str]| {
+        let (doc, root, file) = (s(&doc), s(&root), s(&file));
+        let mut args = vec![
+            "attestation",
+            &doc,
+            "--simulation-root",
+            &root,
+            "--allow-simulated",
+            "--binding",
+            &file,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = run("tb-verify", &args);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code(), json)
+    };
+    let broker = hex::encode([0xb0u8; 32]);
+    let provider = hex::encode([0xc0u8; 32]);
+    let (code, json) = verify(&[
+        "--expect-broker-key",
+        &broker,
+        "--expect-provider-key",
+        &provider,
+    ]);
+    assert_eq!(code, Some(0), "{json}");
+    assert_eq!(json["evidence_binding"]["broker_key"], broker);
+    assert_eq!(json["evidence_binding"]["provider_key"], provider);
+    let other = hex::encode([0xb1u8; 32]);
+    let (code, json) = verify(&["--expect-broker-key", &other]);
+    assert_eq!(code, Some(1), "{json}");
+    assert!(
+        json["error"].as_str().unwrap().contains("pins broker key"),
+        "{json}"
+    );
+    // A binding the evidence does not carry.
+    let mut forged = b.clone();
+    forged.broker_key = [0xb1; 32];
+    std::fs::write(&file, hex::encode(forged.encode().unwrap())).unwrap();
+    let (code, json) = verify(&["--expect-broker-key", &other]);
+    assert_eq!(code, Some(1), "{json}");
+    assert!(
+        json["error"].as_str().unwrap().contains("binding"),
+        "{json}"
+    );
+}

@@ -87,6 +87,15 @@ impl RevocationList {
             .any(|r| r.serial_number.as_bytes() == serial)
     }
 
+    /// Unix seconds of the list's issue time (thisUpdate).
+    pub fn this_update(&self) -> u64 {
+        self.list
+            .tbs_cert_list
+            .this_update
+            .to_unix_duration()
+            .as_secs()
+    }
+
     /// Unix seconds of the list's next update, if it names one.
     pub fn next_update(&self) -> Option<u64> {
         self.list

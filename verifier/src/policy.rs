@@ -91,6 +91,16 @@ pub enum PolicyError {
     /// The evidence does not carry the expected evidence binding.
     #[error("evidence binding mismatch: {0}")]
     BindingMismatch(String),
+    /// The sentinel pins another key broker or provider than required.
+    #[error("the sentinel pins {what} {found}, not {expected}")]
+    WrongPin {
+        /// `broker key` or `provider key`.
+        what: &'static str,
+        /// The required key (hex).
+        expected: String,
+        /// What the binding pins (hex, or "none").
+        found: String,
+    },
 }
 
 impl PolicyError {
@@ -110,6 +120,7 @@ impl PolicyError {
             }
             Self::NonceMismatch { .. } => "nonce",
             Self::BindingMismatch(_) => "evidence binding",
+            Self::WrongPin { .. } => "pins",
         }
     }
 }
@@ -137,6 +148,10 @@ pub struct Policy {
     /// The evidence binding the sentinel must have bound (see
     /// [`trustbridge_protocol::binding`]).
     pub binding: Option<EvidenceBinding>,
+    /// The key broker identity key the sentinel must pin (checked in `binding`).
+    pub broker_key: Option<[u8; 32]>,
+    /// The provider key the sentinel must pin (checked in `binding`).
+    pub provider_key: Option<[u8; 32]>,
 }
 
 impl Policy {
@@ -194,6 +209,40 @@ impl Policy {
                 "evidence binding",
                 "evidence binds the sentinel's keys and the nonce",
             );
+        }
+        let pins = [
+            (
+                "broker key",
+                self.broker_key,
+                self.binding.as_ref().map(|b| Some(b.broker_key)),
+            ),
+            (
+                "provider key",
+                self.provider_key,
+                self.binding.as_ref().map(|b| b.provider_key),
+            ),
+        ];
+        for (what, expected, bound) in pins {
+            let Some(expected) = expected else { continue };
+            let Some(found) = bound else {
+                return Err(fail(
+                    checks,
+                    PolicyError::BindingMismatch(format!(
+                        "no evidence binding to check the {what} against"
+                    )),
+                ));
+            };
+            if found != Some(expected) {
+                return Err(fail(
+                    checks,
+                    PolicyError::WrongPin {
+                        what,
+                        expected: hex::encode(expected),
+                        found: found.map_or_else(|| "none".to_owned(), hex::encode),
+                    },
+                ));
+            }
+            checks.pass("pins", format!("the sentinel pins the expected {what}"));
         }
         Ok(())
     }

@@ -199,8 +199,10 @@ pub fn verify_snp_logged(
             reason: "not the endorsement key type the report names",
         }));
     }
-    let mut pool: Vec<&ParsedCertificate> = certs[1..].iter().collect();
-    pool.extend(crate::amd::certificates());
+    // AMD's own certificates first: a supplied certificate wins only where the key
+    // identifiers say it is the issuer (an ASK AMD issued after this build).
+    let mut pool: Vec<&ParsedCertificate> = crate::amd::certificates().iter().collect();
+    pool.extend(&certs[1..]);
     let chain = build_chain(ek, &pool).map_err(|e| checks.failed(e))?;
     let trusted = anchor_chain(
         &chain,
@@ -246,9 +248,9 @@ pub fn verify_snp_logged(
 
 /// Follows issuer names from `leaf` through `pool` to a self-signed certificate. Where
 /// several certificates of the pool carry the issuer's name (a supplied ASK beside the
-/// built-in one, or an ASK AMD has since replaced), the first that carries the same key
-/// as the certificate's own key identifier is taken, else the first by name; the chain's
-/// signatures are then checked, root first, by the caller.
+/// built-in one, or an ASK AMD has since replaced), the one whose subject key identifier
+/// is the certificate's authority key identifier is taken, else the first by name (the
+/// built-in one); the chain's signatures are then checked, root first, by the caller.
 fn build_chain(
     leaf: &ParsedCertificate,
     pool: &[&ParsedCertificate],

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
-use trustbridge_kms::compile::{aws_kms_key_policy, azure_skr_policy, select_asset};
+use trustbridge_kms::compile::{
+    Target as KmsTarget, aws_kms_key_policy, azure_skr_policy, not_enforced, select_asset,
+};
 use trustbridge_kms::policy::Policy;
 
 /// Work with key-release policies.
@@ -34,7 +36,9 @@ enum Target {
 /// StringEqualsIgnoreCase conditions on ImageSha384 (PCR0) and PCR<n>, one statement per
 /// accepted Nitro measurement set; administration for the admin ARN, without decrypt.
 /// azure-skr: release only to an Azure-compliant SEV-SNP CVM with an accepted launch
-/// measurement, as attested by the MAA endpoint. Rules a target cannot enforce are errors.
+/// measurement, TCB, VMPL and guest policy, as attested by the MAA endpoint. Measurement
+/// rules a target cannot enforce are errors; what no cloud KMS has (contracts, the lease,
+/// the broker and provider pins, and on Azure which VM may ask) is listed on stderr.
 #[derive(Debug, clap::Args)]
 struct CompileArgs {
     /// The policy TOML.
@@ -86,5 +90,20 @@ pub(crate) fn run(args: PolicyArgs) -> Result<()> {
         "{}",
         serde_json::to_string_pretty(&doc)?
     )?;
+    let target = match args.target {
+        Target::AwsKms => KmsTarget::AwsKms,
+        Target::AzureSkr => KmsTarget::AzureSkr,
+    };
+    let mut err = std::io::stderr().lock();
+    let lost = not_enforced(&policy, asset, target);
+    if !lost.is_empty() {
+        writeln!(
+            err,
+            "note: the compiled policy does not enforce these rules of the TrustBridge policy:"
+        )?;
+        for rule in lost {
+            writeln!(err, "  - {rule}")?;
+        }
+    }
     Ok(())
 }

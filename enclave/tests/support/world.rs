@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use trustbridge_enclave::authorize::{KmsTarget, Pins};
+use trustbridge_enclave::authorize::{BrokerKey, KmsTarget, Pins};
 use trustbridge_kms::broker::kek::Kek;
 use trustbridge_kms::broker::store::{SqliteStore, Store};
 use trustbridge_kms::broker::{Broker, service};
@@ -45,6 +45,12 @@ pub struct World {
     pub broker: Arc<Broker>,
     /// The policy the broker started with.
     pub policy: String,
+    /// The provider's signing key (for a new version of the model).
+    pub provider: ProviderSigningKey,
+    /// The admin's signing key (to register it).
+    pub admin: ProviderSigningKey,
+    /// The folder the relay serves the bundle from.
+    pub bundle: PathBuf,
 }
 
 impl World {
@@ -117,18 +123,7 @@ pub async fn world_with(
     ));
     let base = format!("http://127.0.0.1:{port}");
     let manifest = signed.as_bytes().to_vec();
-    let k = key.clone();
-    tokio::task::spawn_blocking(move || {
-        let signer = AdminSigner {
-            public_key: admin.public().to_bytes(),
-            sign: Box::new(move |m| admin.sign(m)),
-        };
-        KmsClient::new(&base, pins.broker)
-            .register_asset(ASSET, &manifest, &k, &signer)
-            .unwrap();
-    })
-    .await
-    .unwrap();
+    register(&base, pins.broker, &admin, manifest, key.clone()).await;
     let egress = Endpoint::Unix(dir.path().join("egress.sock"));
     let allowed = if allow_broker {
         format!("127.0.0.1:{port}")
@@ -141,6 +136,7 @@ pub async fn world_with(
     ));
     let bundles = Endpoint::Unix(dir.path().join("bundles.sock"));
     let server = BundleServer::new(&bundle).unwrap();
+    let served = bundle.clone();
     tokio::spawn(server.serve(Listener::bind(&bundles).await.unwrap()));
     World {
         dir,
@@ -156,5 +152,64 @@ pub async fn world_with(
         sim_dir,
         broker,
         policy,
+        provider,
+        admin,
+        bundle: served,
+    }
+}
+
+/// Registers `manifest` and its data key at the broker at `base`, signed by `admin`.
+pub async fn register(
+    base: &str,
+    broker: BrokerKey,
+    admin: &ProviderSigningKey,
+    manifest: Vec<u8>,
+    key: DataKey,
+) {
+    let pem = admin.to_pkcs8_pem().unwrap();
+    let base = base.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let admin = ProviderSigningKey::from_pkcs8_pem(&pem).unwrap();
+        let signer = AdminSigner {
+            public_key: admin.public().to_bytes(),
+            sign: Box::new(move |m| admin.sign(m)),
+        };
+        KmsClient::new(&base, broker)
+            .register_asset(ASSET, &manifest, &key, &signer)
+            .unwrap();
+    })
+    .await
+    .unwrap();
+}
+
+impl World {
+    /// A new version of the model (`contents`, under a new data key), sealed by the same
+    /// provider, put in place of the served bundle and registered; its manifest digest.
+    pub async fn replace_model(&self, contents: &[u8]) -> [u8; 32] {
+        let key = DataKey::generate().unwrap();
+        let staging = tempfile::tempdir_in(self.dir.path()).unwrap();
+        let signed = seal_bundle_in_memory(
+            staging.path(),
+            &key,
+            &self.provider,
+            &AssetId::new(ASSET).unwrap(),
+            SegmentSize::default(),
+            &[("weights.bin", contents)],
+        )
+        .unwrap();
+        for entry in std::fs::read_dir(staging.path()).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::rename(entry.path(), self.bundle.join(entry.file_name())).unwrap();
+        }
+        let base = format!("http://127.0.0.1:{}", self.kms.port);
+        register(
+            &base,
+            self.pins.broker,
+            &self.admin,
+            signed.as_bytes().to_vec(),
+            key,
+        )
+        .await;
+        signed.digest()
     }
 }

@@ -5,7 +5,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::SigningKey;
 use trustbridge_protocol::key_release::{
-    BrokerIdentity, BrokerInfo, BrokerKey, ErrorBody, HpkeKeyPair, Statement, request_digest,
+    AdminAnswer, BrokerIdentity, BrokerInfo, BrokerKey, ErrorBody, HpkeKeyPair, Statement,
+    request_digest,
 };
 use trustbridge_verifier::crl::RevocationList;
 use trustbridge_verifier::{Platform, TrustRoots};
@@ -260,14 +261,43 @@ impl Broker {
         self.identity.public()
     }
 
+    /// Signs `statement` for the request with body digest `request_sha256`.
+    pub(super) fn sign(
+        &self,
+        statement: &Statement,
+        request_sha256: &[u8; 32],
+    ) -> Result<String, BrokerError> {
+        self.identity
+            .sign(statement, request_sha256)
+            .map_err(|e| BrokerError::Key(e.to_string()))
+    }
+
+    /// The answer to the admin request `method path` with body digest `request_sha256`
+    /// that was carried out, signed so that the admin knows it was.
+    pub fn admin_answer(
+        &self,
+        method: &str,
+        path: &str,
+        request_sha256: &[u8; 32],
+    ) -> Result<AdminAnswer, BrokerError> {
+        let statement = Statement::Admin {
+            method: method.to_owned(),
+            path: path.to_owned(),
+        };
+        Ok(AdminAnswer {
+            ok: true,
+            signature: self.sign(&statement, request_sha256)?,
+        })
+    }
+
     /// Public facts, signed by the identity key (`GET /v1/broker`).
-    pub fn info(&self) -> BrokerInfo {
+    pub fn info(&self) -> Result<BrokerInfo, BrokerError> {
         let statement = Statement::Broker {
             registration_key: self.registration.public_key(),
             decision_log_key: self.log_key.verifying_key().to_bytes(),
             simulation: self.active_policy().policy.simulation.is_some(),
         };
-        let signature = self.identity.sign(&statement, &request_digest(b""));
+        let signature = self.sign(&statement, &request_digest(b""))?;
         let Statement::Broker {
             registration_key,
             decision_log_key,
@@ -276,27 +306,31 @@ impl Broker {
         else {
             unreachable!("built as a broker statement above")
         };
-        BrokerInfo {
+        Ok(BrokerInfo {
             identity_key: self.identity.public(),
             registration_key: hex::encode(registration_key),
             decision_log_key: hex::encode(decision_log_key),
             simulation,
             signature,
-        }
+        })
     }
 
     /// The 403 body of `denial`, signed for the request whose body has digest
     /// `request_sha256`: clients believe only denials the identity key signs.
-    pub fn denial_body(&self, denial: &Denial, request_sha256: &[u8; 32]) -> ErrorBody {
+    pub fn denial_body(
+        &self,
+        denial: &Denial,
+        request_sha256: &[u8; 32],
+    ) -> Result<ErrorBody, BrokerError> {
         let statement = Statement::Denial {
             error: denial.code.as_str().to_owned(),
             detail: denial.detail.clone(),
         };
-        ErrorBody {
+        Ok(ErrorBody {
             error: denial.code.as_str().to_owned(),
             detail: denial.detail.clone(),
-            signature: Some(self.identity.sign(&statement, request_sha256)),
-        }
+            signature: Some(self.sign(&statement, request_sha256)?),
+        })
     }
 
     /// The store (for audit tooling).

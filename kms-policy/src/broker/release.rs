@@ -17,7 +17,7 @@ use trustbridge_verifier::{
     verify_azure, verify_nitro, verify_snp,
 };
 
-use super::core::{Broker, BrokerError, ReleaseError, bad};
+use super::core::{ActivePolicy, Broker, BrokerError, ReleaseError, bad};
 use super::store::{AssetRecord, NonceState};
 use crate::evaluate::{Denial, DenialCode, check_contract, evaluate_evidence};
 
@@ -53,7 +53,7 @@ impl Broker {
         Ok(ChallengeResponse {
             nonce,
             expires_in: NONCE_TTL_SECS,
-            signature: self.identity.sign(&statement, request_sha256),
+            signature: self.sign(&statement, request_sha256)?,
         })
     }
 
@@ -63,7 +63,16 @@ impl Broker {
         asset: &str,
         contract: &str,
     ) -> Result<AssetRecord, ReleaseError> {
-        let active = self.active_policy();
+        self.check_asset_and_contract_under(&self.active_policy(), asset, contract)
+    }
+
+    /// [`Self::check_asset_and_contract`] under the policy snapshot `active`.
+    fn check_asset_and_contract_under(
+        &self,
+        active: &ActivePolicy,
+        asset: &str,
+        contract: &str,
+    ) -> Result<AssetRecord, ReleaseError> {
         let unknown = || {
             Denial::new(
                 DenialCode::UnknownAsset,
@@ -173,8 +182,9 @@ impl Broker {
         contract: &str,
         request_sha256: &[u8; 32],
     ) -> Result<ReleaseResponse, ReleaseError> {
-        let record = self.check_asset_and_contract(asset_id, contract)?;
+        // One snapshot of the policy for the whole decision.
         let active = self.active_policy();
+        let record = self.check_asset_and_contract_under(&active, asset_id, contract)?;
         let asset_policy = active
             .policy
             .asset(asset_id)
@@ -244,6 +254,7 @@ impl Broker {
             key_id: key.key_id().to_string(),
             enc: enc.clone(),
             ciphertext: ct.clone(),
+            lease_secs: asset_policy.lease_secs,
         };
         Ok(ReleaseResponse {
             asset: asset_id.to_owned(),
@@ -253,7 +264,8 @@ impl Broker {
             key_id: key.key_id().to_string(),
             enc: hex::encode(enc),
             ciphertext: hex::encode(ct),
-            signature: self.identity.sign(&statement, request_sha256),
+            lease_secs: asset_policy.lease_secs,
+            signature: self.sign(&statement, request_sha256)?,
         })
     }
 

@@ -95,11 +95,10 @@ fn broker_error(e: BrokerError) -> Response {
 /// A denial is a 403 signed for the request it answers; a failure is unsigned.
 fn release_error(b: &Broker, request_sha256: &[u8; 32], e: ReleaseError) -> Response {
     match e {
-        ReleaseError::Denied(d) => (
-            StatusCode::FORBIDDEN,
-            axum::Json(b.denial_body(&d, request_sha256)),
-        )
-            .into_response(),
+        ReleaseError::Denied(d) => match b.denial_body(&d, request_sha256) {
+            Ok(body) => (StatusCode::FORBIDDEN, axum::Json(body)).into_response(),
+            Err(e) => broker_error(e),
+        },
         ReleaseError::Failed(e) => broker_error(e),
     }
 }
@@ -124,7 +123,7 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
 }
 
 async fn info(State(b): State<Arc<Broker>>) -> Response {
-    ok_json(&b.info())
+    b.info().map_or_else(broker_error, |info| ok_json(&info))
 }
 
 async fn challenge(State(b): State<Arc<Broker>>, body: Bytes) -> Response {
@@ -153,14 +152,15 @@ async fn release(State(b): State<Arc<Broker>>, body: Bytes) -> Response {
     .await
 }
 
-/// Runs an admin operation after checking the request's signature.
+/// Runs an admin operation after checking the request's signature; the answer that it
+/// was carried out is signed for the request.
 async fn admin(
     b: Arc<Broker>,
     headers: HeaderMap,
     method: &'static str,
     path: String,
     body: Bytes,
-    op: impl FnOnce(&Broker, &[u8]) -> Result<Response, BrokerError> + Send + 'static,
+    op: impl FnOnce(&Broker, &[u8]) -> Result<(), BrokerError> + Send + 'static,
 ) -> Response {
     blocking(move || {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
@@ -168,17 +168,11 @@ async fn admin(
             tracing::warn!(error = %e, path, "admin request refused");
             return broker_error(e);
         }
-        op(&b, &body).unwrap_or_else(broker_error)
+        op(&b, &body)
+            .and_then(|()| b.admin_answer(method, &path, &request_digest(&body)))
+            .map_or_else(broker_error, |answer| ok_json(&answer))
     })
     .await
-}
-
-fn done() -> Response {
-    (
-        StatusCode::OK,
-        axum::Json(serde_json::json!({ "ok": true })),
-    )
-        .into_response()
 }
 
 async fn register_asset(State(b): State<Arc<Broker>>, headers: HeaderMap, body: Bytes) -> Response {
@@ -191,7 +185,7 @@ async fn register_asset(State(b): State<Arc<Broker>>, headers: HeaderMap, body: 
         |b, body| {
             let req: RegisterAssetRequest =
                 serde_json::from_slice(body).map_err(|e| BrokerError::BadRequest(e.to_string()))?;
-            b.register_asset(&req).map(|()| done())
+            b.register_asset(&req)
         },
     )
     .await
@@ -207,7 +201,7 @@ async fn add_contract(State(b): State<Arc<Broker>>, headers: HeaderMap, body: By
         |b, body| {
             let req: ContractRequest =
                 serde_json::from_slice(body).map_err(|e| BrokerError::BadRequest(e.to_string()))?;
-            b.add_contract(&req).map(|()| done())
+            b.add_contract(&req)
         },
     )
     .await
@@ -221,7 +215,7 @@ async fn revoke_contract(
 ) -> Response {
     let path = format!("/v1/admin/contracts/{id}/revoke");
     admin(b, headers, "POST", path, body, move |b, _| {
-        b.revoke_contract(&id).map(|()| done())
+        b.revoke_contract(&id)
     })
     .await
 }
@@ -236,7 +230,7 @@ async fn replace_policy(State(b): State<Arc<Broker>>, headers: HeaderMap, body: 
         |b, body| {
             let text = std::str::from_utf8(body)
                 .map_err(|_| BrokerError::BadRequest("policy is not UTF-8".into()))?;
-            b.replace_policy(text).map(|()| done())
+            b.replace_policy(text)
         },
     )
     .await

@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 
 use super::hpke::{HpkeKeyPair, release_info};
 use super::messages::{
-    BindingKeys, BrokerInfo, ChallengeRequest, ChallengeResponse, ErrorBody, Evidence,
+    AdminAnswer, BindingKeys, BrokerInfo, ChallengeRequest, ChallengeResponse, ErrorBody, Evidence,
     ReleaseRequest, ReleaseResponse,
 };
 use super::statement::{Statement, request_digest};
@@ -140,6 +140,9 @@ pub struct Released {
     pub manifest_sha256: [u8; 32],
     /// The provider's Ed25519 public key.
     pub provider_key: [u8; 32],
+    /// How long the release is good for: the sentinel must be authorized again within
+    /// it or stop serving.
+    pub lease: std::time::Duration,
 }
 
 impl std::fmt::Debug for Released {
@@ -431,6 +434,7 @@ impl AwaitingRelease {
             key_id: resp.key_id.clone(),
             enc: hex_bytes("enc", &resp.enc)?,
             ciphertext: hex_bytes("ciphertext", &resp.ciphertext)?,
+            lease_secs: resp.lease_secs,
         };
         let signature = hex::decode(&resp.signature).unwrap_or_default();
         statement
@@ -446,6 +450,11 @@ impl AwaitingRelease {
         else {
             unreachable!("built as a release statement above")
         };
+        if resp.lease_secs == 0 {
+            return Err(ReleaseClientError::Protocol(
+                "a release with a lease of 0 s".into(),
+            ));
+        }
         if resp.asset != c.asset || resp.contract != c.contract {
             return Err(ReleaseClientError::Protocol(format!(
                 "the key was released for asset {} under contract {}, not {} under {}",
@@ -483,6 +492,7 @@ impl AwaitingRelease {
             key,
             manifest_sha256,
             provider_key,
+            lease: std::time::Duration::from_secs(resp.lease_secs),
         })
     }
 }
@@ -527,4 +537,42 @@ pub fn check_broker_info(
         .verify(broker, &request_sha256, &signature)
         .map_err(|e| ReleaseClientError::Unauthenticated(format!("broker information: {e}")))?;
     Ok(checked)
+}
+
+/// Checks the answer to an admin request (`method path` with body `body`): done only if
+/// the broker with identity `broker` signed it for this very request.
+pub fn check_admin_answer(
+    broker: &BrokerKey,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    status: u16,
+    answer: &[u8],
+) -> Result<(), ReleaseClientError> {
+    if status != 200 {
+        return Err(ReleaseClientError::Rejected {
+            status,
+            detail: shorten(answer),
+        });
+    }
+    if answer.len() > MAX_ANSWER_BYTES {
+        return Err(ReleaseClientError::Protocol(
+            "admin answer too large".into(),
+        ));
+    }
+    let done: AdminAnswer = serde_json::from_slice(answer)
+        .map_err(|e| ReleaseClientError::Unauthenticated(format!("admin answer: {e}")))?;
+    let signature = hex::decode(&done.signature).unwrap_or_default();
+    Statement::Admin {
+        method: method.to_owned(),
+        path: path.to_owned(),
+    }
+    .verify(broker, &request_digest(body), &signature)
+    .map_err(|e| ReleaseClientError::Unauthenticated(format!("admin answer: {e}")))?;
+    if !done.ok {
+        return Err(ReleaseClientError::Protocol(
+            "admin answer says not ok".into(),
+        ));
+    }
+    Ok(())
 }

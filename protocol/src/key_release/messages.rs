@@ -129,6 +129,9 @@ pub struct ReleaseResponse {
     pub enc: String,
     /// HPKE ciphertext of the 32-byte data key, hex.
     pub ciphertext: String,
+    /// How long the release is good for, in seconds: the sentinel stops serving unless it
+    /// is authorized again within this time, whatever its own configuration says.
+    pub lease_secs: u64,
     /// The broker's signature (hex) over the release statement.
     pub signature: String,
 }
@@ -170,5 +173,16 @@ pub struct BrokerInfo {
     /// Whether the policy accepts simulated evidence.
     pub simulation: bool,
     /// The identity key's signature (hex) over the broker statement.
+    pub signature: String,
+}
+
+/// The answer to an admin request that was carried out, signed by the broker for that
+/// request, so a network that drops the request cannot answer "done" in its place.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminAnswer {
+    /// Always true.
+    pub ok: bool,
+    /// The broker's signature (hex) over the admin statement.
     pub signature: String,
 }

@@ -28,10 +28,10 @@ pub use self::client::{ReleaseClient, ReleaseClientError, Released};
 pub use self::denial::{DenialCode, UnknownDenialCode};
 pub use self::hpke::{HpkeError, HpkeKeyPair, hpke_info, hpke_seal, release_info, seal_data_key};
 pub use self::messages::{
-    BindingKeys, BrokerInfo, ChallengeRequest, ChallengeResponse, ErrorBody, Evidence,
+    AdminAnswer, BindingKeys, BrokerInfo, ChallengeRequest, ChallengeResponse, ErrorBody, Evidence,
     ReleaseRequest, ReleaseResponse,
 };
-pub use self::statement::{BrokerIdentity, Statement, request_digest};
+pub use self::statement::{BrokerIdentity, Statement, StatementEncoding, request_digest};
 pub use self::vocabulary::{BadHex32, BrokerKey, Nonce, RandomFailed};
 pub use crate::platform::Platform;
 

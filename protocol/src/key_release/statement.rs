@@ -16,9 +16,10 @@
 //!
 //! challenge: asset, contract, nonce, expires_in
 //! release:   asset, contract, nonce, release_key, manifest_sha256, provider_key, key_id,
-//!            enc, ciphertext
+//!            enc, ciphertext, lease_secs
 //! denial:    error, detail
 //! broker:    registration_key, decision_log_key, simulation
+//! admin:     method, path                    (an admin request was carried out)
 //! ```
 //!
 //! The reader rebuilds the statement from the fields it parsed, its own request and the key
@@ -32,7 +33,7 @@ use ciborium::Value;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
 use super::vocabulary::BrokerKey;
-use crate::cbor;
+use crate::cbor::{self, CborError};
 
 /// Domain-separation label of the broker's signatures.
 pub const BROKER_SIGNATURE_LABEL: &[u8] = b"trustbridge/kms/response/v1";
@@ -73,6 +74,9 @@ pub enum Statement {
         enc: Vec<u8>,
         /// HPKE ciphertext of the data key.
         ciphertext: Vec<u8>,
+        /// How long the release is good for: a sentinel that is not authorized again
+        /// within this many seconds stops serving, whatever its configuration says.
+        lease_secs: u64,
     },
     /// A request was denied.
     Denial {
@@ -90,12 +94,25 @@ pub enum Statement {
         /// Whether the policy accepts simulated evidence.
         simulation: bool,
     },
+    /// An admin request was carried out.
+    Admin {
+        /// Its method.
+        method: String,
+        /// Its path.
+        path: String,
+    },
 }
 
 /// A broker answer whose signature does not verify under the pinned key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the answer is not signed by the pinned broker key {0}")]
 pub struct BadBrokerSignature(pub BrokerKey);
+
+/// A statement that cannot be encoded (never for the field types statements have; an
+/// error rather than an empty encoding, which would sign nothing in particular).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("broker statement cannot be encoded: {0}")]
+pub struct StatementEncoding(pub CborError);
 
 impl Statement {
     fn kind(&self) -> &'static str {
@@ -104,12 +121,17 @@ impl Statement {
             Self::Release { .. } => "release",
             Self::Denial { .. } => "denial",
             Self::Broker { .. } => "broker",
+            Self::Admin { .. } => "admin",
         }
     }
 
     /// The canonical encoding signed by `broker` in answer to a request with body digest
     /// `request_sha256`.
-    pub fn encode(&self, broker: &BrokerKey, request_sha256: &[u8; 32]) -> Vec<u8> {
+    pub fn encode(
+        &self,
+        broker: &BrokerKey,
+        request_sha256: &[u8; 32],
+    ) -> Result<Vec<u8>, StatementEncoding> {
         let bytes = |b: &[u8]| Value::Bytes(b.to_vec());
         let text = |t: &str| Value::Text(t.to_owned());
         let mut fields = vec![
@@ -140,6 +162,7 @@ impl Statement {
                 key_id,
                 enc,
                 ciphertext,
+                lease_secs,
             } => fields.extend([
                 ("asset", text(asset)),
                 ("contract", text(contract)),
@@ -150,6 +173,7 @@ impl Statement {
                 ("key_id", text(key_id)),
                 ("enc", bytes(enc)),
                 ("ciphertext", bytes(ciphertext)),
+                ("lease_secs", Value::from(*lease_secs)),
             ]),
             Self::Denial { error, detail } => {
                 fields.extend([("error", text(error)), ("detail", text(detail))]);
@@ -163,6 +187,9 @@ impl Statement {
                 ("decision_log_key", bytes(decision_log_key)),
                 ("simulation", Value::Bool(*simulation)),
             ]),
+            Self::Admin { method, path } => {
+                fields.extend([("method", text(method)), ("path", text(path))]);
+            }
         }
         let map = Value::Map(
             fields
@@ -170,9 +197,7 @@ impl Statement {
                 .map(|(k, v)| (Value::Text(k.to_owned()), v))
                 .collect(),
         );
-        // Invariant: a map of text keys, integers, booleans, text and byte strings always
-        // encodes (no floats, no tags, no duplicate keys).
-        cbor::to_canonical_vec(&map).unwrap_or_default()
+        cbor::to_canonical_vec(&map).map_err(StatementEncoding)
     }
 
     /// Verifies `signature` (64 bytes) by `broker` over this statement answering
@@ -186,11 +211,9 @@ impl Statement {
         let bad = || BadBrokerSignature(*broker);
         let signature = Signature::from_slice(signature).map_err(|_| bad())?;
         let key = VerifyingKey::from_bytes(broker.as_bytes()).map_err(|_| bad())?;
-        key.verify_strict(
-            &signed_message(&self.encode(broker, request_sha256)),
-            &signature,
-        )
-        .map_err(|_| bad())
+        let statement = self.encode(broker, request_sha256).map_err(|_| bad())?;
+        key.verify_strict(&signed_message(&statement), &signature)
+            .map_err(|_| bad())
     }
 }
 
@@ -234,9 +257,13 @@ impl BrokerIdentity {
 
     /// Signs `statement` answering a request with body digest `request_sha256`; returns
     /// the signature as hex, as answers carry it.
-    pub fn sign(&self, statement: &Statement, request_sha256: &[u8; 32]) -> String {
-        let message = signed_message(&statement.encode(&self.public(), request_sha256));
-        hex::encode(self.key.sign(&message).to_bytes())
+    pub fn sign(
+        &self,
+        statement: &Statement,
+        request_sha256: &[u8; 32],
+    ) -> Result<String, StatementEncoding> {
+        let message = signed_message(&statement.encode(&self.public(), request_sha256)?);
+        Ok(hex::encode(self.key.sign(&message).to_bytes()))
     }
 }
 
@@ -255,6 +282,7 @@ mod tests {
             key_id: "k".into(),
             enc: vec![5; 32],
             ciphertext: vec![6; 48],
+            lease_secs: 600,
         }
     }
 
@@ -262,7 +290,7 @@ mod tests {
     fn a_signature_covers_every_field_the_request_and_the_key() {
         let id = BrokerIdentity::new(SigningKey::from_bytes(&[9; 32]));
         let request = request_digest(b"{}");
-        let sig = hex::decode(id.sign(&release(), &request)).unwrap();
+        let sig = hex::decode(id.sign(&release(), &request).unwrap()).unwrap();
         assert_eq!(release().verify(&id.public(), &request, &sig), Ok(()));
         // Another request, another key, and every field changed one at a time.
         assert!(
@@ -276,7 +304,7 @@ mod tests {
             Err(BadBrokerSignature(other))
         );
         type Mutation = fn(&mut Statement);
-        let mutations: [Mutation; 9] = [
+        let mutations: [Mutation; 10] = [
             |s| set(s, |f| *f.0 = "b".into()),
             |s| set(s, |f| *f.1 = "d".into()),
             |s| set(s, |f| *f.2 = vec![0; 32]),
@@ -286,6 +314,7 @@ mod tests {
             |s| set(s, |f| *f.6 = "other".into()),
             |s| set(s, |f| *f.7 = vec![0; 32]),
             |s| set(s, |f| *f.8 = vec![7; 48]),
+            |s| set(s, |f| *f.9 = 601),
         ];
         for mutate in mutations {
             let mut changed = release();
@@ -301,7 +330,7 @@ mod tests {
             error: "contract_revoked".into(),
             detail: "x".into(),
         };
-        let sig = hex::decode(id.sign(&denial, &request)).unwrap();
+        let sig = hex::decode(id.sign(&denial, &request).unwrap()).unwrap();
         assert!(denial.verify(&id.public(), &request, &sig).is_ok());
         assert!(
             Statement::Denial {
@@ -324,6 +353,7 @@ mod tests {
         &'a mut String,
         &'a mut Vec<u8>,
         &'a mut Vec<u8>,
+        &'a mut u64,
     );
 
     /// Applies `f` to the fields of a release statement.
@@ -338,6 +368,7 @@ mod tests {
             key_id,
             enc,
             ciphertext,
+            lease_secs,
         } = s
         {
             f((
@@ -350,6 +381,7 @@ mod tests {
                 key_id,
                 enc,
                 ciphertext,
+                lease_secs,
             ));
         }
     }

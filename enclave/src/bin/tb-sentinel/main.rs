@@ -143,13 +143,14 @@ struct Args {
     /// Attempts before a transient failure becomes fatal.
     #[arg(long, env = "TB_RETRY_ATTEMPTS", default_value_t = 10)]
     retry_attempts: u32,
-    /// Seconds between re-authorizations once Ready (0: never). A denial (contract revoked
-    /// or expired) suspends the sentinel and wipes the model; a later grant resumes it.
+    /// Seconds between re-authorizations once Ready, at most half the broker's lease (0:
+    /// half the lease). A denial (contract revoked or expired) suspends the sentinel and
+    /// wipes the model; a later grant resumes it.
     #[arg(long, env = "TB_REAUTH_INTERVAL_SECS", default_value_t = 300)]
     reauth_interval_secs: u64,
     /// Seconds a Ready sentinel may go without a successful re-authorization before it
     /// suspends itself (the relay could otherwise hide a revocation by not delivering the
-    /// broker's answer). Default: twice the interval.
+    /// broker's answer). Default: twice the interval; never more than the broker's lease.
     #[arg(long, env = "TB_REAUTH_GRACE_SECS", value_name = "SECS")]
     reauth_grace_secs: Option<u64>,
     /// Where the decrypted model goes: memory, tmpfs:DIR (files mode 0600 on a tmpfs;
@@ -285,10 +286,13 @@ fn run(args: Args) -> Result<()> {
     if args.download_concurrency == 0 || args.download_chunk_bytes == 0 {
         bail!("download concurrency and chunk size must be positive");
     }
-    if args.reauth_grace_secs == Some(0) {
-        bail!(
-            "--reauth-grace-secs must be positive (it is how long a sentinel may serve without a re-authorization)"
-        );
+    if let Some(grace) = args.reauth_grace_secs {
+        if grace == 0 || (args.reauth_interval_secs > 0 && grace < args.reauth_interval_secs) {
+            bail!(
+                "--reauth-grace-secs must be at least --reauth-interval-secs (it is how long a \
+                 sentinel may serve without a re-authorization)"
+            );
+        }
     }
     let required = |what: &str, var: &str, key: &str| {
         anyhow::anyhow!("--{what} is required (or {var}, or {key} in the --config file)")
@@ -338,15 +342,11 @@ fn run(args: Args) -> Result<()> {
             backoff,
         },
         backoff,
-        reauthorize: (args.reauth_interval_secs > 0).then(|| {
-            let every = Duration::from_secs(args.reauth_interval_secs);
-            Reauthorization {
-                every,
-                grace: args
-                    .reauth_grace_secs
-                    .map_or(every.saturating_mul(2), Duration::from_secs),
-            }
-        }),
+        reauthorize: Reauthorization {
+            every: (args.reauth_interval_secs > 0)
+                .then(|| Duration::from_secs(args.reauth_interval_secs)),
+            grace: args.reauth_grace_secs.map(Duration::from_secs),
+        },
         output: args.model_output.clone(),
         swap: SwapPolicy {
             allow: args.allow_swap,

@@ -183,7 +183,7 @@ fn serve(args: ServeArgs) -> Result<bool> {
         tracing::info!(cache = %cache.display(), lists = lists.len(), "AMD revocation lists loaded");
         broker.set_revocation_lists(lists)?;
     }
-    let info = broker.info();
+    let info = broker.info()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

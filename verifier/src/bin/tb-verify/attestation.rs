@@ -15,8 +15,8 @@ use trustbridge_verifier::{
 
 use crate::Outcome;
 use crate::input::{
-    HexBytes, parse_expectation, parse_hex, parse_min_tcb, parse_platform, parse_time,
-    read_certificates, read_evidence,
+    HexBytes, Key32, parse_expectation, parse_hex, parse_key32, parse_min_tcb, parse_platform,
+    parse_time, read_binding, read_certificates, read_evidence,
 };
 
 /// Verify TEE attestation evidence at a given time against pinned roots and a policy.
@@ -72,6 +72,17 @@ pub(crate) struct AttestationArgs {
     /// SEV-SNP and Azure: require the report's VMPL to be at most this.
     #[arg(long, value_name = "N")]
     max_vmpl: Option<u32>,
+    /// The evidence binding (deterministic CBOR: raw, hex or base64) the evidence must
+    /// carry, as a sentinel publishes it; its fields (the sentinel's keys and what it
+    /// trusts) are then reported.
+    #[arg(long, value_name = "FILE")]
+    binding: Option<PathBuf>,
+    /// Require the sentinel to pin this key broker identity key (needs --binding).
+    #[arg(long, value_name = "HEX", value_parser = parse_key32, requires = "binding")]
+    expect_broker_key: Option<Key32>,
+    /// Require the sentinel to pin this provider key (needs --binding).
+    #[arg(long, value_name = "HEX", value_parser = parse_key32, requires = "binding")]
+    expect_provider_key: Option<Key32>,
     /// Accept a debug-mode TEE.
     #[arg(long)]
     allow_debug: bool,
@@ -125,6 +136,7 @@ pub(crate) fn run(args: AttestationArgs) -> Result<Outcome> {
             roots.add_revocation_list(list);
         }
     }
+    let binding = args.binding.as_deref().map(read_binding).transpose()?;
     let mut checks = Checks::default();
     let verified = match evidence.platform {
         Platform::Nitro => verify_nitro_logged(&evidence.bytes, &roots, now, &mut checks),
@@ -162,7 +174,9 @@ pub(crate) fn run(args: AttestationArgs) -> Result<Outcome> {
         min_tcb: args.min_tcb,
         max_vmpl: args.max_vmpl,
         nonce: args.nonce.map(|h| h.0),
-        binding: None,
+        binding: binding.clone(),
+        broker_key: args.expect_broker_key.map(|k| k.0),
+        provider_key: args.expect_provider_key.map(|k| k.0),
     };
     let (evidence_ok, error) = match &verified {
         Ok(ev) => match policy.check(ev, &mut checks) {
@@ -182,6 +196,15 @@ pub(crate) fn run(args: AttestationArgs) -> Result<Outcome> {
             "measurements": verified.as_ref().ok().map(|e| e.measurements.iter().map(|(k, v)| (k.clone(), json!(hex::encode(v)))).collect::<serde_json::Map<_, _>>()),
             "facts": verified.as_ref().ok().map(|e| &e.facts),
             "binding": verified.as_ref().ok().map(binding_json),
+            "evidence_binding": binding.as_ref().map(|b| json!({
+                "nonce": hex::encode(&b.nonce),
+                "ohttp_keys_sha256": hex::encode(b.ohttp_keys_sha256),
+                "receipt_key": hex::encode(b.receipt_key),
+                "release_key": hex::encode(b.release_key),
+                "broker_key": hex::encode(b.broker_key),
+                "provider_key": b.provider_key.map(hex::encode),
+                "manifest_sha256": b.manifest_sha256.map(hex::encode),
+            })),
             "chain": verified.as_ref().ok().map(|e| e.chain.iter().map(|c| json!({"subject": c.subject, "not_before": c.not_before, "not_after": c.not_after, "sha256": hex::encode(c.sha256)})).collect::<Vec<_>>()),
             "checks": checks.as_slice().iter().map(|c| json!({"name": c.name, "passed": c.passed, "detail": c.detail})).collect::<Vec<_>>(),
         });
@@ -199,6 +222,18 @@ pub(crate) fn run(args: AttestationArgs) -> Result<Outcome> {
         if let Ok(ev) = &verified {
             for (k, v) in &ev.facts {
                 writeln!(out, "  {k} = {v}")?;
+            }
+            if let Some(b) = &binding {
+                writeln!(out, "  binding broker_key = {}", hex::encode(b.broker_key))?;
+                writeln!(
+                    out,
+                    "  binding provider_key = {}",
+                    b.provider_key
+                        .map_or_else(|| "(none pinned)".into(), hex::encode)
+                )?;
+                if let Some(m) = b.manifest_sha256 {
+                    writeln!(out, "  binding manifest_sha256 = {}", hex::encode(m))?;
+                }
             }
             let mut names: Vec<&String> = ev.measurements.keys().collect();
             names.sort_by_key(|k| natural_key(k));

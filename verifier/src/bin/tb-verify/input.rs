@@ -156,3 +156,39 @@ pub(crate) fn parse_min_tcb(s: &str) -> Result<MinTcb, String> {
     }
     Ok(tcb)
 }
+
+/// A 32-byte key given as hex on the command line.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Key32(pub(crate) [u8; 32]);
+
+/// Parses a 32-byte hex key.
+pub(crate) fn parse_key32(s: &str) -> Result<Key32, String> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s.trim(), &mut out)
+        .map(|()| Key32(out))
+        .map_err(|_| format!("{s:?} is not 64 hex characters"))
+}
+
+/// Reads an evidence binding: deterministic CBOR, raw, hex or base64.
+pub(crate) fn read_binding(path: &Path) -> Result<trustbridge_protocol::binding::EvidenceBinding> {
+    use trustbridge_protocol::binding::EvidenceBinding;
+    let raw = read_capped(path)?;
+    let text = std::str::from_utf8(&raw).ok().map(str::trim);
+    let candidates = [
+        Some(raw.clone()),
+        text.and_then(|t| hex::decode(t).ok()),
+        text.and_then(|t| base64::engine::general_purpose::STANDARD.decode(t).ok()),
+    ];
+    let mut last = None;
+    for bytes in candidates.into_iter().flatten() {
+        match EvidenceBinding::decode(&bytes) {
+            Ok(b) => return Ok(b),
+            Err(e) => last = Some(e),
+        }
+    }
+    bail!(
+        "{} is not an evidence binding{}",
+        path.display(),
+        last.map(|e| format!(": {e}")).unwrap_or_default()
+    )
+}
