@@ -19,9 +19,7 @@ use trustbridge_protocol::key_release::{
     BindingKeys, ErrorBody, Nonce, ReleaseRequest, Statement, request_digest,
 };
 use trustbridge_protocol::sealed::DataKey;
-use trustbridge_verifier::simulated::{
-    AttestationKeyPair, AzureSpec, NitroSpec, SimulatedTee, SnpSpec,
-};
+use trustbridge_verifier::simulated::{NitroSpec, SimulatedTee, SnpSpec};
 
 /// The reason code of a denial signed by the broker.
 fn denial(r: Result<impl std::fmt::Debug, ClientError>) -> String {
@@ -84,58 +82,6 @@ fn release_end_to_end_on_nitro_and_snp() {
         .decision_log_key()
         .verifying_key();
     assert_eq!(verify_log(&log, &vk), Ok(2));
-}
-
-/// A PCR the TPM quote does not select is covered by no signature: evidence that lists
-/// one (here the policy's PCR 7 value beside a quote of PCR 0 only) is refused, and a
-/// policy PCR outside the selection is a measurement mismatch that names it.
-#[test]
-fn azure_pcrs_outside_the_quote_selection_release_nothing() {
-    let f = Fixture::new();
-    let r = f.start(Some(&f.policy(true)));
-    f.register(&r);
-    let ak = AttestationKeyPair::generate().unwrap();
-    let c = &r.client;
-    let released = c
-        .release_with_evidence(
-            ASSET,
-            "c-policy",
-            [1; 32],
-            f.azure(&ak, AzureSpec::default()),
-        )
-        .unwrap();
-    assert_eq!(
-        released.key.key_id(),
-        f.key.key_id(),
-        "the genuine full quote releases"
-    );
-
-    // The genuine AK quotes PCR 0 only; the relay lists PCR 7 = the policy's value.
-    let forged = AzureSpec {
-        selection: vec![0],
-        ..AzureSpec::default()
-    };
-    match c.release_with_evidence(ASSET, "c-policy", [1; 32], f.azure(&ak, forged)) {
-        Err(ClientError::Release(ReleaseClientError::Denied { code, detail })) => {
-            assert_eq!(code.as_str(), "evidence_invalid", "{detail}");
-            assert!(detail.contains("not covered"), "{detail}");
-        }
-        other => panic!("uncovered PCR values were accepted: {other:?}"),
-    }
-
-    // An honest quote of PCR 0 alone: the policy's PCR 7 is not covered.
-    let partial = AzureSpec {
-        selection: vec![0],
-        pcrs: vec![[0; 32]],
-        ..AzureSpec::default()
-    };
-    match c.release_with_evidence(ASSET, "c-policy", [1; 32], f.azure(&ak, partial)) {
-        Err(ClientError::Release(ReleaseClientError::Denied { code, detail })) => {
-            assert_eq!(code.as_str(), "measurement_mismatch", "{detail}");
-            assert!(detail.contains("tpm_pcr7"), "{detail}");
-        }
-        other => panic!("a policy PCR outside the quote was accepted: {other:?}"),
-    }
 }
 
 #[test]
@@ -233,6 +179,27 @@ fn every_denial_reason_is_triggered_by_its_cause() {
     let req = release_request(&f, c, ch.nonce(), Some([9; 32]));
     assert_eq!(denial(raw_release(c, &req)), "binding_mismatch");
 
+    // wrong_broker and wrong_provider: genuine evidence of a sentinel that pins another
+    // broker, or another provider, than this broker and the asset's provider.
+    for (broker, provider, code) in [
+        (Some([0xb1; 32]), None, "wrong_broker"),
+        (None, Some([0xc1; 32]), "wrong_provider"),
+    ] {
+        let ch = c.challenge(ASSET, "c-policy").unwrap();
+        let req = release_request_pinning(&f, c, ch.nonce(), broker, provider);
+        assert_eq!(denial(raw_release(c, &req)), code);
+    }
+    // Pinning the asset's own provider is fine.
+    let ch = c.challenge(ASSET, "c-policy").unwrap();
+    let req = release_request_pinning(
+        &f,
+        c,
+        ch.nonce(),
+        None,
+        Some(f.provider.public().to_bytes()),
+    );
+    raw_release(c, &req).unwrap();
+
     // evidence_invalid: a flipped byte.
     let ch = c.challenge(ASSET, "c-policy").unwrap();
     let mut req = release_request(&f, c, ch.nonce(), None);
@@ -280,30 +247,42 @@ fn release_request(
     nonce: &Nonce,
     sent_release_key: Option<[u8; 32]>,
 ) -> ReleaseRequest {
+    let mut req = release_request_pinning(f, c, nonce, None, None);
+    if let Some(k) = sent_release_key {
+        req.binding.release_key = hex::encode(k);
+    }
+    req
+}
+
+/// A release request whose (genuine, simulated) evidence binds a sentinel pinning
+/// `broker` (default: the broker `c` talks to) and `provider`.
+fn release_request_pinning(
+    f: &Fixture,
+    c: &KmsClient,
+    nonce: &Nonce,
+    broker: Option<[u8; 32]>,
+    provider: Option<[u8; 32]>,
+) -> ReleaseRequest {
     let release = trustbridge_protocol::key_release::HpkeKeyPair::generate().unwrap();
     let binding = EvidenceBinding {
         nonce: nonce.as_bytes().to_vec(),
         ohttp_keys_sha256: [1; 32],
         receipt_key: [2; 32],
         release_key: release.public_key(),
-        broker_key: *c.broker_key().as_bytes(),
-        provider_key: None,
+        broker_key: broker.unwrap_or(*c.broker_key().as_bytes()),
+        provider_key: provider,
         manifest_sha256: None,
     };
     let doc = f
         .sim
         .nitro_document(&NitroSpec::default().bind(&binding).unwrap())
         .unwrap();
-    let mut keys = BindingKeys::from_binding(&binding);
-    if let Some(k) = sent_release_key {
-        keys.release_key = hex::encode(k);
-    }
     ReleaseRequest {
         nonce: *nonce,
         platform: Platform::Nitro,
         evidence: base64_encode(&doc),
         certificates: vec![],
-        binding: keys,
+        binding: BindingKeys::from_binding(&binding),
     }
 }
 

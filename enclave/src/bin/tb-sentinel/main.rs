@@ -228,7 +228,13 @@ fn simulated(args: &Args) -> Result<Arc<dyn AttestationProvider>> {
 /// A production build has no simulated TEE: `--tee simulated` says so.
 #[cfg(not(feature = "simulated-tee"))]
 fn simulated(_: &Args) -> Result<Arc<dyn AttestationProvider>> {
-    bail!(
+    Err(no_simulated_tee())
+}
+
+/// What a build without the simulated TEE answers to `--tee simulated`.
+#[cfg_attr(feature = "simulated-tee", allow(dead_code))] // used by production builds
+fn no_simulated_tee() -> anyhow::Error {
+    anyhow::anyhow!(
         "--tee simulated: this tb-sentinel was built without the simulated TEE, as production \
          sentinels are; it exists for development and tests only (cargo build -p \
          trustbridge-enclave --features simulated-tee)"
@@ -385,5 +391,18 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         () = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_production_build_explains_why_there_is_no_simulated_tee() {
+        let message = super::no_simulated_tee().to_string();
+        assert!(
+            message.contains("built without the simulated TEE"),
+            "{message}"
+        );
+        assert!(message.contains("--features simulated-tee"), "{message}");
     }
 }
