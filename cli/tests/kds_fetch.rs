@@ -171,6 +171,48 @@ fn amd_crl(name: &str) -> Vec<u8> {
     .unwrap()
 }
 
+/// A list issued before the cached one is refused and the cache keeps the later list: a
+/// KDS mirror (or whoever sits on the path to it) cannot undo a revocation by serving an
+/// old, genuinely signed list.
+#[test]
+fn an_older_revocation_list_never_replaces_a_later_one() {
+    let Some(v) = vectors_dir("kds_fetch") else {
+        return;
+    };
+    let vcek = std::fs::read(v.join("sev-snp/trustee/test-vcek.der")).unwrap();
+    let mut chain = std::fs::read(v.join("sev-snp/amd-certs/milan_ask.pem")).unwrap();
+    chain.extend(std::fs::read(v.join("sev-snp/amd-certs/milan_ark.pem")).unwrap());
+    let milan = amd_crl("milan_crl.der");
+    let kds = MockKds::start(Box::new(move |path, _| {
+        if path == "/vcek/v1/Milan/cert_chain" {
+            (200, "", chain.clone())
+        } else if path.ends_with("/crl") {
+            (200, "", milan.clone())
+        } else {
+            (200, "", vcek.clone())
+        }
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    let report = v.join("sev-snp/trustee/test-report.bin");
+    ok(fetch(&kds, s(&report), dir.path(), &["--product", "milan"]));
+
+    // AMD publishes one list per product at a time, so a later Milan list is not to be
+    // had: Genoa's real list (issued 2022-10-31, past its next update) stands in for it.
+    // What the refusal compares is the issue date; the Milan list served is from
+    // 2022-05-09.
+    let cached = dir.path().join("Milan/crl.der");
+    let later = amd_crl("genoa_crl.der");
+    std::fs::write(&cached, &later).unwrap();
+    let err = fails(fetch(&kds, s(&report), dir.path(), &["--product", "milan"]));
+    assert!(err.contains("issued before the cached one"), "{err}");
+    assert!(err.contains("refusing to roll revocations back"), "{err}");
+    assert_eq!(
+        std::fs::read(&cached).unwrap(),
+        later,
+        "the cache is untouched"
+    );
+}
+
 /// A revocation list that the product's ARK did not sign is not cached.
 #[test]
 fn a_revocation_list_from_another_ark_is_refused() {
