@@ -171,6 +171,23 @@ fn amd_crl(name: &str) -> Vec<u8> {
     .unwrap()
 }
 
+/// A KDS that serves the Milan VCEK and chain of the trustee vectors, and `crl` for
+/// every revocation list.
+fn milan_kds_serving(v: &std::path::Path, crl: Vec<u8>) -> MockKds {
+    let vcek = std::fs::read(v.join("sev-snp/trustee/test-vcek.der")).unwrap();
+    let mut chain = std::fs::read(v.join("sev-snp/amd-certs/milan_ask.pem")).unwrap();
+    chain.extend(std::fs::read(v.join("sev-snp/amd-certs/milan_ark.pem")).unwrap());
+    MockKds::start(Box::new(move |path, _| {
+        if path == "/vcek/v1/Milan/cert_chain" {
+            (200, "", chain.clone())
+        } else if path.ends_with("/crl") {
+            (200, "", crl.clone())
+        } else {
+            (200, "", vcek.clone())
+        }
+    }))
+}
+
 /// A list issued before the cached one is refused and the cache keeps the later list: a
 /// KDS mirror (or whoever sits on the path to it) cannot undo a revocation by serving an
 /// old, genuinely signed list.
@@ -179,19 +196,7 @@ fn an_older_revocation_list_never_replaces_a_later_one() {
     let Some(v) = vectors_dir("kds_fetch") else {
         return;
     };
-    let vcek = std::fs::read(v.join("sev-snp/trustee/test-vcek.der")).unwrap();
-    let mut chain = std::fs::read(v.join("sev-snp/amd-certs/milan_ask.pem")).unwrap();
-    chain.extend(std::fs::read(v.join("sev-snp/amd-certs/milan_ark.pem")).unwrap());
-    let milan = amd_crl("milan_crl.der");
-    let kds = MockKds::start(Box::new(move |path, _| {
-        if path == "/vcek/v1/Milan/cert_chain" {
-            (200, "", chain.clone())
-        } else if path.ends_with("/crl") {
-            (200, "", milan.clone())
-        } else {
-            (200, "", vcek.clone())
-        }
-    }));
+    let kds = milan_kds_serving(&v, amd_crl("milan_crl.der"));
     let dir = tempfile::tempdir().unwrap();
     let report = v.join("sev-snp/trustee/test-report.bin");
     ok(fetch(&kds, s(&report), dir.path(), &["--product", "milan"]));
@@ -219,19 +224,7 @@ fn a_revocation_list_from_another_ark_is_refused() {
     let Some(v) = vectors_dir("kds_fetch") else {
         return;
     };
-    let vcek = std::fs::read(v.join("sev-snp/trustee/test-vcek.der")).unwrap();
-    let mut chain = std::fs::read(v.join("sev-snp/amd-certs/milan_ask.pem")).unwrap();
-    chain.extend(std::fs::read(v.join("sev-snp/amd-certs/milan_ark.pem")).unwrap());
-    let genoa = amd_crl("genoa_crl.der");
-    let kds = MockKds::start(Box::new(move |path, _| {
-        if path == "/vcek/v1/Milan/cert_chain" {
-            (200, "", chain.clone())
-        } else if path.ends_with("/crl") {
-            (200, "", genoa.clone())
-        } else {
-            (200, "", vcek.clone())
-        }
-    }));
+    let kds = milan_kds_serving(&v, amd_crl("genoa_crl.der"));
     let dir = tempfile::tempdir().unwrap();
     let report = v.join("sev-snp/trustee/test-report.bin");
     let err = fails(fetch(&kds, s(&report), dir.path(), &["--product", "milan"]));

@@ -8,7 +8,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use trustbridge_protocol::Platform;
 
-use common::{ASSET, Fixture, sim_snp, start_time};
+use common::{ASSET, Fixture, denial, sim_snp, start_time};
 use trustbridge_kms::broker::decision_log::verify_log;
 use trustbridge_kms::broker::kek::Kek;
 use trustbridge_kms::client::{AdminSigner, ClientError, KmsClient, ReleaseClientError};
@@ -20,14 +20,6 @@ use trustbridge_protocol::key_release::{
 };
 use trustbridge_protocol::sealed::DataKey;
 use trustbridge_verifier::simulated::{NitroSpec, SimulatedTee, SnpSpec};
-
-/// The reason code of a denial signed by the broker.
-fn denial(r: Result<impl std::fmt::Debug, ClientError>) -> String {
-    match r {
-        Err(e) if e.denial_code().is_some() => e.denial_code().unwrap_or_default().to_owned(),
-        other => panic!("expected a signed denial, got {other:?}"),
-    }
-}
 
 /// Sends a hand-built release request; a denial must be signed by the pinned broker for
 /// this very request.

@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{ASSET, Fixture};
+use common::{ASSET, Fixture, denial};
 use trustbridge_kms::broker::ContractRequest;
 use trustbridge_kms::broker::store::{
     AssetRecord, NonceState, RecordBuilder, SqliteStore, Store, StoreError, StoredDecision,
@@ -16,13 +16,6 @@ use trustbridge_kms::client::{ClientError, ReleaseClientError};
 use trustbridge_kms::evaluate::Contract;
 use trustbridge_protocol::bundle::ProviderSigningKey;
 use trustbridge_verifier::simulated::NitroSpec;
-
-fn code(r: Result<impl std::fmt::Debug, ClientError>) -> String {
-    match r {
-        Err(e) if e.denial_code().is_some() => e.denial_code().unwrap_or_default().to_owned(),
-        other => panic!("expected a signed denial, got {other:?}"),
-    }
-}
 
 /// A registration is checked against the policy of its day. When the policy later pins
 /// another provider or another manifest, the stored key is not released any more.
@@ -42,11 +35,11 @@ fn a_registration_the_current_policy_no_longer_pins_is_not_released() {
     );
     c.replace_policy(&moved, &f.signer()).unwrap();
     assert_eq!(
-        code(c.release_with_evidence(ASSET, "c-policy", [1; 32], f.nitro(NitroSpec::default()))),
+        denial(c.release_with_evidence(ASSET, "c-policy", [1; 32], f.nitro(NitroSpec::default()))),
         "asset_policy_mismatch"
     );
     assert_eq!(
-        code(c.challenge(ASSET, "c-policy")),
+        denial(c.challenge(ASSET, "c-policy")),
         "asset_policy_mismatch",
         "refused at the challenge already"
     );
@@ -58,7 +51,7 @@ fn a_registration_the_current_policy_no_longer_pins_is_not_released() {
     );
     c.replace_policy(&pinned, &f.signer()).unwrap();
     assert_eq!(
-        code(c.release_with_evidence(ASSET, "c-policy", [1; 32], f.nitro(NitroSpec::default()))),
+        denial(c.release_with_evidence(ASSET, "c-policy", [1; 32], f.nitro(NitroSpec::default()))),
         "asset_policy_mismatch"
     );
     c.replace_policy(&f.policy(true), &f.signer()).unwrap();
@@ -83,7 +76,7 @@ fn contracts_a_replaced_policy_drops_are_deactivated_admin_ones_stay() {
         .policy(true)
         .replace("id = \"c-policy\"", "id = \"c-next\"");
     c.replace_policy(&without, &f.signer()).unwrap();
-    assert_eq!(code(release("c-policy")), "unknown_contract");
+    assert_eq!(denial(release("c-policy")), "unknown_contract");
     let stored = r.broker.store().contract("c-policy").unwrap().unwrap();
     assert!(!stored.active, "{stored:?}");
     release("c-next").unwrap();
@@ -100,12 +93,12 @@ fn contracts_a_replaced_policy_drops_are_deactivated_admin_ones_stay() {
             .releases,
         2
     );
-    assert_eq!(code(release("c-next")), "unknown_contract");
+    assert_eq!(denial(release("c-next")), "unknown_contract");
     // A restart keeps the deactivation.
     drop(r);
     let r = f.start(None);
     assert_eq!(
-        code(r.client.release_with_evidence(
+        denial(r.client.release_with_evidence(
             ASSET,
             "c-next",
             [1; 32],
@@ -249,7 +242,7 @@ fn the_broker_refuses_evidence_under_a_revoked_ask() {
     }
     // Still in force after the policy is replaced.
     c.replace_policy(&f.policy(true), &f.signer()).unwrap();
-    assert_eq!(code(release()), "evidence_invalid");
+    assert_eq!(denial(release()), "evidence_invalid");
     // Nitro evidence has no AMD chain: unaffected.
     c.release_with_evidence(ASSET, "c-policy", [1; 32], f.nitro(NitroSpec::default()))
         .unwrap();

@@ -27,6 +27,24 @@ fn binding(nonce: u8) -> EvidenceBinding {
     }
 }
 
+/// `tb-verify` with `args`, its exit code and its `--json` answer.
+fn tb_verify_json(args: &[&str]) -> (Option<i32>, serde_json::Value) {
+    let out = trustbridge_tests::run("tb-verify", args);
+    let json = serde_json::from_slice(&out.stdout).unwrap();
+    (out.status.code(), json)
+}
+
+/// The simulated ARK and ASK written into `dir`, as `--simulation-root` arguments.
+fn snp_simulation_roots(sim: &SimulatedTee, dir: &std::path::Path) -> Vec<String> {
+    let mut args = Vec::new();
+    for (name, cert) in [("ark.der", 2), ("ask.der", 1)] {
+        let path = dir.join(name);
+        std::fs::write(&path, sim.snp_certificates()[cert].der()).unwrap();
+        args.extend(["--simulation-root".to_owned(), trustbridge_tests::s(&path)]);
+    }
+    args
+}
+
 fn sim_policy() -> Policy {
     Policy {
         allow_simulated: true,
@@ -203,38 +221,23 @@ fn simulated_snp_tampering_twins() {
 /// expectation on PCR 7 fails naming it.
 #[test]
 fn tb_verify_refuses_azure_pcrs_the_quote_does_not_select() {
-    use trustbridge_tests::{run, s};
+    use trustbridge_tests::s;
     use trustbridge_verifier::simulated::{AttestationKeyPair, AzureSpec};
     let sim = SimulatedTee::new().unwrap();
     let ak = AttestationKeyPair::generate().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let ark = dir.path().join("ark.der");
-    let ask = dir.path().join("ask.der");
-    std::fs::write(&ark, sim.snp_certificates()[2].der()).unwrap();
-    std::fs::write(&ask, sim.snp_certificates()[1].der()).unwrap();
+    let roots = snp_simulation_roots(&sim, dir.path());
     let pcr7 = format!("tpm_pcr7={}", hex::encode([7u8; 32]));
     let verify = |name: &str, spec: &AzureSpec, expect: &[&str]| {
         let path = dir.path().join(name);
         std::fs::write(&path, sim.azure_evidence(&ak, spec).unwrap()).unwrap();
-        let mut args = vec![
-            "attestation".to_owned(),
-            s(&path),
-            "--simulation-root".into(),
-            s(&ark),
-            "--simulation-root".into(),
-            s(&ask),
-            "--allow-simulated".into(),
-            "--json".into(),
-        ];
+        let mut args = vec!["attestation".to_owned(), s(&path)];
+        args.extend(roots.iter().cloned());
+        args.extend(["--allow-simulated".into(), "--json".into()]);
         for e in expect {
             args.extend(["--expect".to_owned(), (*e).to_owned()]);
         }
-        let out = run(
-            "tb-verify",
-            &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        );
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        (out.status.code(), json)
+        tb_verify_json(&args.iter().map(String::as_str).collect::<Vec<_>>())
     };
 
     let (code, json) = verify("genuine.json", &AzureSpec::default(), &[&pcr7]);
@@ -280,13 +283,10 @@ fn tb_verify_refuses_azure_pcrs_the_quote_does_not_select() {
 /// is refused unless allowed, and the TCB minimum and VMPL maximum apply.
 #[test]
 fn tb_verify_applies_the_migration_agent_tcb_and_vmpl_rules() {
-    use trustbridge_tests::{run, s};
+    use trustbridge_tests::s;
     let sim = SimulatedTee::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let ark = dir.path().join("ark.der");
-    let ask = dir.path().join("ask.der");
-    std::fs::write(&ark, sim.snp_certificates()[2].der()).unwrap();
-    std::fs::write(&ask, sim.snp_certificates()[1].der()).unwrap();
+    let roots = snp_simulation_roots(&sim, dir.path());
     let verify = |spec: &SnpSpec, extra: &[&str]| {
         let report = dir.path().join("report.bin");
         let vcek = dir.path().join("vcek.der");
@@ -297,20 +297,11 @@ fn tb_verify_applies_the_migration_agent_tcb_and_vmpl_rules() {
             s(&report),
             "--vcek".into(),
             s(&vcek),
-            "--simulation-root".into(),
-            s(&ark),
-            "--simulation-root".into(),
-            s(&ask),
-            "--allow-simulated".into(),
-            "--json".into(),
         ];
+        args.extend(roots.iter().cloned());
+        args.extend(["--allow-simulated".into(), "--json".into()]);
         args.extend(extra.iter().map(|a| (*a).to_owned()));
-        let out = run(
-            "tb-verify",
-            &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        );
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        (out.status.code(), json)
+        tb_verify_json(&args.iter().map(String::as_str).collect::<Vec<_>>())
     };
     let migratable = SnpSpec {
         policy: 0x30000 | 1 << 18,
@@ -448,24 +439,12 @@ fn revoked_endorsement_keys_and_asks_are_refused() {
         std::fs::write(&p, bytes).unwrap();
         s(&p)
     };
-    let (report, vcek, ask, ark) = (
-        file("report.bin", &report),
-        file("vcek.der", vcek.der()),
-        file("ask.der", ask.der()),
-        file("ark.der", certs[2].der()),
-    );
+    let (report, vcek) = (file("report.bin", &report), file("vcek.der", vcek.der()));
     let crl = file("crl.der", &ask_revoked);
-    let base = [
-        "attestation",
-        report.as_str(),
-        "--vcek",
-        vcek.as_str(),
-        "--simulation-root",
-        ark.as_str(),
-        "--simulation-root",
-        ask.as_str(),
-        "--allow-simulated",
-    ];
+    let roots = snp_simulation_roots(&sim, dir.path());
+    let mut base = vec!["attestation", report.as_str(), "--vcek", vcek.as_str()];
+    base.extend(roots.iter().map(String::as_str));
+    base.push("--allow-simulated");
     assert_eq!(run("tb-verify", &base).status.code(), Some(0));
     let out = run("tb-verify", &[&base[..], &["--crl", crl.as_str()]].concat());
     assert_eq!(out.status.code(), Some(1));
@@ -481,7 +460,7 @@ fn revoked_endorsement_keys_and_asks_are_refused() {
 /// and `--expect-broker-key` / `--expect-provider-key` refuse a sentinel pinning others.
 #[test]
 fn tb_verify_reports_and_checks_the_pins_in_the_binding() {
-    use trustbridge_tests::{run, s};
+    use trustbridge_tests::s;
     let sim = SimulatedTee::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut b = binding(3);
@@ -511,9 +490,7 @@ fn tb_verify_reports_and_checks_the_pins_in_the_binding() {
             "--json",
         ];
         args.extend_from_slice(extra);
-        let out = run("tb-verify", &args);
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        (out.status.code(), json)
+        tb_verify_json(&args)
     };
     let broker = hex::encode([0xb0u8; 32]);
     let provider = hex::encode([0xc0u8; 32]);

@@ -17,7 +17,7 @@ use trustbridge_kms::broker::kek::Kek;
 use trustbridge_kms::broker::service::LoopbackBroker;
 use trustbridge_kms::broker::store::{SqliteStore, Store};
 use trustbridge_kms::broker::{Broker, ContractRequest};
-use trustbridge_kms::client::{AdminSigner, Evidence, KmsClient};
+use trustbridge_kms::client::{AdminSigner, ClientError, Evidence, KmsClient};
 use trustbridge_protocol::binding::EvidenceBinding;
 use trustbridge_protocol::bundle::{
     AssetId, BundlePath, Manifest, ProviderSigningKey, SignedManifest, seal_file,
@@ -26,6 +26,14 @@ use trustbridge_protocol::sealed::{DataKey, SegmentSize};
 use trustbridge_verifier::simulated::{
     AttestationKeyPair, AzureSpec, NitroSpec, SimulatedTee, SnpSpec,
 };
+
+/// The reason code of a denial signed by the broker.
+pub fn denial(r: Result<impl std::fmt::Debug, ClientError>) -> String {
+    match r {
+        Err(e) if e.denial_code().is_some() => e.denial_code().unwrap_or_default().to_owned(),
+        other => panic!("expected a signed denial, got {other:?}"),
+    }
+}
 
 pub const ASSET: &str = "acme/model@v1";
 /// The broker's clock starts at the real time: admin requests are signed with the real time.
