@@ -21,7 +21,7 @@ use trustbridge_protocol::key_release::{
 };
 use trustbridge_protocol::sealed::DataKey;
 
-use crate::broker::admin_auth::sign_request;
+use crate::broker::admin_auth::{sign_request, signing_message};
 use crate::broker::{ContractRequest, RegisterAssetRequest};
 
 /// A broker call that produced no result.
@@ -44,10 +44,19 @@ pub enum ClientError {
     },
     /// The broker could not be reached.
     #[error("cannot reach the broker: {0}")]
-    Transport(String),
-    /// A request could not be built, or evidence could not be produced.
-    #[error("{0}")]
-    Local(String),
+    Transport(#[source] Box<ureq::Error>),
+    /// The broker's answer could not be read.
+    #[error("cannot read the broker's answer: {0}")]
+    Read(#[source] std::io::Error),
+    /// The evidence producer failed (its own message).
+    #[error("evidence: {0}")]
+    Evidence(String),
+    /// The data key could not be sealed to the registration key.
+    #[error("cannot seal the data key to the broker: {0}")]
+    Seal(#[from] trustbridge_protocol::key_release::HpkeError),
+    /// A request body could not be encoded.
+    #[error("cannot encode the request: {0}")]
+    Encoding(#[from] serde_json::Error),
 }
 
 impl ClientError {
@@ -117,7 +126,7 @@ impl KmsClient {
     fn read(
         resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> Result<(u16, Vec<u8>), ClientError> {
-        let mut resp = resp.map_err(|e| ClientError::Transport(e.to_string()))?;
+        let mut resp = resp.map_err(|e| ClientError::Transport(Box::new(e)))?;
         let status = resp.status().as_u16();
         let mut body = Vec::new();
         // One byte past the limit, so an oversized answer is seen as such.
@@ -125,7 +134,7 @@ impl KmsClient {
             .as_reader()
             .take(MAX_ANSWER_BYTES as u64 + 1)
             .read_to_end(&mut body)
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
+            .map_err(ClientError::Read)?;
         Ok((status, body))
     }
 
@@ -186,7 +195,7 @@ impl KmsClient {
             receipt_key,
             release_key: release_key.public_key(),
         });
-        let evidence = evidence(&binding).map_err(ClientError::Local)?;
+        let evidence = evidence(&binding).map_err(ClientError::Evidence)?;
         let (request, awaiting) = challenged.release(&binding, &evidence)?;
         let (status, body) = self.send_request(&request)?;
         Ok(awaiting.answer(status, &body, &release_key)?)
@@ -221,13 +230,15 @@ impl KmsClient {
         }
         let (status, answer) = Self::read(req.send(&body[..]))?;
         if status == 200 {
-            // Done only if the broker says so, signed for this request: a network that
-            // drops the request cannot answer in its place.
+            // Done only if the broker says so, signed for this request (its signed
+            // message, time included): a network that drops the request cannot answer in
+            // its place, not even with the answer to an earlier request with this body.
+            let signed = signing_message(&self.broker, method, path, now, &body);
             return Ok(check_admin_answer(
                 &self.broker,
                 method,
                 path,
-                &body,
+                &signed,
                 status,
                 &answer,
             )?);
@@ -259,8 +270,7 @@ impl KmsClient {
             &info.registration_key,
             &hpke_info(REGISTER_INFO_LABEL, asset, digest.as_ref()),
             key,
-        )
-        .map_err(|e| ClientError::Local(e.to_string()))?;
+        )?;
         let body = RegisterAssetRequest {
             asset: asset.to_owned(),
             manifest: base64::engine::general_purpose::STANDARD.encode(manifest),
@@ -296,5 +306,5 @@ impl KmsClient {
 }
 
 fn json<T: Serialize>(v: &T) -> Result<Vec<u8>, ClientError> {
-    serde_json::to_vec(v).map_err(|e| ClientError::Local(e.to_string()))
+    Ok(serde_json::to_vec(v)?)
 }

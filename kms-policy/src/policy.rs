@@ -120,8 +120,7 @@ pub struct AssetPolicy {
 
 /// The default lease of a release: ten minutes.
 pub const DEFAULT_LEASE_SECS: u64 = 600;
-/// The longest lease: a day.
-pub const MAX_LEASE_SECS: u64 = 86_400;
+pub use trustbridge_protocol::key_release::MAX_LEASE_SECS;
 
 fn default_lease_secs() -> u64 {
     DEFAULT_LEASE_SECS
@@ -385,9 +384,16 @@ impl Policy {
                     ));
                 }
                 for (i, v) in &z.tpm_pcrs {
-                    if i.parse::<u8>().ok().filter(|&i| i < 24).is_none() || v.0.len() != 32 {
+                    // Canonical decimal only: "07" would name `tpm_pcr07`, which no
+                    // evidence reports, and deny everything without a word.
+                    let canonical = i
+                        .parse::<u8>()
+                        .ok()
+                        .filter(|&n| n < 24 && n.to_string() == *i);
+                    if canonical.is_none() || v.0.len() != 32 {
                         return bad(format!(
-                            "asset {}: tpm_pcrs keys are 0-23 and values 32 bytes",
+                            "asset {}: tpm_pcrs keys are 0-23 written plainly (\"7\", not \"07\") \
+                             and values 32 bytes; got {i:?}",
                             a.id
                         ));
                     }

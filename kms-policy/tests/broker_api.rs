@@ -173,9 +173,11 @@ fn every_denial_reason_is_triggered_by_its_cause() {
 
     // wrong_broker and wrong_provider: genuine evidence of a sentinel that pins another
     // broker, or another provider, than this broker and the asset's provider.
+    // (Real Ed25519 keys: a binding with a key that is not a curve point is refused earlier.)
+    let other = ProviderSigningKey::generate().unwrap().public().to_bytes();
     for (broker, provider, code) in [
-        (Some([0xb1; 32]), None, "wrong_broker"),
-        (None, Some([0xc1; 32]), "wrong_provider"),
+        (Some(other), None, "wrong_broker"),
+        (None, Some(other), "wrong_provider"),
     ] {
         let ch = c.challenge(ASSET, "c-policy").unwrap();
         let req = release_request_pinning(&f, c, ch.nonce(), broker, provider);
@@ -221,6 +223,65 @@ fn every_denial_reason_is_triggered_by_its_cause() {
         .verifying_key();
     let log = r.broker.store().decisions().unwrap();
     assert!(verify_log(&log, &vk).unwrap() >= 15);
+}
+
+/// A nonce issued under one policy is released under the policy of the release: a
+/// provider moved or a contract dropped between challenge and release releases nothing.
+#[test]
+fn policy_and_contract_are_checked_again_at_release() {
+    let f = Fixture::new();
+    let r = f.start(Some(&f.policy(true)));
+    f.register(&r);
+    let c = &r.client;
+
+    let pending = c.challenge(ASSET, "c-policy").unwrap();
+    let other = ProviderSigningKey::generate().unwrap();
+    let moved = f
+        .policy(true)
+        .replace(&f.provider.public().to_hex(), &other.public().to_hex());
+    c.replace_policy(&moved, &f.signer()).unwrap();
+    let req = release_request(&f, c, pending.nonce(), None);
+    assert_eq!(denial(raw_release(c, &req)), "asset_policy_mismatch");
+
+    c.replace_policy(&f.policy(true), &f.signer()).unwrap();
+    let pending = c.challenge(ASSET, "c-policy").unwrap();
+    let dropped = f
+        .policy(true)
+        .replace("id = \"c-policy\"", "id = \"c-next\"");
+    c.replace_policy(&dropped, &f.signer()).unwrap();
+    let req = release_request(&f, c, pending.nonce(), None);
+    assert_eq!(denial(raw_release(c, &req)), "unknown_contract");
+    let stored = r.broker.store().contract("c-policy").unwrap().unwrap();
+    assert_eq!(stored.releases, 0, "a refused release is not counted");
+}
+
+/// A policy may not declare a contract under the id of one added through the admin API:
+/// the replacement is refused whole and the admin contract keeps serving.
+#[test]
+fn a_policy_contract_may_not_take_an_admin_contracts_id() {
+    let f = Fixture::new();
+    let r = f.start(Some(&f.policy(true)));
+    f.register(&r);
+    f.contract(&r, "c-admin", None);
+    let c = &r.client;
+    let clash = f
+        .policy(true)
+        .replace("id = \"c-policy\"", "id = \"c-admin\"");
+    match c.replace_policy(&clash, &f.signer()) {
+        Err(ClientError::Http {
+            status: 409,
+            detail,
+            ..
+        }) => {
+            assert!(detail.contains("c-admin"), "{detail}")
+        }
+        other => panic!("{other:?}"),
+    }
+    // Nothing of the refused policy took effect.
+    c.release_with_evidence(ASSET, "c-policy", [1; 32], f.nitro(NitroSpec::default()))
+        .unwrap();
+    c.release_with_evidence(ASSET, "c-admin", [1; 32], f.nitro(NitroSpec::default()))
+        .unwrap();
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {

@@ -334,6 +334,15 @@ fn an_azure_set_without_tpm_pcrs_is_invalid() {
     );
     let err = Policy::from_toml(&text).unwrap_err().to_string();
     assert!(err.contains("lists no tpm_pcrs"), "{err}");
+    // PCR keys are plain decimal: "07" would name a measurement no evidence reports, and
+    // so deny everything without a word; a misspelled field inside the set is refused too.
+    let pcr = "07".repeat(32);
+    for (key, accepted) in [("7", true), ("07", false), ("+7", false), ("24", false)] {
+        let text = format!("{text}[asset.azure.tpm_pcrs]\n\"{key}\" = \"{pcr}\"\n");
+        assert_eq!(Policy::from_toml(&text).is_ok(), accepted, "{key}");
+    }
+    let typo = format!("{text}typo = 1\n[asset.azure.tpm_pcrs]\n7 = \"{pcr}\"\n");
+    assert!(Policy::from_toml(&typo).is_err(), "{typo}");
 }
 
 /// A guest whose policy allows a migration agent (MIGRATE_MA, bit 18) is refused unless

@@ -124,8 +124,13 @@ impl Store for FailingLog {
     fn add_contract(&self, c: &Contract) -> Result<(), StoreError> {
         self.inner.add_contract(c)
     }
-    fn sync_policy_contracts(&self, c: &[Contract]) -> Result<Vec<String>, StoreError> {
-        self.inner.sync_policy_contracts(c)
+    fn replace_policy(
+        &self,
+        toml: &str,
+        c: &[Contract],
+        now: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        self.inner.replace_policy(toml, c, now)
     }
     fn revoke_contract(&self, id: &str) -> Result<bool, StoreError> {
         self.inner.revoke_contract(id)
@@ -133,8 +138,8 @@ impl Store for FailingLog {
     fn contract(&self, id: &str) -> Result<Option<Contract>, StoreError> {
         self.inner.contract(id)
     }
-    fn count_release(&self, contract: &str) -> Result<bool, StoreError> {
-        self.inner.count_release(contract)
+    fn count_release(&self, contract: &str, asset: &str, now: u64) -> Result<bool, StoreError> {
+        self.inner.count_release(contract, asset, now)
     }
     fn issue_nonce(&self, n: &[u8], a: &str, c: &str, exp: u64) -> Result<(), StoreError> {
         self.inner.issue_nonce(n, a, c, exp)
@@ -153,9 +158,6 @@ impl Store for FailingLog {
     }
     fn policy(&self) -> Result<Option<String>, StoreError> {
         self.inner.policy()
-    }
-    fn set_policy(&self, toml: &str, now: u64) -> Result<(), StoreError> {
-        self.inner.set_policy(toml, now)
     }
     fn remember_admin_request(&self, s: &[u8; 64], t: u64, now: u64) -> Result<bool, StoreError> {
         self.inner.remember_admin_request(s, t, now)

@@ -4,11 +4,13 @@
 
 use ed25519_dalek::SigningKey;
 use trustbridge_protocol::Platform;
-use trustbridge_protocol::key_release::client::{BoundKeys, ReleaseClientError, check_broker_info};
+use trustbridge_protocol::key_release::client::{
+    BoundKeys, ReleaseClientError, Unauthenticated, check_broker_info,
+};
 use trustbridge_protocol::key_release::{
     BrokerIdentity, BrokerInfo, ChallengeRequest, ChallengeResponse, DenialCode, ErrorBody,
-    Evidence, HpkeKeyPair, Nonce, ReleaseClient, ReleaseRequest, ReleaseResponse, Statement,
-    release_info, request_digest, seal_data_key,
+    Evidence, HpkeKeyPair, MAX_LEASE_SECS, Nonce, ReleaseClient, ReleaseRequest, ReleaseResponse,
+    ReleaseStatement, Statement, release_info, request_digest, seal_data_key,
 };
 use trustbridge_protocol::sealed::DataKey;
 
@@ -21,6 +23,7 @@ struct Broker {
     key: DataKey,
     manifest: [u8; 32],
     provider: [u8; 32],
+    lease_secs: u64,
 }
 
 impl Broker {
@@ -30,6 +33,7 @@ impl Broker {
             key: DataKey::generate().unwrap(),
             manifest: [0x11; 32],
             provider: [0x22; 32],
+            lease_secs: 600,
         }
     }
 
@@ -70,7 +74,7 @@ impl Broker {
             key,
         )
         .unwrap();
-        let statement = Statement::Release {
+        let statement = Statement::Release(ReleaseStatement {
             asset: asset.into(),
             contract: CONTRACT.into(),
             nonce: req.nonce.as_bytes().to_vec(),
@@ -80,8 +84,8 @@ impl Broker {
             key_id: key_id.clone(),
             enc: enc.clone(),
             ciphertext: ct.clone(),
-            lease_secs: 600,
-        };
+            lease_secs: self.lease_secs,
+        });
         let resp = ReleaseResponse {
             asset: asset.into(),
             contract: CONTRACT.into(),
@@ -90,7 +94,7 @@ impl Broker {
             key_id,
             enc: hex::encode(enc),
             ciphertext: hex::encode(ct),
-            lease_secs: 600,
+            lease_secs: self.lease_secs,
             signature: self.id.sign(&statement, &request_digest(request)).unwrap(),
         };
         (200, serde_json::to_vec(&resp).unwrap())
@@ -243,6 +247,12 @@ fn signed_denials_carry_the_broker_reason_and_unavailability_is_transient() {
     )
     .unwrap_err();
     assert_eq!(err.code(), "measurement_mismatch");
+    assert!(!err.is_transient());
+    // A denial of the nonce is worth a new challenge: the relay can provoke one.
+    for code in [DenialCode::NonceUnknownOrUsed, DenialCode::NonceExpired] {
+        let err = exchange(&c, |r| b.challenge(r), |r| b.deny(r, code)).unwrap_err();
+        assert!(err.is_transient(), "{err}");
+    }
     for status in [500, 502, 503, 429] {
         let err = exchange(&c, |_| (status, b"down".to_vec()), |_| panic!()).unwrap_err();
         assert!(err.is_transient(), "{status}: {err}");
@@ -268,6 +278,10 @@ fn a_signed_release_must_name_this_asset_the_pinned_provider_and_the_sealed_key(
     )
     .unwrap_err();
     assert_eq!(err.code(), "broker_protocol", "{err}");
+    assert!(
+        matches!(&err, ReleaseClientError::WrongAsset { named_asset, .. } if named_asset == "acme/other@v1"),
+        "{err}"
+    );
     // A key id that is not the sealed key's.
     let err = exchange(
         &client(&b),
@@ -276,6 +290,24 @@ fn a_signed_release_must_name_this_asset_the_pinned_provider_and_the_sealed_key(
     )
     .unwrap_err();
     assert_eq!(err.code(), "broker_protocol", "{err}");
+    assert!(
+        matches!(err, ReleaseClientError::KeyIdMismatch { .. }),
+        "{err}"
+    );
+    // A lease of nothing, or longer than any broker may grant (a sentinel would serve on
+    // it for years), even signed.
+    for lease_secs in [0, MAX_LEASE_SECS + 1, u64::MAX] {
+        let b = Broker {
+            lease_secs,
+            ..Broker::new(1)
+        };
+        let err = exchange(&client(&b), |r| b.challenge(r), |r| b.release(r)).unwrap_err();
+        assert_eq!(
+            err,
+            ReleaseClientError::LeaseOutOfRange { secs: lease_secs },
+            "{lease_secs}"
+        );
+    }
     // The pinned provider is not the one the release names.
     let pinned = ReleaseClient::new(b.id.public(), Some([0x33; 32]), ASSET, CONTRACT);
     let err = exchange(&pinned, |r| b.challenge(r), |r| b.release(r)).unwrap_err();
@@ -296,9 +328,58 @@ fn a_signed_release_must_name_this_asset_the_pinned_provider_and_the_sealed_key(
     )
     .unwrap_err();
     assert_eq!(err.code(), "broker_unauthenticated", "{err}");
-    // An answer too large to read.
+    // An answer too large to read: unread, so nobody's word.
     let err = exchange(&client(&b), |_| (200, vec![b' '; 65 * 1024]), |_| panic!()).unwrap_err();
-    assert_eq!(err.code(), "broker_protocol", "{err}");
+    assert_eq!(err.code(), "broker_unauthenticated", "{err}");
+    assert_eq!(
+        err,
+        ReleaseClientError::Unauthenticated(Unauthenticated::TooLarge { len: 65 * 1024 })
+    );
+    // Malformed hex in a field not yet verified is no broker's word either.
+    let err = exchange(
+        &client(&b),
+        |r| b.challenge(r),
+        |r| {
+            let (s, body) = b.release(r);
+            let mut resp: ReleaseResponse = serde_json::from_slice(&body).unwrap();
+            resp.enc = "zz".into();
+            (s, serde_json::to_vec(&resp).unwrap())
+        },
+    )
+    .unwrap_err();
+    assert_eq!(err.code(), "broker_unauthenticated", "{err}");
+}
+
+/// The evidence must carry what this client pins and the broker's nonce: a binding with
+/// another broker key, no provider or another nonce is refused before anything is sent.
+#[test]
+fn a_binding_without_the_clients_pins_is_not_sent() {
+    use trustbridge_protocol::binding::EvidenceBinding;
+    let b = Broker::new(1);
+    let c = ReleaseClient::new(b.id.public(), Some(b.provider), ASSET, CONTRACT);
+    let release_key = HpkeKeyPair::generate().unwrap();
+    let edits: [fn(&mut EvidenceBinding); 4] = [
+        |_| {},
+        |b| b.broker_key = [9; 32],
+        |b| b.provider_key = None,
+        |b| b.nonce = vec![0; 32],
+    ];
+    for (i, edit) in edits.into_iter().enumerate() {
+        let (req, awaiting) = c.challenge().unwrap();
+        let (status, body) = b.challenge(&req.body);
+        let challenged = awaiting.answer(status, &body).unwrap();
+        let mut binding = challenged.binding(&keys(&release_key));
+        edit(&mut binding);
+        let result = challenged.release(&binding, &evidence());
+        if i == 0 {
+            assert!(result.is_ok(), "the binding as made");
+        } else {
+            assert!(
+                matches!(result, Err(ReleaseClientError::BindingMismatch(_))),
+                "{binding:?}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -332,42 +413,49 @@ fn broker_information_is_checked_against_the_pinned_identity() {
     assert_eq!(err.code(), "broker_unauthenticated");
 }
 
-/// An admin request is done only when the broker says so, signed for that request: an
-/// unsigned 200 (a network that dropped the request) or one signed for another request
-/// is not believed.
+/// An admin request is done only when the broker says so, signed for that request (the
+/// message the admin signed, time included): an unsigned 200 (a network that dropped the
+/// request), one signed by another broker, or the answer to an earlier request with the
+/// same body is not believed.
 #[test]
 fn admin_answers_are_believed_only_when_signed_for_the_request() {
     use trustbridge_protocol::key_release::AdminAnswer;
     use trustbridge_protocol::key_release::client::check_admin_answer;
     let b = Broker::new(1);
     let path = "/v1/admin/contracts/c-1/revoke";
-    let answer = |id: &BrokerIdentity, body: &[u8]| {
+    let signed_at = |time: u64| format!("admin/v2\nbroker\nPOST\n{path}\n{time}\nbody-hash");
+    let answer = |id: &BrokerIdentity, signed: &str| {
         let statement = Statement::Admin {
             method: "POST".into(),
             path: path.into(),
         };
         serde_json::to_vec(&AdminAnswer {
-            ok: true,
-            signature: id.sign(&statement, &request_digest(body)).unwrap(),
+            signature: id
+                .sign(&statement, &request_digest(signed.as_bytes()))
+                .unwrap(),
         })
         .unwrap()
     };
+    let now = signed_at(1001);
     let check = |status, answer: &[u8]| {
-        check_admin_answer(&b.id.public(), "POST", path, b"", status, answer)
+        check_admin_answer(&b.id.public(), "POST", path, now.as_bytes(), status, answer)
     };
-    check(200, &answer(&b.id, b"")).unwrap();
+    check(200, &answer(&b.id, &now)).unwrap();
     assert_eq!(
-        check(200, br#"{"ok": true}"#).unwrap_err().code(),
+        check(200, br#"{"signature": ""}"#).unwrap_err().code(),
         "broker_unauthenticated"
     );
     assert_eq!(
-        check(200, &answer(&Broker::new(2).id, b""))
+        check(200, &answer(&Broker::new(2).id, &now))
             .unwrap_err()
             .code(),
         "broker_unauthenticated"
     );
+    // The same request a second earlier: its answer is no answer to this one.
     assert_eq!(
-        check(200, &answer(&b.id, b"other")).unwrap_err().code(),
+        check(200, &answer(&b.id, &signed_at(1000)))
+            .unwrap_err()
+            .code(),
         "broker_unauthenticated"
     );
     assert_eq!(check(401, b"no").unwrap_err().code(), "broker_rejected");

@@ -14,14 +14,15 @@ use crate::policy::parse_time;
 impl Broker {
     /// Checks an admin request: signed by an admin key of the policy, for this broker,
     /// within the skew window, and never seen before (the replay guard is in the store, so
-    /// it survives restarts).
+    /// it survives restarts). Returns the message the admin signed, which the answer's
+    /// signature covers.
     pub fn authorize_admin<'a>(
         &self,
         header: impl Fn(&str) -> Option<&'a str>,
         method: &str,
         path: &str,
         body: &[u8],
-    ) -> Result<(), BrokerError> {
+    ) -> Result<Vec<u8>, BrokerError> {
         let active = self.active_policy();
         let now = self.now();
         let signed = admin_auth::verify_request(
@@ -39,7 +40,13 @@ impl Broker {
         {
             return Err(AdminAuthError::Replay.into());
         }
-        Ok(())
+        Ok(admin_auth::signing_message(
+            &self.identity.public(),
+            method,
+            path,
+            signed.time,
+            body,
+        ))
     }
 
     /// Registers an asset: verifies the manifest against the policy's provider key (and
@@ -92,10 +99,7 @@ impl Broker {
             .manifest()
             .check_data_key(&key)
             .map_err(|e| BrokerError::BadRequest(e.to_string()))?;
-        let wrapped = self
-            .kek
-            .wrap(&req.asset, &key)
-            .map_err(|e| BrokerError::Key(e.to_string()))?;
+        let wrapped = self.kek.wrap(&req.asset, &key)?;
         self.store.put_asset(&AssetRecord {
             id: req.asset.clone(),
             manifest,

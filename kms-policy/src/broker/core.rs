@@ -1,19 +1,19 @@
 //! The broker's decisions, independent of HTTP.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::SigningKey;
 use trustbridge_protocol::key_release::{
-    AdminAnswer, BrokerIdentity, BrokerInfo, BrokerKey, ErrorBody, HpkeKeyPair, Statement,
-    request_digest,
+    AdminAnswer, BrokerIdentity, BrokerInfo, BrokerKey, ErrorBody, HpkeError, HpkeKeyPair,
+    Statement, StatementEncoding, request_digest,
 };
 use trustbridge_verifier::crl::RevocationList;
 use trustbridge_verifier::{Platform, TrustRoots};
 
 use super::admin_auth::AdminAuthError;
 use super::decision_log::{Decision, encode_record, sign_record};
-use super::kek::Kek;
+use super::kek::{Kek, KekError};
 use super::store::{Store, StoreError};
 use crate::evaluate::{Contract, ContractOrigin, Denial};
 use crate::policy::{Policy, PolicyError, parse_time};
@@ -43,9 +43,21 @@ pub enum BrokerError {
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A stored key could not be unwrapped or sealed.
-    #[error("key handling failed: {0}")]
-    Key(String),
+    /// A stored data key could not be wrapped or unwrapped.
+    #[error(transparent)]
+    Kek(#[from] KekError),
+    /// A data key could not be sealed to a release key.
+    #[error("sealing the data key failed: {0}")]
+    Seal(#[from] HpkeError),
+    /// A statement could not be signed.
+    #[error(transparent)]
+    Sign(#[from] StatementEncoding),
+    /// The system random number generator failed.
+    #[error("the system random number generator failed")]
+    Random,
+    /// A lock was poisoned by a panic in another request.
+    #[error("the {0} lock is poisoned")]
+    Poisoned(&'static str),
 }
 
 /// A challenge or release that produced no key.
@@ -132,6 +144,8 @@ pub struct Broker {
     log_key: SigningKey,
     policy: RwLock<Arc<ActivePolicy>>,
     revocations: RwLock<Vec<RevocationList>>,
+    /// Held while the policy or the revocation lists change.
+    policy_change: Mutex<()>,
     clock: Box<dyn Fn() -> u64 + Send + Sync>,
 }
 
@@ -178,6 +192,7 @@ impl Broker {
             kek,
             policy: RwLock::new(Arc::new(active)),
             revocations: RwLock::new(Vec::new()),
+            policy_change: Mutex::new(()),
             clock,
         };
         broker.install_policy(&text)?;
@@ -204,7 +219,20 @@ impl Broker {
                 })
             })
             .collect::<Result<Vec<_>, PolicyError>>()?;
-        for id in self.store.sync_policy_contracts(&contracts)? {
+        // One change of policy (or of revocation lists) at a time, so the stored text,
+        // the contracts and the policy in force always come from the same policy.
+        let _change = self
+            .policy_change
+            .lock()
+            .map_err(|_| BrokerError::Poisoned("policy change"))?;
+        let deactivated = self
+            .store
+            .replace_policy(text, &contracts, self.now())
+            .map_err(|e| match e {
+                StoreError::AdminContract(_) => BrokerError::Conflict(e.to_string()),
+                other => other.into(),
+            })?;
+        for id in deactivated {
             tracing::warn!(contract = %id, "contract deactivated: the new policy no longer declares it");
         }
         if active.policy.simulation.is_some() {
@@ -212,27 +240,29 @@ impl Broker {
                 "SIMULATION MODE: this policy accepts SIMULATED TEE evidence; never use it in production"
             );
         }
-        self.store.set_policy(text, self.now())?;
-        let mut slot = self
+        *self
             .policy
             .write()
-            .map_err(|_| BrokerError::Key("policy lock poisoned".into()))?;
-        *slot = Arc::new(active);
+            .map_err(|_| BrokerError::Poisoned("policy"))? = Arc::new(active);
         Ok(())
     }
 
     /// Checks evidence chains against these revocation lists too (AMD's, from a KDS
     /// cache: `tb-kms serve --kds-cache`), from now on and after policy replacements.
     pub fn set_revocation_lists(&self, lists: Vec<RevocationList>) -> Result<(), BrokerError> {
+        let _change = self
+            .policy_change
+            .lock()
+            .map_err(|_| BrokerError::Poisoned("policy change"))?;
         let active = ActivePolicy::new(&self.active_policy().text, &lists)?;
         *self
             .revocations
             .write()
-            .map_err(|_| BrokerError::Key("revocation lock poisoned".into()))? = lists;
+            .map_err(|_| BrokerError::Poisoned("revocation list"))? = lists;
         *self
             .policy
             .write()
-            .map_err(|_| BrokerError::Key("policy lock poisoned".into()))? = Arc::new(active);
+            .map_err(|_| BrokerError::Poisoned("policy"))? = Arc::new(active);
         Ok(())
     }
 
@@ -267,13 +297,12 @@ impl Broker {
         statement: &Statement,
         request_sha256: &[u8; 32],
     ) -> Result<String, BrokerError> {
-        self.identity
-            .sign(statement, request_sha256)
-            .map_err(|e| BrokerError::Key(e.to_string()))
+        Ok(self.identity.sign(statement, request_sha256)?)
     }
 
-    /// The answer to the admin request `method path` with body digest `request_sha256`
-    /// that was carried out, signed so that the admin knows it was.
+    /// The answer to the admin request `method path` that was carried out, signed for
+    /// `request_sha256`, the digest of the message the admin signed, so that the admin
+    /// knows this very request was.
     pub fn admin_answer(
         &self,
         method: &str,
@@ -285,33 +314,26 @@ impl Broker {
             path: path.to_owned(),
         };
         Ok(AdminAnswer {
-            ok: true,
             signature: self.sign(&statement, request_sha256)?,
         })
     }
 
     /// Public facts, signed by the identity key (`GET /v1/broker`).
     pub fn info(&self) -> Result<BrokerInfo, BrokerError> {
+        let registration_key = self.registration.public_key();
+        let decision_log_key = self.log_key.verifying_key().to_bytes();
+        let simulation = self.active_policy().policy.simulation.is_some();
         let statement = Statement::Broker {
-            registration_key: self.registration.public_key(),
-            decision_log_key: self.log_key.verifying_key().to_bytes(),
-            simulation: self.active_policy().policy.simulation.is_some(),
-        };
-        let signature = self.sign(&statement, &request_digest(b""))?;
-        let Statement::Broker {
             registration_key,
             decision_log_key,
             simulation,
-        } = statement
-        else {
-            unreachable!("built as a broker statement above")
         };
         Ok(BrokerInfo {
             identity_key: self.identity.public(),
             registration_key: hex::encode(registration_key),
             decision_log_key: hex::encode(decision_log_key),
             simulation,
-            signature,
+            signature: self.sign(&statement, &request_digest(b""))?,
         })
     }
 
@@ -366,9 +388,9 @@ impl Broker {
         let seq = self
             .store
             .append_decision(&mut |seq, prev| {
-                let record = encode_record(seq, prev, &decision);
+                let record = encode_record(seq, prev, &decision)?;
                 let signature = sign_record(&self.log_key, &record);
-                (record, signature)
+                Ok((record, signature))
             })
             .inspect_err(|e| tracing::error!(error = %e, "cannot append to the decision log"))?;
         match outcome {

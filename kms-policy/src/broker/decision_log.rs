@@ -13,7 +13,7 @@
 use aws_lc_rs::digest;
 use ciborium::Value;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
-use trustbridge_protocol::cbor::{self, MapReader, text_map};
+use trustbridge_protocol::cbor::{self, CborError, MapReader, text_map};
 
 use super::store::StoredDecision;
 
@@ -53,7 +53,7 @@ pub struct LogError {
 }
 
 /// Encodes record number `seq` after `prev` (the previous record's bytes).
-pub fn encode_record(seq: u64, prev: Option<&[u8]>, d: &Decision) -> Vec<u8> {
+pub fn encode_record(seq: u64, prev: Option<&[u8]>, d: &Decision) -> Result<Vec<u8>, CborError> {
     let prev_hash = prev.map_or([0u8; 32], sha256);
     let map = text_map([
         ("seq", Value::from(seq)),
@@ -71,8 +71,7 @@ pub fn encode_record(seq: u64, prev: Option<&[u8]>, d: &Decision) -> Vec<u8> {
         ("release_key", Value::Bytes(d.release_key.clone())),
         ("detail", Value::Text(d.detail.clone())),
     ]);
-    // Invariant: a map of integers, text and byte strings always encodes.
-    cbor::to_canonical_vec(&map).unwrap_or_default()
+    cbor::to_canonical_vec(&map)
 }
 
 /// Decodes a record into (seq, prev hash, decision).
@@ -180,7 +179,7 @@ mod tests {
                 release_key: vec![1; 32],
                 detail: String::new(),
             };
-            let record = encode_record(seq, out.last().map(|e| e.record.as_slice()), &d);
+            let record = encode_record(seq, out.last().map(|e| e.record.as_slice()), &d).unwrap();
             let signature = sign_record(key, &record);
             out.push(StoredDecision {
                 seq,
@@ -215,7 +214,7 @@ mod tests {
         // A forged record with a valid signature but a wrong chain link.
         let mut forged = entries.clone();
         let d = decode_record(&entries[3].record).unwrap().2;
-        forged[3].record = encode_record(4, Some(&entries[1].record), &d);
+        forged[3].record = encode_record(4, Some(&entries[1].record), &d).unwrap();
         forged[3].signature = sign_record(&key, &forged[3].record);
         assert!(
             verify_log(&forged, &vk)

@@ -33,10 +33,19 @@ pub enum KekError {
     /// AES-GCM sealing failed.
     #[error("wrapping the data key failed")]
     Seal,
+    /// HKDF refused to derive a key.
+    #[error("deriving the broker's keys from the KEK failed")]
+    Derive,
 }
 
-/// The 256-bit KEK. Zeroized on drop; never printed.
-pub struct Kek(Zeroizing<[u8; 32]>);
+/// The 256-bit KEK and the key seeds derived from it (when it is read, so that using
+/// them cannot fail). Zeroized on drop; never printed.
+pub struct Kek {
+    key: Zeroizing<[u8; 32]>,
+    registration: Zeroizing<[u8; 32]>,
+    identity: Zeroizing<[u8; 32]>,
+    decision_log: Zeroizing<[u8; 32]>,
+}
 
 impl std::fmt::Debug for Kek {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -49,19 +58,28 @@ impl Kek {
     pub fn from_hex(text: &str) -> Result<Self, KekError> {
         let mut k = Zeroizing::new([0u8; 32]);
         hex::decode_to_slice(text.trim(), k.as_mut()).map_err(|_| KekError::Format)?;
-        Ok(Self(k))
+        Self::new(k)
     }
 
     /// A fresh random KEK.
     pub fn generate() -> Result<Self, KekError> {
         let mut k = Zeroizing::new([0u8; 32]);
         aws_lc_rs::rand::fill(k.as_mut()).map_err(|_| KekError::Random)?;
-        Ok(Self(k))
+        Self::new(k)
+    }
+
+    fn new(key: Zeroizing<[u8; 32]>) -> Result<Self, KekError> {
+        Ok(Self {
+            registration: derive(&key, b"registration-hpke-key")?,
+            identity: derive(&key, b"broker-identity-ed25519")?,
+            decision_log: derive(&key, b"decision-log-ed25519")?,
+            key,
+        })
     }
 
     /// The KEK as 64 hex characters and a newline (for writing a KEK file).
     pub fn to_hex_line(&self) -> Zeroizing<String> {
-        let mut s = Zeroizing::new(hex::encode(self.0.as_ref()));
+        let mut s = Zeroizing::new(hex::encode(self.key.as_ref()));
         s.push('\n');
         s
     }
@@ -69,7 +87,7 @@ impl Kek {
     fn aead(&self) -> LessSafeKey {
         // Invariant: 32 bytes is a valid AES-256 key.
         LessSafeKey::new(
-            UnboundKey::new(&AES_256_GCM, self.0.as_ref()).unwrap_or_else(|_| unreachable!()),
+            UnboundKey::new(&AES_256_GCM, self.key.as_ref()).unwrap_or_else(|_| unreachable!()),
         )
     }
 
@@ -107,35 +125,32 @@ impl Kek {
         Ok(DataKey::from_bytes(bytes))
     }
 
-    fn derive(&self, label: &[u8]) -> Zeroizing<[u8; 32]> {
-        let prk =
-            hkdf::Salt::new(hkdf::HKDF_SHA256, b"trustbridge/kms/v1").extract(self.0.as_ref());
-        let info = [label];
-        let mut out = Zeroizing::new([0u8; 32]);
-        // Invariant: 32 bytes is within HKDF-SHA256's output limit.
-        let _ = prk
-            .expand(&info, hkdf::HKDF_SHA256)
-            .and_then(|okm| okm.fill(out.as_mut()));
-        out
-    }
-
     /// The broker's registration HPKE key pair (providers seal data keys to it).
     pub fn registration_key(&self) -> HpkeKeyPair {
-        HpkeKeyPair::derive(self.derive(b"registration-hpke-key").as_ref())
+        HpkeKeyPair::derive(self.registration.as_ref())
     }
 
     /// The broker's long-term identity key: signs every challenge, release, denial and
     /// broker-information answer. Sentinels and providers pin its public half.
     pub fn broker_identity(&self) -> BrokerIdentity {
-        BrokerIdentity::new(SigningKey::from_bytes(
-            &self.derive(b"broker-identity-ed25519"),
-        ))
+        BrokerIdentity::new(SigningKey::from_bytes(&self.identity))
     }
 
     /// The broker's decision-log signing key.
     pub fn decision_log_key(&self) -> SigningKey {
-        SigningKey::from_bytes(&self.derive(b"decision-log-ed25519"))
+        SigningKey::from_bytes(&self.decision_log)
     }
+}
+
+/// HKDF-SHA256 of `kek` with this broker's salt and `label`.
+fn derive(kek: &[u8; 32], label: &[u8]) -> Result<Zeroizing<[u8; 32]>, KekError> {
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"trustbridge/kms/v1").extract(kek);
+    let info = [label];
+    let mut out = Zeroizing::new([0u8; 32]);
+    prk.expand(&info, hkdf::HKDF_SHA256)
+        .and_then(|okm| okm.fill(out.as_mut()))
+        .map_err(|_| KekError::Derive)?;
+    Ok(out)
 }
 
 #[cfg(test)]

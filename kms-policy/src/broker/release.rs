@@ -6,9 +6,10 @@ use std::time::{Duration, UNIX_EPOCH};
 use aws_lc_rs::digest;
 use base64::Engine;
 use trustbridge_protocol::binding::EvidenceBinding;
+use trustbridge_protocol::bundle::{AssetId, MAX_ASSET_ID_LEN};
 use trustbridge_protocol::key_release::{
     ChallengeRequest, ChallengeResponse, NONCE_TTL_SECS, Nonce, ReleaseRequest, ReleaseResponse,
-    Statement, release_info, seal_data_key,
+    ReleaseStatement, Statement, release_info, seal_data_key,
 };
 use trustbridge_verifier::snp::MAX_SUPPLIED_CERTIFICATES;
 use trustbridge_verifier::x509::ParsedCertificate;
@@ -29,6 +30,17 @@ impl Broker {
         req: &ChallengeRequest,
         request_sha256: &[u8; 32],
     ) -> Result<ChallengeResponse, ReleaseError> {
+        // Ids of sane shape before anything is looked up or logged: they are echoed in
+        // the signed answer and the decision log.
+        let contract_ok = |c: &str| {
+            !c.is_empty() && c.len() <= MAX_ASSET_ID_LEN && !c.chars().any(char::is_control)
+        };
+        if AssetId::new(&req.asset).is_err() || !contract_ok(&req.contract) {
+            return Err(BrokerError::BadRequest(format!(
+                "asset and contract ids are 1 to {MAX_ASSET_ID_LEN} printable characters"
+            ))
+            .into());
+        }
         if let Err(e) = self.check_asset_and_contract(&req.asset, &req.contract) {
             if let ReleaseError::Denied(d) = &e {
                 // A denial is answered even when its record cannot be written (logged).
@@ -36,8 +48,7 @@ impl Broker {
             }
             return Err(e);
         }
-        let nonce = Nonce::random()
-            .map_err(|_| BrokerError::Key("random number generator failed".into()))?;
+        let nonce = Nonce::random().map_err(|_| BrokerError::Random)?;
         self.store.issue_nonce(
             nonce.as_bytes(),
             &req.asset,
@@ -227,24 +238,19 @@ impl Broker {
             }
         }
         evaluate_evidence(&active.policy, asset_policy, &ev)?;
-        if !self.store.count_release(contract)? {
-            return Err(Denial::new(
-                DenialCode::ReleaseLimit,
-                format!("contract {contract} has reached its release limit"),
-            )
-            .into());
-        }
+        // Everything that can fail is done before the release is counted, so a count
+        // always has its decision record (the caller appends it).
         let key = self
             .kek
             .unwrap(asset_id, &record.wrapped_key)
-            .map_err(|e| BrokerError::Key(e.to_string()))?;
-        let (enc, ct) = seal_data_key(
+            .map_err(BrokerError::from)?;
+        let (enc, ciphertext) = seal_data_key(
             &d.binding.release_key,
             &release_info(asset_id, d.nonce.as_bytes()),
             &key,
         )
-        .map_err(|e| BrokerError::Key(e.to_string()))?;
-        let statement = Statement::Release {
+        .map_err(BrokerError::from)?;
+        let release = ReleaseStatement {
             asset: asset_id.to_owned(),
             contract: contract.to_owned(),
             nonce: d.nonce.as_bytes().to_vec(),
@@ -252,20 +258,33 @@ impl Broker {
             manifest_sha256: record.manifest_sha256,
             provider_key: record.provider_key,
             key_id: key.key_id().to_string(),
-            enc: enc.clone(),
-            ciphertext: ct.clone(),
+            enc,
+            ciphertext,
             lease_secs: asset_policy.lease_secs,
         };
+        let signature = self.sign(&Statement::Release(release.clone()), request_sha256)?;
+        let now = self.now();
+        if !self.store.count_release(contract, asset_id, now)? {
+            // The contract changed while the evidence was checked (revoked, replaced,
+            // past its window), or it is at its limit: say which.
+            let current = self.store.contract(contract)?;
+            check_contract(current.as_ref(), asset_id, now)?;
+            return Err(Denial::new(
+                DenialCode::ReleaseLimit,
+                format!("contract {contract} has reached its release limit"),
+            )
+            .into());
+        }
         Ok(ReleaseResponse {
-            asset: asset_id.to_owned(),
-            contract: contract.to_owned(),
-            manifest_sha256: hex::encode(record.manifest_sha256),
-            provider_key: hex::encode(record.provider_key),
-            key_id: key.key_id().to_string(),
-            enc: hex::encode(enc),
-            ciphertext: hex::encode(ct),
-            lease_secs: asset_policy.lease_secs,
-            signature: self.sign(&statement, request_sha256)?,
+            asset: release.asset,
+            contract: release.contract,
+            manifest_sha256: hex::encode(release.manifest_sha256),
+            provider_key: hex::encode(release.provider_key),
+            key_id: release.key_id,
+            enc: hex::encode(release.enc),
+            ciphertext: hex::encode(release.ciphertext),
+            lease_secs: release.lease_secs,
+            signature,
         })
     }
 

@@ -164,12 +164,15 @@ async fn admin(
 ) -> Response {
     blocking(move || {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        if let Err(e) = b.authorize_admin(header, method, &path, &body) {
-            tracing::warn!(error = %e, path, "admin request refused");
-            return broker_error(e);
-        }
+        let signed = match b.authorize_admin(header, method, &path, &body) {
+            Ok(signed) => signed,
+            Err(e) => {
+                tracing::warn!(error = %e, path, "admin request refused");
+                return broker_error(e);
+            }
+        };
         op(&b, &body)
-            .and_then(|()| b.admin_answer(method, &path, &request_digest(&body)))
+            .and_then(|()| b.admin_answer(method, &path, &request_digest(&signed)))
             .map_or_else(broker_error, |answer| ok_json(&answer))
     })
     .await

@@ -27,6 +27,12 @@ pub enum StoreError {
     /// A record already exists.
     #[error("{0} already exists")]
     Exists(String),
+    /// A policy declares a contract whose id an admin-added contract has.
+    #[error("contract {0} was added through the admin API; a policy cannot declare the same id")]
+    AdminContract(String),
+    /// A decision record could not be encoded.
+    #[error("a decision record cannot be encoded: {0}")]
+    Encoding(#[from] trustbridge_protocol::cbor::CborError),
 }
 
 /// A registered asset.
@@ -72,7 +78,8 @@ pub struct StoredDecision {
 }
 
 /// Builds decision record number `seq` from the previous record: returns (record, signature).
-pub type RecordBuilder<'a> = dyn FnMut(u64, Option<&[u8]>) -> (Vec<u8>, Vec<u8>) + 'a;
+pub type RecordBuilder<'a> =
+    dyn FnMut(u64, Option<&[u8]>) -> Result<(Vec<u8>, Vec<u8>), StoreError> + 'a;
 
 /// The broker's storage.
 pub trait Store: Send + Sync {
@@ -82,18 +89,28 @@ pub trait Store: Send + Sync {
     fn asset(&self, id: &str) -> Result<Option<AssetRecord>, StoreError>;
     /// Adds a contract; fails if the id exists.
     fn add_contract(&self, c: &Contract) -> Result<(), StoreError>;
-    /// Makes the policy's contracts the active policy contracts, in one transaction: each
-    /// of `contracts` is inserted or has its terms updated (keeping its release counter; a
-    /// revocation stays), and marked active with origin `policy`; every other contract of
-    /// origin `policy` is deactivated. Admin-added contracts are left as they are. Returns
-    /// the ids deactivated.
-    fn sync_policy_contracts(&self, contracts: &[Contract]) -> Result<Vec<String>, StoreError>;
+    /// Stores the policy text `toml` and makes its `contracts` the active policy
+    /// contracts, in one transaction: each of `contracts` is inserted or has its terms
+    /// updated (keeping its release counter; a revocation stays), and marked active with
+    /// origin `policy`; every other contract of origin `policy` is deactivated.
+    /// Admin-added contracts are left as they are, and a policy contract with an
+    /// admin-added contract's id is [`StoreError::AdminContract`] (nothing changes).
+    /// Returns the ids deactivated.
+    fn replace_policy(
+        &self,
+        toml: &str,
+        contracts: &[Contract],
+        now: u64,
+    ) -> Result<Vec<String>, StoreError>;
     /// Revokes a contract; false if it does not exist.
     fn revoke_contract(&self, id: &str) -> Result<bool, StoreError>;
     /// A contract.
     fn contract(&self, id: &str) -> Result<Option<Contract>, StoreError>;
-    /// Counts one release if the contract is not revoked and below its limit; false otherwise.
-    fn count_release(&self, contract: &str) -> Result<bool, StoreError>;
+    /// Counts one release of `asset` under `contract` at `now`, in one statement with the
+    /// checks that make it allowed: the contract is for this asset, active, not revoked,
+    /// within its window and below its limit. False (nothing counted) otherwise, so a
+    /// contract changed since the decision began releases nothing.
+    fn count_release(&self, contract: &str, asset: &str, now: u64) -> Result<bool, StoreError>;
     /// Records an issued nonce.
     fn issue_nonce(
         &self,
@@ -111,11 +128,10 @@ pub trait Store: Send + Sync {
     fn decisions(&self) -> Result<Vec<StoredDecision>, StoreError>;
     /// The stored policy text.
     fn policy(&self) -> Result<Option<String>, StoreError>;
-    /// Replaces the stored policy text.
-    fn set_policy(&self, toml: &str, now: u64) -> Result<(), StoreError>;
     /// Remembers an accepted admin request's signature (signed for `time`): false when it
-    /// was seen before, i.e. a replay. Signatures older than twice the skew window are
-    /// forgotten, since their time alone refuses them.
+    /// was seen before, i.e. a replay, or when it is older than twice the skew window
+    /// before the newest request accepted or `now` (such signatures are forgotten, so
+    /// their time alone must refuse them, even after the clock stepped back).
     fn remember_admin_request(
         &self,
         signature: &[u8; 64],
@@ -259,15 +275,30 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn sync_policy_contracts(&self, contracts: &[Contract]) -> Result<Vec<String>, StoreError> {
+    fn replace_policy(
+        &self,
+        toml: &str,
+        contracts: &[Contract],
+        now: u64,
+    ) -> Result<Vec<String>, StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
         for c in contracts {
+            let origin: Option<String> = tx
+                .query_row(
+                    "SELECT origin FROM contracts WHERE id = ?1",
+                    params![c.id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if origin.as_deref() == Some(ContractOrigin::Admin.as_str()) {
+                return Err(StoreError::AdminContract(c.id.clone()));
+            }
             tx.execute(
                 "INSERT INTO contracts (id, asset, not_before, not_after, max_releases, revoked, releases, origin, active)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 'policy', 1)
                  ON CONFLICT(id) DO UPDATE SET asset = ?2, not_before = ?3, not_after = ?4, max_releases = ?5,
-                     revoked = MAX(revoked, ?6), origin = 'policy', active = 1",
+                     revoked = MAX(revoked, ?6), active = 1",
                 params![c.id, c.asset, i64_of(c.not_before), i64_of(c.not_after), c.max_releases.map(i64_of), c.revoked as i64],
             )?;
         }
@@ -286,6 +317,10 @@ impl Store for SqliteStore {
         for id in &stale {
             tx.execute("UPDATE contracts SET active = 0 WHERE id = ?1", params![id])?;
         }
+        tx.execute(
+            "INSERT INTO policy (id, toml, updated_at) VALUES (1, ?1, ?2) ON CONFLICT(id) DO UPDATE SET toml = ?1, updated_at = ?2",
+            params![toml, i64_of(now)],
+        )?;
         tx.commit()?;
         Ok(stale)
     }
@@ -308,11 +343,13 @@ impl Store for SqliteStore {
             .optional()?)
     }
 
-    fn count_release(&self, contract: &str) -> Result<bool, StoreError> {
+    fn count_release(&self, contract: &str, asset: &str, now: u64) -> Result<bool, StoreError> {
         let n = self.conn()?.execute(
             "UPDATE contracts SET releases = releases + 1
-             WHERE id = ?1 AND revoked = 0 AND active = 1 AND (max_releases IS NULL OR releases < max_releases)",
-            params![contract],
+             WHERE id = ?1 AND asset = ?2 AND revoked = 0 AND active = 1
+               AND not_before <= ?3 AND ?3 <= not_after
+               AND (max_releases IS NULL OR releases < max_releases)",
+            params![contract, asset, i64_of(now)],
         )?;
         Ok(n == 1)
     }
@@ -364,7 +401,7 @@ impl Store for SqliteStore {
             )
             .optional()?;
         let seq = last.as_ref().map_or(1, |(s, _)| *s as u64 + 1);
-        let (record, signature) = build(seq, last.as_ref().map(|(_, r)| r.as_slice()));
+        let (record, signature) = build(seq, last.as_ref().map(|(_, r)| r.as_slice()))?;
         tx.execute(
             "INSERT INTO decisions (seq, record, signature) VALUES (?1, ?2, ?3)",
             params![i64_of(seq), record, signature],
@@ -393,14 +430,6 @@ impl Store for SqliteStore {
             .optional()?)
     }
 
-    fn set_policy(&self, toml: &str, now: u64) -> Result<(), StoreError> {
-        self.conn()?.execute(
-            "INSERT INTO policy (id, toml, updated_at) VALUES (1, ?1, ?2) ON CONFLICT(id) DO UPDATE SET toml = ?1, updated_at = ?2",
-            params![toml, i64_of(now)],
-        )?;
-        Ok(())
-    }
-
     fn remember_admin_request(
         &self,
         signature: &[u8; 64],
@@ -409,9 +438,18 @@ impl Store for SqliteStore {
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn()?;
         let tx = conn.transaction()?;
+        // The horizon follows the newest request ever accepted as well as the clock, so
+        // a clock stepped back cannot bring a forgotten request back within reach.
+        let newest: Option<i64> =
+            tx.query_row("SELECT MAX(time) FROM admin_requests", [], |r| r.get(0))?;
+        let newest = newest.map_or(0, |t| u64::try_from(t).unwrap_or(0));
+        let horizon = now.max(newest).saturating_sub(2 * MAX_SKEW_SECS);
+        if time < horizon {
+            return Ok(false);
+        }
         tx.execute(
             "DELETE FROM admin_requests WHERE time < ?1",
-            params![i64_of(now.saturating_sub(2 * MAX_SKEW_SECS))],
+            params![i64_of(horizon)],
         )?;
         let inserted = tx.execute(
             "INSERT OR IGNORE INTO admin_requests (signature, time) VALUES (?1, ?2)",

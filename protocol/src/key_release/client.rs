@@ -15,24 +15,28 @@
 //!   [`ReleaseClientError::Unauthenticated`], whoever sent it: a relay that answers the
 //!   `CONNECT` itself cannot forge a key, a manifest, a provider or a denial.
 //! - A release must name the asset and contract asked for, and the provider key the
-//!   client pins (if it pins one); the sealed key must open for this client's release key,
-//!   asset and nonce, and be the key the broker named.
+//!   client pins (if it pins one), and a lease of 1 s to [`MAX_LEASE_SECS`]; the sealed
+//!   key must open for this client's release key, asset and nonce, and be the key the
+//!   broker named.
 //! - Answers larger than [`MAX_ANSWER_BYTES`] are refused before they are parsed.
 //! - 5xx and 429 answers are [`ReleaseClientError::Unavailable`] (worth retrying); nothing
-//!   in them is believed.
+//!   in them is believed. A signed denial of the nonce is worth retrying too
+//!   ([`ReleaseClientError::is_transient`]).
 
 use base64::Engine;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::denial::UnknownDenialCode;
+use super::hpke::HpkeError;
 use super::hpke::{HpkeKeyPair, release_info};
 use super::messages::{
     AdminAnswer, BindingKeys, BrokerInfo, ChallengeRequest, ChallengeResponse, ErrorBody, Evidence,
     ReleaseRequest, ReleaseResponse,
 };
-use super::statement::{Statement, request_digest};
-use super::vocabulary::{BrokerKey, Nonce};
-use super::{DenialCode, NONCE_TTL_SECS};
+use super::statement::{ReleaseStatement, Statement, request_digest};
+use super::vocabulary::{BrokerKey, Nonce, parse32};
+use super::{DenialCode, MAX_LEASE_SECS, NONCE_TTL_SECS};
 use crate::binding::EvidenceBinding;
 use crate::sealed::DataKey;
 
@@ -44,6 +48,77 @@ pub const CHALLENGE_PATH: &str = "/v1/key-release/challenge";
 pub const RELEASE_PATH: &str = "/v1/key-release";
 /// Path of the broker information.
 pub const BROKER_INFO_PATH: &str = "/v1/broker";
+
+/// Which broker answer an error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// The answer to a challenge request.
+    Challenge,
+    /// The answer to a release request.
+    Release,
+    /// A 403 denial.
+    Denial,
+    /// `GET /v1/broker`.
+    BrokerInfo,
+    /// The answer to an admin request.
+    Admin,
+}
+
+impl std::fmt::Display for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Challenge => "challenge",
+            Self::Release => "release",
+            Self::Denial => "denial",
+            Self::BrokerInfo => "broker information",
+            Self::Admin => "admin",
+        })
+    }
+}
+
+/// Why an answer is not believed: nothing in it is vouched for by the pinned broker key.
+/// Whoever sent it (the relay answering a `CONNECT` itself, a stale or forged answer), it
+/// is the same refusal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Unauthenticated {
+    /// Larger than [`MAX_ANSWER_BYTES`]: refused unread.
+    #[error("an answer of {len} bytes, more than {MAX_ANSWER_BYTES}")]
+    TooLarge {
+        /// Its length.
+        len: usize,
+    },
+    /// Not the JSON (or the hex inside it) that a signed answer of this kind has.
+    #[error("the {answer} answer is malformed: {field}")]
+    Malformed {
+        /// The answer.
+        answer: Answer,
+        /// What is wrong with it.
+        field: &'static str,
+    },
+    /// An HTTP 403 without a signature.
+    #[error("an unsigned denial {error:?}")]
+    UnsignedDenial {
+        /// The reason it claims (unauthenticated, shortened).
+        error: String,
+    },
+    /// The signature does not verify for this request under the pinned key.
+    #[error("the {answer} answer is not signed by the pinned broker key {pinned} for this request")]
+    BadSignature {
+        /// The answer.
+        answer: Answer,
+        /// The pinned key.
+        pinned: BrokerKey,
+    },
+    /// The broker information names another identity than the pinned one.
+    #[error("the broker at this address has identity key {named}, not the pinned {pinned}")]
+    OtherIdentity {
+        /// The key it names.
+        named: BrokerKey,
+        /// The pinned key.
+        pinned: BrokerKey,
+    },
+}
 
 /// Why a key release produced no key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,7 +150,7 @@ pub enum ReleaseClientError {
     },
     /// An answer that the pinned broker key did not sign for this request.
     #[error("answer not authenticated by the pinned broker key: {0}")]
-    Unauthenticated(String),
+    Unauthenticated(#[from] Unauthenticated),
     /// A signed release for another provider than the one pinned.
     #[error("the broker names provider key {named}, but this client pins {pinned}")]
     WrongProvider {
@@ -84,9 +159,53 @@ pub enum ReleaseClientError {
         /// The provider key the release names (hex).
         named: String,
     },
-    /// A malformed or unusable answer, or a request that cannot be built.
-    #[error("key release protocol error: {0}")]
-    Protocol(String),
+    /// A signed release of another asset or contract than asked for.
+    #[error(
+        "the key was released for {named_asset} under {named_contract}, not for {asset} under {contract}"
+    )]
+    WrongAsset {
+        /// The asset asked for.
+        asset: String,
+        /// The contract asked for.
+        contract: String,
+        /// The asset the release names.
+        named_asset: String,
+        /// The contract the release names.
+        named_contract: String,
+    },
+    /// A signed challenge that lives longer than a nonce may.
+    #[error("a challenge valid for {secs} s (at most {NONCE_TTL_SECS})")]
+    ChallengeTooLong {
+        /// Its lifetime.
+        secs: u64,
+    },
+    /// A signed release whose lease is 0 or longer than [`MAX_LEASE_SECS`].
+    #[error("a release with a lease of {secs} s (1 to {MAX_LEASE_SECS})")]
+    LeaseOutOfRange {
+        /// The lease it names.
+        secs: u64,
+    },
+    /// A signed denial with a reason code this version does not know.
+    #[error("a signed denial with {0}")]
+    UnknownDenialCode(#[from] UnknownDenialCode),
+    /// The sealed key does not open for this client's release key, asset and nonce.
+    #[error("the sealed key: {0}")]
+    SealedKey(#[from] HpkeError),
+    /// The sealed key opens, but is not the key the broker names.
+    #[error("the sealed key has id {opened}, the broker named {named}")]
+    KeyIdMismatch {
+        /// The id of the key that opened.
+        opened: String,
+        /// The id the release names.
+        named: String,
+    },
+    /// The caller's binding or release key is not the one this exchange needs (a bug in
+    /// the caller, not the broker's doing).
+    #[error("the evidence binding does not carry {0}")]
+    BindingMismatch(&'static str),
+    /// A request body could not be encoded.
+    #[error("a request cannot be encoded as JSON")]
+    RequestEncoding,
     /// The system random number generator failed.
     #[error("the system random number generator failed")]
     Random,
@@ -101,14 +220,28 @@ impl ReleaseClientError {
             Self::Rejected { .. } => "broker_rejected",
             Self::Unauthenticated(_) => "broker_unauthenticated",
             Self::WrongProvider { .. } => "wrong_provider",
-            Self::Protocol(_) => "broker_protocol",
-            Self::Random => "internal",
+            Self::WrongAsset { .. }
+            | Self::ChallengeTooLong { .. }
+            | Self::LeaseOutOfRange { .. }
+            | Self::UnknownDenialCode(_)
+            | Self::SealedKey(_)
+            | Self::KeyIdMismatch { .. } => "broker_protocol",
+            Self::BindingMismatch(_) | Self::RequestEncoding | Self::Random => "internal",
         }
     }
 
-    /// Whether retrying may help (an unavailable broker).
+    /// Whether a new attempt may succeed: an unavailable broker, or a signed denial of
+    /// the nonce (`nonce_unknown_or_used`, `nonce_expired`), which the relay can cause by
+    /// replaying or delaying a request, and which a fresh challenge answers.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unavailable { .. })
+        matches!(
+            self,
+            Self::Unavailable { .. }
+                | Self::Denied {
+                    code: DenialCode::NonceUnknownOrUsed | DenialCode::NonceExpired,
+                    ..
+                }
+        )
     }
 }
 
@@ -190,18 +323,36 @@ pub struct AwaitingRelease {
 }
 
 fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, ReleaseClientError> {
-    serde_json::to_vec(value).map_err(|e| ReleaseClientError::Protocol(e.to_string()))
+    serde_json::to_vec(value).map_err(|_| ReleaseClientError::RequestEncoding)
 }
 
-fn hex32(field: &str, s: &str) -> Result<[u8; 32], ReleaseClientError> {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(s, &mut out)
-        .map_err(|_| ReleaseClientError::Protocol(format!("{field} is not 32 bytes of hex")))?;
-    Ok(out)
+/// A 32-byte hex field of an answer not yet verified.
+fn hex32(answer: Answer, field: &'static str, s: &str) -> Result<[u8; 32], Unauthenticated> {
+    parse32(s, field).map_err(|_| Unauthenticated::Malformed { answer, field })
 }
 
-fn hex_bytes(field: &str, s: &str) -> Result<Vec<u8>, ReleaseClientError> {
-    hex::decode(s).map_err(|_| ReleaseClientError::Protocol(format!("{field} is not hex")))
+/// A hex field of an answer not yet verified.
+fn hex_bytes(answer: Answer, field: &'static str, s: &str) -> Result<Vec<u8>, Unauthenticated> {
+    hex::decode(s).map_err(|_| Unauthenticated::Malformed { answer, field })
+}
+
+/// Checks the hex `signature` of `answer` saying `statement`, by `broker`, for the
+/// request with digest `request_sha256`.
+fn check_signature(
+    answer: Answer,
+    statement: &Statement,
+    broker: &BrokerKey,
+    request_sha256: &[u8; 32],
+    signature: &str,
+) -> Result<(), Unauthenticated> {
+    let bad = || Unauthenticated::BadSignature {
+        answer,
+        pinned: *broker,
+    };
+    let signature = hex::decode(signature).map_err(|_| bad())?;
+    statement
+        .verify(broker, request_sha256, &signature)
+        .map_err(|_| bad())
 }
 
 /// Text from an unauthenticated party, made safe to log: printable, at most 200 chars.
@@ -216,52 +367,48 @@ fn shorten(body: &[u8]) -> String {
 /// Sorts an answer: the 200 body to check, or the error it stands for. A 403 must be a
 /// denial signed by `broker` for the request with digest `request_sha256`.
 fn classify<T: DeserializeOwned>(
+    answer: Answer,
     status: u16,
     body: &[u8],
     broker: &BrokerKey,
     request_sha256: &[u8; 32],
 ) -> Result<T, ReleaseClientError> {
     if body.len() > MAX_ANSWER_BYTES {
-        return Err(ReleaseClientError::Protocol(format!(
-            "answer of {} bytes exceeds {MAX_ANSWER_BYTES}",
-            body.len()
-        )));
+        return Err(Unauthenticated::TooLarge { len: body.len() }.into());
     }
     match status {
-        200 => serde_json::from_slice(body).map_err(|e| {
-            ReleaseClientError::Protocol(format!("answer is not the expected JSON: {e}"))
+        200 => serde_json::from_slice(body).map_err(|_| {
+            Unauthenticated::Malformed {
+                answer,
+                field: "not the JSON of a signed answer",
+            }
+            .into()
         }),
         403 => {
-            let err: ErrorBody = serde_json::from_slice(body).map_err(|_| {
-                ReleaseClientError::Unauthenticated(format!(
-                    "HTTP 403 that is no signed denial: {}",
-                    shorten(body)
-                ))
-            })?;
-            let signature = err.signature.as_deref().ok_or_else(|| {
-                ReleaseClientError::Unauthenticated(format!(
-                    "unsigned denial {:?}",
-                    shorten(err.error.as_bytes())
-                ))
-            })?;
+            let err: ErrorBody =
+                serde_json::from_slice(body).map_err(|_| Unauthenticated::Malformed {
+                    answer: Answer::Denial,
+                    field: "not the JSON of a signed denial",
+                })?;
+            let signature =
+                err.signature
+                    .as_deref()
+                    .ok_or_else(|| Unauthenticated::UnsignedDenial {
+                        error: shorten(err.error.as_bytes()),
+                    })?;
             let statement = Statement::Denial {
                 error: err.error.clone(),
                 detail: err.detail.clone(),
             };
-            let signature = hex::decode(signature).unwrap_or_default();
-            statement
-                .verify(broker, request_sha256, &signature)
-                .map_err(|e| {
-                    ReleaseClientError::Unauthenticated(format!(
-                        "denial {:?}: {e}",
-                        shorten(err.error.as_bytes())
-                    ))
-                })?;
-            let code = err.error.parse().map_err(|_| {
-                ReleaseClientError::Protocol(format!("unknown denial code {:?}", err.error))
-            })?;
+            check_signature(
+                Answer::Denial,
+                &statement,
+                broker,
+                request_sha256,
+                signature,
+            )?;
             Err(ReleaseClientError::Denied {
-                code,
+                code: err.error.parse()?,
                 detail: err.detail,
             })
         }
@@ -342,22 +489,30 @@ impl AwaitingChallenge {
     /// Step 2: the broker's answer to the challenge request.
     pub fn answer(self, status: u16, body: &[u8]) -> Result<Challenged, ReleaseClientError> {
         let c = &self.client;
-        let resp: ChallengeResponse = classify(status, body, &c.broker, &self.request_sha256)?;
+        let resp: ChallengeResponse = classify(
+            Answer::Challenge,
+            status,
+            body,
+            &c.broker,
+            &self.request_sha256,
+        )?;
         let statement = Statement::Challenge {
             asset: c.asset.clone(),
             contract: c.contract.clone(),
             nonce: resp.nonce.as_bytes().to_vec(),
             expires_in: resp.expires_in,
         };
-        let signature = hex::decode(&resp.signature).unwrap_or_default();
-        statement
-            .verify(&c.broker, &self.request_sha256, &signature)
-            .map_err(|e| ReleaseClientError::Unauthenticated(format!("challenge: {e}")))?;
+        check_signature(
+            Answer::Challenge,
+            &statement,
+            &c.broker,
+            &self.request_sha256,
+            &resp.signature,
+        )?;
         if resp.expires_in > NONCE_TTL_SECS {
-            return Err(ReleaseClientError::Protocol(format!(
-                "a challenge valid for {} s (at most {NONCE_TTL_SECS})",
-                resp.expires_in
-            )));
+            return Err(ReleaseClientError::ChallengeTooLong {
+                secs: resp.expires_in,
+            });
         }
         Ok(Challenged {
             client: self.client,
@@ -378,16 +533,19 @@ impl Challenged {
     }
 
     /// Step 3: the release request carrying `evidence`, which must carry `binding` (from
-    /// [`Self::binding`]).
+    /// [`Self::binding`]: this nonce and this client's pins).
     pub fn release(
         self,
         binding: &EvidenceBinding,
         evidence: &Evidence,
     ) -> Result<(Request, AwaitingRelease), ReleaseClientError> {
         if binding.nonce != self.nonce.as_bytes() {
-            return Err(ReleaseClientError::Protocol(
-                "the binding does not carry the broker's nonce".into(),
-            ));
+            return Err(ReleaseClientError::BindingMismatch("the broker's nonce"));
+        }
+        if binding.broker_key != *self.client.broker.as_bytes()
+            || binding.provider_key != self.client.provider
+        {
+            return Err(ReleaseClientError::BindingMismatch("this client's pins"));
         }
         let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
         let body = json(&ReleaseRequest {
@@ -423,76 +581,74 @@ impl AwaitingRelease {
         release_key: &HpkeKeyPair,
     ) -> Result<Released, ReleaseClientError> {
         let c = &self.client;
-        let resp: ReleaseResponse = classify(status, body, &c.broker, &self.request_sha256)?;
-        let statement = Statement::Release {
-            asset: resp.asset.clone(),
-            contract: resp.contract.clone(),
+        if release_key.public_key() != self.release_key {
+            return Err(ReleaseClientError::BindingMismatch("this release key"));
+        }
+        let resp: ReleaseResponse = classify(
+            Answer::Release,
+            status,
+            body,
+            &c.broker,
+            &self.request_sha256,
+        )?;
+        let a = Answer::Release;
+        let release = ReleaseStatement {
+            asset: resp.asset,
+            contract: resp.contract,
             nonce: self.nonce.as_bytes().to_vec(),
             release_key: self.release_key,
-            manifest_sha256: hex32("manifest_sha256", &resp.manifest_sha256)?,
-            provider_key: hex32("provider_key", &resp.provider_key)?,
-            key_id: resp.key_id.clone(),
-            enc: hex_bytes("enc", &resp.enc)?,
-            ciphertext: hex_bytes("ciphertext", &resp.ciphertext)?,
+            manifest_sha256: hex32(a, "manifest_sha256", &resp.manifest_sha256)?,
+            provider_key: hex32(a, "provider_key", &resp.provider_key)?,
+            key_id: resp.key_id,
+            enc: hex_bytes(a, "enc", &resp.enc)?,
+            ciphertext: hex_bytes(a, "ciphertext", &resp.ciphertext)?,
             lease_secs: resp.lease_secs,
         };
-        let signature = hex::decode(&resp.signature).unwrap_or_default();
-        statement
-            .verify(&c.broker, &self.request_sha256, &signature)
-            .map_err(|e| ReleaseClientError::Unauthenticated(format!("release: {e}")))?;
-        let Statement::Release {
-            manifest_sha256,
-            provider_key,
-            enc,
-            ciphertext,
-            ..
-        } = statement
-        else {
-            unreachable!("built as a release statement above")
-        };
-        if resp.lease_secs == 0 {
-            return Err(ReleaseClientError::Protocol(
-                "a release with a lease of 0 s".into(),
-            ));
+        check_signature(
+            a,
+            &Statement::Release(release.clone()),
+            &c.broker,
+            &self.request_sha256,
+            &resp.signature,
+        )?;
+        // Signed, so everything below is the broker's own word.
+        if !(1..=MAX_LEASE_SECS).contains(&release.lease_secs) {
+            return Err(ReleaseClientError::LeaseOutOfRange {
+                secs: release.lease_secs,
+            });
         }
-        if resp.asset != c.asset || resp.contract != c.contract {
-            return Err(ReleaseClientError::Protocol(format!(
-                "the key was released for asset {} under contract {}, not {} under {}",
-                resp.asset, resp.contract, c.asset, c.contract
-            )));
+        if release.asset != c.asset || release.contract != c.contract {
+            return Err(ReleaseClientError::WrongAsset {
+                asset: c.asset.clone(),
+                contract: c.contract.clone(),
+                named_asset: release.asset,
+                named_contract: release.contract,
+            });
         }
         if let Some(pinned) = c.provider {
-            if pinned != provider_key {
+            if pinned != release.provider_key {
                 return Err(ReleaseClientError::WrongProvider {
                     pinned: hex::encode(pinned),
-                    named: hex::encode(provider_key),
+                    named: hex::encode(release.provider_key),
                 });
             }
         }
-        if release_key.public_key() != self.release_key {
-            return Err(ReleaseClientError::Protocol(
-                "the release key is not the one the binding carries".into(),
-            ));
-        }
-        let key = release_key
-            .open_data_key(
-                &enc,
-                &ciphertext,
-                &release_info(&c.asset, self.nonce.as_bytes()),
-            )
-            .map_err(|e| ReleaseClientError::Protocol(format!("the sealed key: {e}")))?;
-        if key.key_id().to_string() != resp.key_id {
-            return Err(ReleaseClientError::Protocol(format!(
-                "the sealed key has id {}, the broker named {}",
-                key.key_id(),
-                resp.key_id
-            )));
+        let key = release_key.open_data_key(
+            &release.enc,
+            &release.ciphertext,
+            &release_info(&c.asset, self.nonce.as_bytes()),
+        )?;
+        if key.key_id().to_string() != release.key_id {
+            return Err(ReleaseClientError::KeyIdMismatch {
+                opened: key.key_id().to_string(),
+                named: release.key_id,
+            });
         }
         Ok(Released {
             key,
-            manifest_sha256,
-            provider_key,
-            lease: std::time::Duration::from_secs(resp.lease_secs),
+            manifest_sha256: release.manifest_sha256,
+            provider_key: release.provider_key,
+            lease: std::time::Duration::from_secs(release.lease_secs),
         })
     }
 }
@@ -509,22 +665,29 @@ pub struct CheckedBrokerInfo {
 }
 
 /// Checks a `GET /v1/broker` answer against the pinned identity key `broker`.
+///
+/// The answer is a standing statement, signed once for every reader (it answers no
+/// request of the reader's, so it carries no freshness): the keys it names are derived
+/// from the broker's KEK and do not change; `simulation` is as of some moment and is only
+/// shown, never acted on.
 pub fn check_broker_info(
     broker: &BrokerKey,
     status: u16,
     body: &[u8],
 ) -> Result<CheckedBrokerInfo, ReleaseClientError> {
+    let a = Answer::BrokerInfo;
     let request_sha256 = request_digest(b"");
-    let info: BrokerInfo = classify(status, body, broker, &request_sha256)?;
+    let info: BrokerInfo = classify(a, status, body, broker, &request_sha256)?;
     if info.identity_key != *broker {
-        return Err(ReleaseClientError::Unauthenticated(format!(
-            "the broker at this address has identity key {}, not the pinned {broker}",
-            info.identity_key
-        )));
+        return Err(Unauthenticated::OtherIdentity {
+            named: info.identity_key,
+            pinned: *broker,
+        }
+        .into());
     }
     let checked = CheckedBrokerInfo {
-        registration_key: hex32("registration_key", &info.registration_key)?,
-        decision_log_key: hex32("decision_log_key", &info.decision_log_key)?,
+        registration_key: hex32(a, "registration_key", &info.registration_key)?,
+        decision_log_key: hex32(a, "decision_log_key", &info.decision_log_key)?,
         simulation: info.simulation,
     };
     let statement = Statement::Broker {
@@ -532,20 +695,20 @@ pub fn check_broker_info(
         decision_log_key: checked.decision_log_key,
         simulation: checked.simulation,
     };
-    let signature = hex::decode(&info.signature).unwrap_or_default();
-    statement
-        .verify(broker, &request_sha256, &signature)
-        .map_err(|e| ReleaseClientError::Unauthenticated(format!("broker information: {e}")))?;
+    check_signature(a, &statement, broker, &request_sha256, &info.signature)?;
     Ok(checked)
 }
 
-/// Checks the answer to an admin request (`method path` with body `body`): done only if
-/// the broker with identity `broker` signed it for this very request.
+/// Checks the answer to an admin request `method path` whose signed message (what the
+/// admin key signed: broker, method, path, time and body digest) is `signed_request`:
+/// the request was carried out only if the broker with identity `broker` signed that it
+/// was, for this very request. An answer to an earlier request, even one with the same
+/// body, does not verify.
 pub fn check_admin_answer(
     broker: &BrokerKey,
     method: &str,
     path: &str,
-    body: &[u8],
+    signed_request: &[u8],
     status: u16,
     answer: &[u8],
 ) -> Result<(), ReleaseClientError> {
@@ -556,23 +719,23 @@ pub fn check_admin_answer(
         });
     }
     if answer.len() > MAX_ANSWER_BYTES {
-        return Err(ReleaseClientError::Protocol(
-            "admin answer too large".into(),
-        ));
+        return Err(Unauthenticated::TooLarge { len: answer.len() }.into());
     }
-    let done: AdminAnswer = serde_json::from_slice(answer)
-        .map_err(|e| ReleaseClientError::Unauthenticated(format!("admin answer: {e}")))?;
-    let signature = hex::decode(&done.signature).unwrap_or_default();
-    Statement::Admin {
+    let done: AdminAnswer =
+        serde_json::from_slice(answer).map_err(|_| Unauthenticated::Malformed {
+            answer: Answer::Admin,
+            field: "not the JSON of a signed admin answer",
+        })?;
+    let statement = Statement::Admin {
         method: method.to_owned(),
         path: path.to_owned(),
-    }
-    .verify(broker, &request_digest(body), &signature)
-    .map_err(|e| ReleaseClientError::Unauthenticated(format!("admin answer: {e}")))?;
-    if !done.ok {
-        return Err(ReleaseClientError::Protocol(
-            "admin answer says not ok".into(),
-        ));
-    }
+    };
+    check_signature(
+        Answer::Admin,
+        &statement,
+        broker,
+        &request_digest(signed_request),
+        &done.signature,
+    )?;
     Ok(())
 }

@@ -18,7 +18,7 @@ use crate::sealed::DataKey;
 type Kem = X25519HkdfSha256;
 
 /// HPKE sealing or opening failed. Never carries key material.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HpkeError {
     /// A public key or encapsulated key is not a valid X25519 point encoding.

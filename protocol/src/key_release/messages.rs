@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::vocabulary::{BadHex32, BrokerKey, Nonce};
+use super::vocabulary::{BadHex32, BrokerKey, Nonce, parse32};
 use crate::binding::EvidenceBinding;
 use crate::platform::Platform;
 
@@ -68,11 +68,7 @@ impl BindingKeys {
 
     /// The evidence binding these keys and `nonce` make: the one the evidence must carry.
     pub fn to_binding(&self, nonce: &Nonce) -> Result<EvidenceBinding, BadHex32> {
-        let hex32 = |s: &str, what: &'static str| -> Result<[u8; 32], BadHex32> {
-            let mut out = [0u8; 32];
-            hex::decode_to_slice(s, &mut out).map_err(|_| BadHex32 { what })?;
-            Ok(out)
-        };
+        let hex32 = parse32;
         Ok(EvidenceBinding {
             nonce: nonce.as_bytes().to_vec(),
             ohttp_keys_sha256: hex32(&self.ohttp_keys_sha256, "binding.ohttp_keys_sha256")?,
@@ -181,8 +177,7 @@ pub struct BrokerInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminAnswer {
-    /// Always true.
-    pub ok: bool,
-    /// The broker's signature (hex) over the admin statement.
+    /// The broker's signature (hex) over the admin statement, for the digest of the
+    /// message the admin signed.
     pub signature: String,
 }

@@ -31,7 +31,9 @@ pub use self::messages::{
     AdminAnswer, BindingKeys, BrokerInfo, ChallengeRequest, ChallengeResponse, ErrorBody, Evidence,
     ReleaseRequest, ReleaseResponse,
 };
-pub use self::statement::{BrokerIdentity, Statement, StatementEncoding, request_digest};
+pub use self::statement::{
+    BrokerIdentity, ReleaseStatement, Statement, StatementEncoding, request_digest,
+};
 pub use self::vocabulary::{BadHex32, BrokerKey, Nonce, RandomFailed};
 pub use crate::platform::Platform;
 
@@ -41,3 +43,6 @@ pub const RELEASE_INFO_LABEL: &[u8] = b"trustbridge/key-release/v1";
 pub const REGISTER_INFO_LABEL: &[u8] = b"trustbridge/register/v1";
 /// How long a challenge nonce lives.
 pub const NONCE_TTL_SECS: u64 = 60;
+/// The longest lease a release may grant (a day): a broker's policy cannot set more, and
+/// a client refuses a release that names more.
+pub const MAX_LEASE_SECS: u64 = 86_400;

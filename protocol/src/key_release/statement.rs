@@ -22,6 +22,11 @@
 //! admin:     method, path                    (an admin request was carried out)
 //! ```
 //!
+//! For an admin answer, `request_sha256` is the SHA-256 of the message the admin signed
+//! (broker key, method, path, time and body digest), not of the body alone: two requests
+//! with the same body at different times get different answers, so an answer to an
+//! earlier request cannot be replayed as the answer to a later one.
+//!
 //! The reader rebuilds the statement from the fields it parsed, its own request and the key
 //! it pins, and verifies the signature: a field the signature does not cover is never used.
 //! Covering the request makes each answer fresh: a challenge request carries a random
@@ -55,29 +60,7 @@ pub enum Statement {
         expires_in: u64,
     },
     /// A data key was released.
-    Release {
-        /// The asset.
-        asset: String,
-        /// The contract.
-        contract: String,
-        /// The nonce the release consumed.
-        nonce: Vec<u8>,
-        /// The X25519 key the data key is sealed to.
-        release_key: [u8; 32],
-        /// SHA-256 of the asset's registered `manifest.cose`.
-        manifest_sha256: [u8; 32],
-        /// The provider's Ed25519 key that signs that manifest.
-        provider_key: [u8; 32],
-        /// The key id of the released data key.
-        key_id: String,
-        /// HPKE encapsulated key.
-        enc: Vec<u8>,
-        /// HPKE ciphertext of the data key.
-        ciphertext: Vec<u8>,
-        /// How long the release is good for: a sentinel that is not authorized again
-        /// within this many seconds stops serving, whatever its configuration says.
-        lease_secs: u64,
-    },
+    Release(ReleaseStatement),
     /// A request was denied.
     Denial {
         /// The reason code.
@@ -103,6 +86,32 @@ pub enum Statement {
     },
 }
 
+/// What a release answer says: the fields of [`Statement::Release`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReleaseStatement {
+    /// The asset.
+    pub asset: String,
+    /// The contract.
+    pub contract: String,
+    /// The nonce the release consumed.
+    pub nonce: Vec<u8>,
+    /// The X25519 key the data key is sealed to.
+    pub release_key: [u8; 32],
+    /// SHA-256 of the asset's registered `manifest.cose`.
+    pub manifest_sha256: [u8; 32],
+    /// The provider's Ed25519 key that signs that manifest.
+    pub provider_key: [u8; 32],
+    /// The key id of the released data key.
+    pub key_id: String,
+    /// HPKE encapsulated key.
+    pub enc: Vec<u8>,
+    /// HPKE ciphertext of the data key.
+    pub ciphertext: Vec<u8>,
+    /// How long the release is good for: a sentinel that is not authorized again within
+    /// this many seconds stops serving, whatever its configuration says.
+    pub lease_secs: u64,
+}
+
 /// A broker answer whose signature does not verify under the pinned key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the answer is not signed by the pinned broker key {0}")]
@@ -118,7 +127,7 @@ impl Statement {
     fn kind(&self) -> &'static str {
         match self {
             Self::Challenge { .. } => "challenge",
-            Self::Release { .. } => "release",
+            Self::Release(_) => "release",
             Self::Denial { .. } => "denial",
             Self::Broker { .. } => "broker",
             Self::Admin { .. } => "admin",
@@ -152,28 +161,17 @@ impl Statement {
                 ("nonce", bytes(nonce)),
                 ("expires_in", Value::from(*expires_in)),
             ]),
-            Self::Release {
-                asset,
-                contract,
-                nonce,
-                release_key,
-                manifest_sha256,
-                provider_key,
-                key_id,
-                enc,
-                ciphertext,
-                lease_secs,
-            } => fields.extend([
-                ("asset", text(asset)),
-                ("contract", text(contract)),
-                ("nonce", bytes(nonce)),
-                ("release_key", bytes(release_key)),
-                ("manifest_sha256", bytes(manifest_sha256)),
-                ("provider_key", bytes(provider_key)),
-                ("key_id", text(key_id)),
-                ("enc", bytes(enc)),
-                ("ciphertext", bytes(ciphertext)),
-                ("lease_secs", Value::from(*lease_secs)),
+            Self::Release(r) => fields.extend([
+                ("asset", text(&r.asset)),
+                ("contract", text(&r.contract)),
+                ("nonce", bytes(&r.nonce)),
+                ("release_key", bytes(&r.release_key)),
+                ("manifest_sha256", bytes(&r.manifest_sha256)),
+                ("provider_key", bytes(&r.provider_key)),
+                ("key_id", text(&r.key_id)),
+                ("enc", bytes(&r.enc)),
+                ("ciphertext", bytes(&r.ciphertext)),
+                ("lease_secs", Value::from(r.lease_secs)),
             ]),
             Self::Denial { error, detail } => {
                 fields.extend([("error", text(error)), ("detail", text(detail))]);
@@ -271,8 +269,8 @@ impl BrokerIdentity {
 mod tests {
     use super::*;
 
-    fn release() -> Statement {
-        Statement::Release {
+    fn release_statement() -> ReleaseStatement {
+        ReleaseStatement {
             asset: "a".into(),
             contract: "c".into(),
             nonce: vec![1; 32],
@@ -284,6 +282,10 @@ mod tests {
             ciphertext: vec![6; 48],
             lease_secs: 600,
         }
+    }
+
+    fn release() -> Statement {
+        Statement::Release(release_statement())
     }
 
     #[test]
@@ -303,22 +305,23 @@ mod tests {
             release().verify(&other, &request, &sig),
             Err(BadBrokerSignature(other))
         );
-        type Mutation = fn(&mut Statement);
+        type Mutation = fn(&mut ReleaseStatement);
         let mutations: [Mutation; 10] = [
-            |s| set(s, |f| *f.0 = "b".into()),
-            |s| set(s, |f| *f.1 = "d".into()),
-            |s| set(s, |f| *f.2 = vec![0; 32]),
-            |s| set(s, |f| *f.3 = [0; 32]),
-            |s| set(s, |f| *f.4 = [0; 32]),
-            |s| set(s, |f| *f.5 = [0; 32]),
-            |s| set(s, |f| *f.6 = "other".into()),
-            |s| set(s, |f| *f.7 = vec![0; 32]),
-            |s| set(s, |f| *f.8 = vec![7; 48]),
-            |s| set(s, |f| *f.9 = 601),
+            |r| r.asset = "b".into(),
+            |r| r.contract = "d".into(),
+            |r| r.nonce = vec![0; 32],
+            |r| r.release_key = [0; 32],
+            |r| r.manifest_sha256 = [0; 32],
+            |r| r.provider_key = [0; 32],
+            |r| r.key_id = "other".into(),
+            |r| r.enc = vec![0; 32],
+            |r| r.ciphertext = vec![7; 48],
+            |r| r.lease_secs = 601,
         ];
         for mutate in mutations {
-            let mut changed = release();
-            mutate(&mut changed);
+            let mut fields = release_statement();
+            mutate(&mut fields);
+            let changed = Statement::Release(fields);
             assert_ne!(changed, release());
             assert!(
                 changed.verify(&id.public(), &request, &sig).is_err(),
@@ -341,48 +344,5 @@ mod tests {
             .is_err()
         );
         assert!(!format!("{id:?}").contains(&hex::encode([9u8; 32])));
-    }
-
-    type Fields<'a> = (
-        &'a mut String,
-        &'a mut String,
-        &'a mut Vec<u8>,
-        &'a mut [u8; 32],
-        &'a mut [u8; 32],
-        &'a mut [u8; 32],
-        &'a mut String,
-        &'a mut Vec<u8>,
-        &'a mut Vec<u8>,
-        &'a mut u64,
-    );
-
-    /// Applies `f` to the fields of a release statement.
-    fn set(s: &mut Statement, f: impl FnOnce(Fields<'_>)) {
-        if let Statement::Release {
-            asset,
-            contract,
-            nonce,
-            release_key,
-            manifest_sha256,
-            provider_key,
-            key_id,
-            enc,
-            ciphertext,
-            lease_secs,
-        } = s
-        {
-            f((
-                asset,
-                contract,
-                nonce,
-                release_key,
-                manifest_sha256,
-                provider_key,
-                key_id,
-                enc,
-                ciphertext,
-                lease_secs,
-            ));
-        }
     }
 }
