@@ -24,7 +24,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use trustbridge_protocol::key_release::client::{MAX_ANSWER_BYTES, Request};
 pub use trustbridge_protocol::key_release::{BrokerKey, Released};
-use trustbridge_protocol::key_release::{DenialCode, ReleaseClient, ReleaseClientError};
+use trustbridge_protocol::key_release::{ReleaseClient, ReleaseClientError};
 use trustbridge_transport::{Endpoint, Stream};
 
 use crate::attestation::AttestationProvider;
@@ -70,23 +70,28 @@ pub struct Pins {
     pub provider: Option<[u8; 32]>,
 }
 
-/// Time limits of the egress operations. Whatever the relay does (answer slowly, hold a
-/// tunnel open, trickle bytes), a key release ends within `connect` + 2 × `exchange`
-/// plus the time to produce evidence.
+/// Time limits of a key release through the relay. Whatever the relay does (answer
+/// slowly, hold a tunnel open, trickle bytes) and however the TEE's attestation device
+/// behaves, a key release ends within `connect` (tunnel) + `connect` (HTTP handshake) +
+/// 2 × `exchange` + `evidence`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EgressLimits {
-    /// To reach the relay and have the `CONNECT` answered.
+    /// To reach the relay and have the `CONNECT` answered, and again for the HTTP
+    /// handshake through the tunnel.
     pub connect: Duration,
     /// For one request and its whole answer.
     pub exchange: Duration,
+    /// For the attestation provider to produce evidence.
+    pub evidence: Duration,
 }
 
 impl Default for EgressLimits {
-    /// 10 s to connect, 30 s per exchange.
+    /// 10 s to connect, 30 s per exchange, 60 s for evidence.
     fn default() -> Self {
         Self {
             connect: Duration::from_secs(10),
             exchange: Duration::from_secs(30),
+            evidence: Duration::from_secs(60),
         }
     }
 }
@@ -107,26 +112,20 @@ fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-/// The boot step's view of an engine error: an unavailable broker is worth retrying;
-/// anything else (a signed denial, an unauthenticated answer) is fatal with its code.
-///
-/// A (signed) denial of the nonce (`nonce_unknown_or_used`, `nonce_expired`) is transient
-/// too: the relay can cause one by replaying or delaying the request, and a fresh
-/// challenge is the answer.
+/// The boot step's view of an engine error: what the engine calls transient (an
+/// unavailable broker, a signed denial of the nonce, which the relay can provoke) is
+/// retried; anything else (a signed denial, an unauthenticated answer) is fatal with its
+/// code.
 fn step_error(e: ReleaseClientError) -> StepError {
-    let stale_nonce = matches!(
-        e,
-        ReleaseClientError::Denied {
-            code: DenialCode::NonceUnknownOrUsed | DenialCode::NonceExpired,
-            ..
-        }
-    );
-    if e.is_transient() || stale_nonce {
+    if e.is_transient() {
         StepError::Transient(e.to_string())
     } else {
         fatal(FailureCode::of_release(&e), e.to_string())
     }
 }
+
+/// Largest `CONNECT` answer head the sentinel reads.
+const MAX_CONNECT_HEAD: usize = 8192;
 
 /// Opens a tunnel to `kms` through the egress proxy at `egress`, within `limit`.
 pub async fn egress_tunnel(
@@ -160,13 +159,17 @@ async fn connect_tunnel(egress: &Endpoint, kms: &KmsTarget) -> Result<Stream, St
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        if head.len() > 8192
-            || stream
-                .read(&mut byte)
-                .await
-                .map_err(|e| transient("relay egress", e))?
-                == 0
-        {
+        if head.len() > MAX_CONNECT_HEAD {
+            return Err(transient(
+                "relay egress",
+                format!("a CONNECT answer longer than {MAX_CONNECT_HEAD} bytes"),
+            ));
+        }
+        let read = stream
+            .read(&mut byte)
+            .await
+            .map_err(|e| transient("relay egress", e))?;
+        if read == 0 {
             return Err(transient("relay egress", "closed during CONNECT"));
         }
         head.push(byte[0]);
@@ -263,8 +266,9 @@ impl BrokerConnection {
             .await
             .map_err(|e| {
                 if e.is::<http_body_util::LengthLimitError>() {
+                    // Unread, so unauthenticated: whoever sent it, it is no broker answer.
                     fatal(
-                        FailureCode::BrokerProtocol,
+                        FailureCode::BrokerUnauthenticated,
                         format!("an answer larger than {MAX_ANSWER_BYTES} bytes"),
                     )
                 } else {
@@ -297,8 +301,15 @@ pub async fn authorize(
     let binding = challenged.binding(&keys.bound_keys());
     let evidence = {
         let binding = binding.clone();
-        tokio::task::spawn_blocking(move || provider.evidence(&binding))
+        let produce = tokio::task::spawn_blocking(move || provider.evidence(&binding));
+        tokio::time::timeout(limits.evidence, produce)
             .await
+            .map_err(|_| {
+                transient(
+                    "attestation",
+                    format!("no evidence within {} ms", limits.evidence.as_millis()),
+                )
+            })?
             .map_err(|e| fatal(FailureCode::Attestation, e.to_string()))?
             .map_err(|e| fatal(FailureCode::Attestation, e.to_string()))?
     };

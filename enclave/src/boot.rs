@@ -4,6 +4,7 @@
 //! Boot -> Attest -> Authorize -> Hydrate -> Decrypt -> Ready(model)
 //!                                                      Ready -> Suspended   (a denial at re-authorization, or none succeeded within the grace period)
 //!                                                  Suspended -> Authorize   (re-authorization granted again)
+//!                         Authorize | Hydrate | Decrypt -> Suspended        (resuming failed; it keeps asking)
 //! any state but Failed -> Failed(code)               (terminal: restart the sentinel)
 //! any state -> Stopped                               (shutdown)
 //! ```
@@ -143,7 +144,8 @@ impl BootState {
             | (Authorize, Hydrate)
             | (Hydrate, Decrypt)
             | (Decrypt, Ready(_)) => true,
-            (Ready(_), Suspended { .. }) | (Suspended { .. }, Authorize) => true,
+            (Ready(_) | Authorize | Hydrate | Decrypt, Suspended { .. })
+            | (Suspended { .. }, Authorize) => true,
             _ => false,
         }
     }
@@ -206,9 +208,11 @@ impl BootMachine {
         &self.history
     }
 
-    /// Moves to `next` if the machine allows it; logs the transition. The state left is
-    /// dropped with its data (leaving Ready withdraws the model).
-    pub fn transition(&mut self, next: BootState) -> Result<(), InvalidTransition> {
+    /// Moves to `next` if the machine allows it; logs the transition. Returns the state
+    /// left, for the caller to drop with its data (leaving Ready withdraws and wipes the
+    /// model), outside any lock it holds.
+    #[must_use = "dropping the state left wipes what it held"]
+    pub fn transition(&mut self, next: BootState) -> Result<BootState, InvalidTransition> {
         if !self.state.may_become(&next) {
             return Err(InvalidTransition {
                 from: self.state.to_string(),
@@ -230,7 +234,7 @@ impl BootMachine {
         let previous = std::mem::replace(&mut self.state, next);
         self.history.push((previous.name(), spent));
         self.since = Instant::now();
-        Ok(())
+        Ok(previous)
     }
 }
 
@@ -402,28 +406,45 @@ mod tests {
             serving(),
         ] {
             assert!(!m.state().ready_for_traffic() || matches!(m.state(), BootState::Decrypt));
-            m.transition(s).unwrap();
+            drop(m.transition(s).unwrap());
         }
         assert!(m.state().healthy() && m.state().ready_for_traffic());
         assert!(m.state().model().is_some(), "Ready holds the model");
         assert_eq!(m.history().len(), 5);
-        m.transition(BootState::Suspended {
-            code: FailureCode::Denied(DenialCode::ContractRevoked),
-            detail: "revoked".into(),
-        })
-        .unwrap();
+        let left = m
+            .transition(BootState::Suspended {
+                code: FailureCode::Denied(DenialCode::ContractRevoked),
+                detail: "revoked".into(),
+            })
+            .unwrap();
+        assert!(
+            left.model().is_some(),
+            "the state left holds the model, to drop"
+        );
+        drop(left);
         assert!(!m.state().healthy() && m.state().model().is_none());
         assert_eq!(
             m.state().reason().map(|r| r.0.as_str()),
             Some("contract_revoked")
         );
-        m.transition(BootState::Authorize).unwrap();
+        drop(m.transition(BootState::Authorize).unwrap());
         let err = m.transition(serving()).unwrap_err();
         assert_eq!(err.from, "Authorize", "Authorize cannot skip to Ready");
-        m.transition(failed(FailureCode::Internal)).unwrap();
+        // Resuming can fail on the way back (a model the relay has not mirrored yet):
+        // the sentinel stays Suspended and keeps asking.
+        drop(m.transition(BootState::Hydrate).unwrap());
+        drop(
+            m.transition(BootState::Suspended {
+                code: FailureCode::ManifestMismatch,
+                detail: "not mirrored yet".into(),
+            })
+            .unwrap(),
+        );
+        drop(m.transition(BootState::Authorize).unwrap());
+        drop(m.transition(failed(FailureCode::Internal)).unwrap());
         assert!(m.transition(BootState::Boot).is_err(), "Failed is terminal");
         assert!(m.transition(failed(FailureCode::Attestation)).is_err());
-        m.transition(BootState::Stopped).unwrap();
+        drop(m.transition(BootState::Stopped).unwrap());
         assert!(
             m.transition(failed(FailureCode::Internal)).is_err(),
             "Stopped is final"

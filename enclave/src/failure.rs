@@ -87,7 +87,12 @@ impl FailureCode {
             ReleaseClientError::Rejected { .. } => Self::BrokerRejected,
             ReleaseClientError::Unauthenticated(_) => Self::BrokerUnauthenticated,
             ReleaseClientError::WrongProvider { .. } => Self::WrongProvider,
-            ReleaseClientError::Protocol(_) => Self::BrokerProtocol,
+            ReleaseClientError::WrongAsset { .. }
+            | ReleaseClientError::ChallengeTooLong { .. }
+            | ReleaseClientError::LeaseOutOfRange { .. }
+            | ReleaseClientError::UnknownDenialCode(_)
+            | ReleaseClientError::SealedKey(_)
+            | ReleaseClientError::KeyIdMismatch { .. } => Self::BrokerProtocol,
             _ => Self::Internal,
         }
     }
@@ -144,6 +149,7 @@ pub fn fatal(code: FailureCode, detail: impl Into<String>) -> StepError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use trustbridge_protocol::key_release::client::Unauthenticated;
 
     #[test]
     fn codes_are_the_documented_names() {
@@ -152,7 +158,9 @@ mod tests {
             "contract_revoked"
         );
         assert_eq!(
-            FailureCode::of_release(&ReleaseClientError::Unauthenticated("x".into())),
+            FailureCode::of_release(&ReleaseClientError::Unauthenticated(
+                Unauthenticated::TooLarge { len: 1 << 20 }
+            )),
             FailureCode::BrokerUnauthenticated
         );
         assert_eq!(

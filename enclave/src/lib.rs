@@ -15,7 +15,8 @@
 //! - [`sentinel`]: the boot task and the health API.
 //!
 //! The `tb-sentinel` binary, hydrate and the health API follow (see `docs/ROADMAP.md`).
-// `deny`, not `forbid`: only `memory`, which wraps madvise/mlock, allows `unsafe`.
+// `deny`, not `forbid`: only the modules that wrap syscalls allow `unsafe` (`memory`:
+// madvise/mlock; `attestation::sev_guest::ioctl`: the SEV guest ioctls).
 #![deny(unsafe_code)]
 
 pub mod attestation;

@@ -90,6 +90,29 @@ impl SwapPolicy {
             .map(str::to_owned)
             .collect())
     }
+
+    /// Refuses (`refusal`, given the active swap areas) when swap is active and not
+    /// allowed.
+    fn refuse_if_active(
+        &self,
+        refusal: impl FnOnce(String) -> OutputError,
+    ) -> Result<(), OutputError> {
+        if self.allow {
+            return Ok(());
+        }
+        let active = self.active_swap()?;
+        if active.is_empty() {
+            Ok(())
+        } else {
+            Err(refusal(active.join(", ")))
+        }
+    }
+
+    /// Checks that plaintext which could not be locked in RAM cannot reach swap either:
+    /// refused while swap is active, unless allowed.
+    pub fn check_unlocked(&self) -> Result<(), OutputError> {
+        self.refuse_if_active(OutputError::UnlockedWithSwap)
+    }
 }
 
 /// Why publishing failed.
@@ -100,6 +123,11 @@ pub enum OutputError {
         "swap is active ({0}): the kernel may write tmpfs pages, and so the model's plaintext, to it; turn swap off (swapoff -a) or pass --allow-swap if the swap device is encrypted with a key that never leaves this machine"
     )]
     SwapActive(String),
+    /// The plaintext could not be locked in RAM and swap is active.
+    #[error(
+        "the model's plaintext cannot be locked in RAM (raise RLIMIT_MEMLOCK, e.g. ulimit -l unlimited) and swap is active ({0}): the kernel may write it to swap; turn swap off (swapoff -a), allow locking, or pass --allow-swap if the swap device is encrypted with a key that never leaves this machine"
+    )]
+    UnlockedWithSwap(String),
     /// The tmpfs directory is on a disk-backed file system.
     #[error("{0} is not on tmpfs or ramfs: plaintext would reach persistent storage")]
     NotMemoryBacked(PathBuf),
@@ -142,12 +170,7 @@ pub fn publish(
     match output {
         ModelOutput::Memory => {}
         ModelOutput::Tmpfs(dir) => {
-            if !swap.allow {
-                let active = swap.active_swap()?;
-                if !active.is_empty() {
-                    return Err(OutputError::SwapActive(active.join(", ")));
-                }
-            }
+            swap.refuse_if_active(OutputError::SwapActive)?;
             private_dir(dir)?;
             let stat = rustix::fs::statfs(dir).map_err(|e| io_err(dir)(e.into()))?;
             if !matches!(stat.f_type as i64, TMPFS_MAGIC | RAMFS_MAGIC) {
@@ -156,6 +179,7 @@ pub fn publish(
             for (path, plain) in files.iter() {
                 let target = dir.join(path);
                 make_parents(dir, &target)?;
+                remove_leftover(&target)?;
                 // Recorded first, so a partial write is still wiped on withdrawal.
                 published.tmpfs_files.push(target.clone());
                 let mut file = std::fs::OpenOptions::new()
@@ -172,6 +196,7 @@ pub fn publish(
             for path in files.keys() {
                 let target = dir.join(path);
                 make_parents(dir, &target)?;
+                remove_leftover(&target)?;
                 rustix::fs::mknodat(
                     rustix::fs::CWD,
                     &target,
@@ -263,6 +288,22 @@ impl Drop for Published {
             task.abort();
             let _ = std::fs::remove_file(&path);
         }
+    }
+}
+
+/// Removes what a sentinel that did not stop cleanly (killed, out of memory) left at
+/// `target` in its private directory: a file is wiped first, as it may hold plaintext.
+fn remove_leftover(target: &Path) -> Result<(), OutputError> {
+    let kind = match std::fs::symlink_metadata(target) {
+        Ok(meta) => meta.file_type(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err(target)(e)),
+    };
+    tracing::warn!(path = %target.display(), "removing what an earlier run left behind");
+    if kind.is_file() {
+        wipe(target).map_err(io_err(target))
+    } else {
+        std::fs::remove_file(target).map_err(io_err(target))
     }
 }
 

@@ -42,21 +42,20 @@ pub struct Reauthorization {
 }
 
 impl Reauthorization {
-    /// The interval and grace period in force under a release with `lease`: each at most
-    /// what the operator configured, the interval at most half the lease, the grace at
-    /// most the lease and at least the interval.
+    /// The interval and grace period in force under a release with `lease`: the grace at
+    /// most what the operator configured (default twice the interval) and at most the
+    /// lease; the interval at most what the operator configured, half the lease and half
+    /// the grace, so that a failed attempt always leaves room for another before the
+    /// grace runs out.
     pub fn under(&self, lease: Duration) -> (Duration, Duration) {
-        let half = lease / 2;
-        let every = self
-            .every
-            .map_or(half, |e| e.min(half))
-            .max(Duration::from_millis(1));
+        let floor = Duration::from_millis(1);
+        let every = self.every.map_or(lease / 2, |e| e.min(lease / 2));
         let grace = self
             .grace
             .unwrap_or_else(|| every.saturating_mul(2))
             .min(lease)
-            .max(every);
-        (every, grace)
+            .max(floor);
+        (every.min(grace / 2).max(floor), grace)
     }
 }
 
@@ -115,6 +114,17 @@ enum Stop {
     Refused(InvalidTransition),
 }
 
+impl Stop {
+    /// The code and detail a Failed or Suspended state reports.
+    fn reason(self) -> (FailureCode, String) {
+        match self {
+            Self::Step(StepError::Fatal { code, detail }) => (code, detail),
+            Self::Step(StepError::Transient(d)) => (FailureCode::Unavailable, d),
+            Self::Refused(e) => (FailureCode::Internal, e.to_string()),
+        }
+    }
+}
+
 impl From<StepError> for Stop {
     fn from(e: StepError) -> Self {
         Self::Step(e)
@@ -154,22 +164,24 @@ impl Sentinel {
         self.state().model().cloned()
     }
 
-    /// Moves the machine to `next`; a refused transition is an error.
+    /// Moves the machine to `next`; a refused transition is an error. The state left is
+    /// dropped (leaving Ready wipes the model and what the runtime was given) after the
+    /// lock is released, so `/health` and `/status` answer meanwhile (not Ready).
     fn go(&self, next: BootState) -> Result<(), InvalidTransition> {
-        let mut machine = self.machine.lock().map_err(|_| InvalidTransition {
-            from: "(poisoned)".into(),
-            to: next.name().into(),
-        })?;
-        machine.transition(next)
+        let left = {
+            let mut machine = self.machine.lock().map_err(|_| InvalidTransition {
+                from: "(poisoned)".into(),
+                to: next.name().into(),
+            })?;
+            machine.transition(next)?
+        };
+        drop(left);
+        Ok(())
     }
 
     /// Ends in Failed with the reason of `stop`.
     fn fail(&self, stop: Stop) {
-        let (code, detail) = match stop {
-            Stop::Step(StepError::Fatal { code, detail }) => (code, detail),
-            Stop::Step(StepError::Transient(d)) => (FailureCode::Unavailable, d),
-            Stop::Refused(e) => (FailureCode::Internal, e.to_string()),
-        };
+        let (code, detail) = stop.reason();
         if let Err(e) = self.go(BootState::Failed { code, detail }) {
             // Only Stopped and Failed refuse Failed: nothing is served either way.
             tracing::warn!(error = %e, "not marked Failed");
@@ -217,14 +229,27 @@ impl Sentinel {
                 detail: e.to_string(),
             })?;
         self.go(BootState::Authorize)?;
-        let released = self
-            .config
-            .backoff
-            .retry_async("key release", || self.release(provider, &keys))
-            .await?;
-        let lease = Lease::from(&released);
-        self.bring_up(&released).await?;
+        let (released, lease) = self.release_with_retries(provider, &keys).await?;
+        let lease = self.bring_up(provider, &keys, &released, lease).await?;
         Ok((keys, lease))
+    }
+
+    /// A key release, transient failures retried; with its lease, counted from when it
+    /// was asked for (the relay may delay the answer, not stretch the lease).
+    async fn release_with_retries(
+        &self,
+        provider: &Arc<dyn AttestationProvider>,
+        keys: &SentinelKeys,
+    ) -> Result<(Released, Lease), StepError> {
+        self.config
+            .backoff
+            .retry_async("key release", || async {
+                let asked = Instant::now();
+                let released = self.release(provider, keys).await?;
+                let lease = Lease::new(asked, &released);
+                Ok((released, lease))
+            })
+            .await
     }
 
     /// One key release through the relay's egress.
@@ -247,8 +272,19 @@ impl Sentinel {
         .await
     }
 
-    /// Hydrate, Decrypt and Ready with a released key.
-    async fn bring_up(&self, released: &Released) -> Result<(), Stop> {
+    /// Hydrate, Decrypt and Ready with a released key; returns the lease in force.
+    ///
+    /// Nothing is published on a lease that has run out: when hydrating took longer than
+    /// the release's lease (a large model, or a relay that trickles it), the broker is
+    /// asked again before the plaintext is handed to anyone, and must release the same
+    /// model.
+    async fn bring_up(
+        &self,
+        provider: &Arc<dyn AttestationProvider>,
+        keys: &SentinelKeys,
+        released: &Released,
+        lease: Lease,
+    ) -> Result<Lease, Stop> {
         let c = &self.config;
         tracing::info!(key_id = %released.key.key_id(), "data key released");
         self.go(BootState::Hydrate)?;
@@ -257,7 +293,26 @@ impl Sentinel {
         let mut model = fetch_files(&c.bundles, released, manifest, &c.hydrate).await?;
         // Decrypt: every segment verified; the plaintext is pinned and published.
         self.go(BootState::Decrypt)?;
-        lock(&model);
+        let lease = if lease.expired() {
+            tracing::info!(
+                "the release's lease ran out while hydrating: asking the broker again before publishing"
+            );
+            let (again, lease) = self.release_with_retries(provider, keys).await?;
+            if serving_other_than(&model, &again) {
+                return Err(StepError::Fatal {
+                    code: FailureCode::AssetChanged,
+                    detail: "the broker released another model while this one was hydrating".into(),
+                }
+                .into());
+            }
+            lease
+        } else {
+            lease
+        };
+        lock(&model, &c.swap).map_err(|e| StepError::Fatal {
+            code: FailureCode::ModelOutput,
+            detail: e.to_string(),
+        })?;
         let published =
             publish(&c.output, &model.files, &c.swap).map_err(|e| StepError::Fatal {
                 code: FailureCode::ModelOutput,
@@ -271,7 +326,7 @@ impl Sentinel {
             model: Arc::new(model),
             published,
         })))?;
-        Ok(())
+        Ok(lease)
     }
 
     /// Asks the broker again, with fresh evidence, at the interval in force
@@ -296,11 +351,11 @@ impl Sentinel {
         mut lease: Lease,
     ) {
         let mut retry = self.config.backoff.retrier("re-authorization");
-        let mut wait = self.config.reauthorize.under(lease.length).0;
+        let (mut every, mut grace) = self.config.reauthorize.under(lease.length);
+        let mut wait = every;
         loop {
-            let (_, grace) = self.config.reauthorize.under(lease.length);
-            // None when the grace is too long to represent: then there is no deadline.
-            let deadline = lease.granted.checked_add(grace);
+            // A grace too long to represent is no grace at all (fail closed).
+            let deadline = lease.granted.checked_add(grace).unwrap_or(lease.granted);
             let overdue = |sentinel: &Self| {
                 sentinel.suspend(
                     FailureCode::ReauthorizationOverdue,
@@ -311,31 +366,32 @@ impl Sentinel {
                 );
             };
             // Wait for the next attempt, but not past the deadline while serving.
-            let wake = Instant::now() + wait;
-            match deadline {
-                Some(d) if d < wake && self.state().healthy() => {
-                    tokio::time::sleep_until(d).await;
-                    overdue(self);
-                }
-                _ => tokio::time::sleep_until(wake).await,
+            let wake = Instant::now().checked_add(wait).unwrap_or(deadline);
+            if deadline < wake && self.state().healthy() {
+                tokio::time::sleep_until(deadline).await;
+                overdue(self);
             }
+            tokio::time::sleep_until(wake).await;
+            let asked = Instant::now();
             let attempt = self.release(&provider, keys);
             tokio::pin!(attempt);
-            let result = match deadline {
-                Some(d) if self.state().healthy() => tokio::select! {
+            let result = if self.state().healthy() {
+                tokio::select! {
                     result = &mut attempt => result,
-                    () = tokio::time::sleep_until(d) => {
+                    () = tokio::time::sleep_until(deadline) => {
                         overdue(self);
                         attempt.await
                     }
-                },
-                _ => attempt.await,
+                }
+            } else {
+                attempt.await
             };
             match result {
                 Ok(released) => {
-                    lease = Lease::from(&released);
+                    lease = Lease::new(asked, &released);
+                    (every, grace) = self.config.reauthorize.under(lease.length);
                     retry = self.config.backoff.retrier("re-authorization");
-                    wait = self.config.reauthorize.under(lease.length).0;
+                    wait = every;
                     if let Some(serving) = self.state().model().cloned() {
                         if serving_other_than(&serving, &released) {
                             self.suspend(
@@ -347,22 +403,24 @@ impl Sentinel {
                             continue;
                         }
                     }
-                    if let Err(stop) = self.resume(&released).await {
-                        return self.fail(stop);
+                    match self.resume(&provider, keys, &released, lease).await {
+                        Ok(resumed) => lease = resumed,
+                        // Not serving, and it keeps asking: a model the relay has not
+                        // mirrored yet, or a hydrate that failed, may succeed next time.
+                        Err(stop) => self.suspend_after(stop),
                     }
                 }
                 Err(StepError::Fatal { code, detail }) => {
                     self.suspend(code, detail);
-                    wait = self.config.reauthorize.under(lease.length).0;
+                    wait = every;
                 }
                 Err(StepError::Transient(e)) => {
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                    if Instant::now() >= deadline {
                         overdue(self);
                     } else {
                         tracing::warn!(error = %e, "re-authorization failed; retrying within the grace period");
                     }
                     // Sooner than the interval, so that several attempts fit in the grace.
-                    let every = self.config.reauthorize.under(lease.length).0;
                     wait = match retry.next_wait(&e) {
                         Ok(w) => w.min(every),
                         Err(_) => {
@@ -381,24 +439,40 @@ impl Sentinel {
             tracing::debug!(%code, "still not authorized");
             return;
         }
-        tracing::warn!(%code, %detail, "re-authorization refused: suspending");
         if let Err(e) = self.go(BootState::Suspended { code, detail }) {
             tracing::error!(error = %e, "suspension refused");
         }
     }
 
-    /// From Suspended back to Ready with a fresh release.
-    async fn resume(&self, released: &Released) -> Result<(), Stop> {
+    /// A resumption that failed on its way back to Ready: Suspended with its reason.
+    fn suspend_after(&self, stop: Stop) {
+        let (code, detail) = stop.reason();
+        if let Err(e) = self.go(BootState::Suspended { code, detail }) {
+            tracing::error!(error = %e, "suspension refused");
+        }
+    }
+
+    /// From Suspended back to Ready with a fresh release; the lease in force.
+    async fn resume(
+        &self,
+        provider: &Arc<dyn AttestationProvider>,
+        keys: &SentinelKeys,
+        released: &Released,
+        lease: Lease,
+    ) -> Result<Lease, Stop> {
         tracing::info!("authorized again after suspension; hydrating anew");
         self.go(BootState::Authorize)?;
-        self.bring_up(released).await
+        self.bring_up(provider, keys, released, lease).await
     }
 
     /// Stops serving for good (shutdown): the model is dropped and what the runtime was
     /// given is wiped.
     pub fn shut_down(&self) {
+        if self.state() == BootState::Stopped {
+            return;
+        }
         if let Err(e) = self.go(BootState::Stopped) {
-            tracing::warn!(error = %e, "already stopped");
+            tracing::warn!(error = %e, "not stopped");
         }
     }
 
@@ -459,12 +533,20 @@ struct Lease {
     length: Duration,
 }
 
-impl From<&Released> for Lease {
-    fn from(released: &Released) -> Self {
+impl Lease {
+    /// The lease of `released`, asked for at `asked`.
+    fn new(asked: Instant, released: &Released) -> Self {
         Self {
-            granted: Instant::now(),
+            granted: asked,
             length: released.lease,
         }
+    }
+
+    /// Whether it has run out.
+    fn expired(&self) -> bool {
+        self.granted
+            .checked_add(self.length)
+            .is_none_or(|end| Instant::now() >= end)
     }
 }
 
@@ -481,4 +563,40 @@ fn code(ok: bool, state: &'static str) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, state).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    /// The interval and grace in force: the operator's values bounded by the lease, and
+    /// the interval never more than half the grace.
+    #[test]
+    fn the_lease_and_the_grace_bound_the_interval_whatever_is_configured() {
+        let r = |every: Option<u64>, grace: Option<u64>| Reauthorization {
+            every: every.map(S),
+            grace: grace.map(S),
+        };
+        for (config, lease, expected) in [
+            // Nothing configured: half the lease, then the whole lease.
+            (r(None, None), S(600), (S(300), S(600))),
+            // The operator's bounds, within the lease.
+            (r(Some(60), Some(300)), S(600), (S(60), S(300))),
+            // A host that configures long periods under a short lease: the lease wins.
+            (r(Some(300), Some(600)), S(2), (S(1), S(2))),
+            (r(Some(3600), None), S(600), (S(300), S(600))),
+            // A grace no longer than the interval: the interval is halved, so a failed
+            // attempt can be retried before the grace runs out.
+            (r(Some(60), Some(60)), S(600), (S(30), S(60))),
+            (r(None, Some(10)), S(600), (S(5), S(10))),
+            // The longest lease a broker grants.
+            (r(None, None), S(86_400), (S(43_200), S(86_400))),
+        ] {
+            assert_eq!(config.under(lease), expected, "{config:?} under {lease:?}");
+        }
+        let (every, grace) = r(Some(0), Some(0)).under(S(600));
+        assert!(every > Duration::ZERO && grace > Duration::ZERO);
+    }
 }

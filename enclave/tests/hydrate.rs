@@ -10,6 +10,7 @@ use std::time::Duration;
 use trustbridge_enclave::authorize::Released;
 use trustbridge_enclave::boot::{Backoff, StepError};
 use trustbridge_enclave::hydrate::{HydrateConfig, hydrate};
+use trustbridge_enclave::output::SwapPolicy;
 use trustbridge_protocol::bundle::{AssetId, ProviderSigningKey, seal_bundle_in_memory};
 use trustbridge_protocol::sealed::{DataKey, SegmentSize};
 use trustbridge_relay::bundles::BundleServer;
@@ -81,6 +82,14 @@ async fn relay(
     (server, task)
 }
 
+/// Swap allowed: these tests are not about swap, and must not depend on the machine's.
+fn swap() -> SwapPolicy {
+    SwapPolicy {
+        allow: true,
+        ..SwapPolicy::default()
+    }
+}
+
 fn config() -> HydrateConfig {
     HydrateConfig {
         concurrency: 4,
@@ -99,7 +108,9 @@ async fn hydrates_and_decrypts_in_memory() {
     let sock = tempfile::tempdir().unwrap();
     let endpoint = Endpoint::Unix(sock.path().join("bundles.sock"));
     let (server, _relay) = relay(b.dir.path(), &endpoint).await;
-    let model = hydrate(&endpoint, &released(&b), &config()).await.unwrap();
+    let model = hydrate(&endpoint, &released(&b), &config(), &swap())
+        .await
+        .unwrap();
     assert_eq!(*model.files["weights/model bin.gguf"], b.weights);
     assert_eq!(model.files["config.json"].as_slice(), b"{}");
     assert!(model.files["empty.bin"].is_empty());
@@ -124,14 +135,14 @@ async fn tampering_and_substitution_fail_with_their_reason() {
     let mut other = released(&b);
     other.manifest_sha256[0] ^= 1;
     assert_eq!(
-        code(hydrate(&endpoint, &other, &config()).await),
+        code(hydrate(&endpoint, &other, &config(), &swap()).await),
         "manifest_mismatch"
     );
     // The broker named another provider.
     let mut other = released(&b);
     other.provider_key = ProviderSigningKey::generate().unwrap().public().to_bytes();
     assert_eq!(
-        code(hydrate(&endpoint, &other, &config()).await),
+        code(hydrate(&endpoint, &other, &config(), &swap()).await),
         "manifest_invalid"
     );
     // A flipped byte in the sealed weights.
@@ -140,13 +151,13 @@ async fn tampering_and_substitution_fail_with_their_reason() {
     bytes[2_000_000] ^= 1;
     std::fs::write(&file, bytes).unwrap();
     assert_eq!(
-        code(hydrate(&endpoint, &released(&b), &config()).await),
+        code(hydrate(&endpoint, &released(&b), &config(), &swap()).await),
         "tampered_bundle"
     );
     // A missing file.
     std::fs::remove_file(&file).unwrap();
     assert_eq!(
-        code(hydrate(&endpoint, &released(&b), &config()).await),
+        code(hydrate(&endpoint, &released(&b), &config(), &swap()).await),
         "bundle_missing"
     );
 }
@@ -194,7 +205,7 @@ async fn a_relay_restart_during_hydrate_only_delays_it() {
     };
     let rel = released(&b);
     let (ep, cfg) = (endpoint.clone(), config);
-    let hydration = tokio::spawn(async move { hydrate(&ep, &rel, &cfg).await });
+    let hydration = tokio::spawn(async move { hydrate(&ep, &rel, &cfg, &swap()).await });
     first.await.unwrap();
 
     // With no relay, hydration keeps retrying (its back-off allows ~7 s) rather than fail.

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use flaky_egress::{FlakyEgress, Mode};
 use trustbridge_enclave::attestation::{AttestationProvider, SimulatedPlatform, SimulatedProvider};
+use trustbridge_enclave::authorize::EgressLimits;
 use trustbridge_enclave::boot::{Backoff, BootState};
 use trustbridge_enclave::hydrate::HydrateConfig;
 use trustbridge_enclave::sentinel::{Reauthorization, Sentinel, SentinelConfig};
@@ -39,11 +40,25 @@ async fn ready_sentinel_with(
     w: &World,
     reauthorize: Reauthorization,
 ) -> (Arc<Sentinel>, FlakyEgress) {
+    let (sentinel, egress) =
+        start_sentinel(w, reauthorize, EgressLimits::default(), Mode::Pass).await;
+    wait_for(&sentinel, "Ready", Duration::from_secs(20)).await;
+    (sentinel, egress)
+}
+
+/// A sentinel booting through a stand-in egress in `mode`, with `limits`.
+async fn start_sentinel(
+    w: &World,
+    reauthorize: Reauthorization,
+    limits: EgressLimits,
+    mode: Mode,
+) -> (Arc<Sentinel>, FlakyEgress) {
     let egress = FlakyEgress::start(
         Endpoint::Unix(w.dir.path().join("flaky-egress.sock")),
         w.egress.clone(),
     )
     .await;
+    egress.set(mode);
     let backoff = Backoff {
         initial: Duration::from_millis(50),
         max: Duration::from_millis(200),
@@ -54,7 +69,7 @@ async fn ready_sentinel_with(
         contract: CONTRACT.into(),
         kms: w.kms.clone(),
         pins: w.pins,
-        egress_limits: Default::default(),
+        egress_limits: limits,
         egress: egress.endpoint.clone(),
         bundles: w.bundles.clone(),
         hydrate: HydrateConfig {
@@ -69,7 +84,6 @@ async fn ready_sentinel_with(
     let provider: Arc<dyn AttestationProvider> =
         Arc::new(SimulatedProvider::new(w.tee(), SimulatedPlatform::Nitro));
     tokio::spawn(sentinel.clone().boot(provider));
-    wait_for(&sentinel, "Ready", Duration::from_secs(20)).await;
     (sentinel, egress)
 }
 
@@ -204,5 +218,28 @@ async fn a_new_model_version_replaces_the_one_served() {
             sentinel.state()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every egress operation has a time limit: a relay that never answers the `CONNECT`, or
+/// opens a tunnel and then never answers the request, costs an attempt, not the
+/// sentinel. Once the relay passes traffic again, the sentinel boots to Ready (without
+/// the limits the first attempt would wait for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn egress_that_never_answers_costs_an_attempt_not_the_sentinel() {
+    let limits = EgressLimits {
+        connect: Duration::from_millis(200),
+        exchange: Duration::from_millis(400),
+        ..EgressLimits::default()
+    };
+    for mode in [Mode::Hang, Mode::HangAfterConnect] {
+        let w = world(true).await;
+        let (sentinel, egress) = start_sentinel(&w, Reauthorization::default(), limits, mode).await;
+        // Long enough for an attempt to time out, well short of the five attempts'
+        // back-off (about 1.5 s) after which the boot would fail `unavailable`.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(sentinel.state().name(), "Authorize", "{mode:?}");
+        egress.set(Mode::Pass);
+        wait_for(&sentinel, "Ready", Duration::from_secs(10)).await;
     }
 }

@@ -24,6 +24,7 @@ use crate::authorize::Released;
 use crate::boot::{Backoff, StepError};
 use crate::failure::{FailureCode, fatal};
 use crate::memory::PlainBuffer;
+use crate::output::{OutputError, SwapPolicy};
 
 mod download;
 mod range_get;
@@ -156,13 +157,20 @@ pub async fn fetch_files(
     })
 }
 
-/// Pins the model's memory against swap, where `RLIMIT_MEMLOCK` allows (logged when not).
-pub fn lock(model: &Model) {
+/// Pins the model's memory against swap. Where `RLIMIT_MEMLOCK` does not allow it, the
+/// plaintext could be swapped: refused while swap is active, unless `swap` allows it.
+pub fn lock(model: &Model, swap: &SwapPolicy) -> Result<(), OutputError> {
+    let mut unlocked = 0usize;
     for (path, plain) in model.files.iter() {
         if let Err(e) = plain.lock() {
-            tracing::warn!(%path, bytes = plain.len(), error = %e, "cannot lock plaintext in RAM (raise RLIMIT_MEMLOCK); it could be swapped");
+            tracing::warn!(%path, bytes = plain.len(), error = %e, "cannot lock plaintext in RAM (raise RLIMIT_MEMLOCK)");
+            unlocked += 1;
         }
     }
+    if unlocked > 0 {
+        swap.check_unlocked()?;
+    }
+    Ok(())
 }
 
 /// Hydrate and Decrypt in one call: [`fetch_manifest`], [`fetch_files`], [`lock`].
@@ -170,9 +178,10 @@ pub async fn hydrate(
     source: &Endpoint,
     released: &Released,
     config: &HydrateConfig,
+    swap: &SwapPolicy,
 ) -> Result<Model, StepError> {
     let manifest = fetch_manifest(source, released, config).await?;
     let model = fetch_files(source, released, manifest, config).await?;
-    lock(&model);
+    lock(&model, swap).map_err(|e| fatal(FailureCode::ModelOutput, e.to_string()))?;
     Ok(model)
 }

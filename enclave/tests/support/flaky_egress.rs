@@ -1,5 +1,6 @@
 //! A stand-in for a hostile relay's egress, in front of the real one: it tunnels, answers
-//! every `CONNECT` with 502, or takes the request and never answers, as the test says.
+//! every `CONNECT` with 502, takes the request and never answers, or opens a tunnel that
+//! never answers, as the test says.
 #![allow(dead_code, unreachable_pub)]
 
 use std::sync::Arc;
@@ -18,6 +19,8 @@ pub enum Mode {
     BadGateway = 1,
     /// Read the request and hold the connection, silent.
     Hang = 2,
+    /// Answer the `CONNECT` as if tunnelling, then hold the connection, silent.
+    HangAfterConnect = 3,
 }
 
 pub struct FlakyEgress {
@@ -52,6 +55,12 @@ impl FlakyEgress {
                             .write_all(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
                             .await;
                         let _ = client.shutdown().await;
+                    } else if mode == Mode::HangAfterConnect as u8 {
+                        let _ = client
+                            .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                            .await;
+                        std::future::pending::<()>().await;
+                        drop(client);
                     } else {
                         std::future::pending::<()>().await;
                         drop(client);

@@ -151,6 +151,8 @@ struct Args {
     /// Seconds a Ready sentinel may go without a successful re-authorization before it
     /// suspends itself (the relay could otherwise hide a revocation by not delivering the
     /// broker's answer). Default: twice the interval; never more than the broker's lease.
+    /// The interval in force is at most half the grace, so a failed attempt is retried
+    /// before the grace runs out.
     #[arg(long, env = "TB_REAUTH_GRACE_SECS", value_name = "SECS")]
     reauth_grace_secs: Option<u64>,
     /// Where the decrypted model goes: memory, tmpfs:DIR (files mode 0600 on a tmpfs;
@@ -367,11 +369,16 @@ fn run(args: Args) -> Result<()> {
         let sentinel = Sentinel::new(config);
         tracing::info!(listen = %args.listen, provider = provider.name(), asset = %asset, output = ?args.model_output, "tb-sentinel starting");
         tokio::spawn(sentinel.clone().boot(provider));
+        let stopping = sentinel.clone();
         let served = axum::serve(listener, sentinel.clone().router())
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                // At the signal, not after open connections drain: wipes what the runtime
+                // was given (tmpfs files, FIFOs) and the model.
+                stopping.shut_down();
+            })
             .await
             .context("serving the health API");
-        // Wipes what the runtime was given (tmpfs files, FIFOs) and the model.
         sentinel.shut_down();
         tracing::info!("tb-sentinel stopped");
         served
