@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use trustbridge_protocol::key_release::DenialCode;
 
 use crate::evidence::{Checks, Platform, VerifiedEvidence};
-use crate::policy::PolicyError;
+use crate::policy::{Pin, PolicyError};
 use crate::snp_report::TcbComponents;
 
 /// SEV-SNP guest policy bit 18: a migration agent may be associated with the guest.
@@ -258,7 +258,21 @@ impl PolicyError {
             Self::Debug => DenialCode::DebugForbidden,
             Self::MigrationAgent => DenialCode::MigrationAgentForbidden,
             Self::NonceMismatch { .. } | Self::BindingMismatch(_) => DenialCode::BindingMismatch,
-            _ => DenialCode::MeasurementMismatch,
+            Self::WrongPin {
+                what: Pin::Broker, ..
+            } => DenialCode::WrongBroker,
+            Self::WrongPin {
+                what: Pin::Provider,
+                ..
+            } => DenialCode::WrongProvider,
+            Self::PlatformNotAccepted(_)
+            | Self::NoSetMatches(_)
+            | Self::TcbBelowMinimum { .. }
+            | Self::Vmpl { .. }
+            | Self::PolicyBits { .. }
+            | Self::NotSnp
+            | Self::MeasurementMismatch { .. }
+            | Self::MissingMeasurement(_) => DenialCode::MeasurementMismatch,
         }
     }
 }

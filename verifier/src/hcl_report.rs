@@ -67,8 +67,9 @@ impl HclReport {
         }
         let hash_type = u32_at(b, IGVM_OFFSET + 12);
         let var_len = u32_at(b, IGVM_OFFSET + 16) as usize;
-        let var_data = b
-            .get(VAR_DATA_OFFSET..VAR_DATA_OFFSET + var_len)
+        let var_data = VAR_DATA_OFFSET
+            .checked_add(var_len)
+            .and_then(|end| b.get(VAR_DATA_OFFSET..end))
             .ok_or_else(|| {
                 bad(format!(
                     "variable data of {var_len} bytes runs past the report"

@@ -38,7 +38,7 @@ pub use azure::{AzureEvidence, verify_azure, verify_azure_logged};
 pub use error::VerifyError;
 pub use evidence::{BindingFields, Check, Checks, Platform, SnpClaims, VerifiedEvidence};
 pub use nitro::{verify_nitro, verify_nitro_logged};
-pub use policy::{Policy, PolicyError, check_binding};
+pub use policy::{Pin, Policy, PolicyError, check_binding};
 pub use roots::{
     AMD_ARK_GENOA_SHA256, AMD_ARK_MILAN_SHA256, AMD_ARK_TURIN_SHA256, AWS_NITRO_ROOT_G1_SHA256,
     TrustRoots, TrustedRoot,

@@ -94,13 +94,31 @@ pub enum PolicyError {
     /// The sentinel pins another key broker or provider than required.
     #[error("the sentinel pins {what} {found}, not {expected}")]
     WrongPin {
-        /// `broker key` or `provider key`.
-        what: &'static str,
+        /// Which pin.
+        what: Pin,
         /// The required key (hex).
         expected: String,
         /// What the binding pins (hex, or "none").
         found: String,
     },
+}
+
+/// A key the sentinel pins in its evidence binding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pin {
+    /// The key broker's identity key.
+    Broker,
+    /// The model provider's signing key.
+    Provider,
+}
+
+impl std::fmt::Display for Pin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Broker => "broker key",
+            Self::Provider => "provider key",
+        })
+    }
 }
 
 impl PolicyError {
@@ -212,12 +230,12 @@ impl Policy {
         }
         let pins = [
             (
-                "broker key",
+                Pin::Broker,
                 self.broker_key,
                 self.binding.as_ref().map(|b| Some(b.broker_key)),
             ),
             (
-                "provider key",
+                Pin::Provider,
                 self.provider_key,
                 self.binding.as_ref().map(|b| b.provider_key),
             ),

@@ -193,14 +193,20 @@ pub fn verify_snp_logged(
         SigningKey::Vcek => "CN=SEV-VCEK",
         SigningKey::Vlek => "CN=SEV-VLEK",
     };
-    if !ek.subject().contains(expected_cn) {
+    // The subject's CN exactly (RFC 4514 rendering: one attribute per comma-separated part).
+    if !ek
+        .subject()
+        .split(',')
+        .any(|part| part.trim() == expected_cn)
+    {
         return Err(checks.failed(VerifyError::LeafUsage {
             subject: ek.subject().to_owned(),
             reason: "not the endorsement key type the report names",
         }));
     }
-    // AMD's own certificates first: a supplied certificate wins only where the key
-    // identifiers say it is the issuer (an ASK AMD issued after this build).
+    // AMD's own certificates first, then the supplied ones (an ASK AMD issued after this
+    // build). Whichever is used, the chain must end at a pinned AMD root: a certificate
+    // the host supplies can only add a path, never a trust anchor.
     let mut pool: Vec<&ParsedCertificate> = crate::amd::certificates().iter().collect();
     pool.extend(&certs[1..]);
     let chain = build_chain(ek, &pool).map_err(|e| checks.failed(e))?;

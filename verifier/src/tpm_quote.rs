@@ -74,6 +74,10 @@ impl TpmQuote {
         for _ in 0..count {
             let hash = r.u16()?;
             let size = r.u8()? as usize;
+            // A TPM 2.0 PC-client TPM has 24 PCRs: three bytes of selection bitmap.
+            if size > 3 {
+                return Err(bad("PCR selection beyond PCR 23"));
+            }
             let bitmap = r.take(size)?;
             if hash != TPM_ALG_SHA256 {
                 return Err(VerifyError::UnsupportedAlgorithm(format!(
@@ -83,9 +87,8 @@ impl TpmQuote {
             for (byte, bits) in bitmap.iter().enumerate() {
                 for bit in 0..8 {
                     if bits & (1 << bit) != 0 {
-                        let index = u8::try_from(byte * 8 + bit)
-                            .map_err(|_| bad("PCR selection beyond PCR 255"))?;
-                        selected.push(index);
+                        // byte < 3 (checked above), so the index is below 24.
+                        selected.push((byte * 8 + bit) as u8);
                     }
                 }
             }
@@ -112,6 +115,7 @@ impl TpmQuote {
         sig: &[u8],
         ak: &AttestationKey,
     ) -> Result<(), VerifyError> {
+        crate::x509::count_signature_check();
         signature::RsaPublicKeyComponents { n: &ak.n, e: &ak.e }
             .verify(&signature::RSA_PKCS1_2048_8192_SHA256, message, sig)
             .map_err(|_| VerifyError::Signature { what: "TPM quote" })
@@ -175,4 +179,41 @@ pub fn describe_selection(selected: &[u8]) -> String {
         i += 1;
     }
     parts.join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A quote message selecting `bitmap` in one SHA-256 bank.
+    fn quote(bitmap: &[u8]) -> Vec<u8> {
+        let mut m = Vec::new();
+        m.extend_from_slice(&TPM_GENERATED_VALUE.to_be_bytes());
+        m.extend_from_slice(&TPM_ST_ATTEST_QUOTE.to_be_bytes());
+        m.extend_from_slice(&0u16.to_be_bytes()); // qualifiedSigner
+        m.extend_from_slice(&2u16.to_be_bytes()); // extraData
+        m.extend_from_slice(&[7, 7]);
+        m.extend_from_slice(&[0; 17 + 8]);
+        m.extend_from_slice(&1u32.to_be_bytes());
+        m.extend_from_slice(&TPM_ALG_SHA256.to_be_bytes());
+        m.push(u8::try_from(bitmap.len()).unwrap());
+        m.extend_from_slice(bitmap);
+        m.extend_from_slice(&32u16.to_be_bytes());
+        m.extend_from_slice(&[0; 32]);
+        m
+    }
+
+    #[test]
+    fn selections_are_read_and_bounded_to_24_pcrs() {
+        let q = TpmQuote::parse(&quote(&[0x81, 0, 0x80])).unwrap();
+        assert_eq!(q.selected, vec![0, 7, 23]);
+        assert_eq!(q.extra_data, vec![7, 7]);
+        assert_eq!(describe_selection(&q.selected), "0,7,23");
+        // A fourth selection byte would name PCRs 24-31, which no PC-client TPM has.
+        assert!(TpmQuote::parse(&quote(&[0, 0, 0, 1])).is_err());
+        let mut trailing = quote(&[1, 0, 0]);
+        trailing.push(0);
+        assert!(TpmQuote::parse(&trailing).is_err());
+    }
 }

@@ -82,7 +82,16 @@ pub fn revocation_lists(cache: &Path) -> Result<Vec<RevocationList>, VerifyError
     let mut lists = Vec::new();
     for product in PRODUCTS {
         for path in [crl_path(cache, product), vlek_crl_path(cache, product)] {
-            match std::fs::read(&path) {
+            // Read at most one byte more than a list may have: the parser refuses it.
+            let read = std::fs::File::open(&path).and_then(|f| {
+                let mut der = Vec::new();
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(f, crate::crl::MAX_CRL_LEN as u64 + 1),
+                    &mut der,
+                )
+                .map(|_| der)
+            });
+            match read {
                 Ok(der) => lists.push(RevocationList::from_der(&der)?),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => {

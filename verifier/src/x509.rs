@@ -319,6 +319,12 @@ impl ParsedCertificate {
     /// Fails unless this (leaf) certificate may sign evidence: not a CA, and digitalSignature
     /// when keyUsage is present.
     pub fn check_leaf_usage(&self) -> Result<(), VerifyError> {
+        if self.basic_constraints()?.0 {
+            return Err(VerifyError::LeafUsage {
+                subject: self.subject.clone(),
+                reason: "a CA certificate does not sign evidence",
+            });
+        }
         if let Some(ku) = self.key_usage()? {
             if !ku.digital_signature() {
                 return Err(VerifyError::LeafUsage {
@@ -341,7 +347,7 @@ pub fn signature_checks() -> u64 {
     SIGNATURE_CHECKS.with(std::cell::Cell::get)
 }
 
-fn count_signature_check() {
+pub(crate) fn count_signature_check() {
     SIGNATURE_CHECKS.with(|c| c.set(c.get() + 1));
 }
 

@@ -125,7 +125,7 @@ pub(crate) fn run(args: AttestationArgs) -> Result<Outcome> {
         }
     }
     for path in &args.crl {
-        let der = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let der = crate::input::read_capped(path)?;
         roots.add_revocation_list(
             RevocationList::from_der(&der)
                 .with_context(|| format!("{} is not a revocation list", path.display()))?,

@@ -20,7 +20,7 @@ const MAX_INPUT_FILE: u64 = 1 << 20;
 
 /// Reads at most [`MAX_INPUT_FILE`] bytes of `path`; a larger file is an error, found
 /// before it is read whole.
-fn read_capped(path: &Path) -> Result<Vec<u8>> {
+pub(crate) fn read_capped(path: &Path) -> Result<Vec<u8>> {
     use std::io::Read;
     let file =
         std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -30,7 +30,7 @@ fn read_capped(path: &Path) -> Result<Vec<u8>> {
         .with_context(|| format!("cannot read {}", path.display()))?;
     if bytes.len() as u64 > MAX_INPUT_FILE {
         bail!(
-            "{} is larger than {MAX_INPUT_FILE} bytes: no evidence or certificate file is",
+            "{} is larger than {MAX_INPUT_FILE} bytes: no evidence, certificate or revocation-list file is",
             path.display()
         );
     }
