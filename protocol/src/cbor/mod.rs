@@ -7,6 +7,8 @@
 //! sorted by their encoded bytes, no duplicate keys, no trailing bytes. Floats and tags are
 //! not used by any TrustBridge format and are rejected.
 
+pub mod strict;
+
 use ciborium::Value;
 
 /// Why a CBOR item was rejected.

@@ -1,0 +1,167 @@
+//! The COSE_Sign1 envelope of a receipt: its one encoding, signing and verification.
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+
+use crate::cbor::strict::{Reader, Writer};
+
+use super::{Claims, MAX_RECEIPT_LEN, ReceiptError, receipt_key_id, sha256};
+
+/// CBOR tag of a COSE_Sign1.
+const COSE_SIGN1_TAG: u64 = 18;
+
+/// The protected header, encoded: `{1: -8, 3: "application/cwt"}`.
+const PROTECTED: &[u8] = b"\xa2\x01\x27\x03\x6fapplication/cwt";
+
+/// The COSE `Sig_structure` for a receipt: `["Signature1", protected, h'', payload]`.
+fn to_be_signed(payload: &[u8]) -> Vec<u8> {
+    let mut w = Writer::with_capacity(payload.len() + 48);
+    w.array(4)
+        .text("Signature1")
+        .bytes(PROTECTED)
+        .bytes(&[])
+        .bytes(payload);
+    w.into_vec()
+}
+
+/// A receipt whose signature was made or checked, with its exact bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    claims: Claims,
+    encoded: Vec<u8>,
+}
+
+impl Receipt {
+    /// Signs `claims` with the receipt key, whose id must be the `iss` claim.
+    pub fn sign(claims: Claims, key: &SigningKey) -> Result<Self, ReceiptError> {
+        let key_id = receipt_key_id(&key.verifying_key().to_bytes());
+        if claims.issuer != key_id {
+            return Err(ReceiptError::Issuer {
+                claimed: claims.issuer.to_string(),
+                key: key_id.to_string(),
+            });
+        }
+        let payload = claims.encode()?;
+        let signature = key.sign(&to_be_signed(&payload));
+        let mut w = Writer::with_capacity(payload.len() + PROTECTED.len() + 80);
+        w.tag(COSE_SIGN1_TAG)
+            .array(4)
+            .bytes(PROTECTED)
+            .map(0)
+            .bytes(&payload)
+            .bytes(&signature.to_bytes());
+        Ok(Self {
+            claims,
+            encoded: w.into_vec(),
+        })
+    }
+
+    /// The claims.
+    pub fn claims(&self) -> &Claims {
+        &self.claims
+    }
+
+    /// The receipt's exact bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.encoded
+    }
+
+    /// SHA-256 of the receipt's bytes: what the next receipt's `previous` claim names.
+    pub fn digest(&self) -> [u8; 32] {
+        sha256(&self.encoded)
+    }
+}
+
+/// A receipt whose structure is checked (size, envelope, deterministic encoding, a
+/// closed claims set) but whose signature is not yet: [`UnverifiedReceipt::verify`] with
+/// the receipt key that the sentinel's evidence binds.
+#[derive(Clone, Debug)]
+pub struct UnverifiedReceipt {
+    claims: Claims,
+    to_be_signed: Vec<u8>,
+    signature: Signature,
+    encoded: Vec<u8>,
+}
+
+impl UnverifiedReceipt {
+    /// Parses a receipt. The size is checked before anything else.
+    pub fn parse(bytes: &[u8]) -> Result<Self, ReceiptError> {
+        if bytes.len() > MAX_RECEIPT_LEN {
+            return Err(ReceiptError::TooLarge(bytes.len()));
+        }
+        let mut r = Reader::new(bytes);
+        if bytes.first().map(|b| b >> 5) != Some(6) || r.tag()? != COSE_SIGN1_TAG {
+            return Err(ReceiptError::Untagged);
+        }
+        if r.array()? != 4 {
+            return Err(ReceiptError::Cbor(crate::cbor::CborError::FieldType {
+                field: "COSE_Sign1",
+                expected: "an array of 4 items",
+            }));
+        }
+        if r.bytes()? != PROTECTED {
+            return Err(ReceiptError::ProtectedHeader);
+        }
+        if r.map()? != 0 {
+            return Err(ReceiptError::UnprotectedHeader);
+        }
+        if bytes.get(r.position()) == Some(&0xf6) {
+            return Err(ReceiptError::DetachedPayload);
+        }
+        let payload = r.bytes()?;
+        let signature = r.bytes()?;
+        r.finish()?;
+        let signature = <[u8; 64]>::try_from(signature)
+            .map_err(|_| ReceiptError::SignatureLength(signature.len()))?;
+        let claims = Claims::decode(payload)?;
+        Ok(Self {
+            claims,
+            to_be_signed: to_be_signed(payload),
+            signature: Signature::from_bytes(&signature),
+            encoded: bytes.to_vec(),
+        })
+    }
+
+    /// The claims, not yet vouched for by any key.
+    pub fn claims(&self) -> &Claims {
+        &self.claims
+    }
+
+    /// The COSE `Sig_structure` the signature covers (for batch verification).
+    pub fn signed_message(&self) -> &[u8] {
+        &self.to_be_signed
+    }
+
+    /// The signature (for batch verification).
+    pub fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    /// Checks that `key` issued and signed the receipt (Ed25519, strict: no small-order
+    /// key, canonical `S`).
+    pub fn verify(self, key: &VerifyingKey) -> Result<Receipt, ReceiptError> {
+        self.check_issuer(key)?;
+        key.verify_strict(&self.to_be_signed, &self.signature)
+            .map_err(|_| ReceiptError::BadSignature(self.claims.issuer.to_string()))?;
+        Ok(self.verified())
+    }
+
+    /// Fails unless the `iss` claim is `key`'s id.
+    pub fn check_issuer(&self, key: &VerifyingKey) -> Result<(), ReceiptError> {
+        let key_id = receipt_key_id(&key.to_bytes());
+        if self.claims.issuer != key_id {
+            return Err(ReceiptError::Issuer {
+                claimed: self.claims.issuer.to_string(),
+                key: key_id.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The receipt as verified, once its signature has been checked.
+    pub(super) fn verified(self) -> Receipt {
+        Receipt {
+            claims: self.claims,
+            encoded: self.encoded,
+        }
+    }
+}
