@@ -2,10 +2,12 @@
 //!
 //! - [`sealed`]: the sealed-weights stream format (Tink `AES256_GCM_HKDF`), data keys.
 //! - [`bundle`]: a sealed model: per-file associated data and the signed manifest.
+//! - [`attestation_bundle`]: what a sentinel publishes so clients can attest it.
 //! - [`binding`]: the evidence binding rule (sentinel keys + verifier nonce -> evidence).
 //! - [`platform`]: the TEE platforms, by name.
 //! - [`key_release`]: key-release messages, denial codes and HPKE sealing of data keys.
 //! - [`ohttp`]: the Oblivious HTTP key configuration the evidence binding covers.
+//! - [`receipt`]: execution receipts (COSE_Sign1 over a closed CWT claims set).
 //! - [`cbor`]: deterministic CBOR used by every signed structure.
 //! - [`rfc3339`]: strict RFC 3339 times (contract windows, verification times).
 //!
@@ -13,6 +15,7 @@
 //! only through the `std::io` streams its callers hand it.
 #![forbid(unsafe_code)]
 
+pub mod attestation_bundle;
 pub mod binding;
 pub mod bundle;
 pub mod cbor;
@@ -20,6 +23,7 @@ mod key_id;
 pub mod key_release;
 pub mod ohttp;
 pub mod platform;
+pub mod receipt;
 pub mod rfc3339;
 pub mod sealed;
 
