@@ -11,6 +11,9 @@
 //!    engine ([`appraisal`]: simulation, debug mode, migration agent, reference values, TCB
 //!    rules; the one the key broker uses too), then the nonce and the evidence binding.
 //!
+//! Receipts ([`receipt`]): a receipt against the attested sentinel that signed it, and a
+//! receipt log as one hash chain per boot.
+//!
 //! Supported: AWS Nitro ([`verify_nitro`]), AMD SEV-SNP ([`verify_snp`]) and Azure vTPM SNP
 //! ([`verify_azure`]).
 #![forbid(unsafe_code)]
@@ -24,6 +27,7 @@ mod evidence;
 pub mod hcl_report;
 pub mod nitro;
 mod policy;
+pub mod receipt;
 mod roots;
 #[cfg(feature = "simulate")]
 pub mod simulated;

@@ -14,9 +14,11 @@ use trustbridge_verifier::{
 };
 
 use crate::Outcome;
+use trustbridge_protocol::binding::EvidenceBinding;
+
 use crate::input::{
-    HexBytes, Key32, parse_expectation, parse_hex, parse_key32, parse_min_tcb, parse_platform,
-    parse_time, read_binding, read_certificates, read_evidence,
+    Evidence, HexBytes, Key32, parse_expectation, parse_hex, parse_key32, parse_min_tcb,
+    parse_platform, parse_time, read_binding, read_certificates, read_evidence,
 };
 
 /// Verify TEE attestation evidence at a given time against pinned roots and a policy.
@@ -33,6 +35,32 @@ pub(crate) struct AttestationArgs {
     /// The platform; detected from the file when omitted.
     #[arg(long, value_parser = parse_platform)]
     platform: Option<Platform>,
+    #[command(flatten)]
+    evidence: EvidenceOptions,
+    /// Require this nonce (Nitro nonce; SNP REPORT_DATA, zero-padded to 64 bytes; Azure
+    /// TPM quote extraData).
+    #[arg(long, value_name = "HEX", value_parser = parse_hex)]
+    nonce: Option<HexBytes>,
+    /// The evidence binding (deterministic CBOR: raw, hex or base64) the evidence must
+    /// carry, as a sentinel publishes it; its fields (the sentinel's keys and what it
+    /// trusts) are then reported.
+    #[arg(long, value_name = "FILE")]
+    binding: Option<PathBuf>,
+    /// Require the sentinel to pin this key broker identity key (needs --binding).
+    #[arg(long, value_name = "HEX", value_parser = parse_key32, requires = "binding")]
+    expect_broker_key: Option<Key32>,
+    /// Require the sentinel to pin this provider key (needs --binding).
+    #[arg(long, value_name = "HEX", value_parser = parse_key32, requires = "binding")]
+    expect_provider_key: Option<Key32>,
+    /// Print JSON: {verified, platform, measurements, checks, ...}.
+    #[arg(long)]
+    json: bool,
+}
+
+/// How evidence is verified: time, roots, certificates, revocation and the policy. Shared
+/// by `attestation` and `receipt`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct EvidenceOptions {
     /// Verify as of this time (RFC 3339 or Unix seconds) instead of now.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     at: Option<SystemTime>,
@@ -61,10 +89,6 @@ pub(crate) struct AttestationArgs {
     /// Require a measurement to have this value, e.g. pcr0=HEX or measurement=HEX. Repeatable.
     #[arg(long = "expect", value_name = "NAME=HEX", value_parser = parse_expectation)]
     expect: Vec<(String, Vec<u8>)>,
-    /// Require this nonce (Nitro nonce; SNP REPORT_DATA, zero-padded to 64 bytes; Azure
-    /// TPM quote extraData).
-    #[arg(long, value_name = "HEX", value_parser = parse_hex)]
-    nonce: Option<HexBytes>,
     /// SEV-SNP and Azure: require the reported TCB to be at least this, e.g.
     /// bl=3,tee=0,snp=8,ucode=115 (fmc=N too on Turin; an omitted component is 0).
     #[arg(long, value_name = "TCB", value_parser = parse_min_tcb)]
@@ -72,17 +96,6 @@ pub(crate) struct AttestationArgs {
     /// SEV-SNP and Azure: require the report's VMPL to be at most this.
     #[arg(long, value_name = "N")]
     max_vmpl: Option<u32>,
-    /// The evidence binding (deterministic CBOR: raw, hex or base64) the evidence must
-    /// carry, as a sentinel publishes it; its fields (the sentinel's keys and what it
-    /// trusts) are then reported.
-    #[arg(long, value_name = "FILE")]
-    binding: Option<PathBuf>,
-    /// Require the sentinel to pin this key broker identity key (needs --binding).
-    #[arg(long, value_name = "HEX", value_parser = parse_key32, requires = "binding")]
-    expect_broker_key: Option<Key32>,
-    /// Require the sentinel to pin this provider key (needs --binding).
-    #[arg(long, value_name = "HEX", value_parser = parse_key32, requires = "binding")]
-    expect_provider_key: Option<Key32>,
     /// Accept a debug-mode TEE.
     #[arg(long)]
     allow_debug: bool,
@@ -93,21 +106,47 @@ pub(crate) struct AttestationArgs {
     /// Accept simulated evidence (needs --simulation-root).
     #[arg(long)]
     allow_simulated: bool,
-    /// Print JSON: {verified, platform, measurements, checks, ...}.
-    #[arg(long)]
-    json: bool,
 }
 
-pub(crate) fn run(args: AttestationArgs) -> Result<Outcome> {
-    let evidence = read_evidence(&args.file, args.platform)?;
-    let now = args.at.unwrap_or_else(SystemTime::now);
-    let mut roots = if args.trust_root.is_empty() {
+/// What the evidence, the binding and the pins must be, beyond [`EvidenceOptions`].
+pub(crate) struct Expected {
+    pub(crate) nonce: Option<Vec<u8>>,
+    pub(crate) binding: Option<EvidenceBinding>,
+    pub(crate) broker_key: Option<[u8; 32]>,
+    pub(crate) provider_key: Option<[u8; 32]>,
+}
+
+/// The outcome of [`verify_evidence`]: the verification, the policy verdict and the
+/// checks that led there.
+pub(crate) struct EvidenceVerdict {
+    pub(crate) verified: Result<VerifiedEvidence, trustbridge_verifier::VerifyError>,
+    pub(crate) checks: Checks,
+    /// The first failure (verification or policy), if any.
+    pub(crate) error: Option<String>,
+}
+
+impl EvidenceVerdict {
+    pub(crate) fn ok(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+/// Verifies `evidence` (with `supplied` certificates that came with it) under `opts` and
+/// checks the policy and `expected`.
+pub(crate) fn verify_evidence(
+    opts: &EvidenceOptions,
+    evidence: &Evidence,
+    supplied: Vec<ParsedCertificate>,
+    expected: Expected,
+) -> Result<EvidenceVerdict> {
+    let now = opts.at.unwrap_or_else(SystemTime::now);
+    let mut roots = if opts.trust_root.is_empty() {
         TrustRoots::production()
     } else {
         TrustRoots::empty()
     };
     let mut pool: Vec<ParsedCertificate> = Vec::new();
-    for path in &args.trust_root {
+    for path in &opts.trust_root {
         for cert in read_certificates(path)? {
             if is_self_signed(&cert) {
                 roots.add_root(evidence.platform, &cert);
@@ -116,7 +155,7 @@ pub(crate) fn run(args: AttestationArgs) -> Result<Outcome> {
             pool.push(cert);
         }
     }
-    for path in &args.simulation_root {
+    for path in &opts.simulation_root {
         for cert in read_certificates(path)? {
             if is_self_signed(&cert) {
                 roots.add_simulation_root(evidence.platform, &cert);
@@ -124,28 +163,28 @@ pub(crate) fn run(args: AttestationArgs) -> Result<Outcome> {
             pool.push(cert);
         }
     }
-    for path in &args.crl {
+    for path in &opts.crl {
         let der = crate::input::read_capped(path)?;
         roots.add_revocation_list(
             RevocationList::from_der(&der)
                 .with_context(|| format!("{} is not a revocation list", path.display()))?,
         );
     }
-    if let Some(cache) = &args.vcek_cache {
+    if let Some(cache) = &opts.vcek_cache {
         for list in trustbridge_verifier::vcek_cache::revocation_lists(cache)? {
             roots.add_revocation_list(list);
         }
     }
-    let binding = args.binding.as_deref().map(read_binding).transpose()?;
     let mut checks = Checks::default();
     let verified = match evidence.platform {
         Platform::Nitro => verify_nitro_logged(&evidence.bytes, &roots, now, &mut checks),
         Platform::Snp => {
-            let mut certs = match (&args.vcek, &args.vcek_cache) {
+            let mut certs = match (&opts.vcek, &opts.vcek_cache) {
                 (Some(path), _) => read_certificates(path)?,
                 (None, Some(cache)) => cached_vcek(&evidence.bytes, cache)?,
                 (None, None) => Vec::new(),
             };
+            certs.extend(supplied);
             certs.extend(pool);
             verify_snp_logged(
                 &evidence.bytes,
@@ -158,33 +197,91 @@ pub(crate) fn run(args: AttestationArgs) -> Result<Outcome> {
         }
         Platform::AzureSnpVtpm => match AzureEvidence::from_json(&evidence.bytes) {
             Ok(azure) => {
-                if let Some(path) = &args.vcek {
+                if let Some(path) = &opts.vcek {
                     pool.extend(read_certificates(path)?);
                 }
+                pool.extend(supplied);
                 verify_azure_logged(&azure, &pool, &roots, now, &mut checks)
             }
             Err(e) => Err(checks.failed(e)),
         },
     };
     let policy = Policy {
-        allow_debug: args.allow_debug,
-        allow_simulated: args.allow_simulated,
-        allow_migration_agent: args.allow_migration_agent,
-        expected: args.expect.into_iter().collect(),
-        min_tcb: args.min_tcb,
-        max_vmpl: args.max_vmpl,
-        nonce: args.nonce.map(|h| h.0),
-        binding: binding.clone(),
-        broker_key: args.expect_broker_key.map(|k| k.0),
-        provider_key: args.expect_provider_key.map(|k| k.0),
+        allow_debug: opts.allow_debug,
+        allow_simulated: opts.allow_simulated,
+        allow_migration_agent: opts.allow_migration_agent,
+        expected: opts.expect.iter().cloned().collect(),
+        min_tcb: opts.min_tcb,
+        max_vmpl: opts.max_vmpl,
+        nonce: expected.nonce,
+        binding: expected.binding,
+        broker_key: expected.broker_key,
+        provider_key: expected.provider_key,
     };
-    let (evidence_ok, error) = match &verified {
-        Ok(ev) => match policy.check(ev, &mut checks) {
-            Ok(()) => (true, None),
-            Err(e) => (false, Some(e.to_string())),
+    let error = match &verified {
+        Ok(ev) => policy.check(ev, &mut checks).err().map(|e| e.to_string()),
+        Err(e) => Some(e.to_string()),
+    };
+    Ok(EvidenceVerdict {
+        verified,
+        checks,
+        error,
+    })
+}
+
+/// The measurements of `ev` as JSON (hex values).
+pub(crate) fn measurements_json(ev: &VerifiedEvidence) -> serde_json::Value {
+    ev.measurements
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(hex::encode(v))))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// Prints the checks as `[PASS] name: detail` lines.
+pub(crate) fn print_checks(out: &mut impl Write, checks: &Checks) -> Result<()> {
+    for c in checks.as_slice() {
+        writeln!(
+            out,
+            "[{}] {}: {}",
+            if c.passed { "PASS" } else { "FAIL" },
+            c.name,
+            c.detail
+        )?;
+    }
+    Ok(())
+}
+
+/// The checks as JSON.
+pub(crate) fn checks_json(checks: &Checks) -> serde_json::Value {
+    checks
+        .as_slice()
+        .iter()
+        .map(|c| json!({"name": c.name, "passed": c.passed, "detail": c.detail}))
+        .collect::<Vec<_>>()
+        .into()
+}
+
+pub(crate) fn run(args: AttestationArgs) -> Result<Outcome> {
+    let evidence = read_evidence(&args.file, args.platform)?;
+    let binding = args.binding.as_deref().map(read_binding).transpose()?;
+    let verdict = verify_evidence(
+        &args.evidence,
+        &evidence,
+        Vec::new(),
+        Expected {
+            nonce: args.nonce.map(|h| h.0),
+            binding: binding.clone(),
+            broker_key: args.expect_broker_key.map(|k| k.0),
+            provider_key: args.expect_provider_key.map(|k| k.0),
         },
-        Err(e) => (false, Some(e.to_string())),
-    };
+    )?;
+    let evidence_ok = verdict.ok();
+    let EvidenceVerdict {
+        verified,
+        checks,
+        error,
+    } = verdict;
     let mut out = std::io::stdout().lock();
     if args.json {
         let doc = json!({
@@ -193,7 +290,7 @@ pub(crate) fn run(args: AttestationArgs) -> Result<Outcome> {
             "error": error,
             "simulated": verified.as_ref().ok().map(|e| e.simulated),
             "debug": verified.as_ref().ok().map(|e| e.debug),
-            "measurements": verified.as_ref().ok().map(|e| e.measurements.iter().map(|(k, v)| (k.clone(), json!(hex::encode(v)))).collect::<serde_json::Map<_, _>>()),
+            "measurements": verified.as_ref().ok().map(measurements_json),
             "facts": verified.as_ref().ok().map(|e| &e.facts),
             "binding": verified.as_ref().ok().map(binding_json),
             "evidence_binding": binding.as_ref().map(|b| json!({
@@ -206,19 +303,11 @@ pub(crate) fn run(args: AttestationArgs) -> Result<Outcome> {
                 "manifest_sha256": b.manifest_sha256.map(hex::encode),
             })),
             "chain": verified.as_ref().ok().map(|e| e.chain.iter().map(|c| json!({"subject": c.subject, "not_before": c.not_before, "not_after": c.not_after, "sha256": hex::encode(c.sha256)})).collect::<Vec<_>>()),
-            "checks": checks.as_slice().iter().map(|c| json!({"name": c.name, "passed": c.passed, "detail": c.detail})).collect::<Vec<_>>(),
+            "checks": checks_json(&checks),
         });
         writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
     } else {
-        for c in checks.as_slice() {
-            writeln!(
-                out,
-                "[{}] {}: {}",
-                if c.passed { "PASS" } else { "FAIL" },
-                c.name,
-                c.detail
-            )?;
-        }
+        print_checks(&mut out, &checks)?;
         if let Ok(ev) = &verified {
             for (k, v) in &ev.facts {
                 writeln!(out, "  {k} = {v}")?;
@@ -235,11 +324,7 @@ pub(crate) fn run(args: AttestationArgs) -> Result<Outcome> {
                     writeln!(out, "  binding manifest_sha256 = {}", hex::encode(m))?;
                 }
             }
-            let mut names: Vec<&String> = ev.measurements.keys().collect();
-            names.sort_by_key(|k| natural_key(k));
-            for k in names {
-                writeln!(out, "  {k} = {}", hex::encode(&ev.measurements[k]))?;
-            }
+            print_measurements(&mut out, &ev.measurements)?;
         }
         let verdict = if evidence_ok {
             "VERIFIED"
@@ -262,6 +347,19 @@ fn cached_vcek(report: &[u8], cache: &std::path::Path) -> Result<Vec<ParsedCerti
         return Ok(Vec::new());
     };
     Ok(trustbridge_verifier::vcek_cache::load(cache, &parsed)?.unwrap_or_default())
+}
+
+/// Prints measurements as `  name = hex` lines, `pcr2` before `pcr10`.
+pub(crate) fn print_measurements(
+    out: &mut impl Write,
+    measurements: &std::collections::BTreeMap<String, Vec<u8>>,
+) -> Result<()> {
+    let mut names: Vec<&String> = measurements.keys().collect();
+    names.sort_by_key(|k| natural_key(k));
+    for k in names {
+        writeln!(out, "  {k} = {}", hex::encode(&measurements[k]))?;
+    }
+    Ok(())
 }
 
 /// Sorts `pcr2` before `pcr10`.

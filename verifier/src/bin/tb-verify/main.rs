@@ -1,16 +1,18 @@
-//! `tb-verify`: offline verification of TrustBridge evidence.
+//! `tb-verify`: offline verification of TrustBridge evidence and receipts.
 //!
 //! Exit status: 0 verified, 1 not verified (the reason is printed), 2 usage or I/O error.
 #![forbid(unsafe_code)]
 
 mod attestation;
 mod input;
+mod receipt;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Verify TrustBridge evidence offline: TEE attestation (AWS Nitro, AMD SEV-SNP, Azure vTPM SNP).
+/// Verify TrustBridge evidence offline: TEE attestation (AWS Nitro, AMD SEV-SNP, Azure vTPM SNP)
+/// and execution receipts.
 ///
 /// Exit status: 0 verified, 1 not verified (reason printed), 2 usage or I/O error.
 #[derive(Debug, Parser)]
@@ -23,6 +25,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Attestation(attestation::AttestationArgs),
+    Receipt(receipt::ReceiptArgs),
 }
 
 /// How a verification ended.
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Attestation(args) => attestation::run(args),
+        Command::Receipt(args) => receipt::run(args),
     };
     match result {
         Ok(Outcome::Verified) => ExitCode::SUCCESS,

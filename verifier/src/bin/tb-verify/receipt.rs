@@ -1,0 +1,266 @@
+//! `tb-verify receipt`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use base64::Engine;
+use serde_json::json;
+use trustbridge_protocol::attestation_bundle::AttestationBundle;
+use trustbridge_protocol::receipt::{Claims, EAT_PROFILE, SALT_LEN, UnverifiedReceipt};
+use trustbridge_verifier::receipt::{check_bound, check_digests, receipt_key};
+use trustbridge_verifier::x509::ParsedCertificate;
+
+use crate::Outcome;
+use crate::attestation::{
+    EvidenceOptions, Expected, checks_json, measurements_json, print_checks, print_measurements,
+    verify_evidence,
+};
+use crate::input::{Evidence, HexBytes, Key32, parse_hex, parse_key32, read_capped};
+
+/// Verify a TrustBridge execution receipt against the attested sentinel that signed it.
+///
+/// Checks, in order: the sentinel's attestation bundle (its evidence against pinned roots
+/// and the policy options below, and that the evidence binds the bundle's receipt key);
+/// the receipt's format (tagged COSE_Sign1, EdDSA, deterministic CBOR, closed claims set)
+/// and its signature by that key; the claims the evidence vouches for (evidence digest,
+/// measurements, the model when the binding names one); and, given the plaintexts and the
+/// salt the client received, the request and response digests.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ReceiptArgs {
+    /// The receipt: COSE_Sign1 bytes, or the `trustbridge-receipt` header value (base64url,
+    /// no padding; base64 and hex are accepted too).
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// The sentinel's attestation bundle, as served at
+    /// `/.well-known/trustbridge-attestation` (JSON).
+    #[arg(long, value_name = "BUNDLE")]
+    attestation: PathBuf,
+    #[command(flatten)]
+    evidence: EvidenceOptions,
+    /// Require the attestation bundle's evidence to be for this nonce (the one sent as
+    /// `?nonce=`), so it cannot be an old bundle replayed.
+    #[arg(long, value_name = "HEX", value_parser = parse_hex)]
+    nonce: Option<HexBytes>,
+    /// Require the sentinel to pin this key broker identity key.
+    #[arg(long, value_name = "HEX", value_parser = parse_key32)]
+    expect_broker_key: Option<Key32>,
+    /// Require the sentinel to pin this provider key.
+    #[arg(long, value_name = "HEX", value_parser = parse_key32)]
+    expect_provider_key: Option<Key32>,
+    /// Require the receipt to name this model (SHA-256 of its manifest.cose, hex).
+    #[arg(long, value_name = "HEX", value_parser = parse_key32)]
+    expect_model: Option<Key32>,
+    /// The request as sent (the Binary HTTP message before encapsulation); checked
+    /// against the salted request digest (needs --response and --salt).
+    #[arg(long, value_name = "FILE", requires_all = ["response", "salt"])]
+    request: Option<PathBuf>,
+    /// The response content as received (every chunk, in order).
+    #[arg(long, value_name = "FILE", requires_all = ["request", "salt"])]
+    response: Option<PathBuf>,
+    /// The salt from the response's `trustbridge-receipt-salt` header (hex, 32 bytes).
+    #[arg(long, value_name = "HEX", value_parser = parse_key32, requires_all = ["request", "response"])]
+    salt: Option<Key32>,
+    /// Print JSON: {verified, error, claims, attestation, checks}.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Reads a receipt in any of its encodings.
+fn read_receipt(path: &Path) -> Result<Vec<u8>> {
+    let raw = read_capped(path)?;
+    if raw.first() == Some(&0xd2) {
+        return Ok(raw);
+    }
+    let text = std::str::from_utf8(&raw)
+        .map(str::trim)
+        .with_context(|| format!("{} is neither a COSE_Sign1 nor text", path.display()))?;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text.trim_end_matches('='))
+        .or_else(|_| base64::engine::general_purpose::STANDARD.decode(text));
+    match (b64, hex::decode(text)) {
+        (Ok(b), _) | (_, Ok(b)) => Ok(b),
+        _ => bail!(
+            "{} is not a receipt: expected COSE_Sign1 bytes, base64url, base64 or hex",
+            path.display()
+        ),
+    }
+}
+
+/// The claims by name, for `--json` and the text output.
+fn claims_json(c: &Claims) -> serde_json::Value {
+    json!({
+        "iss": c.issuer.to_string(),
+        "iat": c.issued_at,
+        "cti": hex::encode(c.id),
+        "eat_nonce": c.nonce.as_ref().map(hex::encode),
+        "eat_profile": EAT_PROFILE,
+        "sequence": c.sequence,
+        "previous": hex::encode(c.previous),
+        "model": hex::encode(c.model),
+        "request_digest": hex::encode(c.request_digest),
+        "response_digest": hex::encode(c.response_digest),
+        "evidence_digest": hex::encode(c.evidence_digest),
+        "measurements": c.measurements.iter().map(|(k, v)| (k.clone(), json!(hex::encode(v)))).collect::<serde_json::Map<_, _>>(),
+        "policy_digest": hex::encode(c.policy_digest),
+        "status": c.status,
+        "usage": c.usage.map(|u| json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens})),
+    })
+}
+
+pub(crate) fn run(args: ReceiptArgs) -> Result<Outcome> {
+    let receipt_bytes = read_receipt(&args.file)?;
+    let bundle_bytes = read_capped(&args.attestation)?;
+    let bundle = AttestationBundle::from_json(&bundle_bytes).with_context(|| {
+        format!(
+            "{} is not an attestation bundle",
+            args.attestation.display()
+        )
+    })?;
+    let plaintexts = match (&args.request, &args.response, &args.salt) {
+        (Some(q), Some(r), Some(s)) => Some((read_capped(q)?, read_capped(r)?, s.0)),
+        _ => None,
+    };
+    let supplied = bundle
+        .certificates
+        .iter()
+        .map(|der| ParsedCertificate::from_der(der, "bundle certificate"))
+        .collect::<Result<Vec<_>, _>>()
+        .context("the attestation bundle carries a certificate that does not parse")?;
+    let evidence = Evidence {
+        platform: bundle.platform,
+        bytes: bundle.evidence.clone(),
+    };
+    let mut verdict = verify_evidence(
+        &args.evidence,
+        &evidence,
+        supplied,
+        Expected {
+            nonce: args.nonce.as_ref().map(|h| h.0.clone()),
+            binding: Some(bundle.binding.clone()),
+            broker_key: args.expect_broker_key.map(|k| k.0),
+            provider_key: args.expect_provider_key.map(|k| k.0),
+        },
+    )?;
+    let checks = &mut verdict.checks;
+
+    // The receipt: parsed whatever the evidence said, so its claims can be shown; trusted
+    // only if the evidence verified and binds the key that signed it.
+    let parsed = UnverifiedReceipt::parse(&receipt_bytes);
+    let mut error = verdict.error.clone();
+    let mut fail = |checks: &mut trustbridge_verifier::Checks, name, detail: String| {
+        checks.fail(name, detail.clone());
+        error.get_or_insert(detail);
+    };
+    let claims = parsed.as_ref().ok().map(|p| p.claims().clone());
+    match (&parsed, &verdict.verified) {
+        (Err(e), _) => fail(checks, "receipt format", e.to_string()),
+        (Ok(_), _) if verdict.error.is_some() => {
+            fail(
+                checks,
+                "receipt signature",
+                "not checked: the sentinel's evidence did not verify, so nothing vouches for its receipt key".into(),
+            );
+        }
+        (Ok(p), Ok(ev)) => {
+            checks.pass(
+                "receipt format",
+                "tagged COSE_Sign1, EdDSA, deterministic CBOR, closed claims set",
+            );
+            let signed = receipt_key(&bundle)
+                .map_err(|e| e.to_string())
+                .and_then(|key| p.clone().verify(&key).map_err(|e| e.to_string()));
+            match signed {
+                Err(e) => fail(checks, "receipt signature", e),
+                Ok(r) => {
+                    checks.pass(
+                        "receipt signature",
+                        format!(
+                            "signed by receipt key {} that the evidence binds",
+                            r.claims().issuer
+                        ),
+                    );
+                    match check_bound(r.claims(), &bundle, ev) {
+                        Err(e) => fail(checks, "receipt claims", e.to_string()),
+                        Ok(()) => checks.pass(
+                            "receipt claims",
+                            "evidence digest, measurements and model agree with the evidence",
+                        ),
+                    }
+                    if let Some(model) = args.expect_model {
+                        if r.claims().model == model.0 {
+                            checks.pass("model", "the receipt names the expected model");
+                        } else {
+                            fail(
+                                checks,
+                                "model",
+                                format!(
+                                    "the receipt names model {}, not {}",
+                                    hex::encode(r.claims().model),
+                                    hex::encode(model.0)
+                                ),
+                            );
+                        }
+                    }
+                    if let Some((request, response, salt)) = &plaintexts {
+                        let salt: &[u8; SALT_LEN] = salt;
+                        match check_digests(r.claims(), salt, request, response) {
+                            Err(e) => fail(checks, "digests", e.to_string()),
+                            Ok(()) => checks.pass(
+                                "digests",
+                                "the request and response given are the ones the receipt covers",
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+        (Ok(_), Err(_)) => {}
+    }
+    let verified = error.is_none();
+
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let doc = json!({
+            "verified": verified,
+            "error": error,
+            "claims": claims.as_ref().map(claims_json),
+            "attestation": {
+                "platform": bundle.platform.name(),
+                "issued_at": bundle.issued_at,
+                "receipt_key": hex::encode(bundle.receipt_key),
+                "simulated": verdict.verified.as_ref().ok().map(|e| e.simulated),
+                "measurements": verdict.verified.as_ref().ok().map(measurements_json),
+            },
+            "checks": checks_json(&verdict.checks),
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+    } else {
+        print_checks(&mut out, &verdict.checks)?;
+        if let Some(c) = &claims {
+            if let serde_json::Value::Object(m) = claims_json(c) {
+                for (k, v) in m {
+                    if k != "measurements" && !v.is_null() {
+                        writeln!(
+                            out,
+                            "  {k} = {}",
+                            v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+                        )?;
+                    }
+                }
+            }
+            print_measurements(&mut out, &c.measurements)?;
+        }
+        writeln!(
+            out,
+            "verdict: {} (receipt, {})",
+            if verified { "VERIFIED" } else { "NOT VERIFIED" },
+            bundle.platform
+        )?;
+    }
+    Ok(if verified {
+        Outcome::Verified
+    } else {
+        Outcome::NotVerified
+    })
+}

@@ -1,0 +1,261 @@
+//! Execution receipts: a receipt against the attested sentinel that signed it, its digests
+//! against the plaintexts a client kept, and a log of receipts as a set of hash chains.
+//!
+//! The format and the signature are [`trustbridge_protocol::receipt`]'s; this module adds
+//! what ties a receipt to evidence. The receipt key is trusted only as far as verified
+//! evidence binds it ([`check_bound`]): the caller verifies the attestation bundle's
+//! evidence and its binding first (the evidence binding names the receipt key), then
+//! checks the receipt here.
+
+use std::collections::BTreeMap;
+
+use ed25519_dalek::VerifyingKey;
+use trustbridge_protocol::KeyId;
+use trustbridge_protocol::attestation_bundle::AttestationBundle;
+use trustbridge_protocol::receipt::{
+    Claims, GENESIS, Receipt, ReceiptError, SALT_LEN, UnverifiedReceipt, salted_digest,
+};
+
+use crate::VerifiedEvidence;
+
+/// A receipt does not hold against its sentinel, its plaintexts or its log.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReceiptCheckError {
+    /// The receipt itself (format, signature).
+    #[error(transparent)]
+    Receipt(#[from] ReceiptError),
+    /// The bundle's receipt key is not an Ed25519 public key.
+    #[error("the attestation bundle's receipt key is not an Ed25519 public key")]
+    BadKey,
+    /// The receipt names other evidence than the bundle's.
+    #[error("evidence_digest {claimed} is not the digest of the bundle's evidence {actual}")]
+    OtherEvidence {
+        /// The claim.
+        claimed: String,
+        /// The bundle's.
+        actual: String,
+    },
+    /// A measurement the receipt states is not what the verified evidence reports.
+    #[error("measurement {name} in the receipt is not the one the evidence reports")]
+    Measurement {
+        /// The measurement.
+        name: String,
+    },
+    /// The receipt names another model than the one the evidence binds.
+    #[error("model {claimed} is not the model the evidence binds ({bound})")]
+    OtherModel {
+        /// The claim.
+        claimed: String,
+        /// The binding's manifest digest.
+        bound: String,
+    },
+    /// A salted digest does not match the plaintext given.
+    #[error("{which} digest does not match the {which} given (with this salt)")]
+    Digest {
+        /// `request` or `response`.
+        which: &'static str,
+    },
+}
+
+/// The bundle's receipt key (the binding names it; the bundle's own parsing checked that).
+pub fn receipt_key(bundle: &AttestationBundle) -> Result<VerifyingKey, ReceiptCheckError> {
+    VerifyingKey::from_bytes(&bundle.binding.receipt_key).map_err(|_| ReceiptCheckError::BadKey)
+}
+
+/// Verifies `bytes` as a receipt signed by the sentinel of `bundle`, whose evidence the
+/// caller has verified as `evidence` (including the binding), and checks the claims that
+/// evidence can vouch for: the evidence digest, the measurements and, when the binding
+/// names one, the model.
+pub fn verify_against(
+    bytes: &[u8],
+    bundle: &AttestationBundle,
+    evidence: &VerifiedEvidence,
+) -> Result<Receipt, ReceiptCheckError> {
+    let receipt = UnverifiedReceipt::parse(bytes)?.verify(&receipt_key(bundle)?)?;
+    check_bound(receipt.claims(), bundle, evidence)?;
+    Ok(receipt)
+}
+
+/// The claims of a receipt the bundle's key signed, against the bundle and its verified
+/// evidence.
+pub fn check_bound(
+    claims: &Claims,
+    bundle: &AttestationBundle,
+    evidence: &VerifiedEvidence,
+) -> Result<(), ReceiptCheckError> {
+    let actual = bundle.evidence_digest();
+    if claims.evidence_digest != actual {
+        return Err(ReceiptCheckError::OtherEvidence {
+            claimed: hex::encode(claims.evidence_digest),
+            actual: hex::encode(actual),
+        });
+    }
+    // Only what the evidence signs is a measurement: a name it does not report, or
+    // another value, is refused.
+    for (name, value) in &claims.measurements {
+        if evidence.measurements.get(name) != Some(value) {
+            return Err(ReceiptCheckError::Measurement { name: name.clone() });
+        }
+    }
+    if let Some(bound) = bundle.binding.manifest_sha256 {
+        if claims.model != bound {
+            return Err(ReceiptCheckError::OtherModel {
+                claimed: hex::encode(claims.model),
+                bound: hex::encode(bound),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks the salted request and response digests against the plaintexts a client kept.
+pub fn check_digests(
+    claims: &Claims,
+    salt: &[u8; SALT_LEN],
+    request: &[u8],
+    response: &[u8],
+) -> Result<(), ReceiptCheckError> {
+    if salted_digest(salt, request) != claims.request_digest {
+        return Err(ReceiptCheckError::Digest { which: "request" });
+    }
+    if salted_digest(salt, response) != claims.response_digest {
+        return Err(ReceiptCheckError::Digest { which: "response" });
+    }
+    Ok(())
+}
+
+/// A receipt log does not hold together.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LogError {
+    /// A sequence number is missing.
+    #[error("receipt {index}: boot {issuer} jumps from sequence {last} to {found}")]
+    Gap {
+        /// Position in the log.
+        index: usize,
+        /// The boot's receipt key id.
+        issuer: KeyId,
+        /// The last sequence seen.
+        last: u64,
+        /// The sequence found.
+        found: u64,
+    },
+    /// Two receipts of one boot with the same sequence number, or a sequence going back.
+    #[error(
+        "receipt {index}: boot {issuer} has sequence {sequence} twice or out of order (a fork)"
+    )]
+    Fork {
+        /// Position in the log.
+        index: usize,
+        /// The boot's receipt key id.
+        issuer: KeyId,
+        /// The repeated sequence.
+        sequence: u64,
+    },
+    /// `previous` is not the digest of the boot's receipt before it.
+    #[error(
+        "receipt {index}: boot {issuer} sequence {sequence} does not chain to the receipt before it"
+    )]
+    Chain {
+        /// Position in the log.
+        index: usize,
+        /// The boot's receipt key id.
+        issuer: KeyId,
+        /// Its sequence.
+        sequence: u64,
+    },
+    /// A boot's first receipt (sequence 0) does not start from the genesis digest.
+    #[error(
+        "receipt {index}: boot {issuer} sequence 0 does not start the chain (previous is not zero)"
+    )]
+    Genesis {
+        /// Position in the log.
+        index: usize,
+        /// The boot's receipt key id.
+        issuer: KeyId,
+    },
+}
+
+/// One boot's chain in a log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Boot {
+    /// The boot's receipt key id.
+    pub issuer: KeyId,
+    /// Its first sequence in the log (0 unless the log starts mid-chain).
+    pub first: u64,
+    /// Its last sequence.
+    pub last: u64,
+    /// Receipts in the log.
+    pub count: u64,
+}
+
+/// Checks a log of verified receipts, in log order, as one hash chain per boot (one receipt
+/// key per boot): no gaps, no forks, every `previous` the digest of the boot's receipt
+/// before it, and a boot that starts in the log starts at sequence 0 from
+/// [`GENESIS`]. A boot may start mid-chain only as the log's own beginning shows it (a log
+/// read from `after=SEQ`), which the report's `first` makes visible.
+pub fn check_chains(receipts: &[Receipt]) -> Result<Vec<Boot>, LogError> {
+    struct Tip {
+        boot: usize,
+        sequence: u64,
+        digest: [u8; 32],
+    }
+    let mut tips: BTreeMap<KeyId, Tip> = BTreeMap::new();
+    let mut boots: Vec<Boot> = Vec::new();
+    for (index, r) in receipts.iter().enumerate() {
+        let c = r.claims();
+        let issuer = c.issuer;
+        match tips.get_mut(&issuer) {
+            None => {
+                if c.sequence == 0 && c.previous != GENESIS {
+                    return Err(LogError::Genesis { index, issuer });
+                }
+                tips.insert(
+                    issuer,
+                    Tip {
+                        boot: boots.len(),
+                        sequence: c.sequence,
+                        digest: r.digest(),
+                    },
+                );
+                boots.push(Boot {
+                    issuer,
+                    first: c.sequence,
+                    last: c.sequence,
+                    count: 1,
+                });
+            }
+            Some(tip) => {
+                if c.sequence <= tip.sequence {
+                    return Err(LogError::Fork {
+                        index,
+                        issuer,
+                        sequence: c.sequence,
+                    });
+                }
+                if c.sequence != tip.sequence + 1 {
+                    return Err(LogError::Gap {
+                        index,
+                        issuer,
+                        last: tip.sequence,
+                        found: c.sequence,
+                    });
+                }
+                if c.previous != tip.digest {
+                    return Err(LogError::Chain {
+                        index,
+                        issuer,
+                        sequence: c.sequence,
+                    });
+                }
+                tip.sequence = c.sequence;
+                tip.digest = r.digest();
+                let boot = &mut boots[tip.boot];
+                boot.last = c.sequence;
+                boot.count += 1;
+            }
+        }
+    }
+    Ok(boots)
+}
