@@ -61,6 +61,9 @@ fn release_end_to_end_on_nitro_and_snp() {
     assert_eq!(released.provider_key, f.provider.public().to_bytes());
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &f.manifest);
     assert_eq!(&released.manifest_sha256[..], digest.as_ref());
+    // The release names the policy it was decided under (the receipts' policy digest).
+    let policy = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, f.policy(true).as_bytes());
+    assert_eq!(&released.policy_sha256[..], policy.as_ref());
     let released = r
         .client
         .release_with_evidence(ASSET, "c-policy", [1; 32], f.snp(SnpSpec::default()))

@@ -85,6 +85,7 @@ impl Broker {
             enc: enc.clone(),
             ciphertext: ct.clone(),
             lease_secs: self.lease_secs,
+            policy_sha256: [0x50; 32],
         });
         let resp = ReleaseResponse {
             asset: asset.into(),
@@ -95,6 +96,7 @@ impl Broker {
             enc: hex::encode(enc),
             ciphertext: hex::encode(ct),
             lease_secs: self.lease_secs,
+            policy_sha256: hex::encode([0x50; 32]),
             signature: self.id.sign(&statement, &request_digest(request)).unwrap(),
         };
         (200, serde_json::to_vec(&resp).unwrap())

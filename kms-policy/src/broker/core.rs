@@ -94,6 +94,8 @@ pub struct ActivePolicy {
     pub policy: Policy,
     /// Its source text.
     pub text: String,
+    /// SHA-256 of the source text: what releases name as the policy they were decided under.
+    pub text_sha256: [u8; 32],
     /// Production roots plus the policy's simulation roots.
     pub roots: TrustRoots,
     /// Admin public keys.
@@ -126,9 +128,14 @@ impl ActivePolicy {
             .iter()
             .filter_map(|k| k.0.as_slice().try_into().ok())
             .collect();
+        let mut text_sha256 = [0u8; 32];
+        text_sha256.copy_from_slice(
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes()).as_ref(),
+        );
         Ok(Self {
             policy,
             text: text.to_owned(),
+            text_sha256,
             roots,
             admin_keys,
         })

@@ -261,6 +261,7 @@ impl Broker {
             enc,
             ciphertext,
             lease_secs: asset_policy.lease_secs,
+            policy_sha256: active.text_sha256,
         };
         let signature = self.sign(&Statement::Release(release.clone()), request_sha256)?;
         let now = self.now();
@@ -284,6 +285,7 @@ impl Broker {
             enc: hex::encode(release.enc),
             ciphertext: hex::encode(release.ciphertext),
             lease_secs: release.lease_secs,
+            policy_sha256: hex::encode(release.policy_sha256),
             signature,
         })
     }

@@ -276,6 +276,8 @@ pub struct Released {
     /// How long the release is good for: the sentinel must be authorized again within
     /// it or stop serving.
     pub lease: std::time::Duration,
+    /// SHA-256 of the key-release policy the broker decided under.
+    pub policy_sha256: [u8; 32],
 }
 
 impl std::fmt::Debug for Released {
@@ -603,6 +605,7 @@ impl AwaitingRelease {
             enc: hex_bytes(a, "enc", &resp.enc)?,
             ciphertext: hex_bytes(a, "ciphertext", &resp.ciphertext)?,
             lease_secs: resp.lease_secs,
+            policy_sha256: hex32(a, "policy_sha256", &resp.policy_sha256)?,
         };
         check_signature(
             a,
@@ -649,6 +652,7 @@ impl AwaitingRelease {
             manifest_sha256: release.manifest_sha256,
             provider_key: release.provider_key,
             lease: std::time::Duration::from_secs(release.lease_secs),
+            policy_sha256: release.policy_sha256,
         })
     }
 }

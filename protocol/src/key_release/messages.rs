@@ -128,6 +128,8 @@ pub struct ReleaseResponse {
     /// How long the release is good for, in seconds: the sentinel stops serving unless it
     /// is authorized again within this time, whatever its own configuration says.
     pub lease_secs: u64,
+    /// SHA-256 of the key-release policy text the release was decided under, hex.
+    pub policy_sha256: String,
     /// The broker's signature (hex) over the release statement.
     pub signature: String,
 }

@@ -16,7 +16,7 @@
 //!
 //! challenge: asset, contract, nonce, expires_in
 //! release:   asset, contract, nonce, release_key, manifest_sha256, provider_key, key_id,
-//!            enc, ciphertext, lease_secs
+//!            enc, ciphertext, lease_secs, policy_sha256
 //! denial:    error, detail
 //! broker:    registration_key, decision_log_key, simulation
 //! admin:     method, path                    (an admin request was carried out)
@@ -110,6 +110,9 @@ pub struct ReleaseStatement {
     /// How long the release is good for: a sentinel that is not authorized again within
     /// this many seconds stops serving, whatever its configuration says.
     pub lease_secs: u64,
+    /// SHA-256 of the text of the key-release policy the release was decided under (the
+    /// `policy_digest` of the sentinel's receipts).
+    pub policy_sha256: [u8; 32],
 }
 
 /// A broker answer whose signature does not verify under the pinned key.
@@ -172,6 +175,7 @@ impl Statement {
                 ("enc", bytes(&r.enc)),
                 ("ciphertext", bytes(&r.ciphertext)),
                 ("lease_secs", Value::from(r.lease_secs)),
+                ("policy_sha256", bytes(&r.policy_sha256)),
             ]),
             Self::Denial { error, detail } => {
                 fields.extend([("error", text(error)), ("detail", text(detail))]);
@@ -281,6 +285,7 @@ mod tests {
             enc: vec![5; 32],
             ciphertext: vec![6; 48],
             lease_secs: 600,
+            policy_sha256: [7; 32],
         }
     }
 
@@ -306,7 +311,7 @@ mod tests {
             Err(BadBrokerSignature(other))
         );
         type Mutation = fn(&mut ReleaseStatement);
-        let mutations: [Mutation; 10] = [
+        let mutations: [Mutation; 11] = [
             |r| r.asset = "b".into(),
             |r| r.contract = "d".into(),
             |r| r.nonce = vec![0; 32],
@@ -317,6 +322,7 @@ mod tests {
             |r| r.enc = vec![0; 32],
             |r| r.ciphertext = vec![7; 48],
             |r| r.lease_secs = 601,
+            |r| r.policy_sha256 = [8; 32],
         ];
         for mutate in mutations {
             let mut fields = release_statement();
