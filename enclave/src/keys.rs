@@ -3,30 +3,35 @@
 use ed25519_dalek::SigningKey;
 use trustbridge_protocol::key_release::HpkeKeyPair;
 use trustbridge_protocol::key_release::client::BoundKeys;
-use trustbridge_protocol::ohttp::{key_config, ohttp_keys, ohttp_keys_sha256};
+use trustbridge_protocol::ohttp::gateway::GatewayKey;
+use trustbridge_protocol::ohttp::ohttp_keys_sha256;
 use zeroize::Zeroizing;
 
-/// The system random number generator failed while the boot-time keys were generated.
+/// The boot-time keys could not be generated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the system random number generator failed: no boot-time keys")]
-pub struct KeyGenerationError;
+pub enum KeyGenerationError {
+    /// The system random number generator failed.
+    #[error("the system random number generator failed: no boot-time keys")]
+    Random,
+    /// The OHTTP library refused to build the gateway key configuration.
+    #[error("the OHTTP gateway key configuration could not be built")]
+    Gateway,
+}
 
 /// The OHTTP gateway key, the receipt-signing key and the key-release key.
 pub struct SentinelKeys {
     /// X25519 key of the Oblivious HTTP gateway (clients encrypt requests to it).
-    pub gateway: HpkeKeyPair,
+    pub gateway: GatewayKey,
     /// Ed25519 key that signs execution receipts.
     pub receipt: SigningKey,
     /// X25519 key the key broker seals the data key to.
     pub release: HpkeKeyPair,
-    /// The `application/ohttp-keys` body served to clients.
-    pub ohttp_keys: Vec<u8>,
 }
 
 impl std::fmt::Debug for SentinelKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SentinelKeys")
-            .field("gateway", &hex::encode(self.gateway.public_key()))
+            .field("gateway", &self.gateway)
             .field(
                 "receipt",
                 &hex::encode(self.receipt.verifying_key().to_bytes()),
@@ -53,25 +58,23 @@ impl SentinelKeys {
             if fill(seed.as_mut()) {
                 Ok(seed)
             } else {
-                Err(KeyGenerationError)
+                Err(KeyGenerationError::Random)
             }
         };
         let receipt = SigningKey::from_bytes(&*seed()?);
-        let gateway = HpkeKeyPair::derive(seed()?.as_ref());
+        let gateway = GatewayKey::derive(&*seed()?).map_err(|_| KeyGenerationError::Gateway)?;
         let release = HpkeKeyPair::derive(seed()?.as_ref());
-        let ohttp_keys = ohttp_keys(&key_config(1, &gateway.public_key()));
         Ok(Self {
             gateway,
             receipt,
             release,
-            ohttp_keys,
         })
     }
 
     /// The public keys the evidence binding carries.
     pub fn bound_keys(&self) -> BoundKeys {
         BoundKeys {
-            ohttp_keys_sha256: ohttp_keys_sha256(&self.ohttp_keys),
+            ohttp_keys_sha256: ohttp_keys_sha256(self.gateway.keys()),
             receipt_key: self.receipt.verifying_key().to_bytes(),
             release_key: self.release.public_key(),
         }
@@ -87,7 +90,7 @@ mod tests {
     fn a_failing_random_generator_is_an_error() {
         assert_eq!(
             SentinelKeys::generate_with(|_| false).unwrap_err(),
-            KeyGenerationError
+            KeyGenerationError::Random
         );
         // A generator that fails on the third request (the release key) fails it all.
         let mut calls = 0;
@@ -101,6 +104,6 @@ mod tests {
         let b = SentinelKeys::generate().unwrap();
         assert_ne!(a.receipt.verifying_key(), b.receipt.verifying_key());
         assert_ne!(a.release.public_key(), b.release.public_key());
-        assert_ne!(a.gateway.public_key(), a.release.public_key());
+        assert_ne!(a.gateway.keys(), b.gateway.keys());
     }
 }

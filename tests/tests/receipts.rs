@@ -12,7 +12,7 @@ use ed25519_dalek::SigningKey;
 use trustbridge_protocol::Platform;
 use trustbridge_protocol::attestation_bundle::AttestationBundle;
 use trustbridge_protocol::binding::EvidenceBinding;
-use trustbridge_protocol::ohttp::{key_config, ohttp_keys, ohttp_keys_sha256};
+use trustbridge_protocol::ohttp::ohttp_keys_sha256;
 use trustbridge_protocol::receipt::{
     Claims, GENESIS, Receipt, Usage, receipt_key_id, salted_digest,
 };
@@ -30,7 +30,7 @@ struct Sentinel {
 /// A simulated Nitro sentinel whose evidence binds `bound` as its receipt key.
 fn sentinel(bound: [u8; 32]) -> Sentinel {
     let sim = SimulatedTee::new().unwrap();
-    let keys = ohttp_keys(&key_config(1, &[7; 32]));
+    let keys = b"an application/ohttp-keys body".to_vec();
     let binding = EvidenceBinding {
         nonce: vec![9; 32],
         ohttp_keys_sha256: ohttp_keys_sha256(&keys),

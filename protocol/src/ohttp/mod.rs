@@ -1,70 +1,42 @@
-//! Oblivious HTTP (RFC 9458) key configuration: what the sentinel's gateway serves as
-//! `application/ohttp-keys`, and whose SHA-256 the evidence binding carries.
+//! Oblivious HTTP (RFC 9458) as TrustBridge uses it: the gateway's key configuration, whose
+//! SHA-256 the evidence binding carries, the media types, and the size limits.
 //!
-//! ```text
-//! KeyConfig  = key_id (1) || kem_id (2) || public key (Npk) || u16 len || { kdf_id (2), aead_id (2) }*
-//! ohttp-keys = { u16 len || KeyConfig }*
-//! ```
-//! TrustBridge uses DHKEM(X25519, HKDF-SHA256) (0x0020), HKDF-SHA256 (0x0001) and
-//! AES-256-GCM (0x0002) or AES-128-GCM (0x0001).
+//! The key configuration is the `ohttp` crate's, with one key (id [`KEY_ID`]) of
+//! DHKEM(X25519, HKDF-SHA256) and one symmetric suite, HKDF-SHA256 with AES-128-GCM: the
+//! crate's pure-Rust HPKE backend has no AES-256-GCM, and the NSS backend is not worth
+//! its weight for it. Encapsulation itself ([`gateway`], feature `ohttp`) is the crate's
+//! too; nothing here re-implements it.
+
+#[cfg(feature = "ohttp")]
+pub mod gateway;
 
 use aws_lc_rs::digest;
 
-/// DHKEM(X25519, HKDF-SHA256).
-pub const KEM_X25519_SHA256: u16 = 0x0020;
-/// HKDF-SHA256.
-pub const KDF_HKDF_SHA256: u16 = 0x0001;
-/// AES-128-GCM.
-pub const AEAD_AES_128_GCM: u16 = 0x0001;
-/// AES-256-GCM.
-pub const AEAD_AES_256_GCM: u16 = 0x0002;
+/// The key id of the gateway's one key configuration.
+pub const KEY_ID: u8 = 1;
 
-/// One key configuration for an X25519 gateway key.
-pub fn key_config(key_id: u8, public_key: &[u8; 32]) -> Vec<u8> {
-    let suites: [(u16, u16); 2] = [
-        (KDF_HKDF_SHA256, AEAD_AES_256_GCM),
-        (KDF_HKDF_SHA256, AEAD_AES_128_GCM),
-    ];
-    let mut out = vec![key_id];
-    out.extend_from_slice(&KEM_X25519_SHA256.to_be_bytes());
-    out.extend_from_slice(public_key);
-    out.extend_from_slice(&((suites.len() * 4) as u16).to_be_bytes());
-    for (kdf, aead) in suites {
-        out.extend_from_slice(&kdf.to_be_bytes());
-        out.extend_from_slice(&aead.to_be_bytes());
-    }
-    out
-}
+/// `application/ohttp-keys`: the key configuration list (RFC 9540).
+pub const KEYS_MEDIA_TYPE: &str = "application/ohttp-keys";
+/// `message/ohttp-req`: an encapsulated request.
+pub const REQUEST_MEDIA_TYPE: &str = "message/ohttp-req";
+/// `message/ohttp-res`: an encapsulated response.
+pub const RESPONSE_MEDIA_TYPE: &str = "message/ohttp-res";
+/// `message/ohttp-chunked-req`: a chunked encapsulated request.
+pub const CHUNKED_REQUEST_MEDIA_TYPE: &str = "message/ohttp-chunked-req";
+/// `message/ohttp-chunked-res`: a chunked encapsulated response.
+pub const CHUNKED_RESPONSE_MEDIA_TYPE: &str = "message/ohttp-chunked-res";
 
-/// The `application/ohttp-keys` body for one key configuration.
-pub fn ohttp_keys(config: &[u8]) -> Vec<u8> {
-    let mut out = ((config.len()) as u16).to_be_bytes().to_vec();
-    out.extend_from_slice(config);
-    out
-}
+/// The gateway's path (RFC 9540): `GET` serves the keys, `POST` takes requests.
+pub const GATEWAY_PATH: &str = "/.well-known/ohttp-gateway";
+/// Where a sentinel serves its attestation bundle.
+pub const ATTESTATION_PATH: &str = "/.well-known/trustbridge-attestation";
+
+/// Largest encapsulated request a gateway reads (checked before decapsulation).
+pub const MAX_REQUEST_LEN: usize = 1 << 20;
 
 /// SHA-256 of an `application/ohttp-keys` body: the value the evidence binding carries.
 pub fn ohttp_keys_sha256(keys: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(digest::digest(&digest::SHA256, keys).as_ref());
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_config_layout() {
-        let c = key_config(7, &[0xab; 32]);
-        assert_eq!(c.len(), 1 + 2 + 32 + 2 + 8);
-        assert_eq!(&c[..3], &[7, 0x00, 0x20]);
-        assert_eq!(&c[35..37], &[0, 8]);
-        let k = ohttp_keys(&c);
-        assert_eq!(&k[..2], &[0, 45]);
-        assert_ne!(
-            ohttp_keys_sha256(&k),
-            ohttp_keys_sha256(&ohttp_keys(&key_config(8, &[0xab; 32])))
-        );
-    }
 }

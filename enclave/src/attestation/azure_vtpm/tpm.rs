@@ -254,7 +254,7 @@ impl Vtpm {
             })?;
         bank.into_iter()
             .map(|(_, value)| {
-                <[u8; 32]>::try_from(value.as_ref()).map_err(|_| VtpmError {
+                <[u8; 32]>::try_from(value.value()).map_err(|_| VtpmError {
                     step: "reading the PCRs",
                     detail: "a SHA-256 PCR is not 32 bytes".into(),
                 })
