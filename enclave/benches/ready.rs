@@ -127,6 +127,7 @@ fn main() {
                 reauthorize: Default::default(),
                 output: Default::default(),
                 swap: Default::default(),
+                gateway: Default::default(),
             };
             let provider = provider.clone();
             async move {

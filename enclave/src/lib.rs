@@ -13,8 +13,10 @@
 //! - [`boot`]: the boot state machine and its retry policy.
 //! - [`failure`]: step errors and the typed reason codes of `/status`.
 //! - [`sentinel`]: the boot task and the health API.
+//! - [`gateway`]: the Oblivious HTTP gateway, the attestation bundle and runtime-proxy mode.
+//! - [`receipts`]: the signed, hash-chained execution receipts.
 //!
-//! The `tb-sentinel` binary, hydrate and the health API follow (see `docs/ROADMAP.md`).
+//! What is not built yet is in `docs/ROADMAP.md`.
 // `deny`, not `forbid`: only the modules that wrap syscalls allow `unsafe` (`memory`:
 // madvise/mlock; `attestation::sev_guest::ioctl`: the SEV guest ioctls).
 #![deny(unsafe_code)]
@@ -23,8 +25,10 @@ pub mod attestation;
 pub mod authorize;
 pub mod boot;
 pub mod failure;
+pub mod gateway;
 pub mod hydrate;
 pub mod keys;
 pub mod memory;
 pub mod output;
+pub mod receipts;
 pub mod sentinel;

@@ -6,9 +6,11 @@
 //! | `GET /health` | 200 when Ready, 503 otherwise |
 //! | `GET /readiness` | 200 from Decrypt on, 503 before |
 //! | `GET /status` | JSON: state, reason and detail (Failed, Suspended), asset, contract, uptime, requests |
+//!
+//! and the Oblivious HTTP gateway ([`crate::gateway`]) once the boot-time keys exist.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -23,6 +25,7 @@ use crate::attestation::AttestationProvider;
 use crate::authorize::{EgressLimits, KmsTarget, Pins, Released, authorize, binding_for};
 use crate::boot::{Backoff, BootMachine, BootState, InvalidTransition, Serving, StepError};
 use crate::failure::FailureCode;
+use crate::gateway::{Gateway, GatewayConfig};
 use crate::hydrate::{HydrateConfig, Model, fetch_files, fetch_manifest, lock};
 use crate::keys::SentinelKeys;
 use crate::output::{ModelOutput, SwapPolicy, publish};
@@ -87,6 +90,8 @@ pub struct SentinelConfig {
     pub output: ModelOutput,
     /// Whether tmpfs output may be used while swap is active.
     pub swap: SwapPolicy,
+    /// The Oblivious HTTP gateway: runtime, limits, attestation publishing.
+    pub gateway: GatewayConfig,
 }
 
 /// A sentinel: its state (which holds the model once Ready) and counters.
@@ -95,6 +100,7 @@ pub struct Sentinel {
     machine: Mutex<BootMachine>,
     requests: AtomicU64,
     simulated: AtomicBool,
+    gateway: OnceLock<Arc<Gateway>>,
 }
 
 impl std::fmt::Debug for Sentinel {
@@ -145,6 +151,7 @@ impl Sentinel {
             machine: Mutex::new(BootMachine::default()),
             requests: AtomicU64::new(0),
             simulated: AtomicBool::new(false),
+            gateway: OnceLock::new(),
         })
     }
 
@@ -162,6 +169,11 @@ impl Sentinel {
     /// The decrypted model, while Ready.
     pub fn model(&self) -> Option<Arc<Model>> {
         self.state().model().cloned()
+    }
+
+    /// The Oblivious HTTP gateway, once the boot-time keys exist.
+    pub fn gateway(&self) -> Option<&Arc<Gateway>> {
+        self.gateway.get()
     }
 
     /// Moves the machine to `next`; a refused transition is an error. The state left is
@@ -209,11 +221,11 @@ impl Sentinel {
     async fn first_boot(
         &self,
         provider: &Arc<dyn AttestationProvider>,
-    ) -> Result<(SentinelKeys, Lease), Stop> {
-        let keys = SentinelKeys::generate().map_err(|e| StepError::Fatal {
+    ) -> Result<(Arc<SentinelKeys>, Lease), Stop> {
+        let keys = Arc::new(SentinelKeys::generate().map_err(|e| StepError::Fatal {
             code: FailureCode::Internal,
             detail: e.to_string(),
-        })?;
+        })?);
         self.go(BootState::Attest)?;
         // A first evidence request checks that the TEE answers before talking to anyone.
         let probe_binding = binding_for(&keys, &self.config.pins, &[0; 32]);
@@ -228,6 +240,20 @@ impl Sentinel {
                 code: FailureCode::Attestation,
                 detail: e.to_string(),
             })?;
+        // The gateway serves its keys and attestation from now on, requests once Ready.
+        let gateway = Gateway::new(
+            keys.clone(),
+            self.config.pins,
+            provider.clone(),
+            self.config.gateway.clone(),
+        );
+        if self.gateway.set(Arc::new(gateway)).is_err() {
+            return Err(StepError::Fatal {
+                code: FailureCode::Internal,
+                detail: "booted twice".into(),
+            }
+            .into());
+        }
         self.go(BootState::Authorize)?;
         let (released, lease) = self.release_with_retries(provider, &keys).await?;
         let lease = self.bring_up(provider, &keys, &released, lease).await?;
@@ -488,7 +514,7 @@ impl Sentinel {
                 }
             })
         };
-        let (h, r, st) = (self.clone(), self.clone(), self);
+        let (h, r, gw, st) = (self.clone(), self.clone(), self.clone(), self);
         Router::new()
             .route(
                 "/health",
@@ -499,6 +525,7 @@ impl Sentinel {
                 get(move || async move { code(r.state().ready_for_traffic(), r.state().name()) }),
             )
             .route("/status", get(move || async move { st.status() }))
+            .merge(crate::gateway::routes::routes(gw))
             .layer(counted)
     }
 

@@ -80,6 +80,7 @@ async fn start_sentinel(
         reauthorize,
         output: Default::default(),
         swap: Default::default(),
+        gateway: Default::default(),
     });
     let provider: Arc<dyn AttestationProvider> =
         Arc::new(SimulatedProvider::new(w.tee(), SimulatedPlatform::Nitro));

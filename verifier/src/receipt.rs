@@ -259,3 +259,38 @@ pub fn check_chains(receipts: &[Receipt]) -> Result<Vec<Boot>, LogError> {
     }
     Ok(boots)
 }
+
+/// The measurements a sentinel states in its receipts, read from evidence it produced
+/// itself inside the TEE (so it parses without verifying: it has nothing to verify its
+/// own hardware against). Relying parties never take these on trust: [`check_bound`]
+/// compares them with what the *verified* evidence reports.
+///
+/// Nitro: `pcr0`, `pcr1`, `pcr2` (image, kernel, application) and `pcr8` (signing
+/// certificate) when set; SEV-SNP and Azure: the launch `measurement`.
+pub fn stated_measurements(
+    platform: crate::Platform,
+    evidence: &[u8],
+) -> Result<BTreeMap<String, Vec<u8>>, crate::VerifyError> {
+    let mut out = BTreeMap::new();
+    match platform {
+        crate::Platform::Nitro => {
+            let (_, doc) = crate::nitro::parse_nitro(evidence)?;
+            for i in [0u8, 1, 2, 8] {
+                if let Some(v) = doc.pcrs.get(&i).filter(|v| v.iter().any(|b| *b != 0)) {
+                    out.insert(format!("pcr{i}"), v.clone());
+                }
+            }
+        }
+        crate::Platform::Snp => {
+            let r = crate::snp_report::SnpReport::parse(evidence)?;
+            out.insert("measurement".to_owned(), r.measurement.to_vec());
+        }
+        crate::Platform::AzureSnpVtpm => {
+            let azure = crate::AzureEvidence::from_json(evidence)?;
+            let hcl = crate::hcl_report::HclReport::parse(&azure.hcl_report)?;
+            let r = crate::snp_report::SnpReport::parse(&hcl.snp_report)?;
+            out.insert("measurement".to_owned(), r.measurement.to_vec());
+        }
+    }
+    Ok(out)
+}

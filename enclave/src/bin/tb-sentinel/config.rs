@@ -12,6 +12,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use serde::Deserialize;
 use trustbridge_enclave::authorize::{BrokerKey, KmsTarget};
+use trustbridge_enclave::gateway::runtime::RuntimeUrl;
 use trustbridge_enclave::output::ModelOutput;
 use trustbridge_protocol::bundle::ProviderPublicKey;
 use trustbridge_transport::Endpoint;
@@ -51,6 +52,12 @@ struct FileConfig {
     allow_swap: Option<bool>,
     #[serde(default, deserialize_with = "parsed")]
     model_output: Option<ModelOutput>,
+    #[serde(default, deserialize_with = "parsed")]
+    runtime_url: Option<RuntimeUrl>,
+    max_concurrent_requests: Option<usize>,
+    request_timeout_secs: Option<u64>,
+    attestation_max_age_secs: Option<u64>,
+    attestation_nonce_per_minute: Option<u32>,
     log_format: Option<LogFormat>,
 }
 
@@ -125,6 +132,11 @@ fn merge(args: &mut Args, matches: &ArgMatches, file: FileConfig) {
         reauth_grace_secs,
         allow_swap,
         model_output,
+        runtime_url,
+        max_concurrent_requests,
+        request_timeout_secs,
+        attestation_max_age_secs,
+        attestation_nonce_per_minute,
         log_format,
     );
 }

@@ -21,6 +21,9 @@ use trustbridge_enclave::attestation::azure_vtpm;
 use trustbridge_enclave::attestation::{AttestationProvider, Probe, TeeChoice, detect};
 use trustbridge_enclave::authorize::{BrokerKey, EgressLimits, KmsTarget, Pins};
 use trustbridge_enclave::boot::Backoff;
+use trustbridge_enclave::gateway::GatewayConfig;
+use trustbridge_enclave::gateway::attestation::AttestationConfig;
+use trustbridge_enclave::gateway::runtime::RuntimeUrl;
 use trustbridge_enclave::hydrate::HydrateConfig;
 use trustbridge_enclave::output::{ModelOutput, SwapPolicy};
 use trustbridge_enclave::sentinel::{Reauthorization, Sentinel, SentinelConfig};
@@ -54,7 +57,8 @@ enum SimPlatform {
 }
 
 /// The TrustBridge sentinel: attests, obtains the model key, decrypts the model in memory,
-/// and reports its state on /health, /readiness and /status.
+/// reports its state on /health, /readiness and /status, and answers clients through its
+/// Oblivious HTTP gateway (/.well-known/ohttp-gateway), each answer with a signed receipt.
 ///
 /// Each option is taken from the command line, else its TB_* variable, else the --config
 /// file (same names, with underscores: kms_url = "http://..."), else its default.
@@ -170,6 +174,28 @@ struct Args {
     /// machine.
     #[arg(long, env = "TB_ALLOW_SWAP")]
     allow_swap: bool,
+    /// The runtime that answers the API requests clients send through the Oblivious HTTP
+    /// gateway (runtime-proxy mode): http://HOST:PORT on the TEE's own network, e.g.
+    /// vLLM's OpenAI server bound to 127.0.0.1.
+    #[arg(
+        long,
+        env = "TB_RUNTIME_URL",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:8081"
+    )]
+    runtime_url: RuntimeUrl,
+    /// Requests the gateway handles at once; beyond it, 503 with retry-after.
+    #[arg(long, env = "TB_MAX_CONCURRENT_REQUESTS", default_value_t = 64)]
+    max_concurrent_requests: usize,
+    /// Seconds the runtime has to answer one request (then 504 inside the encryption).
+    #[arg(long, env = "TB_REQUEST_TIMEOUT_SECS", default_value_t = 300)]
+    request_timeout_secs: u64,
+    /// Seconds before the published attestation bundle is made anew (fresh evidence).
+    #[arg(long, env = "TB_ATTESTATION_MAX_AGE_SECS", default_value_t = 3600)]
+    attestation_max_age_secs: u64,
+    /// Attestation bundles for a client's nonce, at most this many a minute (then 429).
+    #[arg(long, env = "TB_ATTESTATION_NONCE_PER_MINUTE", default_value_t = 60)]
+    attestation_nonce_per_minute: u32,
     /// Log format on stderr; RUST_LOG selects what is logged (default info).
     #[arg(long, env = "TB_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -359,6 +385,16 @@ fn run(args: Args) -> Result<()> {
         swap: SwapPolicy {
             allow: args.allow_swap,
             ..SwapPolicy::default()
+        },
+        gateway: GatewayConfig {
+            runtime: args.runtime_url.clone(),
+            attestation: AttestationConfig {
+                max_age: Duration::from_secs(args.attestation_max_age_secs.max(1)),
+                nonce_per_minute: args.attestation_nonce_per_minute,
+            },
+            max_concurrent: args.max_concurrent_requests.max(1),
+            request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
+            ..GatewayConfig::default()
         },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -1,0 +1,332 @@
+//! The sentinel as an Oblivious HTTP gateway (RFC 9458, RFC 9292, RFC 9540).
+//!
+//! - `GET /.well-known/ohttp-gateway`: the key configuration (`application/ohttp-keys`);
+//! - `POST /.well-known/ohttp-gateway` (`message/ohttp-req`): a request encapsulated to
+//!   that key. Inside is a Binary HTTP request for the sentinel's API (`/v1/...`), which
+//!   runtime-proxy mode forwards to the runtime ([`runtime`]). The answer goes back as a
+//!   Binary HTTP response, encapsulated (`message/ohttp-res`), with a signed receipt
+//!   (header `trustbridge-receipt`, base64url) and the salt of its digests
+//!   (`trustbridge-receipt-salt`, hex) inside the encryption;
+//! - `GET /.well-known/trustbridge-attestation[?nonce=HEX]`: the attestation bundle
+//!   ([`attestation`]).
+//!
+//! The relay sees ciphertext and sizes. What it gets in the clear is the receipt, on the
+//! outer response (`trustbridge-receipt-log`), for its public receipt log: a receipt's
+//! digests are salted with a salt only the client receives, so the log reveals nothing
+//! testable about what was asked or answered.
+
+pub mod attestation;
+pub mod routes;
+pub mod runtime;
+
+use std::io::Cursor;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use trustbridge_protocol::receipt::{SALT_LEN, SaltedDigest, Usage, salted_digest};
+
+use crate::attestation::AttestationProvider;
+use crate::authorize::Pins;
+use crate::hydrate::Model;
+use crate::keys::SentinelKeys;
+use crate::receipts::{ReceiptFacts, ReceiptSigner};
+use attestation::{AttestationConfig, Publisher};
+use runtime::{RuntimeError, RuntimeUrl};
+
+/// Inner response header: the receipt (base64url, no padding).
+pub const RECEIPT_HEADER: &str = "trustbridge-receipt";
+/// Inner response header: the salt of the receipt's digests (hex).
+pub const SALT_HEADER: &str = "trustbridge-receipt-salt";
+/// Inner request header: a client nonce (hex, 8 to 64 bytes) the receipt must carry.
+pub const NONCE_HEADER: &str = "trustbridge-receipt-nonce";
+/// Outer response header, for the relay's public receipt log (base64url).
+pub const RECEIPT_LOG_HEADER: &str = "trustbridge-receipt-log";
+
+/// The gateway's limits and its runtime.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// Where runtime-proxy mode sends requests.
+    pub runtime: RuntimeUrl,
+    /// Attestation bundle publishing.
+    pub attestation: AttestationConfig,
+    /// Requests handled at once; beyond it, 503 with `retry-after`.
+    pub max_concurrent: usize,
+    /// Time for the runtime to answer one request.
+    pub request_timeout: Duration,
+    /// Largest runtime answer.
+    pub max_response_len: usize,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            runtime: RuntimeUrl::default(),
+            attestation: AttestationConfig::default(),
+            max_concurrent: 64,
+            request_timeout: Duration::from_secs(300),
+            max_response_len: 16 << 20,
+        }
+    }
+}
+
+/// Why an encapsulated request got no encapsulated answer (the outer HTTP status).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OuterError {
+    /// Not decapsulable with this gateway's key (or malformed): 400.
+    #[error("the request cannot be decapsulated")]
+    Decapsulate,
+    /// Too many requests at once: 503, retry.
+    #[error("too many requests at once")]
+    Busy,
+    /// No receipt can be signed (no attestation, or the chain failed): 503. An answer
+    /// without its receipt is never sent.
+    #[error("no receipt can be signed: {0}")]
+    NoReceipt(String),
+    /// The answer could not be encapsulated: 500.
+    #[error("the answer cannot be encapsulated")]
+    Encapsulate,
+}
+
+/// An answered request: the encapsulated response and, for the public log, its receipt.
+#[derive(Debug)]
+pub struct Exchange {
+    /// `message/ohttp-res` body.
+    pub encapsulated: Vec<u8>,
+    /// The receipt's bytes.
+    pub receipt: Vec<u8>,
+}
+
+/// The gateway: keys, receipt chain, attestation publisher, runtime.
+pub struct Gateway {
+    keys: Arc<SentinelKeys>,
+    receipts: ReceiptSigner,
+    publisher: Publisher,
+    config: GatewayConfig,
+    permits: tokio::sync::Semaphore,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Gateway(runtime {}, {:?})",
+            self.config.runtime, self.receipts
+        )
+    }
+}
+
+/// The inner answer before its receipt: status, fields, content, token counts.
+struct Inner {
+    status: u16,
+    headers: Vec<(Vec<u8>, Vec<u8>)>,
+    body: Vec<u8>,
+    usage: Option<Usage>,
+}
+
+impl Inner {
+    /// An OpenAI-shaped error.
+    fn error(status: u16, kind: &str, message: &str) -> Self {
+        let body = serde_json::json!({"error": {"message": message, "type": kind, "code": status}});
+        Self {
+            status,
+            headers: vec![(b"content-type".to_vec(), b"application/json".to_vec())],
+            body: body.to_string().into_bytes(),
+            usage: None,
+        }
+    }
+}
+
+impl Gateway {
+    /// A gateway for the boot's keys.
+    pub fn new(
+        keys: Arc<SentinelKeys>,
+        pins: Pins,
+        provider: Arc<dyn AttestationProvider>,
+        config: GatewayConfig,
+    ) -> Self {
+        Self {
+            receipts: ReceiptSigner::new(keys.receipt.clone()),
+            publisher: Publisher::new(keys.clone(), pins, provider, config.attestation),
+            permits: tokio::sync::Semaphore::new(config.max_concurrent.max(1)),
+            keys,
+            config,
+        }
+    }
+
+    /// The `application/ohttp-keys` body.
+    pub fn ohttp_keys(&self) -> &[u8] {
+        self.keys.gateway.keys()
+    }
+
+    /// The attestation publisher.
+    pub fn publisher(&self) -> &Publisher {
+        &self.publisher
+    }
+
+    /// Answers one encapsulated request with `model`.
+    pub async fn answer(&self, encapsulated: &[u8], model: &Model) -> Result<Exchange, OuterError> {
+        let _permit = self.permits.try_acquire().map_err(|_| OuterError::Busy)?;
+        let (plain, response) = self
+            .keys
+            .gateway
+            .decapsulate(encapsulated)
+            .map_err(|_| OuterError::Decapsulate)?;
+        let model_digest = model.manifest.digest();
+        // The evidence the receipt names, before any work: no receipt, no answer.
+        let published = self
+            .publisher
+            .published(Some(model_digest))
+            .await
+            .map_err(|e| OuterError::NoReceipt(e.to_string()))?;
+        let mut salt = [0u8; SALT_LEN];
+        aws_lc_rs::rand::fill(&mut salt)
+            .map_err(|_| OuterError::NoReceipt("no randomness".into()))?;
+        let (nonce, inner) = match bhttp::Message::read_bhttp(&mut Cursor::new(&plain[..])) {
+            Err(_) => (
+                None,
+                Inner::error(400, "invalid_request_error", "not a Binary HTTP message"),
+            ),
+            Ok(m) if !m.control().is_request() => (
+                None,
+                Inner::error(400, "invalid_request_error", "not a Binary HTTP request"),
+            ),
+            Ok(m) => match client_nonce(&m) {
+                Err(e) => (None, Inner::error(400, "invalid_request_error", e)),
+                Ok(nonce) => (nonce, self.forward(m).await),
+            },
+        };
+        let request_digest = salted_digest(&salt, &plain);
+        let mut response_digest = SaltedDigest::new(&salt);
+        response_digest.update(&inner.body);
+        let receipt = self
+            .receipts
+            .sign(ReceiptFacts {
+                nonce,
+                model: model_digest,
+                request_digest,
+                response_digest: response_digest.finish(),
+                evidence_digest: published.evidence_digest,
+                measurements: published.measurements.clone(),
+                policy_digest: model.policy_sha256,
+                status: inner.status,
+                usage: inner.usage,
+            })
+            .map_err(|e| OuterError::NoReceipt(e.to_string()))?;
+        let receipt_bytes = receipt.as_bytes().to_vec();
+        let status =
+            bhttp::StatusCode::try_from(inner.status).map_err(|_| OuterError::Encapsulate)?;
+        let mut message = bhttp::Message::response(status);
+        for (name, value) in inner.headers {
+            message.put_header(name, value);
+        }
+        message.put_header(
+            RECEIPT_HEADER,
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&receipt_bytes),
+        );
+        message.put_header(SALT_HEADER, hex::encode(salt));
+        message.write_content(&inner.body);
+        let mut bhttp_response = Vec::with_capacity(inner.body.len() + 512);
+        message
+            .write_bhttp(bhttp::Mode::KnownLength, &mut bhttp_response)
+            .map_err(|_| OuterError::Encapsulate)?;
+        let encapsulated = response
+            .encapsulate(&bhttp_response)
+            .map_err(|_| OuterError::Encapsulate)?;
+        Ok(Exchange {
+            encapsulated,
+            receipt: receipt_bytes,
+        })
+    }
+
+    /// Runtime-proxy mode: the request to the runtime, its answer back.
+    async fn forward(&self, m: bhttp::Message) -> Inner {
+        let (Some(method), Some(path)) = (m.control().method(), m.control().path()) else {
+            return Inner::error(
+                400,
+                "invalid_request_error",
+                "the request has no method or path",
+            );
+        };
+        if !path.starts_with(b"/v1/") {
+            return Inner::error(
+                404,
+                "invalid_request_error",
+                "no such endpoint: the API is under /v1/",
+            );
+        }
+        let headers: Vec<(Vec<u8>, Vec<u8>)> = m
+            .header()
+            .iter()
+            .filter(|f| !f.name().eq_ignore_ascii_case(NONCE_HEADER.as_bytes()))
+            .map(|f| (f.name().to_vec(), f.value().to_vec()))
+            .collect();
+        let sent = self
+            .config
+            .runtime
+            .send(
+                method,
+                path,
+                &headers,
+                m.content().to_vec(),
+                self.config.request_timeout,
+                self.config.max_response_len,
+            )
+            .await;
+        match sent {
+            Ok(answer) => {
+                let headers = answer
+                    .headers
+                    .into_iter()
+                    // The runtime cannot speak for the sentinel.
+                    .filter(|(n, _)| !n.to_ascii_lowercase().starts_with(b"trustbridge-"))
+                    .collect();
+                Inner {
+                    status: answer.status,
+                    usage: usage(&answer.body),
+                    headers,
+                    body: answer.body.to_vec(),
+                }
+            }
+            Err(e @ RuntimeError::Timeout(_)) => Inner::error(504, "runtime_error", &e.to_string()),
+            Err(e @ RuntimeError::BadRequest(_)) => {
+                Inner::error(400, "invalid_request_error", &e.to_string())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "runtime request failed");
+                Inner::error(502, "runtime_error", &e.to_string())
+            }
+        }
+    }
+}
+
+/// The client's receipt nonce, if it sent one.
+fn client_nonce(m: &bhttp::Message) -> Result<Option<Vec<u8>>, &'static str> {
+    let Some(v) = m.header().get(NONCE_HEADER.as_bytes()) else {
+        return Ok(None);
+    };
+    let nonce = std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| hex::decode(s.trim()).ok())
+        .filter(|n| trustbridge_protocol::receipt::NONCE_LEN.contains(&n.len()))
+        .ok_or("trustbridge-receipt-nonce must be 8 to 64 bytes, hex")?;
+    Ok(Some(nonce))
+}
+
+/// Token counts from an OpenAI-shaped JSON answer (`usage.prompt_tokens`,
+/// `usage.completion_tokens`), when it has them.
+fn usage(body: &[u8]) -> Option<Usage> {
+    if body.first() != Some(&b'{') {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let u = v.get("usage")?;
+    Some(Usage {
+        prompt_tokens: u.get("prompt_tokens")?.as_u64()?,
+        completion_tokens: u
+            .get("completion_tokens")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0),
+    })
+}

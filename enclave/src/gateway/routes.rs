@@ -1,0 +1,158 @@
+//! The gateway's HTTP routes on the sentinel's API.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine;
+use trustbridge_protocol::ohttp::{
+    ATTESTATION_PATH, GATEWAY_PATH, KEYS_MEDIA_TYPE, MAX_REQUEST_LEN, REQUEST_MEDIA_TYPE,
+    RESPONSE_MEDIA_TYPE,
+};
+
+use super::attestation::PublishError;
+use super::{OuterError, RECEIPT_LOG_HEADER};
+use crate::sentinel::Sentinel;
+
+/// `GET`/`POST /.well-known/ohttp-gateway`, `GET /.well-known/trustbridge-attestation`.
+pub fn routes(sentinel: Arc<Sentinel>) -> Router {
+    let (k, r, a) = (sentinel.clone(), sentinel.clone(), sentinel);
+    Router::new()
+        .route(
+            GATEWAY_PATH,
+            get(move || async move { keys(&k) }).post(move |headers: HeaderMap, body: Bytes| async move {
+                request(&r, &headers, &body).await
+            }),
+        )
+        .route(
+            ATTESTATION_PATH,
+            get(move |uri: Uri| async move { attestation(&a, nonce_of(&uri)).await }),
+        )
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_LEN))
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response {
+    (status, text).into_response()
+}
+
+fn keys(sentinel: &Sentinel) -> Response {
+    match sentinel.gateway() {
+        None => plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the gateway key does not exist yet",
+        ),
+        Some(g) => (
+            [
+                (header::CONTENT_TYPE, KEYS_MEDIA_TYPE),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            g.ohttp_keys().to_vec(),
+        )
+            .into_response(),
+    }
+}
+
+async fn request(sentinel: &Sentinel, headers: &HeaderMap, body: &[u8]) -> Response {
+    let media = headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes);
+    if media != Some(REQUEST_MEDIA_TYPE.as_bytes()) {
+        return plain(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "expected content-type message/ohttp-req",
+        );
+    }
+    let (Some(gateway), Some(model)) = (sentinel.gateway(), sentinel.model()) else {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "not ready");
+    };
+    match gateway.answer(body, &model).await {
+        Ok(exchange) => {
+            let receipt =
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&exchange.receipt);
+            (
+                [
+                    (header::CONTENT_TYPE, RESPONSE_MEDIA_TYPE.to_owned()),
+                    (header::CACHE_CONTROL, "no-store".to_owned()),
+                    (header::HeaderName::from_static(RECEIPT_LOG_HEADER), receipt),
+                ],
+                exchange.encapsulated,
+            )
+                .into_response()
+        }
+        Err(OuterError::Decapsulate) => plain(
+            StatusCode::BAD_REQUEST,
+            "the request cannot be decapsulated",
+        ),
+        Err(OuterError::Busy) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "too many requests at once",
+        )
+            .into_response(),
+        Err(e @ OuterError::NoReceipt(_)) => {
+            tracing::error!(error = %e, "request refused: no receipt");
+            plain(StatusCode::SERVICE_UNAVAILABLE, "no receipt can be signed")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "request failed");
+            plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the answer cannot be encapsulated",
+            )
+        }
+    }
+}
+
+/// The `nonce` of `?nonce=HEX` (hex needs no percent-decoding; anything else is refused
+/// as a bad nonce).
+fn nonce_of(uri: &Uri) -> Option<String> {
+    uri.query()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("nonce="))
+        .map(str::to_owned)
+}
+
+async fn attestation(sentinel: &Sentinel, nonce: Option<String>) -> Response {
+    let Some(gateway) = sentinel.gateway() else {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "no attestation yet");
+    };
+    let model = sentinel.model().map(|m| m.manifest.digest());
+    let made = match nonce {
+        None => gateway
+            .publisher()
+            .published(model)
+            .await
+            .map(|p| p.json.clone()),
+        Some(n) => gateway
+            .publisher()
+            .for_nonce(&n, model)
+            .await
+            .map(|p| p.json),
+    };
+    match made {
+        Ok(json) => (
+            [
+                (header::CONTENT_TYPE, "application/json"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            json,
+        )
+            .into_response(),
+        Err(PublishError::RateLimited) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "60")],
+            "too many attestation requests with a nonce",
+        )
+            .into_response(),
+        Err(PublishError::BadNonce) => plain(
+            StatusCode::BAD_REQUEST,
+            "the nonce must be 1 to 64 bytes, hex",
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "attestation bundle failed");
+            plain(StatusCode::SERVICE_UNAVAILABLE, "attestation failed")
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Runtime-proxy mode: the decapsulated request goes to an external runtime (vLLM's
+//! OpenAI server in a confidential GPU VM) on the TEE's own loopback, and its answer comes
+//! back to be encapsulated.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
+
+/// Where the runtime listens: `http://HOST:PORT`, on the TEE's own network (plain HTTP:
+/// the runtime is inside the same trust boundary; a remote runtime would be outside it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuntimeUrl {
+    host: String,
+    port: u16,
+}
+
+/// A runtime URL that is not `http://HOST:PORT`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("runtime URL {0:?} must be http://HOST:PORT (no path), e.g. http://127.0.0.1:8081")]
+pub struct BadRuntimeUrl(pub String);
+
+impl FromStr for RuntimeUrl {
+    type Err = BadRuntimeUrl;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadRuntimeUrl(s.to_owned());
+        let rest = s.strip_prefix("http://").ok_or_else(bad)?;
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+        if host.is_empty() || host.contains('/') || host.contains('@') {
+            return Err(bad());
+        }
+        Ok(Self {
+            host: host.to_owned(),
+            port: port.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// The default runtime URL (`TB_RUNTIME_URL`).
+pub const DEFAULT_RUNTIME: &str = "http://127.0.0.1:8081";
+
+impl Default for RuntimeUrl {
+    /// [`DEFAULT_RUNTIME`]: vLLM's OpenAI server on the loopback.
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".to_owned(),
+            port: 8081,
+        }
+    }
+}
+
+impl std::fmt::Display for RuntimeUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "http://{}:{}", self.host, self.port)
+    }
+}
+
+/// The runtime did not answer usefully.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// Nothing listens there, or the connection failed.
+    #[error("the runtime at {url} is unreachable: {detail}")]
+    Unreachable {
+        /// The runtime.
+        url: String,
+        /// Why.
+        detail: String,
+    },
+    /// The runtime took longer than the time limit.
+    #[error("the runtime did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The runtime's answer is larger than the limit.
+    #[error("the runtime's answer is larger than {0} bytes")]
+    TooLarge(usize),
+    /// The request cannot be expressed as HTTP/1.1 (a bad method, path or header).
+    #[error("the request is not valid HTTP: {0}")]
+    BadRequest(String),
+}
+
+/// An answer of the runtime.
+#[derive(Debug)]
+pub struct RuntimeAnswer {
+    /// Its status.
+    pub status: u16,
+    /// Its header fields, hop-by-hop ones removed.
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Its content.
+    pub body: Bytes,
+}
+
+/// Header fields that describe one hop, or that this hop sets itself.
+pub(crate) fn is_hop_field(name: &[u8]) -> bool {
+    const HOP: [&[u8]; 9] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+        b"content-length",
+    ];
+    HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+}
+
+impl RuntimeUrl {
+    /// Sends one request and reads the whole answer (at most `max_len` bytes, within
+    /// `timeout` in all).
+    pub async fn send(
+        &self,
+        method: &[u8],
+        path: &[u8],
+        headers: &[(Vec<u8>, Vec<u8>)],
+        body: Vec<u8>,
+        timeout: Duration,
+        max_len: usize,
+    ) -> Result<RuntimeAnswer, RuntimeError> {
+        let mut req = hyper::Request::builder()
+            .method(
+                hyper::Method::from_bytes(method)
+                    .map_err(|e| RuntimeError::BadRequest(e.to_string()))?,
+            )
+            .uri(
+                std::str::from_utf8(path)
+                    .map_err(|_| RuntimeError::BadRequest("path is not UTF-8".into()))?,
+            )
+            .header(hyper::header::HOST, format!("{}:{}", self.host, self.port));
+        for (name, value) in headers {
+            if !is_hop_field(name) {
+                req = req.header(name.as_slice(), value.as_slice());
+            }
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| RuntimeError::BadRequest(e.to_string()))?;
+        let exchange = async {
+            let unreachable = |e: &dyn std::fmt::Display| RuntimeError::Unreachable {
+                url: self.to_string(),
+                detail: e.to_string(),
+            };
+            let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+                .await
+                .map_err(|e| unreachable(&e))?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| unreachable(&e))?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let resp = sender
+                .send_request(req)
+                .await
+                .map_err(|e| unreachable(&e))?;
+            let (parts, body) = resp.into_parts();
+            let body = Limited::new(body, max_len)
+                .collect()
+                .await
+                .map_err(|_| RuntimeError::TooLarge(max_len))?
+                .to_bytes();
+            let headers = parts
+                .headers
+                .iter()
+                .filter(|(n, _)| !is_hop_field(n.as_str().as_bytes()))
+                .map(|(n, v)| (n.as_str().as_bytes().to_vec(), v.as_bytes().to_vec()))
+                .collect();
+            Ok(RuntimeAnswer {
+                status: parts.status.as_u16(),
+                headers,
+                body,
+            })
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| RuntimeError::Timeout(timeout))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn runtime_urls_are_plain_http_host_and_port() {
+        let u: RuntimeUrl = "http://127.0.0.1:8081".parse().unwrap();
+        assert_eq!(u.to_string(), "http://127.0.0.1:8081");
+        assert_eq!(RuntimeUrl::default(), DEFAULT_RUNTIME.parse().unwrap());
+        assert_eq!("http://localhost:9/".parse::<RuntimeUrl>().unwrap().port, 9);
+        for bad in [
+            "https://127.0.0.1:8081",
+            "127.0.0.1:8081",
+            "http://127.0.0.1",
+            "http://127.0.0.1:8081/v1",
+            "http://user@host:1",
+            "http://:80",
+        ] {
+            assert!(bad.parse::<RuntimeUrl>().is_err(), "{bad}");
+        }
+    }
+}

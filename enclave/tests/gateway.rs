@@ -1,0 +1,284 @@
+//! The sentinel as an Oblivious HTTP gateway, through the relay's ingress, in
+//! runtime-proxy mode: a client gets an answer only it can read, with a receipt that
+//! verifies against the attestation bundle; a relay that flips, truncates or replays
+//! messages is detected; the runtime cannot forge receipt headers.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+#[path = "support/world.rs"]
+mod world;
+
+use std::io::Cursor;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::routing::post;
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use trustbridge_enclave::attestation::{AttestationProvider, SimulatedPlatform, SimulatedProvider};
+use trustbridge_enclave::boot::Backoff;
+use trustbridge_enclave::gateway::{
+    GatewayConfig, RECEIPT_HEADER, RECEIPT_LOG_HEADER, SALT_HEADER,
+};
+use trustbridge_enclave::hydrate::HydrateConfig;
+use trustbridge_enclave::sentinel::{Sentinel, SentinelConfig};
+use trustbridge_protocol::attestation_bundle::AttestationBundle;
+use trustbridge_protocol::ohttp::gateway::encapsulate;
+use trustbridge_protocol::ohttp::{ATTESTATION_PATH, GATEWAY_PATH, REQUEST_MEDIA_TYPE};
+use trustbridge_transport::{Endpoint, Listener};
+use trustbridge_verifier::receipt::{check_chains, check_digests, verify_against};
+use trustbridge_verifier::{check_binding, verify_nitro};
+use world::{ASSET, CONTRACT, World, world};
+
+/// A stand-in for vLLM's OpenAI server: echoes the request size, reports usage, and tries
+/// to inject a receipt header of its own.
+async fn runtime() -> String {
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        post(|body: Bytes| async move {
+            (
+                [("content-type", "application/json"), (RECEIPT_HEADER, "forged-by-the-runtime")],
+                serde_json::json!({
+                    "object": "chat.completion",
+                    "choices": [{"message": {"role": "assistant", "content": format!("heard {} bytes", body.len())}}],
+                    "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+                })
+                .to_string(),
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+struct Setup {
+    world: World,
+    sentinel: Arc<Sentinel>,
+    relay: String,
+}
+
+/// The world, a sentinel Ready behind the relay's ingress, and the runtime.
+async fn setup() -> Setup {
+    let w = world(true).await;
+    let backoff = Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(200),
+        attempts: 5,
+    };
+    let sentinel = Sentinel::new(SentinelConfig {
+        asset: ASSET.into(),
+        contract: CONTRACT.into(),
+        kms: w.kms.clone(),
+        pins: w.pins,
+        egress_limits: Default::default(),
+        egress: w.egress.clone(),
+        bundles: w.bundles.clone(),
+        hydrate: HydrateConfig {
+            backoff,
+            ..HydrateConfig::default()
+        },
+        backoff,
+        reauthorize: Default::default(),
+        output: Default::default(),
+        swap: Default::default(),
+        gateway: GatewayConfig {
+            runtime: runtime().await.parse().unwrap(),
+            ..GatewayConfig::default()
+        },
+    });
+    let provider: Arc<dyn AttestationProvider> =
+        Arc::new(SimulatedProvider::new(w.tee(), SimulatedPlatform::Nitro));
+    tokio::spawn(sentinel.clone().boot(provider));
+    let api = Endpoint::Unix(w.path("sentinel.sock"));
+    let listener = Listener::bind(&api).await.unwrap();
+    let router = sentinel.clone().router();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let ingress = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay = format!("127.0.0.1:{}", ingress.local_addr().unwrap().port());
+    let app = trustbridge_relay::ingress::router(api);
+    tokio::spawn(async move { axum::serve(ingress, app).await.unwrap() });
+    let started = Instant::now();
+    while sentinel.model().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "not Ready: {}",
+            sentinel.state()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Setup {
+        world: w,
+        sentinel,
+        relay,
+    }
+}
+
+/// One HTTP/1.1 exchange with the relay.
+async fn http(
+    relay: &str,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> (u16, hyper::HeaderMap, Vec<u8>) {
+    let stream = tokio::net::TcpStream::connect(relay).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", relay)
+        .header("content-type", REQUEST_MEDIA_TYPE)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (status, headers, body)
+}
+
+/// A Binary HTTP chat request.
+fn chat_request(prompt: &str) -> Vec<u8> {
+    let mut m = bhttp::Message::request(
+        b"POST".to_vec(),
+        b"https".to_vec(),
+        b"sentinel".to_vec(),
+        b"/v1/chat/completions".to_vec(),
+    );
+    m.put_header("content-type", "application/json");
+    m.write_content(
+        serde_json::json!({"model": ASSET, "messages": [{"role": "user", "content": prompt}]})
+            .to_string(),
+    );
+    let mut out = Vec::new();
+    m.write_bhttp(bhttp::Mode::KnownLength, &mut out).unwrap();
+    out
+}
+
+fn header<'a>(m: &'a bhttp::Message, name: &str) -> &'a [u8] {
+    m.header().get(name.as_bytes()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gets_an_answer_only_it_can_read_with_a_receipt_that_verifies() {
+    let s = setup().await;
+    let (status, headers, keys) = http(&s.relay, "GET", GATEWAY_PATH, vec![]).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "application/ohttp-keys");
+
+    let plain = chat_request("the secret prompt");
+    let (encapsulated, pending) = encapsulate(&keys, &plain).unwrap();
+    let (status, headers, body) = http(&s.relay, "POST", GATEWAY_PATH, encapsulated).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(headers["content-type"], "message/ohttp-res");
+    let logged = headers[RECEIPT_LOG_HEADER].to_str().unwrap().to_owned();
+    let response = pending.decapsulate(&body).unwrap();
+    let m = bhttp::Message::read_bhttp(&mut Cursor::new(&response[..])).unwrap();
+    assert_eq!(m.control().status().unwrap().code(), 200);
+    let answer: serde_json::Value = serde_json::from_slice(m.content()).unwrap();
+    assert!(
+        answer["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("heard")
+    );
+
+    // The receipt: the runtime's forged header is gone; the sentinel's one is the one
+    // the relay logged.
+    let receipt_b64 = std::str::from_utf8(header(&m, RECEIPT_HEADER)).unwrap();
+    assert_eq!(m.header().get_all(RECEIPT_HEADER.as_bytes()).count(), 1);
+    assert_eq!(receipt_b64, logged);
+    let receipt = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(receipt_b64)
+        .unwrap();
+    let mut salt = [0u8; 32];
+    hex::decode_to_slice(header(&m, SALT_HEADER), &mut salt).unwrap();
+
+    // Verified as any client would: the bundle's evidence, its binding, then the receipt.
+    let (status, _, bundle) = http(&s.relay, "GET", ATTESTATION_PATH, vec![]).await;
+    assert_eq!(status, 200);
+    let bundle = AttestationBundle::from_json(&bundle).unwrap();
+    assert_eq!(bundle.ohttp_keys, keys);
+    assert_eq!(
+        bundle.binding.manifest_sha256,
+        Some(s.world.manifest_sha256)
+    );
+    let evidence = verify_nitro(
+        &bundle.evidence,
+        &s.world.tee().trust_roots(),
+        SystemTime::now(),
+    )
+    .unwrap();
+    check_binding(&evidence, &bundle.binding).unwrap();
+    let verified = verify_against(&receipt, &bundle, &evidence).unwrap();
+    let c = verified.claims();
+    check_digests(c, &salt, &plain, m.content()).unwrap();
+    assert_eq!(c.model, s.world.manifest_sha256);
+    assert_eq!(c.status, 200);
+    assert_eq!(c.sequence, 0);
+    assert_eq!(
+        c.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
+        Some((7, 3))
+    );
+    assert_eq!(c.measurements["pcr0"], evidence.measurements["pcr0"]);
+    let policy = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, s.world.policy.as_bytes());
+    assert_eq!(&c.policy_digest[..], policy.as_ref());
+    // The digests are salted: without the salt they say nothing testable.
+    assert!(check_digests(c, &[0; 32], &plain, m.content()).is_err());
+
+    // A second request continues the chain.
+    let (encapsulated, pending) = encapsulate(&keys, &chat_request("another")).unwrap();
+    let (_, _, body) = http(&s.relay, "POST", GATEWAY_PATH, encapsulated).await;
+    let m2 = bhttp::Message::read_bhttp(&mut Cursor::new(&pending.decapsulate(&body).unwrap()[..]))
+        .unwrap();
+    let second = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header(&m2, RECEIPT_HEADER))
+        .unwrap();
+    let second = verify_against(&second, &bundle, &evidence).unwrap();
+    assert_eq!(check_chains(&[verified, second]).unwrap()[0].count, 2);
+    assert!(s.sentinel.model().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_tampers_or_replays_is_detected() {
+    let s = setup().await;
+    let (_, _, keys) = http(&s.relay, "GET", GATEWAY_PATH, vec![]).await;
+
+    // A flipped byte in the request: the gateway cannot decapsulate it.
+    let (mut encapsulated, _) = encapsulate(&keys, &chat_request("x")).unwrap();
+    let n = encapsulated.len();
+    encapsulated[n - 3] ^= 1;
+    let (status, _, _) = http(&s.relay, "POST", GATEWAY_PATH, encapsulated).await;
+    assert_eq!(status, 400);
+
+    // A flipped, a truncated, and an old response: the client cannot decapsulate them.
+    let (encapsulated, pending) = encapsulate(&keys, &chat_request("y")).unwrap();
+    let (_, _, body) = http(&s.relay, "POST", GATEWAY_PATH, encapsulated).await;
+    let mut flipped = body.clone();
+    flipped[body.len() / 2] ^= 1;
+    let (e2, pending2) = encapsulate(&keys, &chat_request("z")).unwrap();
+    let (_, _, body2) = http(&s.relay, "POST", GATEWAY_PATH, e2).await;
+    let (e3, pending3) = encapsulate(&keys, &chat_request("w")).unwrap();
+    let (_, _, _) = http(&s.relay, "POST", GATEWAY_PATH, e3).await;
+    assert!(pending.decapsulate(&flipped).is_err());
+    assert!(pending2.decapsulate(&body2[..body2.len() - 1]).is_err());
+    assert!(
+        pending3.decapsulate(&body2).is_err(),
+        "another request's response"
+    );
+
+    // Not an OHTTP request at all.
+    let (status, _, _) = http(&s.relay, "POST", GATEWAY_PATH, b"plain text".to_vec()).await;
+    assert_eq!(status, 400);
+}
