@@ -98,7 +98,11 @@ async fn setup() -> Setup {
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     let ingress = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let relay = format!("127.0.0.1:{}", ingress.local_addr().unwrap().port());
-    let app = trustbridge_relay::ingress::router(api);
+    let log = trustbridge_relay::receipt_log::ReceiptLog::open(&w.path("receipts.log")).unwrap();
+    let app = trustbridge_relay::ingress::router_with(trustbridge_relay::ingress::IngressConfig {
+        log: Some(Arc::new(log)),
+        ..trustbridge_relay::ingress::IngressConfig::new(api)
+    });
     tokio::spawn(async move { axum::serve(ingress, app).await.unwrap() });
     let started = Instant::now();
     while sentinel.model().is_none() {
@@ -182,7 +186,8 @@ async fn a_client_gets_an_answer_only_it_can_read_with_a_receipt_that_verifies()
     let (status, headers, body) = http(&s.relay, "POST", GATEWAY_PATH, encapsulated).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(headers["content-type"], "message/ohttp-res");
-    let logged = headers[RECEIPT_LOG_HEADER].to_str().unwrap().to_owned();
+    // The receipt for the public log stays with the relay.
+    assert!(headers.get(RECEIPT_LOG_HEADER).is_none());
     let response = pending.decapsulate(&body).unwrap();
     let m = bhttp::Message::read_bhttp(&mut Cursor::new(&response[..])).unwrap();
     assert_eq!(m.control().status().unwrap().code(), 200);
@@ -198,7 +203,14 @@ async fn a_client_gets_an_answer_only_it_can_read_with_a_receipt_that_verifies()
     // the relay logged.
     let receipt_b64 = std::str::from_utf8(header(&m, RECEIPT_HEADER)).unwrap();
     assert_eq!(m.header().get_all(RECEIPT_HEADER.as_bytes()).count(), 1);
-    assert_eq!(receipt_b64, logged);
+    let (status, _, log) = http(&s.relay, "GET", "/receipts", vec![]).await;
+    assert_eq!(status, 200);
+    let log: serde_json::Value = serde_json::from_slice(&log).unwrap();
+    assert_eq!(log["receipts"][0]["seq"], 0);
+    assert_eq!(
+        log["receipts"][0]["receipt"], receipt_b64,
+        "the relay logged the client's receipt"
+    );
     let receipt = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(receipt_b64)
         .unwrap();
@@ -247,6 +259,10 @@ async fn a_client_gets_an_answer_only_it_can_read_with_a_receipt_that_verifies()
         .unwrap();
     let second = verify_against(&second, &bundle, &evidence).unwrap();
     assert_eq!(check_chains(&[verified, second]).unwrap()[0].count, 2);
+    let (_, _, log) = http(&s.relay, "GET", "/receipts?after=0", vec![]).await;
+    let log: serde_json::Value = serde_json::from_slice(&log).unwrap();
+    assert_eq!(log["receipts"].as_array().unwrap().len(), 1);
+    assert_eq!(log["receipts"][0]["seq"], 1);
     assert!(s.sentinel.model().is_some());
 }
 

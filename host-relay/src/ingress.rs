@@ -1,22 +1,81 @@
 //! Ingress: a reverse proxy that forwards every client request to the sentinel over its
 //! transport (vsock, Unix socket or TCP). The relay does not look inside: client traffic is
-//! Oblivious HTTP ciphertext, and the sentinel's health API is public.
+//! Oblivious HTTP ciphertext, and the sentinel's health API is public. It logs no body.
+//!
+//! Limits, each a plain status that says which: a request body larger than
+//! [`IngressConfig::max_request_bytes`] is 413; more than
+//! [`IngressConfig::max_concurrent`] requests at once, 503 with `retry-after`; a sentinel
+//! that has not begun to answer within [`IngressConfig::timeout`], 504.
+//!
+//! The sentinel hands each receipt to the relay in the clear, on the outer response
+//! (`trustbridge-receipt-log`); the relay removes that header and appends the receipt to
+//! its public log ([`crate::receipt_log`]), served at `GET /receipts?after=SEQ`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine;
 use hyper_util::rt::TokioIo;
 use trustbridge_transport::Endpoint;
 
-/// The ingress router: everything goes to `sentinel`.
+use crate::receipt_log::ReceiptLog;
+
+pub use trustbridge_protocol::ohttp::RECEIPT_LOG_HEADER;
+
+/// What the ingress forwards to, and its limits.
+#[derive(Clone, Debug)]
+pub struct IngressConfig {
+    /// The sentinel.
+    pub sentinel: Endpoint,
+    /// The public receipt log, if the relay keeps one.
+    pub log: Option<Arc<ReceiptLog>>,
+    /// Largest request body (the OHTTP gateway takes at most 1 MiB).
+    pub max_request_bytes: u64,
+    /// Requests forwarded at once.
+    pub max_concurrent: usize,
+    /// Time for the sentinel to begin its answer.
+    pub timeout: Duration,
+}
+
+impl IngressConfig {
+    /// Defaults for `sentinel`: no log, 2 MiB, 256 at once, 300 s.
+    pub fn new(sentinel: Endpoint) -> Self {
+        Self {
+            sentinel,
+            log: None,
+            max_request_bytes: 2 << 20,
+            max_concurrent: 256,
+            timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+struct Ingress {
+    config: IngressConfig,
+    permits: tokio::sync::Semaphore,
+}
+
+/// The ingress router: everything goes to `sentinel`, with the default limits.
 pub fn router(sentinel: Endpoint) -> Router {
+    router_with(IngressConfig::new(sentinel))
+}
+
+/// The ingress router with `config`.
+pub fn router_with(config: IngressConfig) -> Router {
+    let state = Arc::new(Ingress {
+        permits: tokio::sync::Semaphore::new(config.max_concurrent.max(1)),
+        config,
+    });
     Router::new()
+        .route("/receipts", get(receipts))
         .fallback(forward)
-        .with_state(Arc::new(sentinel))
+        .with_state(state)
 }
 
 /// Headers that describe one hop and must not be forwarded.
@@ -28,8 +87,26 @@ const HOP_BY_HOP: [header::HeaderName; 5] = [
     header::UPGRADE,
 ];
 
-async fn forward(State(sentinel): State<Arc<Endpoint>>, mut req: Request) -> Response {
-    let stream = match trustbridge_transport::connect(&sentinel).await {
+async fn forward(State(ingress): State<Arc<Ingress>>, mut req: Request) -> Response {
+    let Ok(_permit) = ingress.permits.try_acquire() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "too many requests at once",
+        )
+            .into_response();
+    };
+    let max = ingress.config.max_request_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response();
+    }
+    let sentinel = &ingress.config.sentinel;
+    let stream = match trustbridge_transport::connect(sentinel).await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(sentinel = %sentinel, error = %e, "sentinel unreachable");
@@ -50,17 +127,77 @@ async fn forward(State(sentinel): State<Arc<Endpoint>>, mut req: Request) -> Res
     for h in &HOP_BY_HOP {
         req.headers_mut().remove(h);
     }
-    match sender.send_request(req).await {
-        Ok(resp) => {
+    // A body without a declared length is cut off at the limit too.
+    let req = req.map(|b| Body::new(http_body_util::Limited::new(b, max as usize)));
+    let sent = tokio::time::timeout(ingress.config.timeout, sender.send_request(req)).await;
+    match sent {
+        Ok(Ok(resp)) => {
             let (mut parts, body) = resp.into_parts();
             for h in &HOP_BY_HOP {
                 parts.headers.remove(h);
             }
+            if let Some(receipt) = parts.headers.remove(RECEIPT_LOG_HEADER) {
+                log_receipt(&ingress, receipt.as_bytes()).await;
+            }
             Response::from_parts(parts, Body::new(body))
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             tracing::warn!(error = %e, "forwarding to the sentinel failed");
             (StatusCode::BAD_GATEWAY, "sentinel request failed").into_response()
         }
+        Err(_) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            "the sentinel did not answer in time",
+        )
+            .into_response(),
+    }
+}
+
+/// Appends a receipt (base64url) to the log, if the relay keeps one. A receipt that
+/// cannot be logged is still in the client's answer; the failure is logged loudly.
+async fn log_receipt(ingress: &Ingress, value: &[u8]) {
+    let Some(log) = ingress.config.log.clone() else {
+        return;
+    };
+    let Ok(receipt) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(value) else {
+        tracing::error!("the sentinel sent a receipt that is not base64url: not logged");
+        return;
+    };
+    match tokio::task::spawn_blocking(move || log.append(&receipt)).await {
+        Ok(Ok(seq)) => tracing::debug!(seq, "receipt logged"),
+        Ok(Err(e)) => tracing::error!(error = %e, "receipt NOT logged"),
+        Err(e) => tracing::error!(error = %e, "receipt NOT logged"),
+    }
+}
+
+/// `GET /receipts?after=SEQ`: at most a page of entries after SEQ (from the start without
+/// it), `{"receipts": [...], "next": SEQ|null}`; `next` is the `after` of the next page.
+async fn receipts(State(ingress): State<Arc<Ingress>>, uri: Uri) -> Response {
+    let Some(log) = ingress.config.log.clone() else {
+        return (StatusCode::NOT_FOUND, "this relay keeps no receipt log").into_response();
+    };
+    let after = match uri
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("after=")))
+        .map(str::parse::<u64>)
+    {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => {
+            return (StatusCode::BAD_REQUEST, "after must be a sequence number").into_response();
+        }
+    };
+    match tokio::task::spawn_blocking(move || log.after(after)).await {
+        Ok(Ok(entries)) => {
+            let next = (entries.len() == crate::receipt_log::PAGE)
+                .then(|| entries.last().map(|e| e.seq))
+                .flatten();
+            axum::Json(serde_json::json!({"receipts": entries, "next": next})).into_response()
+        }
+        _ => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the receipt log cannot be read",
+        )
+            .into_response(),
     }
 }

@@ -8,10 +8,12 @@
 //!   `sendfile(2)`.
 //! - [`source`] and [`mirror`]: bundles in S3, Azure Blob or behind HTTP(S), mirrored into
 //!   the bundle directory by parallel ranged downloads that resume after a restart.
+//! - [`receipt_log`]: the public receipt log (append-only, fsync'd).
 #![forbid(unsafe_code)]
 
 pub mod bundles;
 pub mod egress;
 pub mod ingress;
 pub mod mirror;
+pub mod receipt_log;
 pub mod source;

@@ -269,3 +269,99 @@ fn pycose_verifies_our_receipts() {
     bad[n - 1] ^= 1;
     assert_eq!(run(&bad).status.code(), Some(1));
 }
+
+/// `tb-verify log` over a relay log: a chain of the attested sentinel verifies; a dropped
+/// entry, a receipt of a key no bundle binds, and a fork are refused.
+#[test]
+fn tb_verify_log_checks_the_chains_and_the_keys() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let key = SigningKey::from_bytes(&[0x21; 32]);
+    let t = sentinel(key.verifying_key().to_bytes());
+    let mut previous = GENESIS;
+    let chain: Vec<Receipt> = (0..5)
+        .map(|i| {
+            let r = Receipt::sign(
+                Claims {
+                    sequence: i,
+                    previous,
+                    ..claims(&t, &key)
+                },
+                &key,
+            )
+            .unwrap();
+            previous = r.digest();
+            r
+        })
+        .collect();
+    let (b, root) = (dir.path().join("bundle.json"), dir.path().join("root.der"));
+    std::fs::write(&b, t.bundle.to_json().unwrap()).unwrap();
+    std::fs::write(&root, t.sim.nitro_root().der()).unwrap();
+    let run = |receipts: &[&Receipt]| {
+        let log = dir.path().join("receipts.log");
+        let text: String = receipts
+            .iter()
+            .enumerate()
+            .map(|(seq, r)| {
+                format!(
+                    "{}\n",
+                    serde_json::json!({"seq": seq, "receipt": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(r.as_bytes())})
+                )
+            })
+            .collect();
+        std::fs::write(&log, text).unwrap();
+        let (log, b, root) = (s(&log), s(&b), s(&root));
+        let out = trustbridge_tests::run(
+            "tb-verify",
+            &[
+                "log",
+                &log,
+                "--attestation",
+                &b,
+                "--simulation-root",
+                &root,
+                "--allow-simulated",
+                "--json",
+            ],
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (out.status.code(), json)
+    };
+    let all: Vec<&Receipt> = chain.iter().collect();
+    let (code, json) = run(&all);
+    assert_eq!(code, Some(0), "{json}");
+    assert_eq!(json["boots"][0]["count"], 5);
+
+    // A dropped receipt: the chain has a gap.
+    let (code, json) = run(&[&chain[0], &chain[1], &chain[3], &chain[4]]);
+    assert_eq!(code, Some(1), "{json}");
+    assert!(
+        error(&json).contains("jumps from sequence 1 to 3"),
+        "{json}"
+    );
+
+    // A receipt by a key no bundle binds.
+    let other = SigningKey::from_bytes(&[0x22; 32]);
+    let stranger = Receipt::sign(claims(&t, &other), &other).unwrap();
+    let (code, json) = run(&[&chain[0], &stranger]);
+    assert_eq!(code, Some(1), "{json}");
+    assert!(
+        error(&json).contains("no verified attestation bundle binds"),
+        "{json}"
+    );
+
+    // A fork: a second receipt 1 that the sentinel never chained.
+    let fork = Receipt::sign(
+        Claims {
+            sequence: 1,
+            previous: chain[0].digest(),
+            status: 500,
+            ..claims(&t, &key)
+        },
+        &key,
+    )
+    .unwrap();
+    let (code, json) = run(&[&chain[0], &chain[1], &fork]);
+    assert_eq!(code, Some(1), "{json}");
+    assert!(error(&json).contains("fork"), "{json}");
+}

@@ -40,8 +40,7 @@ pub const RECEIPT_HEADER: &str = "trustbridge-receipt";
 pub const SALT_HEADER: &str = "trustbridge-receipt-salt";
 /// Inner request header: a client nonce (hex, 8 to 64 bytes) the receipt must carry.
 pub const NONCE_HEADER: &str = "trustbridge-receipt-nonce";
-/// Outer response header, for the relay's public receipt log (base64url).
-pub const RECEIPT_LOG_HEADER: &str = "trustbridge-receipt-log";
+pub use trustbridge_protocol::ohttp::RECEIPT_LOG_HEADER;
 
 /// The gateway's limits and its runtime.
 #[derive(Clone, Debug)]

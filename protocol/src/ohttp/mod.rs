@@ -31,6 +31,10 @@ pub const GATEWAY_PATH: &str = "/.well-known/ohttp-gateway";
 /// Where a sentinel serves its attestation bundle.
 pub const ATTESTATION_PATH: &str = "/.well-known/trustbridge-attestation";
 
+/// Outer response header by which the sentinel hands each receipt (base64url) to the
+/// relay for its public receipt log; the relay removes it before answering the client.
+pub const RECEIPT_LOG_HEADER: &str = "trustbridge-receipt-log";
+
 /// Largest encapsulated request a gateway reads (checked before decapsulation).
 pub const MAX_REQUEST_LEN: usize = 1 << 20;
 

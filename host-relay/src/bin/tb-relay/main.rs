@@ -1,6 +1,8 @@
 //! `tb-relay`: the untrusted TrustBridge host relay. It holds no keys.
 //!
-//! - Ingress (`--ingress`): clients' requests are forwarded to the sentinel (`--sentinel`).
+//! - Ingress (`--ingress`): clients' requests are forwarded to the sentinel (`--sentinel`);
+//!   with `--receipt-log`, the receipts the sentinel hands over are kept and served at
+//!   `GET /receipts?after=SEQ`.
 //! - Egress (`--egress-listen`): the sentinel's only way out, a CONNECT proxy to the
 //!   `--egress-allow` destinations.
 //! - Bundles (`--bundle-listen`): the sealed bundle in `--bundle-dir`, with range requests;
@@ -11,14 +13,17 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use trustbridge_logging::LogFormat;
 use trustbridge_relay::bundles::BundleServer;
 use trustbridge_relay::egress::{AllowList, EgressConfig, serve_egress};
-use trustbridge_relay::ingress;
+use trustbridge_relay::ingress::{self, IngressConfig};
 use trustbridge_relay::mirror::{MirrorConfig, mirror};
+use trustbridge_relay::receipt_log::ReceiptLog;
 use trustbridge_relay::source::BundleSource;
 use trustbridge_transport::{Endpoint, Listener};
 
@@ -100,6 +105,19 @@ struct Args {
     /// Mirror chunk size in bytes.
     #[arg(long, env = "TB_DOWNLOAD_CHUNK_BYTES", default_value_t = 16 << 20)]
     download_chunk_bytes: u64,
+    /// The public receipt log: every receipt the sentinel signs is appended here (JSON
+    /// lines, fsync'd) and served at GET /receipts?after=SEQ. Without it no log is kept.
+    #[arg(long, env = "TB_RELAY_RECEIPT_LOG", value_name = "FILE")]
+    receipt_log: Option<PathBuf>,
+    /// Largest client request body forwarded (then 413).
+    #[arg(long, env = "TB_RELAY_MAX_REQUEST_BYTES", default_value_t = 2 << 20)]
+    max_request_bytes: u64,
+    /// Client requests forwarded at once (then 503 with retry-after).
+    #[arg(long, env = "TB_RELAY_MAX_CONCURRENT_REQUESTS", default_value_t = 256)]
+    max_concurrent_requests: usize,
+    /// Seconds the sentinel has to begin an answer (then 504).
+    #[arg(long, env = "TB_RELAY_REQUEST_TIMEOUT_SECS", default_value_t = 300)]
+    request_timeout_secs: u64,
     /// Log format on stderr; RUST_LOG selects what is logged (default info).
     #[arg(long, env = "TB_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -145,6 +163,19 @@ fn run(args: Args) -> Result<()> {
         concurrency: args.download_concurrency.max(1),
         chunk_bytes: args.download_chunk_bytes.max(1),
     };
+    let log = args
+        .receipt_log
+        .as_deref()
+        .map(ReceiptLog::open)
+        .transpose()?
+        .map(Arc::new);
+    let ingress_config = IngressConfig {
+        log,
+        max_request_bytes: args.max_request_bytes,
+        max_concurrent: args.max_concurrent_requests.max(1),
+        timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
+        ..IngressConfig::new(args.sentinel.clone())
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -157,7 +188,7 @@ fn run(args: Args) -> Result<()> {
         config.max_connections = args.egress_max_connections;
         let egress = tokio::spawn(serve_egress(egress_l, config));
         let bundles = tokio::spawn(bundle_server.clone().serve(bundle_l));
-        let ingress = tokio::spawn(async move { axum::serve(ingress_l, ingress::router(args.sentinel)).await });
+        let ingress = tokio::spawn(async move { axum::serve(ingress_l, ingress::router_with(ingress_config)).await });
         if let Some(source) = source {
             tracing::info!(source = %source.url, dir = %args.bundle_dir.display(), "mirroring the bundle");
             let report = mirror(&source, &args.bundle_dir, mirror_config)

@@ -5,6 +5,7 @@
 
 mod attestation;
 mod input;
+mod log;
 mod receipt;
 
 use std::process::ExitCode;
@@ -26,6 +27,7 @@ struct Cli {
 enum Command {
     Attestation(attestation::AttestationArgs),
     Receipt(receipt::ReceiptArgs),
+    Log(log::LogArgs),
 }
 
 /// How a verification ended.
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Attestation(args) => attestation::run(args),
         Command::Receipt(args) => receipt::run(args),
+        Command::Log(args) => log::run(args),
     };
     match result {
         Ok(Outcome::Verified) => ExitCode::SUCCESS,
