@@ -1,7 +1,7 @@
 //! `tb-kms`, `tb-relay` and `tb-sentinel` as three real processes on Unix sockets and
 //! loopback, with the simulated TEE: boot to Ready, a denied contract, a tampered blob, the
 //! relay killed during hydrate, egress refused, and no plaintext anywhere on the relay
-//! (its traffic, files and log).
+//! (its traffic, files, receipt log and log), model, prompt or completion.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 mod deployment;
@@ -9,12 +9,23 @@ mod deployment;
 use std::time::{Duration, Instant};
 
 use deployment::*;
+use trustbridge_tests::s;
 
 #[test]
 fn boots_to_ready_and_the_relay_never_sees_plaintext() {
     let (d, taps) = Deployment::new(3 << 20).tapped();
-    let _relay = d.relay(true);
-    let _sentinel = d.sentinel("c-1", 1 << 20, 4);
+    let log = d.p("receipts.log");
+    let _relay = d.relay_with(
+        true,
+        &[
+            "--bundle-dir".into(),
+            s(&d.p("bundle")),
+            "--receipt-log".into(),
+            s(&log),
+        ],
+    );
+    let runtime = runtime_stand_in();
+    let _sentinel = d.sentinel_with("c-1", 1 << 20, 4, &["--runtime-url".into(), runtime]);
     let st = d.wait_for(&["Ready", "Failed"]);
     assert_eq!(st["state"], "Ready", "{st}");
     assert_eq!(st["files"], 2);
@@ -33,20 +44,34 @@ fn boots_to_ready_and_the_relay_never_sees_plaintext() {
     assert_eq!(code, 200);
     assert!(status.contains("\"state\":\"Ready\""), "{status}");
     assert_eq!(get_tcp(d.ingress_port, "/readiness").unwrap().0, 200);
+    // A client's prompt and the runtime's completion cross the relay, encapsulated.
+    let prompt = format!("{}what is secret", String::from_utf8_lossy(PROMPT_MARKER));
+    for _ in 0..3 {
+        let (status, content) = chat_through(d.ingress_port, &prompt);
+        assert_eq!(status, 200);
+        assert!(
+            content
+                .windows(COMPLETION_MARKER.len())
+                .any(|w| w == COMPLETION_MARKER),
+            "the client reads the completion"
+        );
+    }
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(logged.lines().count(), 3, "the relay logged every receipt");
     // Everything the relay received and sent on its links to the sentinel (ingress,
     // egress tunnel, bundle downloads), stored (the bundle it served) and logged holds
-    // neither the plaintext marker nor the data key.
+    // neither the plaintext marker, the data key, the prompt nor the completion.
     let key = std::fs::read_to_string(d.p("dek.key")).unwrap();
     let key = hex::decode(key.lines().find(|l| l.len() == 64).unwrap()).unwrap();
     let mut scanned = 0;
     let traffic = taps.iter().map(|t| ("relay traffic".to_owned(), t.bytes()));
     let files = walk(&d.p("bundle"))
         .into_iter()
-        .chain([d.p("tb-relay.log")])
+        .chain([d.p("tb-relay.log"), log.clone()])
         .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()));
     for (what, bytes) in traffic.chain(files) {
         scanned += bytes.len();
-        for needle in [MARKER, &key[..]] {
+        for needle in [MARKER, &key[..], PROMPT_MARKER, COMPLETION_MARKER] {
             assert!(
                 !bytes.windows(needle.len()).any(|w| w == needle),
                 "plaintext or key in {what}"

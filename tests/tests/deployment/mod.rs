@@ -399,3 +399,94 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A stand-in for the runtime (vLLM's OpenAI server) on loopback: answers every request
+/// with a chat completion whose content is [`COMPLETION_MARKER`] followed by the size of
+/// the request it read. Returns its `http://` URL.
+pub fn runtime_stand_in() -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let mut reader = BufReader::new(stream);
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let answer = serde_json::json!({
+                "object": "chat.completion",
+                "choices": [{"message": {"role": "assistant", "content": format!("{}{}", String::from_utf8_lossy(COMPLETION_MARKER), body.len())}}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 2},
+            })
+            .to_string();
+            let mut stream = reader.into_inner();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    url
+}
+
+/// What the stand-in runtime answers with.
+pub const COMPLETION_MARKER: &[u8] = b"TRUSTBRIDGE-COMPLETION-MARKER-";
+
+/// What a client asks.
+pub const PROMPT_MARKER: &[u8] = b"TRUSTBRIDGE-PROMPT-MARKER-";
+
+/// One chat request through the relay's Oblivious HTTP gateway on `ingress_port`: the
+/// decapsulated Binary HTTP answer's status and content.
+pub fn chat_through(ingress_port: u16, prompt: &str) -> (u16, Vec<u8>) {
+    use std::io::Cursor;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let base = format!("http://127.0.0.1:{ingress_port}/.well-known/ohttp-gateway");
+    let keys = agent
+        .get(&base)
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_vec()
+        .unwrap();
+    let mut m = bhttp::Message::request(
+        b"POST".to_vec(),
+        b"https".to_vec(),
+        b"sentinel".to_vec(),
+        b"/v1/chat/completions".to_vec(),
+    );
+    m.put_header("content-type", "application/json");
+    m.write_content(
+        serde_json::json!({"messages": [{"role": "user", "content": prompt}]}).to_string(),
+    );
+    let mut request = Vec::new();
+    m.write_bhttp(bhttp::Mode::KnownLength, &mut request)
+        .unwrap();
+    let (encapsulated, pending) =
+        trustbridge_protocol::ohttp::gateway::encapsulate(&keys, &request).unwrap();
+    let mut resp = agent
+        .post(&base)
+        .header("content-type", "message/ohttp-req")
+        .send(&encapsulated[..])
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let body = resp.body_mut().read_to_vec().unwrap();
+    let answer = pending.decapsulate(&body).unwrap();
+    let m = bhttp::Message::read_bhttp(&mut Cursor::new(&answer[..])).unwrap();
+    (m.control().status().unwrap().code(), m.content().to_vec())
+}
