@@ -21,7 +21,7 @@ use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
-use hyper_util::rt::TokioIo;
+use hyper_util::client::legacy::Client;
 use trustbridge_transport::Endpoint;
 
 use crate::receipt_log::ReceiptLog;
@@ -59,6 +59,7 @@ impl IngressConfig {
 struct Ingress {
     config: IngressConfig,
     permits: tokio::sync::Semaphore,
+    sentinel: Client<crate::sentinel_link::Connector, Body>,
 }
 
 /// The ingress router: everything goes to `sentinel`, with the default limits.
@@ -70,6 +71,7 @@ pub fn router(sentinel: Endpoint) -> Router {
 pub fn router_with(config: IngressConfig) -> Router {
     let state = Arc::new(Ingress {
         permits: tokio::sync::Semaphore::new(config.max_concurrent.max(1)),
+        sentinel: crate::sentinel_link::client(config.sentinel.clone()),
         config,
     });
     Router::new()
@@ -105,31 +107,22 @@ async fn forward(State(ingress): State<Arc<Ingress>>, mut req: Request) -> Respo
     if declared.is_some_and(|n| n > max) {
         return (StatusCode::PAYLOAD_TOO_LARGE, "request body too large").into_response();
     }
-    let sentinel = &ingress.config.sentinel;
-    let stream = match trustbridge_transport::connect(sentinel).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(sentinel = %sentinel, error = %e, "sentinel unreachable");
-            return (StatusCode::BAD_GATEWAY, "sentinel unreachable").into_response();
-        }
-    };
-    let (mut sender, conn) =
-        match hyper::client::conn::http1::handshake::<_, Body>(TokioIo::new(stream)).await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "sentinel handshake failed");
-                return (StatusCode::BAD_GATEWAY, "sentinel unreachable").into_response();
-            }
-        };
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
     for h in &HOP_BY_HOP {
         req.headers_mut().remove(h);
     }
+    // The pooling client takes the connection from the endpoint, the path from the URI.
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/", hyper::http::uri::PathAndQuery::as_str)
+        .to_owned();
+    match format!("http://sentinel{path}").parse() {
+        Ok(uri) => *req.uri_mut() = uri,
+        Err(_) => return (StatusCode::BAD_REQUEST, "bad request target").into_response(),
+    }
     // A body without a declared length is cut off at the limit too.
     let req = req.map(|b| Body::new(http_body_util::Limited::new(b, max as usize)));
-    let sent = tokio::time::timeout(ingress.config.timeout, sender.send_request(req)).await;
+    let sent = tokio::time::timeout(ingress.config.timeout, ingress.sentinel.request(req)).await;
     match sent {
         Ok(Ok(resp)) => {
             let (mut parts, body) = resp.into_parts();
@@ -142,8 +135,13 @@ async fn forward(State(ingress): State<Arc<Ingress>>, mut req: Request) -> Respo
             Response::from_parts(parts, Body::new(body))
         }
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "forwarding to the sentinel failed");
-            (StatusCode::BAD_GATEWAY, "sentinel request failed").into_response()
+            let sentinel = &ingress.config.sentinel;
+            tracing::warn!(sentinel = %sentinel, error = %e, "forwarding to the sentinel failed");
+            (
+                StatusCode::BAD_GATEWAY,
+                "sentinel unreachable or request failed",
+            )
+                .into_response()
         }
         Err(_) => (
             StatusCode::GATEWAY_TIMEOUT,

@@ -16,4 +16,5 @@ pub mod egress;
 pub mod ingress;
 pub mod mirror;
 pub mod receipt_log;
+mod sentinel_link;
 pub mod source;

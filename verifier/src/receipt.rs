@@ -294,3 +294,52 @@ pub fn stated_measurements(
     }
     Ok(out)
 }
+
+/// Verifies many receipts (a log) on every core: the list is split into one contiguous
+/// part per core, each verified with Ed25519 batch verification
+/// ([`trustbridge_protocol::receipt::verify_batch`]). The receipts come back in order;
+/// the error names the index of the first bad receipt of the first part that has one.
+pub fn verify_all(
+    receipts: Vec<(UnverifiedReceipt, VerifyingKey)>,
+) -> Result<Vec<Receipt>, (usize, ReceiptError)> {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    // Below a few batches per core, threads cost more than they save.
+    if threads == 1 || receipts.len() < 512 {
+        return trustbridge_protocol::receipt::verify_batch(receipts);
+    }
+    let per = receipts.len().div_ceil(threads);
+    let mut parts = Vec::with_capacity(threads);
+    let mut rest = receipts.into_iter();
+    loop {
+        let part: Vec<_> = rest.by_ref().take(per).collect();
+        if part.is_empty() {
+            break;
+        }
+        parts.push(part);
+    }
+    let results: Vec<Result<Vec<Receipt>, (usize, ReceiptError)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|part| s.spawn(move || trustbridge_protocol::receipt::verify_batch(part)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err((
+                        0,
+                        ReceiptError::BadSignature("(verifier thread panicked)".into()),
+                    ))
+                })
+            })
+            .collect()
+    });
+    let mut out = Vec::new();
+    for (i, r) in results.into_iter().enumerate() {
+        match r {
+            Ok(mut v) => out.append(&mut v),
+            Err((j, e)) => return Err((i * per + j, e)),
+        }
+    }
+    Ok(out)
+}

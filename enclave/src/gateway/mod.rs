@@ -32,7 +32,7 @@ use crate::hydrate::Model;
 use crate::keys::SentinelKeys;
 use crate::receipts::{ReceiptFacts, ReceiptSigner};
 use attestation::{AttestationConfig, Publisher};
-use runtime::{RuntimeError, RuntimeUrl};
+use runtime::{RuntimeClient, RuntimeError, RuntimeUrl};
 
 /// Inner response header: the receipt (base64url, no padding).
 pub const RECEIPT_HEADER: &str = "trustbridge-receipt";
@@ -103,6 +103,7 @@ pub struct Gateway {
     receipts: ReceiptSigner,
     publisher: Publisher,
     config: GatewayConfig,
+    runtime: RuntimeClient,
     permits: tokio::sync::Semaphore,
 }
 
@@ -149,6 +150,7 @@ impl Gateway {
             receipts: ReceiptSigner::new(keys.receipt.clone()),
             publisher: Publisher::new(keys.clone(), pins, provider, config.attestation),
             permits: tokio::sync::Semaphore::new(config.max_concurrent.max(1)),
+            runtime: RuntimeClient::new(config.runtime.clone()),
             keys,
             config,
         }
@@ -262,7 +264,6 @@ impl Gateway {
             .map(|f| (f.name().to_vec(), f.value().to_vec()))
             .collect();
         let sent = self
-            .config
             .runtime
             .send(
                 method,

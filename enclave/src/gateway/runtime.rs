@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::TokioIo;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 
 /// Where the runtime listens: `http://HOST:PORT`, on the TEE's own network (plain HTTP:
 /// the runtime is inside the same trust boundary; a remote runtime would be outside it).
@@ -108,7 +110,31 @@ pub(crate) fn is_hop_field(name: &[u8]) -> bool {
     HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
 }
 
-impl RuntimeUrl {
+/// Requests to the runtime over kept-alive connections (one TCP connection per request
+/// at a time, reused afterwards).
+#[derive(Clone, Debug)]
+pub struct RuntimeClient {
+    url: RuntimeUrl,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl RuntimeClient {
+    /// A client of the runtime at `url`.
+    pub fn new(url: RuntimeUrl) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Self { url, client }
+    }
+
+    /// The runtime's URL.
+    pub fn url(&self) -> &RuntimeUrl {
+        &self.url
+    }
+
     /// Sends one request and reads the whole answer (at most `max_len` bytes, within
     /// `timeout` in all).
     pub async fn send(
@@ -120,16 +146,19 @@ impl RuntimeUrl {
         timeout: Duration,
         max_len: usize,
     ) -> Result<RuntimeAnswer, RuntimeError> {
+        let url = &self.url;
+        let path = std::str::from_utf8(path)
+            .ok()
+            .filter(|p| p.starts_with('/'))
+            .ok_or_else(|| {
+                RuntimeError::BadRequest("the path is not an absolute UTF-8 path".into())
+            })?;
         let mut req = hyper::Request::builder()
             .method(
                 hyper::Method::from_bytes(method)
                     .map_err(|e| RuntimeError::BadRequest(e.to_string()))?,
             )
-            .uri(
-                std::str::from_utf8(path)
-                    .map_err(|_| RuntimeError::BadRequest("path is not UTF-8".into()))?,
-            )
-            .header(hyper::header::HOST, format!("{}:{}", self.host, self.port));
+            .uri(format!("http://{}:{}{path}", url.host, url.port));
         for (name, value) in headers {
             if !is_hop_field(name) {
                 req = req.header(name.as_slice(), value.as_slice());
@@ -139,23 +168,14 @@ impl RuntimeUrl {
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| RuntimeError::BadRequest(e.to_string()))?;
         let exchange = async {
-            let unreachable = |e: &dyn std::fmt::Display| RuntimeError::Unreachable {
-                url: self.to_string(),
-                detail: e.to_string(),
-            };
-            let stream = tokio::net::TcpStream::connect((self.host.as_str(), self.port))
+            let resp = self
+                .client
+                .request(req)
                 .await
-                .map_err(|e| unreachable(&e))?;
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| unreachable(&e))?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            let resp = sender
-                .send_request(req)
-                .await
-                .map_err(|e| unreachable(&e))?;
+                .map_err(|e| RuntimeError::Unreachable {
+                    url: url.to_string(),
+                    detail: e.to_string(),
+                })?;
             let (parts, body) = resp.into_parts();
             let body = Limited::new(body, max_len)
                 .collect()

@@ -5,7 +5,7 @@ use ed25519_dalek::VerifyingKey;
 use super::{Receipt, ReceiptError, UnverifiedReceipt};
 
 /// Receipts verified together in one batch equation; larger inputs are split.
-const BATCH: usize = 64;
+const BATCH: usize = 256;
 
 /// Verifies each receipt under its key: every issuer must be its key's id, and the
 /// signatures are checked together with Ed25519 batch verification (one multiscalar

@@ -9,8 +9,8 @@ use base64::Engine;
 use serde_json::json;
 use trustbridge_protocol::KeyId;
 use trustbridge_protocol::attestation_bundle::AttestationBundle;
-use trustbridge_protocol::receipt::{UnverifiedReceipt, receipt_key_id, verify_batch};
-use trustbridge_verifier::receipt::{check_bound, check_chains, receipt_key};
+use trustbridge_protocol::receipt::{UnverifiedReceipt, receipt_key_id};
+use trustbridge_verifier::receipt::{check_bound, check_chains, receipt_key, verify_all};
 use trustbridge_verifier::x509::ParsedCertificate;
 use trustbridge_verifier::{Checks, VerifiedEvidence};
 
@@ -192,7 +192,7 @@ pub(crate) fn run(args: LogArgs) -> Result<Outcome> {
     }
     let n = with_keys.len();
     let mut boots = Vec::new();
-    match verify_batch(with_keys) {
+    match verify_all(with_keys) {
         Err((i, e)) => fail(
             &mut checks,
             "signatures",

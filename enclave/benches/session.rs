@@ -1,0 +1,325 @@
+//! Per-request overhead of the confidential path against the same handler over plain HTTP.
+//!
+//! `cargo bench -p trustbridge-enclave --bench session`
+//!
+//! One process, simulated TEE, small requests, one at a time, each over a kept-alive
+//! HTTP/1.1 connection:
+//! - direct: the client POSTs a small chat request to the runtime (a stand-in for vLLM's
+//!   OpenAI server on loopback) and reads the answer;
+//! - confidential: the client encapsulates the same request as Binary HTTP in Oblivious
+//!   HTTP, POSTs it to the relay's ingress, which forwards it to the sentinel over a Unix
+//!   socket; the sentinel decapsulates, forwards to the same runtime, signs the receipt,
+//!   encapsulates; the client decapsulates, parses the answer and verifies the receipt's
+//!   signature (what `trustbridge proxy` does, without its own HTTP hop, which does not
+//!   exist yet).
+//!
+//! Rounds interleave direct and confidential; per-request latencies are pooled and the
+//! medians reported, ending with `session: direct_us=X confidential_us=Y added_us=Z`.
+//! TB_BENCH_REQUESTS sets requests per round (default 500), TB_BENCH_ROUNDS rounds (5).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    missing_docs
+)] // bench binary
+
+#[path = "../tests/support/world.rs"]
+mod world;
+
+use std::io::Cursor;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use trustbridge_enclave::attestation::{SimulatedPlatform, SimulatedProvider};
+use trustbridge_enclave::boot::Backoff;
+use trustbridge_enclave::gateway::{GatewayConfig, RECEIPT_HEADER};
+use trustbridge_enclave::hydrate::HydrateConfig;
+use trustbridge_enclave::sentinel::{Sentinel, SentinelConfig};
+use trustbridge_protocol::ohttp::gateway::encapsulate;
+use trustbridge_protocol::receipt::UnverifiedReceipt;
+use trustbridge_transport::{Endpoint, Listener};
+use world::{ASSET, CONTRACT, world};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+async fn runtime() -> (String, std::net::SocketAddr) {
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(|_: Bytes| async {
+            (
+                [("content-type", "application/json")],
+                r#"{"object":"chat.completion","choices":[{"message":{"role":"assistant","content":"ok"}}],"usage":{"prompt_tokens":5,"completion_tokens":1}}"#,
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), addr)
+}
+
+/// A kept-alive HTTP/1.1 connection.
+struct Conn(hyper::client::conn::http1::SendRequest<Full<Bytes>>);
+
+impl Conn {
+    async fn open(addr: std::net::SocketAddr) -> Self {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        Self(sender)
+    }
+
+    async fn post(&mut self, path: &str, media: &str, body: Vec<u8>) -> Vec<u8> {
+        self.0.ready().await.unwrap();
+        let req = hyper::Request::post(path)
+            .header("host", "bench")
+            .header("content-type", media)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let resp = self.0.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec()
+    }
+}
+
+const BODY: &str =
+    r#"{"model":"acme/llm@v1","messages":[{"role":"user","content":"Say ok."}],"max_tokens":1}"#;
+
+fn main() {
+    let per_round = env_usize("TB_BENCH_REQUESTS", 500).max(1);
+    let rounds = env_usize("TB_BENCH_ROUNDS", 5).max(1);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let w = world(true).await;
+        let (runtime_url, runtime_addr) = runtime().await;
+        let backoff = Backoff {
+            initial: Duration::from_millis(50),
+            max: Duration::from_millis(200),
+            attempts: 5,
+        };
+        let sentinel = Sentinel::new(SentinelConfig {
+            asset: ASSET.into(),
+            contract: CONTRACT.into(),
+            kms: w.kms.clone(),
+            pins: w.pins,
+            egress_limits: Default::default(),
+            egress: w.egress.clone(),
+            bundles: w.bundles.clone(),
+            hydrate: HydrateConfig {
+                backoff,
+                ..HydrateConfig::default()
+            },
+            backoff,
+            reauthorize: Default::default(),
+            output: Default::default(),
+            swap: Default::default(),
+            gateway: GatewayConfig {
+                runtime: runtime_url.parse().unwrap(),
+                ..GatewayConfig::default()
+            },
+        });
+        let provider = Arc::new(SimulatedProvider::new(w.tee(), SimulatedPlatform::Nitro));
+        tokio::spawn(sentinel.clone().boot(provider));
+        let api = Endpoint::Unix(w.path("sentinel.sock"));
+        let listener = Listener::bind(&api).await.unwrap();
+        let router = sentinel.clone().router();
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        let ingress = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let relay_addr = ingress.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(ingress, trustbridge_relay::ingress::router(api))
+                .await
+                .unwrap()
+        });
+        while sentinel.model().is_none() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let gateway = sentinel.gateway().unwrap();
+        let keys = gateway.ohttp_keys().to_vec();
+        let receipt_key = sentinel_receipt_key(&relay_addr).await;
+
+        let mut request = Vec::new();
+        let mut m = bhttp::Message::request(
+            b"POST".to_vec(),
+            b"https".to_vec(),
+            b"s".to_vec(),
+            b"/v1/chat/completions".to_vec(),
+        );
+        m.put_header("content-type", "application/json");
+        m.write_content(BODY);
+        m.write_bhttp(bhttp::Mode::KnownLength, &mut request)
+            .unwrap();
+
+        crypto_floor(&keys, &request);
+        let mut direct = Conn::open(runtime_addr).await;
+        let mut confidential = Conn::open(relay_addr).await;
+        println!(
+            "session bench: {rounds} rounds of {per_round} requests each way, {} byte request",
+            BODY.len()
+        );
+        let (mut d, mut c) = (Vec::new(), Vec::new());
+        for round in 0..=rounds {
+            let (mut dr, mut cr) = (Vec::new(), Vec::new());
+            for _ in 0..per_round {
+                let t = Instant::now();
+                let answer = direct
+                    .post(
+                        "/v1/chat/completions",
+                        "application/json",
+                        BODY.as_bytes().to_vec(),
+                    )
+                    .await;
+                assert!(answer.starts_with(b"{"));
+                dr.push(t.elapsed().as_secs_f64() * 1e6);
+
+                let t = Instant::now();
+                let (encapsulated, pending) = encapsulate(&keys, &request).unwrap();
+                let body = confidential
+                    .post(
+                        "/.well-known/ohttp-gateway",
+                        "message/ohttp-req",
+                        encapsulated,
+                    )
+                    .await;
+                let plain = pending.decapsulate(&body).unwrap();
+                let m = bhttp::Message::read_bhttp(&mut Cursor::new(&plain[..])).unwrap();
+                assert!(m.content().starts_with(b"{"));
+                let receipt = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(m.header().get(RECEIPT_HEADER.as_bytes()).unwrap())
+                    .unwrap();
+                UnverifiedReceipt::parse(&receipt)
+                    .unwrap()
+                    .verify(&receipt_key)
+                    .unwrap();
+                cr.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+            if round > 0 {
+                // Round 0 warms up connections, caches and the attestation bundle.
+                d.extend(dr);
+                c.extend(cr);
+            }
+        }
+        let (direct_us, confidential_us) = (median(&mut d), median(&mut c));
+        let p99 = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() * 99 / 100]
+        };
+        println!(
+            "session p99: direct_us={:.0} confidential_us={:.0}",
+            p99(&mut d),
+            p99(&mut c)
+        );
+        println!(
+            "session: direct_us={direct_us:.0} confidential_us={confidential_us:.0} added_us={:.0}",
+            confidential_us - direct_us
+        );
+    });
+}
+
+/// The receipt key, from the attestation bundle (as a client gets it).
+async fn sentinel_receipt_key(relay: &std::net::SocketAddr) -> ed25519_dalek::VerifyingKey {
+    let stream = tokio::net::TcpStream::connect(relay).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get(trustbridge_protocol::ohttp::ATTESTATION_PATH)
+        .header("host", "bench")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let body = sender
+        .send_request(req)
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes();
+    let bundle =
+        trustbridge_protocol::attestation_bundle::AttestationBundle::from_json(&body).unwrap();
+    ed25519_dalek::VerifyingKey::from_bytes(&bundle.receipt_key).unwrap()
+}
+
+/// The cryptography of one request alone, for the record: client encapsulation, gateway
+/// decapsulation, response encapsulation and decapsulation, receipt signing and
+/// verification.
+fn crypto_floor(keys: &[u8], request: &[u8]) {
+    use trustbridge_protocol::ohttp::gateway::GatewayKey;
+    use trustbridge_protocol::receipt::{Claims, GENESIS, Receipt, receipt_key_id};
+    let gateway = GatewayKey::derive(&[7; 32]).unwrap();
+    let keys_local = gateway.keys().to_vec();
+    let _ = keys;
+    let n = 300;
+    let time = |f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+    };
+    let enc = time(&mut || drop(encapsulate(&keys_local, request).unwrap()));
+    let (e, _) = encapsulate(&keys_local, request).unwrap();
+    let dec = time(&mut || drop(gateway.decapsulate(&e).unwrap()));
+    let resp = time(&mut || {
+        let (_, r) = gateway.decapsulate(&e).unwrap();
+        drop(r.encapsulate(b"response").unwrap());
+    }) - dec;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
+    let claims = Claims {
+        issuer: receipt_key_id(&key.verifying_key().to_bytes()),
+        issued_at: 1,
+        id: [1; 16],
+        nonce: None,
+        sequence: 0,
+        previous: GENESIS,
+        model: [1; 32],
+        request_digest: [2; 32],
+        response_digest: [3; 32],
+        evidence_digest: [4; 32],
+        measurements: Default::default(),
+        policy_digest: [5; 32],
+        status: 200,
+        usage: None,
+    };
+    let sign = time(&mut || drop(Receipt::sign(claims.clone(), &key).unwrap()));
+    let r = Receipt::sign(claims.clone(), &key).unwrap();
+    let vk = key.verifying_key();
+    let verify = time(&mut || {
+        drop(
+            UnverifiedReceipt::parse(r.as_bytes())
+                .unwrap()
+                .verify(&vk)
+                .unwrap(),
+        )
+    });
+    println!(
+        "session crypto: encapsulate_us={enc:.0} decapsulate_us={dec:.0} response_us={resp:.0} receipt_sign_us={sign:.0} receipt_verify_us={verify:.0} total_us={:.0}",
+        enc + dec + resp + sign + verify
+    );
+}
