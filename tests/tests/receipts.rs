@@ -196,6 +196,12 @@ fn a_receipt_of_the_attested_sentinel_verifies_and_forgeries_do_not() {
         "{text}"
     );
     assert!(text.contains("verdict: NOT VERIFIED"), "{text}");
+
+    // Our receipt's key is the one evidence binds: a key on the command line is refused.
+    let vk = hex::encode(key.verifying_key().to_bytes());
+    let out = trustbridge_tests::run("tb-verify", &["receipt", &s(&r), "--public-key", &vk]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--attestation"));
 }
 
 fn base64url(b: &[u8]) -> String {

@@ -18,6 +18,7 @@
 //! ([`verify_azure`]).
 #![forbid(unsafe_code)]
 
+pub mod air;
 pub mod amd;
 pub mod appraisal;
 pub mod azure;

@@ -108,6 +108,13 @@ pub(crate) struct EvidenceOptions {
     allow_simulated: bool,
 }
 
+impl EvidenceOptions {
+    /// `--at`, when given.
+    pub(crate) fn at(&self) -> Option<SystemTime> {
+        self.at
+    }
+}
+
 /// What the evidence, the binding and the pins must be, beyond [`EvidenceOptions`].
 pub(crate) struct Expected {
     pub(crate) nonce: Option<Vec<u8>>,

@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Attestation(attestation::AttestationArgs),
-    Receipt(receipt::ReceiptArgs),
+    Receipt(Box<receipt::ReceiptArgs>),
     Log(log::LogArgs),
 }
 
@@ -50,7 +50,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Attestation(args) => attestation::run(args),
-        Command::Receipt(args) => receipt::run(args),
+        Command::Receipt(args) => receipt::run(*args),
         Command::Log(args) => log::run(args),
     };
     match result {

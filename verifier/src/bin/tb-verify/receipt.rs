@@ -18,7 +18,9 @@ use crate::attestation::{
 };
 use crate::input::{Evidence, HexBytes, Key32, parse_hex, parse_key32, read_capped};
 
-/// Verify a TrustBridge execution receipt against the attested sentinel that signed it.
+/// Verify an execution receipt: a TrustBridge receipt against the attested sentinel that
+/// signed it (--attestation), or an AIR v1 receipt (EphemeralML) with its issuer's key
+/// (--public-key), told apart by their eat_profile.
 ///
 /// Checks, in order: the sentinel's attestation bundle (its evidence against pinned roots
 /// and the policy options below, and that the evidence binds the bundle's receipt key);
@@ -26,6 +28,10 @@ use crate::input::{Evidence, HexBytes, Key32, parse_hex, parse_key32, read_cappe
 /// and its signature by that key; the claims the evidence vouches for (evidence digest,
 /// measurements, the model when the binding names one); and, given the plaintexts and the
 /// salt the client received, the request and response digests.
+///
+/// AIR v1 receipts are checked with that format's layered rules; the failure code
+/// (BAD_ALG, SIG_FAILED, ZERO_MODEL_HASH, NONCE_MISMATCH, ...) is printed and is `code` in
+/// --json.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ReceiptArgs {
     /// The receipt: COSE_Sign1 bytes, or the `trustbridge-receipt` header value (base64url,
@@ -34,8 +40,27 @@ pub(crate) struct ReceiptArgs {
     file: PathBuf,
     /// The sentinel's attestation bundle, as served at
     /// `/.well-known/trustbridge-attestation` (JSON).
-    #[arg(long, value_name = "BUNDLE")]
-    attestation: PathBuf,
+    #[arg(long, value_name = "BUNDLE", conflicts_with = "public_key")]
+    attestation: Option<PathBuf>,
+    /// AIR v1: the issuer's Ed25519 public key (hex), obtained out of band.
+    #[arg(long, value_name = "HEX", value_parser = parse_key32)]
+    public_key: Option<Key32>,
+    /// AIR v1: require this eat_nonce (hex).
+    #[arg(long, value_name = "HEX", value_parser = parse_hex, requires = "public_key")]
+    expect_nonce: Option<HexBytes>,
+    /// AIR v1: require this model_hash (hex, 32 bytes).
+    #[arg(long, value_name = "HEX", value_parser = parse_key32, requires = "public_key")]
+    expect_model_hash: Option<Key32>,
+    /// AIR v1: require this measurement type.
+    #[arg(long, value_name = "PLATFORM", value_parser = ["nitro-pcr", "tdx-mrtd-rtmr"], requires = "public_key")]
+    expect_platform: Option<String>,
+    /// AIR v1: require the receipt to be at most this many seconds old (freshness is
+    /// checked only when given; --at sets "now").
+    #[arg(long, value_name = "SECS", requires = "public_key")]
+    max_age: Option<u64>,
+    /// AIR v1: accept security_mode "evaluation" (refused by default, as AIR says).
+    #[arg(long, requires = "public_key")]
+    allow_evaluation_mode: bool,
     #[command(flatten)]
     evidence: EvidenceOptions,
     /// Require the attestation bundle's evidence to be for this nonce (the one sent as
@@ -69,12 +94,15 @@ pub(crate) struct ReceiptArgs {
 /// Reads a receipt in any of its encodings.
 fn read_receipt(path: &Path) -> Result<Vec<u8>> {
     let raw = read_capped(path)?;
+    // Binary (a COSE_Sign1, tagged or not, or anything else that is not text) is judged by
+    // the verifier; text is the header form.
+    let Ok(text) = std::str::from_utf8(&raw) else {
+        return Ok(raw);
+    };
     if raw.first() == Some(&0xd2) {
         return Ok(raw);
     }
-    let text = std::str::from_utf8(&raw)
-        .map(str::trim)
-        .with_context(|| format!("{} is neither a COSE_Sign1 nor text", path.display()))?;
+    let text = text.trim();
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(text.trim_end_matches('='))
         .or_else(|_| base64::engine::general_purpose::STANDARD.decode(text));
@@ -110,13 +138,17 @@ fn claims_json(c: &Claims) -> serde_json::Value {
 
 pub(crate) fn run(args: ReceiptArgs) -> Result<Outcome> {
     let receipt_bytes = read_receipt(&args.file)?;
-    let bundle_bytes = read_capped(&args.attestation)?;
-    let bundle = AttestationBundle::from_json(&bundle_bytes).with_context(|| {
-        format!(
-            "{} is not an attestation bundle",
-            args.attestation.display()
-        )
-    })?;
+    if trustbridge_verifier::air::is_air(&receipt_bytes) {
+        return run_air(&args, &receipt_bytes);
+    }
+    let Some(attestation) = &args.attestation else {
+        bail!(
+            "a TrustBridge receipt is verified against its sentinel's attestation bundle: pass --attestation BUNDLE (its key is the one verified evidence binds, never one given on the command line)"
+        );
+    };
+    let bundle_bytes = read_capped(attestation)?;
+    let bundle = AttestationBundle::from_json(&bundle_bytes)
+        .with_context(|| format!("{} is not an attestation bundle", attestation.display()))?;
     let plaintexts = match (&args.request, &args.response, &args.salt) {
         (Some(q), Some(r), Some(s)) => Some((read_capped(q)?, read_capped(r)?, s.0)),
         _ => None,
@@ -259,6 +291,88 @@ pub(crate) fn run(args: ReceiptArgs) -> Result<Outcome> {
         )?;
     }
     Ok(if verified {
+        Outcome::Verified
+    } else {
+        Outcome::NotVerified
+    })
+}
+
+/// `tb-verify receipt FILE --public-key HEX` for an AIR v1 receipt.
+fn run_air(args: &ReceiptArgs, bytes: &[u8]) -> Result<Outcome> {
+    use trustbridge_verifier::air::{AirPolicy, verify_air};
+    let Some(key) = args.public_key else {
+        bail!("an AIR v1 receipt is verified with its issuer's key: pass --public-key HEX");
+    };
+    let now = args
+        .evidence
+        .at()
+        .unwrap_or_else(std::time::SystemTime::now)
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let policy = AirPolicy {
+        expected_nonce: args.expect_nonce.as_ref().map(|h| h.0.clone()),
+        expected_model_hash: args.expect_model_hash.map(|k| k.0),
+        expected_platform: args.expect_platform.clone(),
+        max_age: args.max_age.map(|m| (m, now, 0)),
+        allow_evaluation_mode: args.allow_evaluation_mode,
+    };
+    let result = verify_air(bytes, &key.0, &policy);
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        let doc = match &result {
+            Ok(c) => json!({
+                "verified": true,
+                "format": "air-v1",
+                "code": null,
+                "claims": {
+                    "iss": c.iss, "iat": c.iat, "cti": hex::encode(c.cti),
+                    "eat_nonce": c.eat_nonce.as_ref().map(hex::encode),
+                    "eat_profile": trustbridge_verifier::air::AIR_V1_PROFILE,
+                    "model_id": c.model_id, "model_version": c.model_version,
+                    "model_hash": hex::encode(c.model_hash),
+                    "request_hash": hex::encode(c.request_hash),
+                    "response_hash": hex::encode(c.response_hash),
+                    "attestation_doc_hash": hex::encode(c.attestation_doc_hash),
+                    "measurement_type": c.measurement_type,
+                    "measurements": c.measurements.iter().map(|(k, v)| (k.clone(), json!(hex::encode(v)))).collect::<serde_json::Map<_, _>>(),
+                    "policy_version": c.policy_version, "sequence_number": c.sequence_number,
+                    "execution_time_ms": c.execution_time_ms, "memory_peak_mb": c.memory_peak_mb,
+                    "security_mode": c.security_mode, "model_hash_scheme": c.model_hash_scheme,
+                },
+            }),
+            Err(f) => json!({
+                "verified": false,
+                "format": "air-v1",
+                "code": f.code,
+                "layer": f.layer,
+                "check": f.check,
+                "error": f.to_string(),
+            }),
+        };
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc)?)?;
+    } else {
+        match &result {
+            Ok(c) => {
+                writeln!(out, "[PASS] AIR v1: envelope, signature, claims and policy")?;
+                writeln!(out, "  model_id = {} ({})", c.model_id, c.model_version)?;
+                writeln!(out, "  model_hash = {}", hex::encode(c.model_hash))?;
+                writeln!(out, "  measurement_type = {}", c.measurement_type)?;
+                writeln!(out, "  sequence_number = {}", c.sequence_number)?;
+                print_measurements(&mut out, &c.measurements)?;
+            }
+            Err(f) => writeln!(out, "[FAIL] {} (layer {}): {}", f.check, f.layer, f.code)?,
+        }
+        writeln!(
+            out,
+            "verdict: {} (AIR v1 receipt)",
+            if result.is_ok() {
+                "VERIFIED"
+            } else {
+                "NOT VERIFIED"
+            }
+        )?;
+    }
+    Ok(if result.is_ok() {
         Outcome::Verified
     } else {
         Outcome::NotVerified
