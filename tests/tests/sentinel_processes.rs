@@ -58,6 +58,26 @@ fn boots_to_ready_and_the_relay_never_sees_plaintext() {
     }
     let logged = std::fs::read_to_string(&log).unwrap();
     assert_eq!(logged.lines().count(), 3, "the relay logged every receipt");
+    // An auditor reads the log from the relay and verifies it against the bundle.
+    let (code, bundle) = get_tcp(d.ingress_port, "/.well-known/trustbridge-attestation").unwrap();
+    assert_eq!(code, 200);
+    std::fs::write(d.p("bundle.json"), bundle).unwrap();
+    let out = trustbridge_tests::run(
+        "tb-verify",
+        &[
+            "log",
+            &format!("http://127.0.0.1:{}", d.ingress_port),
+            "--attestation",
+            &s(&d.p("bundle.json")),
+            "--simulation-root",
+            &s(&d.p("sim-ca/nitro_chain.pem")),
+            "--allow-simulated",
+            "--json",
+        ],
+    );
+    let verdict: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{verdict}");
+    assert_eq!(verdict["boots"][0]["count"], 3, "{verdict}");
     // Everything the relay received and sent on its links to the sentinel (ingress,
     // egress tunnel, bundle downloads), stored (the bundle it served) and logged holds
     // neither the plaintext marker, the data key, the prompt nor the completion.

@@ -30,8 +30,9 @@ const MAX_LOG_FILE: u64 = 1 << 30;
 /// verified bundle binds is refused, not trusted.
 #[derive(Debug, clap::Args)]
 pub(crate) struct LogArgs {
-    /// The receipt log.
-    #[arg(value_name = "FILE")]
+    /// The receipt log: a file, or the relay's URL (http(s)://HOST:PORT, whose
+    /// /receipts pages are read to the end).
+    #[arg(value_name = "FILE|URL")]
     file: PathBuf,
     /// An attestation bundle of a boot in the log (repeatable; one per evidence the
     /// receipts name).
@@ -62,19 +63,14 @@ impl Line {
 }
 
 pub(crate) fn run(args: LogArgs) -> Result<Outcome> {
-    use std::io::Read;
-    let mut text = String::new();
-    std::fs::File::open(&args.file)
-        .with_context(|| format!("cannot read {}", args.file.display()))?
-        .take(MAX_LOG_FILE + 1)
-        .read_to_string(&mut text)
-        .with_context(|| format!("cannot read {}", args.file.display()))?;
-    if text.len() as u64 > MAX_LOG_FILE {
-        bail!(
-            "{} is larger than {MAX_LOG_FILE} bytes",
-            args.file.display()
-        );
-    }
+    let text = match args
+        .file
+        .to_str()
+        .filter(|f| f.starts_with("http://") || f.starts_with("https://"))
+    {
+        Some(url) => fetch_log(url)?,
+        None => read_log(&args.file)?,
+    };
     let mut checks = Checks::default();
     let mut error: Option<String> = None;
     let mut fail = |checks: &mut Checks, name, detail: String| {
@@ -259,4 +255,64 @@ pub(crate) fn run(args: LogArgs) -> Result<Outcome> {
     } else {
         Outcome::NotVerified
     })
+}
+
+fn read_log(path: &std::path::Path) -> Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .take(MAX_LOG_FILE + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if text.len() as u64 > MAX_LOG_FILE {
+        bail!("{} is larger than {MAX_LOG_FILE} bytes", path.display());
+    }
+    Ok(text)
+}
+
+/// Reads every page of a relay's `GET /receipts?after=SEQ` into log lines.
+fn fetch_log(url: &str) -> Result<String> {
+    use std::io::Read;
+    let base = url.trim_end_matches('/');
+    let base = base.strip_suffix("/receipts").unwrap_or(base);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(60)))
+        .build()
+        .into();
+    let mut text = String::new();
+    let mut after: Option<u64> = None;
+    loop {
+        let page_url = match after {
+            None => format!("{base}/receipts"),
+            Some(a) => format!("{base}/receipts?after={a}"),
+        };
+        let mut body = Vec::new();
+        agent
+            .get(&page_url)
+            .call()
+            .with_context(|| format!("cannot read {page_url}"))?
+            .into_body()
+            .into_reader()
+            .take(MAX_LOG_FILE + 1)
+            .read_to_end(&mut body)
+            .with_context(|| format!("cannot read {page_url}"))?;
+        let page: serde_json::Value = serde_json::from_slice(&body)
+            .with_context(|| format!("{page_url} is not a receipt log page"))?;
+        let entries = page["receipts"]
+            .as_array()
+            .with_context(|| format!("{page_url} has no receipts array"))?;
+        for e in entries {
+            text.push_str(&e.to_string());
+            text.push('\n');
+        }
+        if text.len() as u64 > MAX_LOG_FILE {
+            bail!("the receipt log at {base} is larger than {MAX_LOG_FILE} bytes");
+        }
+        match page["next"].as_u64() {
+            Some(next) if after.is_none_or(|a| next > a) => after = Some(next),
+            Some(_) => bail!("{page_url}: the next page does not move forward"),
+            None => return Ok(text),
+        }
+    }
 }
