@@ -383,7 +383,6 @@ mod tests {
             model: Arc::new(Model {
                 manifest: SignedManifest::sign(manifest, &provider).unwrap(),
                 files: Arc::default(),
-                policy_sha256: [0; 32],
             }),
             published: Published::default(),
         }))

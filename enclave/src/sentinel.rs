@@ -101,6 +101,8 @@ pub struct Sentinel {
     requests: AtomicU64,
     simulated: AtomicBool,
     gateway: OnceLock<Arc<Gateway>>,
+    /// SHA-256 of the policy the broker's latest release was decided under.
+    policy: Mutex<Option<[u8; 32]>>,
 }
 
 impl std::fmt::Debug for Sentinel {
@@ -152,6 +154,7 @@ impl Sentinel {
             requests: AtomicU64::new(0),
             simulated: AtomicBool::new(false),
             gateway: OnceLock::new(),
+            policy: Mutex::new(None),
         })
     }
 
@@ -169,6 +172,12 @@ impl Sentinel {
     /// The decrypted model, while Ready.
     pub fn model(&self) -> Option<Arc<Model>> {
         self.state().model().cloned()
+    }
+
+    /// SHA-256 of the key-release policy of the broker's latest release (signed by the
+    /// broker; the receipts' `policy_digest`), once a release was granted.
+    pub fn policy_digest(&self) -> Option<[u8; 32]> {
+        self.policy.lock().ok().and_then(|p| *p)
     }
 
     /// The Oblivious HTTP gateway, once the boot-time keys exist.
@@ -296,6 +305,13 @@ impl Sentinel {
             &c.contract,
         )
         .await
+        .inspect(|released| {
+            // The policy the broker decided under now, for the receipts that follow
+            // (a re-authorization under a replaced policy names the new one).
+            if let Ok(mut p) = self.policy.lock() {
+                *p = Some(released.policy_sha256);
+            }
+        })
     }
 
     /// Hydrate, Decrypt and Ready with a released key; returns the lease in force.

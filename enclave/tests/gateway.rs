@@ -62,6 +62,11 @@ struct Setup {
 
 /// The world, a sentinel Ready behind the relay's ingress, and the runtime.
 async fn setup() -> Setup {
+    setup_with(Default::default()).await
+}
+
+/// [`setup`] with the sentinel re-authorizing as `reauthorize` says.
+async fn setup_with(reauthorize: trustbridge_enclave::sentinel::Reauthorization) -> Setup {
     let w = world(true).await;
     let backoff = Backoff {
         initial: Duration::from_millis(50),
@@ -81,7 +86,7 @@ async fn setup() -> Setup {
             ..HydrateConfig::default()
         },
         backoff,
-        reauthorize: Default::default(),
+        reauthorize,
         output: Default::default(),
         swap: Default::default(),
         gateway: GatewayConfig {
@@ -361,4 +366,53 @@ async fn a_client_written_from_the_rfcs_in_python_gets_a_verified_answer() {
     check_binding(&evidence, &bundle.binding).unwrap();
     let verified = verify_against(&receipt, &bundle, &evidence).unwrap();
     check_digests(verified.claims(), &salt, &request, content.as_bytes()).unwrap();
+}
+
+/// The receipt's policy digest follows the broker: a re-authorization under a replaced
+/// policy (same model, same key) makes the next receipt name the new policy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_name_the_policy_of_the_latest_release() {
+    let s = setup_with(trustbridge_enclave::sentinel::Reauthorization {
+        every: Some(Duration::from_millis(200)),
+        grace: Some(Duration::from_secs(30)),
+    })
+    .await;
+    let (_, _, keys) = http(&s.relay, "GET", GATEWAY_PATH, vec![]).await;
+    let policy_of = |keys: Vec<u8>| {
+        let relay = s.relay.clone();
+        async move {
+            let (encapsulated, pending) = encapsulate(&keys, &chat_request("p")).unwrap();
+            let (_, _, body) = http(&relay, "POST", GATEWAY_PATH, encapsulated).await;
+            let m = bhttp::Message::read_bhttp(&mut Cursor::new(
+                &pending.decapsulate(&body).unwrap()[..],
+            ))
+            .unwrap();
+            let receipt = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(header(&m, RECEIPT_HEADER))
+                .unwrap();
+            trustbridge_protocol::receipt::UnverifiedReceipt::parse(&receipt)
+                .unwrap()
+                .claims()
+                .policy_digest
+        }
+    };
+    let sha = |t: &str| {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, t.as_bytes()).as_ref(),
+        );
+        out
+    };
+    assert_eq!(policy_of(keys.clone()).await, sha(&s.world.policy));
+    let replaced = format!("{}\n# replaced by the admin\n", s.world.policy);
+    s.world.broker.replace_policy(&replaced).unwrap();
+    let started = Instant::now();
+    while s.sentinel.policy_digest() != Some(sha(&replaced)) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "not re-authorized"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(policy_of(keys).await, sha(&replaced));
 }

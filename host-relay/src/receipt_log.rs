@@ -153,8 +153,18 @@ impl ReceiptLog {
             path: self.path.clone(),
             source,
         };
-        inner.file.write_all(line.as_bytes()).map_err(io)?;
-        inner.file.sync_data().map_err(io)?;
+        let written = inner
+            .file
+            .write_all(line.as_bytes())
+            .and_then(|()| inner.file.sync_data());
+        if let Err(e) = written {
+            // Cut whatever part of the line reached the file, so the log stays what its
+            // index says it is; the next append starts where this one did.
+            let end = inner.end;
+            let _ = inner.file.set_len(end);
+            let _ = inner.file.seek(SeekFrom::End(0));
+            return Err(io(e));
+        }
         let at = inner.end;
         inner.offsets.push(at);
         inner.end += line.len() as u64;

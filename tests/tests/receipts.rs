@@ -197,6 +197,37 @@ fn a_receipt_of_the_attested_sentinel_verifies_and_forgeries_do_not() {
     );
     assert!(text.contains("verdict: NOT VERIFIED"), "{text}");
 
+    // A client nonce that spells AIR's profile does not make ours look like AIR's.
+    let mut c = claims(&t, &key);
+    c.nonce = Some(b"https://spec.cyntrisec.com/air/v1".to_vec());
+    let (code, json) = verify(
+        dir.path(),
+        &t,
+        Receipt::sign(c, &key).unwrap().as_bytes(),
+        &[],
+    );
+    assert_eq!(code, Some(0), "{json}");
+    // The client's nonce: required, present; required, other.
+    let nonce = hex::encode(b"https://spec.cyntrisec.com/air/v1");
+    let mut c = claims(&t, &key);
+    c.nonce = Some(b"https://spec.cyntrisec.com/air/v1".to_vec());
+    let with_nonce = Receipt::sign(c, &key).unwrap();
+    let (code, json) = verify(
+        dir.path(),
+        &t,
+        with_nonce.as_bytes(),
+        &["--expect-nonce", &nonce],
+    );
+    assert_eq!(code, Some(0), "{json}");
+    let (code, json) = verify(
+        dir.path(),
+        &t,
+        with_nonce.as_bytes(),
+        &["--expect-nonce", "0011223344556677"],
+    );
+    assert_eq!(code, Some(1), "{json}");
+    assert!(error(&json).contains("nonce"), "{json}");
+
     // Our receipt's key is the one evidence binds: a key on the command line is refused.
     let vk = hex::encode(key.verifying_key().to_bytes());
     let out = trustbridge_tests::run("tb-verify", &["receipt", &s(&r), "--public-key", &vk]);
@@ -303,7 +334,7 @@ fn tb_verify_log_checks_the_chains_and_the_keys() {
     let (b, root) = (dir.path().join("bundle.json"), dir.path().join("root.der"));
     std::fs::write(&b, t.bundle.to_json().unwrap()).unwrap();
     std::fs::write(&root, t.sim.nitro_root().der()).unwrap();
-    let run = |receipts: &[&Receipt]| {
+    let run_with = |receipts: &[&Receipt], extra: &[&str]| {
         let log = dir.path().join("receipts.log");
         let text: String = receipts
             .iter()
@@ -317,26 +348,37 @@ fn tb_verify_log_checks_the_chains_and_the_keys() {
             .collect();
         std::fs::write(&log, text).unwrap();
         let (log, b, root) = (s(&log), s(&b), s(&root));
-        let out = trustbridge_tests::run(
-            "tb-verify",
-            &[
-                "log",
-                &log,
-                "--attestation",
-                &b,
-                "--simulation-root",
-                &root,
-                "--allow-simulated",
-                "--json",
-            ],
-        );
+        let mut args = vec![
+            "log",
+            &log,
+            "--attestation",
+            &b,
+            "--simulation-root",
+            &root,
+            "--allow-simulated",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = trustbridge_tests::run("tb-verify", &args);
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         (out.status.code(), json)
     };
+    let run = |receipts: &[&Receipt]| run_with(receipts, &[]);
     let all: Vec<&Receipt> = chain.iter().collect();
     let (code, json) = run(&all);
     assert_eq!(code, Some(0), "{json}");
     assert_eq!(json["boots"][0]["count"], 5);
+
+    // Answers that finished out of order are logged out of order: still one chain.
+    let (code, json) = run(&[&chain[0], &chain[2], &chain[1], &chain[4], &chain[3]]);
+    assert_eq!(code, Some(0), "{json}");
+
+    // A boot whose first receipts were dropped, unless the log is known to be partial.
+    let (code, json) = run(&[&chain[2], &chain[3], &chain[4]]);
+    assert_eq!(code, Some(1), "{json}");
+    assert!(error(&json).contains("receipts 0..2 are missing"), "{json}");
+    let (code, json) = run_with(&[&chain[2], &chain[3], &chain[4]], &["--partial"]);
+    assert_eq!(code, Some(0), "{json}");
 
     // A dropped receipt: the chain has a gap.
     let (code, json) = run(&[&chain[0], &chain[1], &chain[3], &chain[4]]);

@@ -111,11 +111,13 @@ pub struct AirClaims {
     pub model_hash_scheme: Option<String>,
 }
 
-/// Whether `bytes` look like an AIR v1 receipt (a COSE_Sign1 whose payload names the AIR
-/// profile), for choosing a verifier; nothing is verified.
+/// Whether `bytes` look like an AIR v1 receipt, for choosing a verifier (nothing is
+/// verified): not a TrustBridge envelope (whose claims, a client nonce included, could
+/// hold any bytes), and naming the AIR profile.
 pub fn is_air(bytes: &[u8]) -> bool {
     let profile = AIR_V1_PROFILE.as_bytes();
-    bytes.len() <= MAX_AIR_LEN && bytes.windows(profile.len()).any(|w| w == profile)
+    !trustbridge_protocol::receipt::has_our_envelope(bytes)
+        && bytes.windows(profile.len()).any(|w| w == profile)
 }
 
 /// The envelope's parts.

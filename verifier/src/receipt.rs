@@ -190,72 +190,68 @@ pub struct Boot {
     pub count: u64,
 }
 
-/// Checks a log of verified receipts, in log order, as one hash chain per boot (one receipt
-/// key per boot): no gaps, no forks, every `previous` the digest of the boot's receipt
-/// before it, and a boot that starts in the log starts at sequence 0 from
-/// [`GENESIS`]. A boot may start mid-chain only as the log's own beginning shows it (a log
-/// read from `after=SEQ`), which the report's `first` makes visible.
+/// Checks a log of verified receipts as one hash chain per boot (one receipt key per
+/// boot), each boot's receipts taken in sequence order: an honest relay logs receipts in
+/// the order their answers finish, which concurrent requests interleave. Refused: the
+/// same sequence twice (a duplicate or a fork), a missing sequence (a gap), a `previous`
+/// that is not the digest of the receipt before it, and a sequence 0 that does not start
+/// from [`GENESIS`]. A boot may start past sequence 0 (a log read from `after=SEQ`);
+/// [`Boot::first`] shows it, and `tb-verify log` refuses it unless told the log is partial.
+/// Errors name the log position of the offending receipt.
 pub fn check_chains(receipts: &[Receipt]) -> Result<Vec<Boot>, LogError> {
-    struct Tip {
-        boot: usize,
-        sequence: u64,
-        digest: [u8; 32],
-    }
-    let mut tips: BTreeMap<KeyId, Tip> = BTreeMap::new();
-    let mut boots: Vec<Boot> = Vec::new();
+    let mut order: Vec<KeyId> = Vec::new();
+    let mut by_boot: BTreeMap<KeyId, Vec<(usize, &Receipt)>> = BTreeMap::new();
     for (index, r) in receipts.iter().enumerate() {
-        let c = r.claims();
-        let issuer = c.issuer;
-        match tips.get_mut(&issuer) {
-            None => {
-                if c.sequence == 0 && c.previous != GENESIS {
-                    return Err(LogError::Genesis { index, issuer });
-                }
-                tips.insert(
+        let issuer = r.claims().issuer;
+        let list = by_boot.entry(issuer).or_default();
+        if list.is_empty() {
+            order.push(issuer);
+        }
+        list.push((index, r));
+    }
+    let mut boots = Vec::with_capacity(order.len());
+    for issuer in order {
+        let mut list = by_boot.remove(&issuer).unwrap_or_default();
+        list.sort_by_key(|(_, r)| r.claims().sequence);
+        let Some(&(index, head)) = list.first() else {
+            continue;
+        };
+        if head.claims().sequence == 0 && head.claims().previous != GENESIS {
+            return Err(LogError::Genesis { index, issuer });
+        }
+        for pair in list.windows(2) {
+            let ((_, a), (index, b)) = (pair[0], pair[1]);
+            let (sa, sb) = (a.claims().sequence, b.claims().sequence);
+            if sb == sa {
+                return Err(LogError::Fork {
+                    index,
                     issuer,
-                    Tip {
-                        boot: boots.len(),
-                        sequence: c.sequence,
-                        digest: r.digest(),
-                    },
-                );
-                boots.push(Boot {
-                    issuer,
-                    first: c.sequence,
-                    last: c.sequence,
-                    count: 1,
+                    sequence: sb,
                 });
             }
-            Some(tip) => {
-                if c.sequence <= tip.sequence {
-                    return Err(LogError::Fork {
-                        index,
-                        issuer,
-                        sequence: c.sequence,
-                    });
-                }
-                if c.sequence != tip.sequence + 1 {
-                    return Err(LogError::Gap {
-                        index,
-                        issuer,
-                        last: tip.sequence,
-                        found: c.sequence,
-                    });
-                }
-                if c.previous != tip.digest {
-                    return Err(LogError::Chain {
-                        index,
-                        issuer,
-                        sequence: c.sequence,
-                    });
-                }
-                tip.sequence = c.sequence;
-                tip.digest = r.digest();
-                let boot = &mut boots[tip.boot];
-                boot.last = c.sequence;
-                boot.count += 1;
+            if sb != sa + 1 {
+                return Err(LogError::Gap {
+                    index,
+                    issuer,
+                    last: sa,
+                    found: sb,
+                });
+            }
+            if b.claims().previous != a.digest() {
+                return Err(LogError::Chain {
+                    index,
+                    issuer,
+                    sequence: sb,
+                });
             }
         }
+        let last = list.last().map_or(head, |(_, r)| r);
+        boots.push(Boot {
+            issuer,
+            first: head.claims().sequence,
+            last: last.claims().sequence,
+            count: list.len() as u64,
+        });
     }
     Ok(boots)
 }

@@ -91,7 +91,7 @@ fn gaps_forks_broken_links_and_false_starts_are_refused() {
             found: 3
         })
     );
-    // A replayed receipt, and a reordered one.
+    // A replayed receipt: the same sequence twice.
     let log = vec![c[0].clone(), c[1].clone(), c[1].clone()];
     assert!(matches!(
         check_chains(&log),
@@ -101,11 +101,9 @@ fn gaps_forks_broken_links_and_false_starts_are_refused() {
             ..
         })
     ));
-    let log = vec![c[0].clone(), c[2].clone(), c[1].clone()];
-    assert!(matches!(
-        check_chains(&log),
-        Err(LogError::Gap { index: 1, .. })
-    ));
+    // Reordered by concurrent answers (an honest relay logs them as they finish): fine.
+    let log = vec![c[0].clone(), c[2].clone(), c[1].clone(), c[3].clone()];
+    assert_eq!(check_chains(&log).unwrap()[0].count, 4);
     // A fork: another receipt 1 that does not chain to receipt 0.
     let other = chain(&a, 2); // same key, same claims: identical chain...
     assert_eq!(other[1].digest(), c[1].digest());

@@ -166,8 +166,14 @@ impl Gateway {
         &self.publisher
     }
 
-    /// Answers one encapsulated request with `model`.
-    pub async fn answer(&self, encapsulated: &[u8], model: &Model) -> Result<Exchange, OuterError> {
+    /// Answers one encapsulated request with `model`, released under the policy whose
+    /// SHA-256 is `policy_digest`.
+    pub async fn answer(
+        &self,
+        encapsulated: &[u8],
+        model: &Model,
+        policy_digest: [u8; 32],
+    ) -> Result<Exchange, OuterError> {
         let _permit = self.permits.try_acquire().map_err(|_| OuterError::Busy)?;
         let (plain, response) = self
             .keys
@@ -210,7 +216,7 @@ impl Gateway {
                 response_digest: response_digest.finish(),
                 evidence_digest: published.evidence_digest,
                 measurements: published.measurements.clone(),
-                policy_digest: model.policy_sha256,
+                policy_digest,
                 status: inner.status,
                 usage: inner.usage,
             })
@@ -250,11 +256,11 @@ impl Gateway {
                 "the request has no method or path",
             );
         };
-        if !path.starts_with(b"/v1/") {
+        if !api_endpoint(method, path) {
             return Inner::error(
                 404,
                 "invalid_request_error",
-                "no such endpoint: the API is under /v1/",
+                "no such endpoint: GET /v1/models, POST /v1/chat/completions, /v1/completions or /v1/embeddings",
             );
         }
         let headers: Vec<(Vec<u8>, Vec<u8>)> = m
@@ -301,17 +307,38 @@ impl Gateway {
     }
 }
 
-/// The client's receipt nonce, if it sent one.
+/// The client's receipt nonce, if it sent one (the field name in any case, at most once).
 fn client_nonce(m: &bhttp::Message) -> Result<Option<Vec<u8>>, &'static str> {
-    let Some(v) = m.header().get(NONCE_HEADER.as_bytes()) else {
+    let mut values = m
+        .header()
+        .iter()
+        .filter(|f| f.name().eq_ignore_ascii_case(NONCE_HEADER.as_bytes()));
+    let Some(v) = values.next().map(bhttp::Field::value) else {
         return Ok(None);
     };
+    if values.next().is_some() {
+        return Err("trustbridge-receipt-nonce may be sent once");
+    }
     let nonce = std::str::from_utf8(v)
         .ok()
         .and_then(|s| hex::decode(s.trim()).ok())
         .filter(|n| trustbridge_protocol::receipt::NONCE_LEN.contains(&n.len()))
         .ok_or("trustbridge-receipt-nonce must be 8 to 64 bytes, hex")?;
     Ok(Some(nonce))
+}
+
+/// The inference API a client may reach: what answers requests, not what administers the
+/// runtime (vLLM serves adapter loading and other administration under `/v1` too, which
+/// would change what serves everyone while receipts name only the base model).
+fn api_endpoint(method: &[u8], path: &[u8]) -> bool {
+    let path = path.split(|b| *b == b'?').next().unwrap_or(path);
+    matches!(
+        (method, path),
+        (b"GET", b"/v1/models")
+            | (b"POST", b"/v1/chat/completions")
+            | (b"POST", b"/v1/completions")
+            | (b"POST", b"/v1/embeddings")
+    )
 }
 
 /// Token counts from an OpenAI-shaped JSON answer (`usage.prompt_tokens`,
@@ -324,9 +351,82 @@ fn usage(body: &[u8]) -> Option<Usage> {
     let u = v.get("usage")?;
     Some(Usage {
         prompt_tokens: u.get("prompt_tokens")?.as_u64()?,
-        completion_tokens: u
-            .get("completion_tokens")
-            .and_then(serde_json::Value::as_u64)
-            .unwrap_or(0),
+        // Embeddings generate nothing and report no completion tokens; a value that is
+        // there must be a count.
+        completion_tokens: match u.get("completion_tokens") {
+            None => 0,
+            Some(c) => c.as_u64()?,
+        },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn request(path: &str, headers: &[(&str, &str)]) -> bhttp::Message {
+        let mut m = bhttp::Message::request(
+            b"POST".to_vec(),
+            b"https".to_vec(),
+            b"s".to_vec(),
+            path.as_bytes().to_vec(),
+        );
+        for (n, v) in headers {
+            m.put_header(*n, *v);
+        }
+        m
+    }
+
+    #[test]
+    fn only_the_inference_api_reaches_the_runtime() {
+        assert!(api_endpoint(b"POST", b"/v1/chat/completions"));
+        assert!(api_endpoint(b"POST", b"/v1/embeddings?x=1"));
+        assert!(api_endpoint(b"GET", b"/v1/models"));
+        for (m, p) in [
+            (&b"POST"[..], &b"/v1/load_lora_adapter"[..]),
+            (b"POST", b"/v1/unload_lora_adapter"),
+            (b"DELETE", b"/v1/models"),
+            (b"GET", b"/metrics"),
+            (b"POST", b"/v1/chat/completions/../../admin"),
+        ] {
+            assert!(!api_endpoint(m, p), "{}", String::from_utf8_lossy(p));
+        }
+    }
+
+    #[test]
+    fn the_receipt_nonce_is_read_in_any_case_and_once() {
+        let m = request(
+            "/v1/models",
+            &[("Trustbridge-Receipt-Nonce", "0011223344556677")],
+        );
+        assert_eq!(
+            client_nonce(&m),
+            Ok(Some(hex::decode("0011223344556677").unwrap()))
+        );
+        let twice = request(
+            "/v1/models",
+            &[
+                ("trustbridge-receipt-nonce", "0011223344556677"),
+                ("TRUSTBRIDGE-RECEIPT-NONCE", "8899aabbccddeeff"),
+            ],
+        );
+        assert!(client_nonce(&twice).is_err());
+        assert!(client_nonce(&request("/v1/models", &[(NONCE_HEADER, "00")])).is_err());
+        assert_eq!(client_nonce(&request("/v1/models", &[])), Ok(None));
+    }
+
+    #[test]
+    fn usage_is_taken_only_as_reported() {
+        let u = usage(br#"{"usage":{"prompt_tokens":3,"completion_tokens":4}}"#).unwrap();
+        assert_eq!((u.prompt_tokens, u.completion_tokens), (3, 4));
+        assert_eq!(
+            usage(br#"{"usage":{"prompt_tokens":3}}"#)
+                .unwrap()
+                .completion_tokens,
+            0
+        );
+        assert!(usage(br#"{"usage":{"prompt_tokens":3,"completion_tokens":"x"}}"#).is_none());
+        assert!(usage(b"data: {}").is_none());
+    }
 }

@@ -64,10 +64,14 @@ async fn request(sentinel: &Sentinel, headers: &HeaderMap, body: &[u8]) -> Respo
             "expected content-type message/ohttp-req",
         );
     }
-    let (Some(gateway), Some(model)) = (sentinel.gateway(), sentinel.model()) else {
+    let (Some(gateway), Some(model), Some(policy)) = (
+        sentinel.gateway(),
+        sentinel.model(),
+        sentinel.policy_digest(),
+    ) else {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "not ready");
     };
-    match gateway.answer(body, &model).await {
+    match gateway.answer(body, &model, policy).await {
         Ok(exchange) => {
             let receipt =
                 base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&exchange.receipt);

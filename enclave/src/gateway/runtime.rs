@@ -11,8 +11,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-/// Where the runtime listens: `http://HOST:PORT`, on the TEE's own network (plain HTTP:
-/// the runtime is inside the same trust boundary; a remote runtime would be outside it).
+/// Where the runtime listens: `http://IP:PORT` with a loopback IP literal (127.0.0.0/8 or
+/// `[::1]`), inside the TEE. Plain HTTP is fine only because the loopback is inside the
+/// trust boundary; on SEV-SNP and Azure the host writes the sentinel's configuration, so a
+/// host name (resolved through files the host controls) or any other address would let
+/// the host receive every decrypted prompt. Anything else is refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuntimeUrl {
     host: String,
@@ -21,7 +24,9 @@ pub struct RuntimeUrl {
 
 /// A runtime URL that is not `http://HOST:PORT`.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("runtime URL {0:?} must be http://HOST:PORT (no path), e.g. http://127.0.0.1:8081")]
+#[error(
+    "runtime URL {0:?} must be http://IP:PORT with a loopback IP (127.0.0.0/8 or [::1]) and no path, e.g. http://127.0.0.1:8081: the runtime must run inside the TEE"
+)]
 pub struct BadRuntimeUrl(pub String);
 
 impl FromStr for RuntimeUrl {
@@ -31,7 +36,13 @@ impl FromStr for RuntimeUrl {
         let rest = s.strip_prefix("http://").ok_or_else(bad)?;
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
-        if host.is_empty() || host.contains('/') || host.contains('@') {
+        let ip: std::net::IpAddr = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host)
+            .parse()
+            .map_err(|_| bad())?;
+        if !ip.is_loopback() {
             return Err(bad());
         }
         Ok(Self {
@@ -210,7 +221,9 @@ mod tests {
         let u: RuntimeUrl = "http://127.0.0.1:8081".parse().unwrap();
         assert_eq!(u.to_string(), "http://127.0.0.1:8081");
         assert_eq!(RuntimeUrl::default(), DEFAULT_RUNTIME.parse().unwrap());
-        assert_eq!("http://localhost:9/".parse::<RuntimeUrl>().unwrap().port, 9);
+        assert_eq!("http://127.0.0.1:9/".parse::<RuntimeUrl>().unwrap().port, 9);
+        assert!("http://[::1]:8081".parse::<RuntimeUrl>().is_ok());
+        assert!("http://127.8.9.10:1".parse::<RuntimeUrl>().is_ok());
         for bad in [
             "https://127.0.0.1:8081",
             "127.0.0.1:8081",
@@ -218,6 +231,12 @@ mod tests {
             "http://127.0.0.1:8081/v1",
             "http://user@host:1",
             "http://:80",
+            // Not inside the TEE, or resolved through files the host controls.
+            "http://localhost:8081",
+            "http://10.0.0.5:8081",
+            "http://192.168.1.1:8081",
+            "http://[2001:db8::1]:8081",
+            "http://runtime.internal:8081",
         ] {
             assert!(bad.parse::<RuntimeUrl>().is_err(), "{bad}");
         }

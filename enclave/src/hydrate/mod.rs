@@ -61,9 +61,6 @@ pub struct Model {
     pub manifest: SignedManifest,
     /// Plaintext by bundle path (zeroized on drop; empty once handed to a tmpfs runtime).
     pub files: std::sync::Arc<BTreeMap<String, PlainBuffer>>,
-    /// SHA-256 of the key-release policy the broker released the key under (signed by
-    /// the broker; the receipts' `policy_digest`).
-    pub policy_sha256: [u8; 32],
 }
 
 impl std::fmt::Debug for Model {
@@ -157,7 +154,6 @@ pub async fn fetch_files(
     Ok(Model {
         manifest,
         files: std::sync::Arc::new(files),
-        policy_sha256: released.policy_sha256,
     })
 }
 

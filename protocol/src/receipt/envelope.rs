@@ -23,6 +23,14 @@ fn to_be_signed(payload: &[u8]) -> Vec<u8> {
     w.into_vec()
 }
 
+/// Whether `bytes` begin as every TrustBridge receipt does (tag 18, a 4-item array, our
+/// exact protected header): for choosing a verifier, not a verification.
+pub fn has_our_envelope(bytes: &[u8]) -> bool {
+    bytes.len() > 3 + PROTECTED.len()
+        && bytes[..3] == [0xd2, 0x84, 0x40 | PROTECTED.len() as u8]
+        && bytes[3..3 + PROTECTED.len()] == *PROTECTED
+}
+
 /// A receipt whose signature was made or checked, with its exact bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Receipt {

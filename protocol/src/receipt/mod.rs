@@ -38,7 +38,7 @@ mod envelope;
 
 pub use batch::verify_batch;
 pub use claims::{Claims, NONCE_LEN, Usage};
-pub use envelope::{Receipt, UnverifiedReceipt};
+pub use envelope::{Receipt, UnverifiedReceipt, has_our_envelope};
 
 use aws_lc_rs::digest;
 

@@ -40,6 +40,11 @@ pub(crate) struct LogArgs {
     attestation: Vec<PathBuf>,
     #[command(flatten)]
     evidence: EvidenceOptions,
+    /// The log was read from the middle (a relay's `after=SEQ` page): boots may start past
+    /// sequence 0. Without it a boot whose first receipts are missing is refused (a relay
+    /// could have dropped them).
+    #[arg(long)]
+    partial: bool,
     /// Print JSON: {verified, error, boots, checks}.
     #[arg(long)]
     json: bool,
@@ -135,19 +140,22 @@ pub(crate) fn run(args: LogArgs) -> Result<Outcome> {
             format!("line {} is not a log entry {{\"seq\", \"receipt\"}}", i + 1)
         })?;
         if let Some(next) = expected_seq {
-            if entry.seq != next {
+            if Some(entry.seq) != next {
                 fail(
                     &mut checks,
                     "log",
                     format!(
                         "log entry {} follows entry {}: entries are missing or reordered",
                         entry.seq,
-                        next - 1
+                        next.map_or_else(
+                            || "the last possible".to_owned(),
+                            |n| (n - 1).to_string()
+                        )
                     ),
                 );
             }
         }
-        expected_seq = Some(entry.seq + 1);
+        expected_seq = Some(entry.seq.checked_add(1));
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(entry.receipt.trim_end_matches('='))
             .with_context(|| format!("log entry {} is not base64url", entry.seq))?;
@@ -215,10 +223,20 @@ pub(crate) fn run(args: LogArgs) -> Result<Outcome> {
             }
             match check_chains(&receipts) {
                 Ok(b) => {
-                    checks.pass(
-                        "chains",
-                        format!("{} boot(s), each one unbroken hash chain", b.len()),
-                    );
+                    match b.iter().find(|boot| boot.first != 0) {
+                        Some(boot) if !args.partial => fail(
+                            &mut checks,
+                            "chains",
+                            format!(
+                                "boot {} starts at sequence {}: its receipts 0..{} are missing (--partial for a log read from the middle)",
+                                boot.issuer, boot.first, boot.first
+                            ),
+                        ),
+                        _ => checks.pass(
+                            "chains",
+                            format!("{} boot(s), each one unbroken hash chain", b.len()),
+                        ),
+                    }
                     boots = b;
                 }
                 Err(e) => fail(&mut checks, "chains", e.to_string()),

@@ -45,8 +45,9 @@ pub(crate) struct ReceiptArgs {
     /// AIR v1: the issuer's Ed25519 public key (hex), obtained out of band.
     #[arg(long, value_name = "HEX", value_parser = parse_key32)]
     public_key: Option<Key32>,
-    /// AIR v1: require this eat_nonce (hex).
-    #[arg(long, value_name = "HEX", value_parser = parse_hex, requires = "public_key")]
+    /// Require the receipt to carry this client nonce (eat_nonce, hex): the one the client
+    /// sent with its request (trustbridge-receipt-nonce), so the receipt is fresh.
+    #[arg(long, value_name = "HEX", value_parser = parse_hex)]
     expect_nonce: Option<HexBytes>,
     /// AIR v1: require this model_hash (hex, 32 bytes).
     #[arg(long, value_name = "HEX", value_parser = parse_key32, requires = "public_key")]
@@ -63,10 +64,6 @@ pub(crate) struct ReceiptArgs {
     allow_evaluation_mode: bool,
     #[command(flatten)]
     evidence: EvidenceOptions,
-    /// Require the attestation bundle's evidence to be for this nonce (the one sent as
-    /// `?nonce=`), so it cannot be an old bundle replayed.
-    #[arg(long, value_name = "HEX", value_parser = parse_hex)]
-    nonce: Option<HexBytes>,
     /// Require the sentinel to pin this key broker identity key.
     #[arg(long, value_name = "HEX", value_parser = parse_key32)]
     expect_broker_key: Option<Key32>,
@@ -168,7 +165,7 @@ pub(crate) fn run(args: ReceiptArgs) -> Result<Outcome> {
         &evidence,
         supplied,
         Expected {
-            nonce: args.nonce.as_ref().map(|h| h.0.clone()),
+            nonce: None,
             binding: Some(bundle.binding.clone()),
             broker_key: args.expect_broker_key.map(|k| k.0),
             provider_key: args.expect_provider_key.map(|k| k.0),
@@ -218,6 +215,24 @@ pub(crate) fn run(args: ReceiptArgs) -> Result<Outcome> {
                             "receipt claims",
                             "evidence digest, measurements and model agree with the evidence",
                         ),
+                    }
+                    if let Some(nonce) = &args.expect_nonce {
+                        if r.claims().nonce.as_ref() == Some(&nonce.0) {
+                            checks.pass("nonce", "the receipt carries the client's nonce");
+                        } else {
+                            fail(
+                                checks,
+                                "nonce",
+                                format!(
+                                    "the receipt carries nonce {}, not {}",
+                                    r.claims()
+                                        .nonce
+                                        .as_ref()
+                                        .map_or_else(|| "none".into(), hex::encode),
+                                    hex::encode(&nonce.0)
+                                ),
+                            );
+                        }
                     }
                     if let Some(model) = args.expect_model {
                         if r.claims().model == model.0 {
