@@ -30,5 +30,6 @@ pub mod hydrate;
 pub mod keys;
 pub mod memory;
 pub mod output;
+mod reauthorization;
 pub mod receipts;
 pub mod sentinel;

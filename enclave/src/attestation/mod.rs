@@ -60,3 +60,45 @@ pub trait AttestationProvider: Send + Sync {
     /// Evidence that carries `binding`.
     fn evidence(&self, binding: &EvidenceBinding) -> Result<Evidence, AttestError>;
 }
+
+/// A provider whose evidence requests run one at a time.
+///
+/// Several TEE interfaces keep per-machine state between writing the report data and
+/// reading the evidence (Azure's vTPM NV index, a configfs-tsm entry), and the sentinel
+/// asks for evidence from several places (key release, re-authorization, the published
+/// attestation bundle, clients' nonce bundles): serialized, a client's request can no
+/// longer break the sentinel's own.
+pub struct Serialized {
+    inner: std::sync::Arc<dyn AttestationProvider>,
+    lock: std::sync::Mutex<()>,
+}
+
+impl Serialized {
+    /// `inner`, one request at a time.
+    pub fn new(inner: std::sync::Arc<dyn AttestationProvider>) -> Self {
+        Self {
+            inner,
+            lock: std::sync::Mutex::new(()),
+        }
+    }
+}
+
+impl AttestationProvider for Serialized {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn simulated(&self) -> bool {
+        self.inner.simulated()
+    }
+
+    fn evidence(&self, binding: &EvidenceBinding) -> Result<Evidence, AttestError> {
+        // A poisoned lock only means an earlier request panicked; the device state is
+        // re-established by each request, so carry on.
+        let _one = self
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.inner.evidence(binding)
+    }
+}
