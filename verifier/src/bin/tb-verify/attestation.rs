@@ -236,6 +236,46 @@ pub(crate) fn verify_evidence(
     })
 }
 
+/// Reads an attestation bundle and verifies its evidence under `opts`: the evidence must
+/// carry the bundle's binding (so the bundle's receipt key is one the evidence binds) and
+/// pin the given keys.
+pub(crate) fn verify_bundle(
+    opts: &EvidenceOptions,
+    path: &std::path::Path,
+    broker_key: Option<[u8; 32]>,
+    provider_key: Option<[u8; 32]>,
+) -> Result<(
+    trustbridge_protocol::attestation_bundle::AttestationBundle,
+    EvidenceVerdict,
+)> {
+    let bundle = trustbridge_protocol::attestation_bundle::AttestationBundle::from_json(
+        &crate::input::read_capped(path)?,
+    )
+    .with_context(|| format!("{} is not an attestation bundle", path.display()))?;
+    let supplied = bundle
+        .certificates
+        .iter()
+        .map(|der| ParsedCertificate::from_der(der, "bundle certificate"))
+        .collect::<Result<Vec<_>, _>>()
+        .context("the attestation bundle carries a certificate that does not parse")?;
+    let evidence = Evidence {
+        platform: bundle.platform,
+        bytes: bundle.evidence.clone(),
+    };
+    let verdict = verify_evidence(
+        opts,
+        &evidence,
+        supplied,
+        Expected {
+            nonce: None,
+            binding: Some(bundle.binding.clone()),
+            broker_key,
+            provider_key,
+        },
+    )?;
+    Ok((bundle, verdict))
+}
+
 /// The measurements of `ev` as JSON (hex values).
 pub(crate) fn measurements_json(ev: &VerifiedEvidence) -> serde_json::Value {
     ev.measurements

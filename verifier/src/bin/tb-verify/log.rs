@@ -11,12 +11,10 @@ use trustbridge_protocol::KeyId;
 use trustbridge_protocol::attestation_bundle::AttestationBundle;
 use trustbridge_protocol::receipt::{UnverifiedReceipt, receipt_key_id};
 use trustbridge_verifier::receipt::{check_bound, check_chains, receipt_key, verify_all};
-use trustbridge_verifier::x509::ParsedCertificate;
 use trustbridge_verifier::{Checks, VerifiedEvidence};
 
 use crate::Outcome;
-use crate::attestation::{EvidenceOptions, Expected, checks_json, print_checks, verify_evidence};
-use crate::input::{Evidence, read_capped};
+use crate::attestation::{EvidenceOptions, checks_json, print_checks, verify_bundle};
 
 /// Largest log file read.
 const MAX_LOG_FILE: u64 = 1 << 30;
@@ -87,29 +85,7 @@ pub(crate) fn run(args: LogArgs) -> Result<Outcome> {
     // its evidence.
     let mut bound: BTreeMap<KeyId, Vec<(AttestationBundle, VerifiedEvidence)>> = BTreeMap::new();
     for path in &args.attestation {
-        let bundle = AttestationBundle::from_json(&read_capped(path)?)
-            .with_context(|| format!("{} is not an attestation bundle", path.display()))?;
-        let supplied = bundle
-            .certificates
-            .iter()
-            .map(|der| ParsedCertificate::from_der(der, "bundle certificate"))
-            .collect::<Result<Vec<_>, _>>()
-            .context("the attestation bundle carries a certificate that does not parse")?;
-        let evidence = Evidence {
-            platform: bundle.platform,
-            bytes: bundle.evidence.clone(),
-        };
-        let verdict = verify_evidence(
-            &args.evidence,
-            &evidence,
-            supplied,
-            Expected {
-                nonce: None,
-                binding: Some(bundle.binding.clone()),
-                broker_key: None,
-                provider_key: None,
-            },
-        )?;
+        let (bundle, verdict) = verify_bundle(&args.evidence, path, None, None)?;
         let key = receipt_key_id(&bundle.receipt_key);
         match (verdict.error, verdict.verified) {
             (None, Ok(ev)) => {

@@ -3,20 +3,18 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use base64::Engine;
 use serde_json::json;
-use trustbridge_protocol::attestation_bundle::AttestationBundle;
 use trustbridge_protocol::receipt::{Claims, EAT_PROFILE, SALT_LEN, UnverifiedReceipt};
 use trustbridge_verifier::receipt::{check_bound, check_digests, receipt_key};
-use trustbridge_verifier::x509::ParsedCertificate;
 
 use crate::Outcome;
 use crate::attestation::{
-    EvidenceOptions, Expected, checks_json, measurements_json, print_checks, print_measurements,
-    verify_evidence,
+    EvidenceOptions, checks_json, measurements_json, print_checks, print_measurements,
+    verify_bundle,
 };
-use crate::input::{Evidence, HexBytes, Key32, parse_hex, parse_key32, read_capped};
+use crate::input::{HexBytes, Key32, parse_hex, parse_key32, read_capped};
 
 /// Verify an execution receipt: a TrustBridge receipt against the attested sentinel that
 /// signed it (--attestation), or an AIR v1 receipt (EphemeralML) with its issuer's key
@@ -143,33 +141,15 @@ pub(crate) fn run(args: ReceiptArgs) -> Result<Outcome> {
             "a TrustBridge receipt is verified against its sentinel's attestation bundle: pass --attestation BUNDLE (its key is the one verified evidence binds, never one given on the command line)"
         );
     };
-    let bundle_bytes = read_capped(attestation)?;
-    let bundle = AttestationBundle::from_json(&bundle_bytes)
-        .with_context(|| format!("{} is not an attestation bundle", attestation.display()))?;
     let plaintexts = match (&args.request, &args.response, &args.salt) {
         (Some(q), Some(r), Some(s)) => Some((read_capped(q)?, read_capped(r)?, s.0)),
         _ => None,
     };
-    let supplied = bundle
-        .certificates
-        .iter()
-        .map(|der| ParsedCertificate::from_der(der, "bundle certificate"))
-        .collect::<Result<Vec<_>, _>>()
-        .context("the attestation bundle carries a certificate that does not parse")?;
-    let evidence = Evidence {
-        platform: bundle.platform,
-        bytes: bundle.evidence.clone(),
-    };
-    let mut verdict = verify_evidence(
+    let (bundle, mut verdict) = verify_bundle(
         &args.evidence,
-        &evidence,
-        supplied,
-        Expected {
-            nonce: None,
-            binding: Some(bundle.binding.clone()),
-            broker_key: args.expect_broker_key.map(|k| k.0),
-            provider_key: args.expect_provider_key.map(|k| k.0),
-        },
+        attestation,
+        args.expect_broker_key.map(|k| k.0),
+        args.expect_provider_key.map(|k| k.0),
     )?;
     let checks = &mut verdict.checks;
 
