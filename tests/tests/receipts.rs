@@ -136,6 +136,14 @@ fn a_receipt_of_the_attested_sentinel_verifies_and_forgeries_do_not() {
     let digests = ["--request", &qs, "--response", &rs, "--salt", &salt];
     let (code, json) = verify(dir.path(), &t, header.as_bytes(), &digests);
     assert_eq!(code, Some(0), "{json}");
+    // And the hex form the help promises.
+    let (code, json) = verify(
+        dir.path(),
+        &t,
+        hex::encode(receipt.as_bytes()).as_bytes(),
+        &[],
+    );
+    assert_eq!(code, Some(0), "{json}");
     // Another response than the one the receipt covers.
     std::fs::write(&r, b"another response").unwrap();
     let (code, json) = verify(dir.path(), &t, receipt.as_bytes(), &digests);

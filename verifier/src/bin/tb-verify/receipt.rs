@@ -98,11 +98,16 @@ fn read_receipt(path: &Path) -> Result<Vec<u8>> {
         return Ok(raw);
     }
     let text = text.trim();
+    // Hex first: hex text is valid base64 too, and would decode to garbage (a receipt in
+    // hex begins "d2"; in base64 it begins "0o", which is not hex).
+    if let Ok(b) = hex::decode(text) {
+        return Ok(b);
+    }
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(text.trim_end_matches('='))
         .or_else(|_| base64::engine::general_purpose::STANDARD.decode(text));
-    match (b64, hex::decode(text)) {
-        (Ok(b), _) | (_, Ok(b)) => Ok(b),
+    match b64 {
+        Ok(b) => Ok(b),
         _ => bail!(
             "{} is not a receipt: expected COSE_Sign1 bytes, base64url, base64 or hex",
             path.display()
