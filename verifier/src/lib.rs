@@ -22,6 +22,7 @@ pub mod air;
 pub mod amd;
 pub mod appraisal;
 pub mod azure;
+pub mod client_policy;
 pub mod crl;
 mod error;
 mod evidence;
@@ -29,6 +30,7 @@ pub mod hcl_report;
 pub mod nitro;
 mod policy;
 pub mod receipt;
+pub mod reference_values;
 mod roots;
 #[cfg(feature = "simulate")]
 pub mod simulated;
@@ -50,3 +52,24 @@ pub use roots::{
 };
 pub use snp::{verify_snp, verify_snp_logged};
 pub use trustbridge_protocol::binding::EvidenceBinding;
+
+/// Verifies `evidence` of `platform` at `now` against `roots`, with `certificates` that
+/// came with it (an SNP VCEK chain; Azure evidence may carry its own), recording each
+/// check: the one dispatch over the platforms for every caller.
+pub fn verify_logged(
+    platform: Platform,
+    evidence: &[u8],
+    certificates: &[x509::ParsedCertificate],
+    roots: &TrustRoots,
+    now: std::time::SystemTime,
+    checks: &mut Checks,
+) -> Result<VerifiedEvidence, VerifyError> {
+    match platform {
+        Platform::Nitro => verify_nitro_logged(evidence, roots, now, checks),
+        Platform::Snp => verify_snp_logged(evidence, certificates, roots, now, platform, checks),
+        Platform::AzureSnpVtpm => match AzureEvidence::from_json(evidence) {
+            Ok(azure) => verify_azure_logged(&azure, certificates, roots, now, checks),
+            Err(e) => Err(checks.failed(e)),
+        },
+    }
+}

@@ -198,11 +198,21 @@ impl Policy {
 
     /// Checks `ev` against the policy, recording each check.
     pub fn check(&self, ev: &VerifiedEvidence, checks: &mut Checks) -> Result<(), PolicyError> {
+        self.appraisal(ev.platform).appraise(ev, checks)?;
+        self.check_binding_and_pins(ev, checks)
+    }
+
+    /// The checks after the appraisal: the nonce, the evidence binding and the pinned
+    /// keys (for callers that appraise with their own reference values).
+    pub fn check_binding_and_pins(
+        &self,
+        ev: &VerifiedEvidence,
+        checks: &mut Checks,
+    ) -> Result<(), PolicyError> {
         let fail = |checks: &mut Checks, e: PolicyError| {
             checks.fail(e.check(), e.to_string());
             e
         };
-        self.appraisal(ev.platform).appraise(ev, checks)?;
         if let Some(nonce) = &self.nonce {
             let found = nonce_field(ev);
             let matches = match ev.platform {

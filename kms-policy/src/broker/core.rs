@@ -8,8 +8,8 @@ use trustbridge_protocol::key_release::{
     AdminAnswer, BrokerIdentity, BrokerInfo, BrokerKey, ErrorBody, HpkeError, HpkeKeyPair,
     Statement, StatementEncoding, request_digest,
 };
+use trustbridge_verifier::TrustRoots;
 use trustbridge_verifier::crl::RevocationList;
-use trustbridge_verifier::{Platform, TrustRoots};
 
 use super::admin_auth::AdminAuthError;
 use super::decision_log::{Decision, encode_record, sign_record};
@@ -107,17 +107,8 @@ impl ActivePolicy {
         let policy = Policy::from_toml(text)?;
         let mut roots = TrustRoots::production();
         if let Some(sim) = &policy.simulation {
-            for (platform, list) in [
-                (Platform::Nitro, &sim.nitro_root_sha256),
-                (Platform::Snp, &sim.snp_root_sha256),
-            ] {
-                for fp in list {
-                    let fp: [u8; 32] = fp.0.as_slice().try_into().map_err(|_| {
-                        PolicyError::Invalid("simulation root fingerprints are 32 bytes".into())
-                    })?;
-                    roots.add_simulation_fingerprint(platform, fp, "policy simulation root");
-                }
-            }
+            sim.trust(&mut roots)
+                .map_err(|e| PolicyError::Invalid(e.to_string()))?;
         }
         for list in revocations {
             roots.add_revocation_list(list.clone());

@@ -13,10 +13,7 @@ use trustbridge_protocol::key_release::{
 };
 use trustbridge_verifier::snp::MAX_SUPPLIED_CERTIFICATES;
 use trustbridge_verifier::x509::ParsedCertificate;
-use trustbridge_verifier::{
-    AzureEvidence, Platform, TrustRoots, VerifiedEvidence, VerifyError, check_binding,
-    verify_azure, verify_nitro, verify_snp,
-};
+use trustbridge_verifier::{Platform, TrustRoots, VerifiedEvidence, VerifyError, check_binding};
 
 use super::core::{ActivePolicy, Broker, BrokerError, ReleaseError, bad};
 use super::store::{AssetRecord, NonceState};
@@ -292,12 +289,14 @@ impl Broker {
 
     fn verify(&self, d: &Decoded, roots: &TrustRoots) -> Result<VerifiedEvidence, Denial> {
         let now = UNIX_EPOCH + Duration::from_secs(self.now());
-        let result = match d.platform {
-            Platform::Nitro => verify_nitro(&d.evidence, roots, now),
-            Platform::Snp => verify_snp(&d.evidence, &d.certificates, roots, now),
-            Platform::AzureSnpVtpm => AzureEvidence::from_json(&d.evidence)
-                .and_then(|az| verify_azure(&az, &d.certificates, roots, now)),
-        };
+        let result = trustbridge_verifier::verify_logged(
+            d.platform,
+            &d.evidence,
+            &d.certificates,
+            roots,
+            now,
+            &mut trustbridge_verifier::Checks::default(),
+        );
         result.map_err(|e| {
             if matches!(e, VerifyError::UntrustedRoot { .. }) && looks_simulated(d) {
                 Denial::new(

@@ -4,8 +4,9 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde_json::json;
+use trustbridge_verifier::client_policy::{BundleRefused, ClientPolicy, verify_bundle_evidence};
 use trustbridge_verifier::crl::RevocationList;
 use trustbridge_verifier::x509::ParsedCertificate;
 use trustbridge_verifier::{
@@ -239,11 +240,16 @@ pub(crate) fn verify_evidence(
 /// Reads an attestation bundle and verifies its evidence under `opts`: the evidence must
 /// carry the bundle's binding (so the bundle's receipt key is one the evidence binds) and
 /// pin the given keys.
+///
+/// With a client `policy` (`--policy`), the bundle is checked exactly as `trustbridge
+/// proxy` checks it ([`ClientPolicy::verify_bundle`]): the policy's roots, measurement
+/// sets, pins and models replace the command-line rules (`--at` still sets the time).
 pub(crate) fn verify_bundle(
     opts: &EvidenceOptions,
     path: &std::path::Path,
     broker_key: Option<[u8; 32]>,
     provider_key: Option<[u8; 32]>,
+    policy: Option<&ClientPolicy>,
 ) -> Result<(
     trustbridge_protocol::attestation_bundle::AttestationBundle,
     EvidenceVerdict,
@@ -252,6 +258,31 @@ pub(crate) fn verify_bundle(
         &crate::input::read_capped(path)?,
     )
     .with_context(|| format!("{} is not an attestation bundle", path.display()))?;
+    if let Some(policy) = policy {
+        let now = opts.at.unwrap_or_else(SystemTime::now);
+        let mut checks = Checks::default();
+        let verified =
+            match verify_bundle_evidence(&bundle, &policy.trust_roots(), now, &mut checks) {
+                Ok(ev) => Ok(ev),
+                Err(BundleRefused::Evidence(e) | BundleRefused::Certificate(e)) => Err(e),
+                Err(other) => bail!("unexpected refusal: {other}"),
+            };
+        let error = match &verified {
+            Ok(ev) => policy
+                .accept(&bundle, ev, &mut checks)
+                .err()
+                .map(|e| e.to_string()),
+            Err(e) => Some(e.to_string()),
+        };
+        return Ok((
+            bundle,
+            EvidenceVerdict {
+                verified,
+                checks,
+                error,
+            },
+        ));
+    }
     let supplied = bundle
         .certificates
         .iter()

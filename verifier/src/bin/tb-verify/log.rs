@@ -85,7 +85,7 @@ pub(crate) fn run(args: LogArgs) -> Result<Outcome> {
     // its evidence.
     let mut bound: BTreeMap<KeyId, Vec<(AttestationBundle, VerifiedEvidence)>> = BTreeMap::new();
     for path in &args.attestation {
-        let (bundle, verdict) = verify_bundle(&args.evidence, path, None, None)?;
+        let (bundle, verdict) = verify_bundle(&args.evidence, path, None, None, None)?;
         let key = receipt_key_id(&bundle.receipt_key);
         match (verdict.error, verdict.verified) {
             (None, Ok(ev)) => {

@@ -3,10 +3,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use base64::Engine;
 use serde_json::json;
 use trustbridge_protocol::receipt::{Claims, EAT_PROFILE, SALT_LEN, UnverifiedReceipt};
+use trustbridge_verifier::client_policy::ClientPolicy;
 use trustbridge_verifier::receipt::{check_bound, check_digests, receipt_key};
 
 use crate::Outcome;
@@ -62,6 +63,11 @@ pub(crate) struct ReceiptArgs {
     allow_evaluation_mode: bool,
     #[command(flatten)]
     evidence: EvidenceOptions,
+    /// Check the bundle against this client policy (client.toml, as `trustbridge proxy
+    /// --policy` reads it): its roots, measurement sets, pinned keys and models replace
+    /// the rules given as options (--at still sets the time).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["expect_broker_key", "expect_provider_key"])]
+    policy: Option<PathBuf>,
     /// Require the sentinel to pin this key broker identity key.
     #[arg(long, value_name = "HEX", value_parser = parse_key32)]
     expect_broker_key: Option<Key32>,
@@ -150,11 +156,21 @@ pub(crate) fn run(args: ReceiptArgs) -> Result<Outcome> {
         (Some(q), Some(r), Some(s)) => Some((read_capped(q)?, read_capped(r)?, s.0)),
         _ => None,
     };
+    let policy = args
+        .policy
+        .as_deref()
+        .map(|path| {
+            let text = String::from_utf8(read_capped(path)?)
+                .with_context(|| format!("{} is not UTF-8 text", path.display()))?;
+            ClientPolicy::from_toml(&text).with_context(|| format!("{}", path.display()))
+        })
+        .transpose()?;
     let (bundle, mut verdict) = verify_bundle(
         &args.evidence,
         attestation,
         args.expect_broker_key.map(|k| k.0),
         args.expect_provider_key.map(|k| k.0),
+        policy.as_ref(),
     )?;
     let checks = &mut verdict.checks;
 
