@@ -1,7 +1,8 @@
 //! `trustbridge`: the TrustBridge user tool.
 //!
 //! Provider commands (`keygen`, `seal`, `unseal`, `inspect`, `register`, `contract`,
-//! `policy compile`), `key-release`, `sim-ca`, `kds fetch`, and `demo`. Results go to
+//! `policy compile`), `key-release`, `sim-ca`, `kds fetch`, the verifying client `proxy`,
+//! and `demo`. Results go to
 //! stdout, diagnostics to stderr; exit status 0 on success, 1 on failure, 2 on usage errors.
 #![forbid(unsafe_code)]
 
@@ -46,6 +47,7 @@ enum Command {
     Unseal(commands::unseal::UnsealArgs),
     Inspect(commands::inspect::InspectArgs),
     Demo(commands::demo::DemoArgs),
+    Proxy(commands::proxy::ProxyArgs),
     Kds(commands::kds::KdsArgs),
     Policy(commands::policy::PolicyArgs),
     Register(commands::kms_admin::RegisterArgs),
@@ -75,6 +77,7 @@ fn main() -> ExitCode {
         Command::Unseal(args) => commands::unseal::run(args, cli.quiet),
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Demo(args) => commands::demo::run(args, cli.quiet),
+        Command::Proxy(args) => commands::proxy::run(args),
         Command::Kds(args) => commands::kds::run(args),
         Command::Policy(args) => commands::policy::run(args),
         Command::Register(args) => commands::kms_admin::register(args),

@@ -8,6 +8,7 @@ pub(crate) mod key_release;
 pub(crate) mod keygen;
 pub(crate) mod kms_admin;
 pub(crate) mod policy;
+pub(crate) mod proxy;
 pub(crate) mod raw_stream;
 pub(crate) mod seal;
 pub(crate) mod unseal;

@@ -73,6 +73,8 @@ pub struct Deployment {
     /// The broker's identity key (hex), as `tb-kms identity` prints it.
     pub kms_key: String,
     pub ingress_port: u16,
+    /// The `[simulation]` section that accepts the deployment's simulated TEE.
+    pub simulation: String,
     /// The sockets each side dials for the other (the peer's own, or a tap's).
     links: Links,
     _kms: Proc,
@@ -215,6 +217,7 @@ impl Deployment {
         ));
         Self {
             ingress_port: free_port(),
+            simulation: sim[sim.find("[simulation]").unwrap()..].to_owned(),
             kms_port,
             kms_key,
             links: Links {
@@ -225,6 +228,20 @@ impl Deployment {
             dir,
             _kms: kms,
         }
+    }
+
+    /// A client policy (`trustbridge proxy --policy`) that accepts this deployment's
+    /// sentinel: its broker, its simulated TEE's PCR0, the sealed model.
+    pub fn client_policy(&self) -> String {
+        let manifest = std::fs::read(self.p("bundle/manifest.cose")).unwrap();
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &manifest);
+        format!(
+            "broker_key = \"{}\"\nmodels = [\"{}\"]\n[[nitro]]\npcr0 = \"{}\"\n\n{}",
+            self.kms_key,
+            hex::encode(digest),
+            "10".repeat(48),
+            self.simulation
+        )
     }
 
     /// Puts a recording tap on each of the three relay-sentinel links.
@@ -401,8 +418,9 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// A stand-in for the runtime (vLLM's OpenAI server) on loopback: answers every request
-/// with a chat completion whose content is [`COMPLETION_MARKER`] followed by the size of
-/// the request it read. Returns its `http://` URL.
+/// with an OpenAI-shaped chat completion whose content is [`COMPLETION_MARKER`] followed by
+/// the size of the request it read; streamed as server-sent events (two content chunks,
+/// a final chunk, `[DONE]`) when the request asks `"stream": true`. Returns its URL.
 pub fn runtime_stand_in() -> String {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -425,13 +443,52 @@ pub fn runtime_stand_in() -> String {
             if reader.read_exact(&mut body).is_err() {
                 continue;
             }
+            let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let model = request["model"].as_str().unwrap_or("stand-in").to_owned();
+            let content = format!(
+                "{}{}",
+                String::from_utf8_lossy(COMPLETION_MARKER),
+                body.len()
+            );
+            let mut stream = reader.into_inner();
+            if request["stream"] == true {
+                let chunk = |delta: serde_json::Value, finish: serde_json::Value| {
+                    let c = serde_json::json!({
+                        "id": "chatcmpl-stand-in", "object": "chat.completion.chunk",
+                        "created": 1_700_000_000, "model": model,
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                    });
+                    format!("data: {c}\n\n")
+                };
+                let (a, b) = content.split_at(content.len() / 2);
+                let events = [
+                    chunk(
+                        serde_json::json!({"role": "assistant", "content": a}),
+                        serde_json::Value::Null,
+                    ),
+                    chunk(serde_json::json!({"content": b}), serde_json::Value::Null),
+                    chunk(serde_json::json!({}), serde_json::json!("stop")),
+                    "data: [DONE]\n\n".to_owned(),
+                ];
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
+                );
+                for e in events {
+                    let _ = stream.write_all(e.as_bytes());
+                    let _ = stream.flush();
+                }
+                continue;
+            }
             let answer = serde_json::json!({
+                "id": "chatcmpl-stand-in",
                 "object": "chat.completion",
-                "choices": [{"message": {"role": "assistant", "content": format!("{}{}", String::from_utf8_lossy(COMPLETION_MARKER), body.len())}}],
-                "usage": {"prompt_tokens": 5, "completion_tokens": 2},
+                "created": 1_700_000_000,
+                "model": model,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
             })
             .to_string();
-            let mut stream = reader.into_inner();
             let _ = write!(
                 stream,
                 "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
