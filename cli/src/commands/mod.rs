@@ -1,7 +1,6 @@
 //! One module per `trustbridge` subcommand.
 
 pub(crate) mod demo;
-mod demo_broker;
 pub(crate) mod inspect;
 pub(crate) mod kds;
 pub(crate) mod key_release;
