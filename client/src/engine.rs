@@ -16,12 +16,15 @@ use trustbridge_protocol::attestation_bundle::{
     AttestationBundle, BundleFormatError, MAX_BUNDLE_LEN,
 };
 use trustbridge_protocol::ohttp::{
-    ATTESTATION_PATH, GATEWAY_PATH, MAX_REQUEST_LEN, REQUEST_MEDIA_TYPE, RESPONSE_MEDIA_TYPE,
+    ATTESTATION_PATH, CHUNKED_REQUEST_MEDIA_TYPE, CHUNKED_RESPONSE_MEDIA_TYPE, GATEWAY_PATH,
+    MAX_REQUEST_LEN, REQUEST_MEDIA_TYPE, RESPONSE_MEDIA_TYPE,
 };
+use trustbridge_protocol::receipt::{Receipt, SALT_LEN};
 use trustbridge_verifier::client_policy::{BundleRefused, ClientPolicy};
 use trustbridge_verifier::{Checks, TrustRoots};
 
 use crate::session::{ChainTracker, Request, Session, VerificationError, VerifiedAnswer};
+use crate::stream::{ByteReader, StreamedAnswer};
 
 /// Why a request got no verified answer.
 #[derive(Debug, thiserror::Error)]
@@ -287,6 +290,90 @@ impl Client {
             }
             return Ok(session.check(opened)?);
         }
+    }
+
+    /// Sends `request` as a chunked request and returns its answer as it streams: the
+    /// head is read; content comes from [`StreamedAnswer::next`], unverified until
+    /// [`Self::finish_streamed`] (with the session returned here) succeeds.
+    pub async fn send_streamed(
+        &self,
+        request: &Request,
+    ) -> Result<(Arc<Session>, StreamedAnswer), ClientError> {
+        let mut session = self.session().await?;
+        let mut retried = false;
+        loop {
+            let sealed = session.seal_chunked(request)?;
+            if sealed.encapsulated.len() > MAX_REQUEST_LEN {
+                return Err(ClientError::RequestTooLarge);
+            }
+            let src = match self.post_stream(sealed.encapsulated).await {
+                Err(ClientError::RelayStatus { status: 400, .. }) if !retried => {
+                    retried = true;
+                    session = self.refresh(Some(&session)).await?;
+                    continue;
+                }
+                other => other?,
+            };
+            let mut answer = sealed.pending.open(src)?;
+            answer.head().await?;
+            return Ok((session, answer));
+        }
+    }
+
+    /// Checks a streamed answer whose content has all been read: the end of the stream and
+    /// the receipt in its trailer (refreshing the bundle first when the receipt names newer
+    /// evidence).
+    pub async fn finish_streamed(
+        &self,
+        session: Arc<Session>,
+        answer: &mut StreamedAnswer,
+    ) -> Result<(Receipt, [u8; SALT_LEN]), ClientError> {
+        let mut session = session;
+        let evidence = session.verified().bundle.evidence_digest();
+        if answer.claimed_evidence().is_some_and(|e| e != evidence) {
+            session = self.refresh(Some(&session)).await?;
+        }
+        let result = answer.finish(&session).map_err(ClientError::from);
+        let mut record = self.record();
+        match &result {
+            Ok(_) => record.answers_verified += 1,
+            Err(e) => {
+                record.verification_failures += 1;
+                record.last_failure = Some(e.to_string());
+            }
+        }
+        result
+    }
+
+    /// Records a streamed answer that failed before its end.
+    pub fn record_failure(&self, e: &ClientError) {
+        let mut record = self.record();
+        record.verification_failures += 1;
+        record.last_failure = Some(e.to_string());
+    }
+
+    async fn post_stream(&self, body: Vec<u8>) -> Result<ByteReader, ClientError> {
+        use futures_util::TryStreamExt;
+        use tokio_util::compat::TokioAsyncReadCompatExt;
+        let what = "the chunked request";
+        let req = hyper::Request::post(format!("{}{GATEWAY_PATH}", self.base))
+            .header("content-type", CHUNKED_REQUEST_MEDIA_TYPE)
+            .header("accept", CHUNKED_RESPONSE_MEDIA_TYPE)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|_| ClientError::RelayUrl(self.base.clone()))?;
+        let resp = tokio::time::timeout(self.config.timeout, self.http.request(req))
+            .await
+            .map_err(|_| ClientError::Unreachable(format!("no answer to {what} in time")))?
+            .map_err(|e| ClientError::Unreachable(e.to_string()))?;
+        let status = resp.status().as_u16();
+        if status != 200 {
+            return Err(ClientError::RelayStatus { status, what });
+        }
+        let stream = resp
+            .into_body()
+            .into_data_stream()
+            .map_err(std::io::Error::other);
+        Ok(Box::new(tokio_util::io::StreamReader::new(stream).compat()))
     }
 
     async fn get(

@@ -29,6 +29,7 @@
 
 pub mod engine;
 pub mod session;
+pub mod stream;
 
 pub use engine::{Client, ClientConfig, ClientError};
 pub use session::{Request, Session, VerificationError, VerifiedAnswer};

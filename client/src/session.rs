@@ -22,9 +22,9 @@ use std::sync::{Arc, Mutex};
 use base64::Engine;
 use trustbridge_protocol::KeyId;
 use trustbridge_protocol::ohttp::gateway::{ClientResponse, OhttpError, encapsulate};
-use trustbridge_protocol::receipt::{Receipt, SALT_LEN};
+use trustbridge_protocol::receipt::{Receipt, SALT_LEN, salted_digest};
 use trustbridge_verifier::client_policy::VerifiedBundle;
-use trustbridge_verifier::receipt::{ReceiptCheckError, check_digests, verify_against};
+use trustbridge_verifier::receipt::{ReceiptCheckError, check_digest_values, verify_against};
 
 /// Inner request header: the client's nonce, which the receipt must carry.
 pub const NONCE_HEADER: &str = "trustbridge-receipt-nonce";
@@ -219,23 +219,7 @@ impl Session {
     /// Encodes `request` as Binary HTTP with a fresh receipt nonce and encapsulates it to
     /// the bound key configuration.
     pub fn seal(&self, request: &Request) -> Result<Sealed, VerificationError> {
-        let mut nonce = [0u8; NONCE_BYTES];
-        aws_lc_rs::rand::fill(&mut nonce)
-            .map_err(|_| VerificationError::Encapsulate(OhttpError::NoUsableKey))?;
-        let mut m = bhttp::Message::request(
-            request.method.as_bytes().to_vec(),
-            b"https".to_vec(),
-            b"sentinel".to_vec(),
-            request.path.as_bytes().to_vec(),
-        );
-        for (name, value) in &request.headers {
-            m.put_header(name.as_bytes(), value.as_slice());
-        }
-        m.put_header(NONCE_HEADER, hex::encode(nonce));
-        m.write_content(&request.body);
-        let mut plain = Vec::with_capacity(request.body.len() + 256);
-        m.write_bhttp(bhttp::Mode::KnownLength, &mut plain)
-            .map_err(|_| VerificationError::NotBhttp)?;
+        let (plain, nonce) = encode_request(request)?;
         let (encapsulated, response) = encapsulate(&self.verified.bundle.ohttp_keys, &plain)
             .map_err(VerificationError::Encapsulate)?;
         Ok(Sealed {
@@ -259,20 +243,15 @@ impl Session {
 
     /// Checks an opened answer's receipt against this session's bundle and chain.
     pub fn check(&self, opened: Opened) -> Result<VerifiedAnswer, VerificationError> {
-        let v = &self.verified;
-        let receipt = verify_against(&opened.receipt, &v.bundle, &v.evidence)?;
-        let claims = receipt.claims();
-        if claims.nonce.as_deref() != Some(&opened.nonce[..]) {
-            return Err(VerificationError::Nonce);
-        }
-        check_digests(claims, &opened.salt, &opened.plain, &opened.body)?;
-        if claims.status != opened.status {
-            return Err(VerificationError::Status {
-                claimed: claims.status,
-                actual: opened.status,
-            });
-        }
-        self.chain.record(&receipt)?;
+        let response_digest = salted_digest(&opened.salt, &opened.body);
+        let receipt = self.check_streamed(
+            &opened.receipt,
+            &opened.salt,
+            &opened.plain,
+            &opened.nonce,
+            opened.status,
+            response_digest,
+        )?;
         Ok(VerifiedAnswer {
             status: opened.status,
             headers: opened.headers,
@@ -281,6 +260,58 @@ impl Session {
             salt: opened.salt,
         })
     }
+
+    /// Checks a receipt against this session's bundle, the request sent (`plain`, with
+    /// `nonce`), the answer's status and the salted digest of its content, and the chain.
+    pub(crate) fn check_streamed(
+        &self,
+        receipt: &[u8],
+        salt: &[u8; SALT_LEN],
+        plain: &[u8],
+        nonce: &[u8; NONCE_BYTES],
+        status: u16,
+        response_digest: [u8; 32],
+    ) -> Result<Receipt, VerificationError> {
+        let v = &self.verified;
+        let receipt = verify_against(receipt, &v.bundle, &v.evidence)?;
+        let claims = receipt.claims();
+        if claims.nonce.as_deref() != Some(&nonce[..]) {
+            return Err(VerificationError::Nonce);
+        }
+        check_digest_values(claims, &salted_digest(salt, plain), &response_digest)?;
+        if claims.status != status {
+            return Err(VerificationError::Status {
+                claimed: claims.status,
+                actual: status,
+            });
+        }
+        self.chain.record(&receipt)?;
+        Ok(receipt)
+    }
+}
+
+/// `request` as a Binary HTTP message with a fresh receipt nonce: the bytes and the nonce.
+pub(crate) fn encode_request(
+    request: &Request,
+) -> Result<(Vec<u8>, [u8; NONCE_BYTES]), VerificationError> {
+    let mut nonce = [0u8; NONCE_BYTES];
+    aws_lc_rs::rand::fill(&mut nonce)
+        .map_err(|_| VerificationError::Encapsulate(OhttpError::NoUsableKey))?;
+    let mut m = bhttp::Message::request(
+        request.method.as_bytes().to_vec(),
+        b"https".to_vec(),
+        b"sentinel".to_vec(),
+        request.path.as_bytes().to_vec(),
+    );
+    for (name, value) in &request.headers {
+        m.put_header(name.as_bytes(), value.as_slice());
+    }
+    m.put_header(NONCE_HEADER, hex::encode(nonce));
+    m.write_content(&request.body);
+    let mut plain = Vec::with_capacity(request.body.len() + 256);
+    m.write_bhttp(bhttp::Mode::KnownLength, &mut plain)
+        .map_err(|_| VerificationError::NotBhttp)?;
+    Ok((plain, nonce))
 }
 
 impl Pending {

@@ -4,176 +4,22 @@
 //! messages is detected; the runtime cannot forge receipt headers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
+#[path = "support/gateway.rs"]
+mod support;
 #[path = "support/world.rs"]
 mod world;
 
 use std::io::Cursor;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::routing::post;
 use base64::Engine;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use trustbridge_enclave::attestation::{AttestationProvider, SimulatedPlatform, SimulatedProvider};
-use trustbridge_enclave::boot::Backoff;
-use trustbridge_enclave::gateway::{
-    GatewayConfig, RECEIPT_HEADER, RECEIPT_LOG_HEADER, SALT_HEADER,
-};
-use trustbridge_enclave::hydrate::HydrateConfig;
-use trustbridge_enclave::sentinel::{Sentinel, SentinelConfig};
+use support::{chat_request, http, setup, setup_with};
+use trustbridge_enclave::gateway::{RECEIPT_HEADER, RECEIPT_LOG_HEADER, SALT_HEADER};
 use trustbridge_protocol::attestation_bundle::AttestationBundle;
 use trustbridge_protocol::ohttp::gateway::encapsulate;
-use trustbridge_protocol::ohttp::{ATTESTATION_PATH, GATEWAY_PATH, REQUEST_MEDIA_TYPE};
-use trustbridge_transport::{Endpoint, Listener};
+use trustbridge_protocol::ohttp::{ATTESTATION_PATH, GATEWAY_PATH};
 use trustbridge_verifier::receipt::{check_chains, check_digests, verify_against};
 use trustbridge_verifier::{check_binding, verify_nitro};
-use world::{ASSET, CONTRACT, World, world};
-
-/// A stand-in for vLLM's OpenAI server: echoes the request size, reports usage, and tries
-/// to inject a receipt header of its own.
-async fn runtime() -> String {
-    let app = axum::Router::new().route(
-        "/v1/chat/completions",
-        post(|body: Bytes| async move {
-            (
-                [("content-type", "application/json"), (RECEIPT_HEADER, "forged-by-the-runtime")],
-                serde_json::json!({
-                    "object": "chat.completion",
-                    "choices": [{"message": {"role": "assistant", "content": format!("heard {} bytes", body.len())}}],
-                    "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
-                })
-                .to_string(),
-            )
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}")
-}
-
-struct Setup {
-    world: World,
-    sentinel: Arc<Sentinel>,
-    relay: String,
-}
-
-/// The world, a sentinel Ready behind the relay's ingress, and the runtime.
-async fn setup() -> Setup {
-    setup_with(Default::default()).await
-}
-
-/// [`setup`] with the sentinel re-authorizing as `reauthorize` says.
-async fn setup_with(reauthorize: trustbridge_enclave::sentinel::Reauthorization) -> Setup {
-    let w = world(true).await;
-    let backoff = Backoff {
-        initial: Duration::from_millis(50),
-        max: Duration::from_millis(200),
-        attempts: 5,
-    };
-    let sentinel = Sentinel::new(SentinelConfig {
-        asset: ASSET.into(),
-        contract: CONTRACT.into(),
-        kms: w.kms.clone(),
-        pins: w.pins,
-        egress_limits: Default::default(),
-        egress: w.egress.clone(),
-        bundles: w.bundles.clone(),
-        hydrate: HydrateConfig {
-            backoff,
-            ..HydrateConfig::default()
-        },
-        backoff,
-        reauthorize,
-        output: Default::default(),
-        swap: Default::default(),
-        gateway: GatewayConfig {
-            runtime: runtime().await.parse().unwrap(),
-            ..GatewayConfig::default()
-        },
-    });
-    let provider: Arc<dyn AttestationProvider> =
-        Arc::new(SimulatedProvider::new(w.tee(), SimulatedPlatform::Nitro));
-    tokio::spawn(sentinel.clone().boot(provider));
-    let api = Endpoint::Unix(w.path("sentinel.sock"));
-    let listener = Listener::bind(&api).await.unwrap();
-    let router = sentinel.clone().router();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    let ingress = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let relay = format!("127.0.0.1:{}", ingress.local_addr().unwrap().port());
-    let log = trustbridge_relay::receipt_log::ReceiptLog::open(&w.path("receipts.log")).unwrap();
-    let app = trustbridge_relay::ingress::router_with(trustbridge_relay::ingress::IngressConfig {
-        log: Some(Arc::new(log)),
-        ..trustbridge_relay::ingress::IngressConfig::new(api)
-    });
-    tokio::spawn(async move { axum::serve(ingress, app).await.unwrap() });
-    let started = Instant::now();
-    while sentinel.model().is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "not Ready: {}",
-            sentinel.state()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Setup {
-        world: w,
-        sentinel,
-        relay,
-    }
-}
-
-/// One HTTP/1.1 exchange with the relay.
-async fn http(
-    relay: &str,
-    method: &str,
-    path: &str,
-    body: Vec<u8>,
-) -> (u16, hyper::HeaderMap, Vec<u8>) {
-    let stream = tokio::net::TcpStream::connect(relay).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", relay)
-        .header("content-type", REQUEST_MEDIA_TYPE)
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec();
-    (status, headers, body)
-}
-
-/// A Binary HTTP chat request.
-fn chat_request(prompt: &str) -> Vec<u8> {
-    let mut m = bhttp::Message::request(
-        b"POST".to_vec(),
-        b"https".to_vec(),
-        b"sentinel".to_vec(),
-        b"/v1/chat/completions".to_vec(),
-    );
-    m.put_header("content-type", "application/json");
-    m.write_content(
-        serde_json::json!({"model": ASSET, "messages": [{"role": "user", "content": prompt}]})
-            .to_string(),
-    );
-    let mut out = Vec::new();
-    m.write_bhttp(bhttp::Mode::KnownLength, &mut out).unwrap();
-    out
-}
 
 fn header<'a>(m: &'a bhttp::Message, name: &str) -> &'a [u8] {
     m.header().get(name.as_bytes()).unwrap()
@@ -366,6 +212,36 @@ async fn a_client_written_from_the_rfcs_in_python_gets_a_verified_answer() {
     check_binding(&evidence, &bundle.binding).unwrap();
     let verified = verify_against(&receipt, &bundle, &evidence).unwrap();
     check_digests(verified.claims(), &salt, &request, content.as_bytes()).unwrap();
+
+    // The same client, chunked: a streamed answer with its receipt in the trailer.
+    let relay = s.relay.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .args([script, &relay, "stream it", "--chunked"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert!(answer["chunks"].as_u64().unwrap() > 3, "{answer}");
+    let content = answer["content"].as_str().unwrap();
+    assert!(content.ends_with("data: [DONE]\n\n"), "{content}");
+    assert!(answer["headers"].get(RECEIPT_HEADER).is_none(), "{answer}");
+    let receipt = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(answer["trailers"][RECEIPT_HEADER].as_str().unwrap())
+        .unwrap();
+    hex::decode_to_slice(answer["headers"][SALT_HEADER].as_str().unwrap(), &mut salt).unwrap();
+    let request = hex::decode(answer["request_hex"].as_str().unwrap()).unwrap();
+    let streamed = verify_against(&receipt, &bundle, &evidence).unwrap();
+    check_digests(streamed.claims(), &salt, &request, content.as_bytes()).unwrap();
+    assert_eq!(streamed.claims().sequence, verified.claims().sequence + 1);
 }
 
 /// The receipt's policy digest follows the broker: a re-authorization under a replaced

@@ -110,6 +110,9 @@ async fn forward(State(ingress): State<Arc<Ingress>>, mut req: Request) -> Respo
     for h in &HOP_BY_HOP {
         req.headers_mut().remove(h);
     }
+    // This hop accepts trailer fields: a streamed answer's receipt for the log comes in one.
+    req.headers_mut()
+        .insert(header::TE, header::HeaderValue::from_static("trailers"));
     // The pooling client takes the connection from the endpoint, the path from the URI.
     let path = req
         .uri()
@@ -130,8 +133,24 @@ async fn forward(State(ingress): State<Arc<Ingress>>, mut req: Request) -> Respo
                 parts.headers.remove(h);
             }
             if let Some(receipt) = parts.headers.remove(RECEIPT_LOG_HEADER) {
-                log_receipt(&ingress, receipt.as_bytes()).await;
+                log_receipts(&ingress, receipt.as_bytes()).await;
             }
+            // A streamed answer's receipt comes in the trailer: logged, not forwarded.
+            let logger = ingress.clone();
+            let body = http_body_util::BodyExt::map_frame(body, move |frame| {
+                match frame.into_trailers() {
+                    Ok(mut trailers) => {
+                        if let Some(receipt) = trailers.remove(RECEIPT_LOG_HEADER) {
+                            let logger = logger.clone();
+                            tokio::spawn(async move {
+                                log_receipts(&logger, receipt.as_bytes()).await;
+                            });
+                        }
+                        hyper::body::Frame::trailers(trailers)
+                    }
+                    Err(frame) => frame,
+                }
+            });
             Response::from_parts(parts, Body::new(body))
         }
         Ok(Err(e)) => {
@@ -151,20 +170,26 @@ async fn forward(State(ingress): State<Arc<Ingress>>, mut req: Request) -> Respo
     }
 }
 
-/// Appends a receipt (base64url) to the log, if the relay keeps one. A receipt that
-/// cannot be logged is still in the client's answer; the failure is logged loudly.
-async fn log_receipt(ingress: &Ingress, value: &[u8]) {
+/// Appends receipts (base64url, comma-separated: a receipt whose streamed answer's trailer
+/// never arrived comes with the next answer) to the log, if the relay keeps one. A receipt
+/// that cannot be logged is still in the client's answer; the failure is logged loudly.
+async fn log_receipts(ingress: &Ingress, value: &[u8]) {
     let Some(log) = ingress.config.log.clone() else {
         return;
     };
-    let Ok(receipt) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(value) else {
-        tracing::error!("the sentinel sent a receipt that is not base64url: not logged");
-        return;
-    };
-    match tokio::task::spawn_blocking(move || log.append(&receipt)).await {
-        Ok(Ok(seq)) => tracing::debug!(seq, "receipt logged"),
-        Ok(Err(e)) => tracing::error!(error = %e, "receipt NOT logged"),
-        Err(e) => tracing::error!(error = %e, "receipt NOT logged"),
+    for item in value.split(|b| *b == b',') {
+        let Ok(receipt) =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(item.trim_ascii())
+        else {
+            tracing::error!("the sentinel sent a receipt that is not base64url: not logged");
+            continue;
+        };
+        let log = log.clone();
+        match tokio::task::spawn_blocking(move || log.append(&receipt)).await {
+            Ok(Ok(seq)) => tracing::debug!(seq, "receipt logged"),
+            Ok(Err(e)) => tracing::error!(error = %e, "receipt NOT logged"),
+            Err(e) => tracing::error!(error = %e, "receipt NOT logged"),
+        }
     }
 }
 

@@ -259,20 +259,44 @@ fn tampering_relay(port: u16) -> u16 {
             std::thread::spawn(move || {
                 let mut buf = vec![0u8; 1 << 16];
                 let mut armed = false;
+                let mut chunked = false;
                 loop {
                     let n = match upstream.read(&mut buf) {
                         Ok(0) | Err(_) => return,
                         Ok(n) => n,
                     };
                     let chunk = &mut buf[..n];
-                    let head_end = chunk.windows(4).position(|w| w == b"\r\n\r\n");
-                    if chunk.windows(17).any(|w| w == b"message/ohttp-res") {
-                        armed = true;
+                    let mut from = 0;
+                    let head_end = chunk
+                        .starts_with(b"HTTP/")
+                        .then(|| chunk.windows(4).position(|w| w == b"\r\n\r\n"))
+                        .flatten();
+                    if let Some(end) = head_end {
+                        let head = &chunk[..end];
+                        if head.windows(17).any(|w| w == b"message/ohttp-res")
+                            || head.windows(25).any(|w| w == b"message/ohttp-chunked-res")
+                        {
+                            armed = true;
+                            chunked = head
+                                .windows(26)
+                                .any(|w| w.eq_ignore_ascii_case(b"transfer-encoding: chunked"));
+                        }
+                        from = end + 4;
                     }
-                    let body_here = head_end.is_none_or(|e| e + 4 < n);
-                    if armed && body_here {
-                        chunk[n - 1] ^= 0x01;
-                        armed = false;
+                    // The second byte of the payload (past HTTP's chunk-size line): inside
+                    // the encapsulated answer's nonce, whatever the segmentation.
+                    if armed && from < n {
+                        let mut at = from;
+                        if chunked {
+                            at = chunk[from..]
+                                .windows(2)
+                                .position(|w| w == b"\r\n")
+                                .map_or(n, |p| from + p + 2);
+                        }
+                        if at + 1 < n {
+                            chunk[at + 1] ^= 0x01;
+                            armed = false;
+                        }
                     }
                     if client.write_all(chunk).is_err() {
                         return;
@@ -299,4 +323,88 @@ fn an_answer_altered_on_the_way_is_refused() {
     d.ingress_port = honest;
     let (_proxy, port) = proxy(&d, &d.client_policy(), &[]);
     assert_eq!(chat(port, "hi").0, 200);
+    // Streamed: refused before the first event (502), or, had events gone out, ended
+    // with an error event instead of its [DONE].
+    d.ingress_port = tampering_relay(honest);
+    let (_proxy, port) = proxy(&d, &d.client_policy(), &[]);
+    let (status, text) = chat_streamed(port, "hi");
+    assert!(status == 502 || status == 200, "{status}");
+    let log = std::fs::read_to_string(d.p("proxy.log")).unwrap_or_default();
+    assert!(!text.contains("[DONE]"), "{text}\n{log}");
+    assert!(
+        text.contains("trustbridge_verification_failed"),
+        "{text}\n{log}"
+    );
+}
+
+/// A streamed chat request: status and the event stream as text.
+fn chat_streamed(port: u16, prompt: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let mut resp = agent
+        .post(&format!("http://127.0.0.1:{port}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .send(serde_json::json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": prompt}]}).to_string())
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = format!("{:?}", resp.headers());
+    let text = resp.body_mut().read_to_string().unwrap();
+    (status, format!("{text}\n[headers] {headers}"))
+}
+
+#[test]
+fn a_streamed_answer_is_verified_before_its_end() {
+    let d = Deployment::new(64 << 10);
+    let log = d.p("receipts.log");
+    let _relay = d.relay_with(
+        true,
+        &[
+            "--bundle-dir".into(),
+            s(&d.p("bundle")),
+            "--receipt-log".into(),
+            s(&log),
+        ],
+    );
+    let _sentinel = d.sentinel_with(
+        "c-1",
+        1 << 20,
+        2,
+        &["--runtime-url".into(), runtime_stand_in()],
+    );
+    assert_eq!(d.wait_for(&["Ready", "Failed"])["state"], "Ready");
+    let receipts = d.p("kept");
+    let (_proxy, port) = proxy(&d, &d.client_policy(), &["--receipts".into(), s(&receipts)]);
+    let (status, text) = chat_streamed(port, "stream");
+    assert_eq!(status, 200, "{text}");
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    let marker = std::str::from_utf8(COMPLETION_MARKER).unwrap();
+    assert!(text.contains(&marker[..10]), "{text}");
+    // The receipt (an SSE comment), then [DONE], last.
+    assert_eq!(events.last(), Some(&"data: [DONE]"), "{text}");
+    let comment = events[events.len() - 2];
+    let b64 = comment.strip_prefix(": trustbridge-receipt ").unwrap();
+    let receipt = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(b64)
+        .unwrap();
+    // Kept, and logged by the relay from the sentinel's trailer.
+    let kept: Vec<_> = walk(&receipts)
+        .into_iter()
+        .filter(|p| s(p).ends_with(".cose"))
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(std::fs::read(&kept[0]).unwrap(), receipt);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains(b64)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the relay did not log the streamed receipt"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

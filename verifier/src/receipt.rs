@@ -116,10 +116,24 @@ pub fn check_digests(
     request: &[u8],
     response: &[u8],
 ) -> Result<(), ReceiptCheckError> {
-    if salted_digest(salt, request) != claims.request_digest {
+    check_digest_values(
+        claims,
+        &salted_digest(salt, request),
+        &salted_digest(salt, response),
+    )
+}
+
+/// Checks the salted request and response digests a client computed (a streamed response
+/// is digested as it arrives) against the receipt's.
+pub fn check_digest_values(
+    claims: &Claims,
+    request_digest: &[u8; 32],
+    response_digest: &[u8; 32],
+) -> Result<(), ReceiptCheckError> {
+    if *request_digest != claims.request_digest {
         return Err(ReceiptCheckError::Digest { which: "request" });
     }
-    if salted_digest(salt, response) != claims.response_digest {
+    if *response_digest != claims.response_digest {
         return Err(ReceiptCheckError::Digest { which: "response" });
     }
     Ok(())

@@ -9,16 +9,19 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use axum::Router;
 use axum::body::Body;
+use axum::body::Bytes;
 use axum::extract::{Request as HttpRequest, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
+use hyper::body::Frame;
 use serde_json::json;
 use trustbridge_client::{
     Client, ClientConfig, ClientError, ClientPolicy, Request, VerifiedAnswer,
 };
 use trustbridge_protocol::ohttp::MAX_REQUEST_LEN;
+use trustbridge_protocol::receipt::Receipt;
 
 /// Response header: the receipt of the answer (base64url, no padding).
 pub(crate) const RECEIPT_HEADER: &str = "trustbridge-receipt";
@@ -185,16 +188,186 @@ async fn forward(State(p): State<Arc<Proxy>>, req: HttpRequest) -> Response {
         headers,
         body: body.to_vec(),
     };
+    if wants_stream(&request.body) {
+        return forward_streamed(p, request).await;
+    }
     match p.client.send(&request).await {
         Ok(answer) => {
-            if let Some(dir) = &p.receipts {
-                if let Err(e) = store_receipt(dir, &p.client, &answer) {
-                    tracing::warn!(error = %format!("{e:#}"), "cannot store the receipt");
-                }
-            }
+            p.keep(&answer.receipt, &answer.salt);
             answer_response(answer)
         }
         Err(e) => failure(&e),
+    }
+}
+
+/// Whether the request asks for a streamed answer (`"stream": true`).
+fn wants_stream(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .is_ok_and(|v| v.get("stream") == Some(&serde_json::Value::Bool(true)))
+}
+
+impl Proxy {
+    /// Stores a verified receipt when `--receipts` asks for it.
+    fn keep(&self, receipt: &Receipt, salt: &[u8; 32]) {
+        if let Some(dir) = &self.receipts {
+            if let Err(e) = store_receipt(dir, &self.client, receipt, salt) {
+                tracing::warn!(error = %format!("{e:#}"), "cannot store the receipt");
+            }
+        }
+    }
+}
+
+/// A streamed answer, passed on as it is decrypted. Server-sent events go through event
+/// by event, except the final `data: [DONE]`, which is sent only once the receipt
+/// verified; otherwise the stream ends with an error event (OpenAI SDKs raise it). Other
+/// content is held until it verified. The receipt follows as an SSE comment and, with
+/// `trustbridge-verified: true`, as HTTP trailer fields.
+async fn forward_streamed(p: Arc<Proxy>, request: Request) -> Response {
+    let (session, mut answer) = match p.client.send_streamed(&request).await {
+        Ok(x) => x,
+        Err(e) => return failure(&e),
+    };
+    let (status, headers) = match answer.head().await {
+        Ok(h) => h,
+        Err(e) => return failure(&ClientError::Verification(e)),
+    };
+    let content_type = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(b"content-type"))
+        .map(|(_, v)| v.clone());
+    let sse = content_type
+        .as_deref()
+        .is_some_and(|v| v.starts_with(b"text/event-stream"));
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Frame<Bytes>>(32);
+    tokio::spawn(async move {
+        let mut held = SseHold::new(sse);
+        let send = |frame: Frame<Bytes>| tx.send(frame);
+        let error_event = |e: &ClientError| {
+            let check = e.failed_check().unwrap_or("response integrity");
+            let event = json!({"error": {"message": format!("TrustBridge verification failed ({check}): {e}"), "type": VERIFICATION_FAILED, "code": check, "param": null}});
+            Frame::data(Bytes::from(format!("data: {event}\n\n")))
+        };
+        loop {
+            match answer.next().await {
+                Ok(Some(data)) => {
+                    for piece in held.push(&data) {
+                        if send(Frame::data(piece)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let e = ClientError::Verification(e);
+                    p.client.record_failure(&e);
+                    tracing::warn!(error = %e, "streamed answer failed");
+                    let _ = send(error_event(&e)).await;
+                    return;
+                }
+            }
+        }
+        match p.client.finish_streamed(session, &mut answer).await {
+            Ok((receipt, salt)) => {
+                tracing::info!(
+                    sequence = receipt.claims().sequence,
+                    "streamed answer verified"
+                );
+                p.keep(&receipt, &salt);
+                let b64 =
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(receipt.as_bytes());
+                if sse {
+                    let _ = send(Frame::data(Bytes::from(format!(
+                        ": {RECEIPT_HEADER} {b64}\n\n"
+                    ))))
+                    .await;
+                }
+                for piece in held.finish() {
+                    let _ = send(Frame::data(piece)).await;
+                }
+                let mut trailers = axum::http::HeaderMap::new();
+                if let Ok(v) = HeaderValue::from_str(&b64) {
+                    trailers.insert(RECEIPT_HEADER, v);
+                }
+                trailers.insert(VERIFIED_HEADER, HeaderValue::from_static("true"));
+                let _ = send(Frame::trailers(trailers)).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "streamed answer failed verification");
+                let _ = send(error_event(&e)).await;
+            }
+        }
+    });
+    let frames = futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx)
+            .map(|f| f.map(Ok::<_, std::convert::Infallible>))
+    });
+    let mut response = Response::new(Body::new(http_body_util::StreamBody::new(frames)));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let h = response.headers_mut();
+    if let Some(v) = content_type.and_then(|v| HeaderValue::from_bytes(&v).ok()) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    h.insert(
+        header::TRAILER,
+        HeaderValue::from_static("trustbridge-receipt, trustbridge-verified"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// Holds back what may not be passed on before the receipt verified: for server-sent
+/// events the `data: [DONE]` event (events are passed on whole, as they complete); for
+/// other content, everything.
+struct SseHold {
+    sse: bool,
+    pending: Vec<u8>,
+    done: Vec<u8>,
+}
+
+impl SseHold {
+    fn new(sse: bool) -> Self {
+        Self {
+            sse,
+            pending: Vec::new(),
+            done: Vec::new(),
+        }
+    }
+
+    /// The complete events `data` finishes (none for non-SSE content).
+    fn push(&mut self, data: &[u8]) -> Vec<Bytes> {
+        self.pending.extend_from_slice(data);
+        if !self.sse {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        while let Some(end) = find_event_end(&self.pending) {
+            let event: Vec<u8> = self.pending.drain(..end).collect();
+            if event.trim_ascii() == b"data: [DONE]" {
+                self.done = event;
+            } else {
+                out.push(Bytes::from(event));
+            }
+        }
+        out
+    }
+
+    /// What was held, once the receipt verified.
+    fn finish(self) -> Vec<Bytes> {
+        [self.pending, self.done]
+            .into_iter()
+            .filter(|b| !b.is_empty())
+            .map(Bytes::from)
+            .collect()
+    }
+}
+
+/// The end (exclusive) of the first complete server-sent event: after a blank line.
+fn find_event_end(buf: &[u8]) -> Option<usize> {
+    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -240,18 +413,15 @@ fn answer_response(answer: VerifiedAnswer) -> Response {
 }
 
 /// Stores a verified receipt, its salt and the bundle it refers to.
-fn store_receipt(dir: &Path, client: &Client, answer: &VerifiedAnswer) -> Result<()> {
-    let claims = answer.receipt.claims();
+fn store_receipt(dir: &Path, client: &Client, receipt: &Receipt, salt: &[u8; 32]) -> Result<()> {
+    let claims = receipt.claims();
     let boot = dir.join(claims.issuer.to_string());
     std::fs::create_dir_all(&boot)?;
     let name = format!("{:020}", claims.sequence);
-    write_new(
-        &boot.join(format!("{name}.cose")),
-        answer.receipt.as_bytes(),
-    )?;
+    write_new(&boot.join(format!("{name}.cose")), receipt.as_bytes())?;
     write_new(
         &boot.join(format!("{name}.salt")),
-        hex::encode(answer.salt).as_bytes(),
+        hex::encode(salt).as_bytes(),
     )?;
     let bundle_path = dir
         .join("bundles")

@@ -16,6 +16,7 @@
 //! testable about what was asked or answered.
 
 pub mod attestation;
+mod chunked;
 pub mod routes;
 pub mod runtime;
 
@@ -95,6 +96,8 @@ pub struct Exchange {
     pub encapsulated: Vec<u8>,
     /// The receipt's bytes.
     pub receipt: Vec<u8>,
+    /// The outer `trustbridge-receipt-log` value: this receipt and any that waited.
+    pub log: String,
 }
 
 /// The gateway: keys, receipt chain, attestation publisher, runtime.
@@ -104,7 +107,10 @@ pub struct Gateway {
     publisher: Publisher,
     config: GatewayConfig,
     runtime: RuntimeClient,
-    permits: tokio::sync::Semaphore,
+    permits: Arc<tokio::sync::Semaphore>,
+    /// Receipts signed for streamed answers whose trailer never reached the relay; they
+    /// go out with the next answer, so the relay's log has no gap.
+    outbox: std::sync::Mutex<Vec<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -149,7 +155,8 @@ impl Gateway {
         Self {
             receipts: ReceiptSigner::new(keys.receipt.clone()),
             publisher: Publisher::new(keys.clone(), pins, provider, config.attestation),
-            permits: tokio::sync::Semaphore::new(config.max_concurrent.max(1)),
+            permits: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent.max(1))),
+            outbox: std::sync::Mutex::new(Vec::new()),
             runtime: RuntimeClient::new(config.runtime.clone()),
             keys,
             config,
@@ -190,19 +197,9 @@ impl Gateway {
         let mut salt = [0u8; SALT_LEN];
         aws_lc_rs::rand::fill(&mut salt)
             .map_err(|_| OuterError::NoReceipt("no randomness".into()))?;
-        let (nonce, inner) = match bhttp::Message::read_bhttp(&mut Cursor::new(&plain[..])) {
-            Err(_) => (
-                None,
-                Inner::error(400, "invalid_request_error", "not a Binary HTTP message"),
-            ),
-            Ok(m) if !m.control().is_request() => (
-                None,
-                Inner::error(400, "invalid_request_error", "not a Binary HTTP request"),
-            ),
-            Ok(m) => match client_nonce(&m) {
-                Err(e) => (None, Inner::error(400, "invalid_request_error", e)),
-                Ok(nonce) => (nonce, self.forward(m).await),
-            },
+        let (nonce, inner) = match parse_request(&plain) {
+            Err(inner) => (None, inner),
+            Ok((nonce, m)) => (nonce, self.forward(m).await),
         };
         let request_digest = salted_digest(&salt, &plain);
         let mut response_digest = SaltedDigest::new(&salt);
@@ -243,37 +240,45 @@ impl Gateway {
             .map_err(|_| OuterError::Encapsulate)?;
         Ok(Exchange {
             encapsulated,
+            log: self.log_value(&receipt_bytes),
             receipt: receipt_bytes,
         })
     }
 
+    /// The value of the outer receipt-log field: `receipt` and any receipts waiting in the
+    /// outbox, base64url, comma-separated.
+    fn log_value(&self, receipt: &[u8]) -> String {
+        let engine = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let mut value = engine.encode(receipt);
+        let waiting = std::mem::take(&mut *self.outbox.lock().unwrap_or_else(|p| p.into_inner()));
+        for r in waiting {
+            value.push(',');
+            value.push_str(&engine.encode(r));
+        }
+        value
+    }
+
+    /// Keeps a receipt the relay did not get, for the next answer (at most 1024 wait).
+    fn postpone(&self, receipt: Vec<u8>) {
+        let mut outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        if outbox.len() < 1024 {
+            outbox.push(receipt);
+        } else {
+            tracing::error!("receipt outbox full: a receipt will be missing from the relay's log");
+        }
+    }
+
     /// Runtime-proxy mode: the request to the runtime, its answer back.
     async fn forward(&self, m: bhttp::Message) -> Inner {
-        let (Some(method), Some(path)) = (m.control().method(), m.control().path()) else {
-            return Inner::error(
-                400,
-                "invalid_request_error",
-                "the request has no method or path",
-            );
+        let (method, path, headers) = match runtime_request(&m) {
+            Ok(r) => r,
+            Err(inner) => return inner,
         };
-        if !api_endpoint(method, path) {
-            return Inner::error(
-                404,
-                "invalid_request_error",
-                "no such endpoint: GET /v1/models, POST /v1/chat/completions, /v1/completions or /v1/embeddings",
-            );
-        }
-        let headers: Vec<(Vec<u8>, Vec<u8>)> = m
-            .header()
-            .iter()
-            .filter(|f| !f.name().eq_ignore_ascii_case(NONCE_HEADER.as_bytes()))
-            .map(|f| (f.name().to_vec(), f.value().to_vec()))
-            .collect();
         let sent = self
             .runtime
             .send(
-                method,
-                path,
+                &method,
+                &path,
                 &headers,
                 m.content().to_vec(),
                 self.config.request_timeout,
@@ -282,12 +287,7 @@ impl Gateway {
             .await;
         match sent {
             Ok(answer) => {
-                let headers = answer
-                    .headers
-                    .into_iter()
-                    // The runtime cannot speak for the sentinel.
-                    .filter(|(n, _)| !n.to_ascii_lowercase().starts_with(b"trustbridge-"))
-                    .collect();
+                let headers = from_runtime(answer.headers);
                 Inner {
                     status: answer.status,
                     usage: usage(&answer.body),
@@ -305,6 +305,63 @@ impl Gateway {
             }
         }
     }
+}
+
+/// The decapsulated request as Binary HTTP and its receipt nonce, or the error answer.
+fn parse_request(plain: &[u8]) -> Result<(Option<Vec<u8>>, bhttp::Message), Inner> {
+    match bhttp::Message::read_bhttp(&mut Cursor::new(plain)) {
+        Err(_) => Err(Inner::error(
+            400,
+            "invalid_request_error",
+            "not a Binary HTTP message",
+        )),
+        Ok(m) if !m.control().is_request() => Err(Inner::error(
+            400,
+            "invalid_request_error",
+            "not a Binary HTTP request",
+        )),
+        Ok(m) => match client_nonce(&m) {
+            Err(e) => Err(Inner::error(400, "invalid_request_error", e)),
+            Ok(nonce) => Ok((nonce, m)),
+        },
+    }
+}
+
+/// A request's method, path and header fields for the runtime (the nonce field removed),
+/// or the error answer for a request the runtime must not see.
+#[allow(clippy::type_complexity)]
+fn runtime_request(
+    m: &bhttp::Message,
+) -> Result<(Vec<u8>, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>), Inner> {
+    let (Some(method), Some(path)) = (m.control().method(), m.control().path()) else {
+        return Err(Inner::error(
+            400,
+            "invalid_request_error",
+            "the request has no method or path",
+        ));
+    };
+    if !api_endpoint(method, path) {
+        return Err(Inner::error(
+            404,
+            "invalid_request_error",
+            "no such endpoint: GET /v1/models, POST /v1/chat/completions, /v1/completions or /v1/embeddings",
+        ));
+    }
+    let headers = m
+        .header()
+        .iter()
+        .filter(|f| !f.name().eq_ignore_ascii_case(NONCE_HEADER.as_bytes()))
+        .map(|f| (f.name().to_vec(), f.value().to_vec()))
+        .collect();
+    Ok((method.to_vec(), path.to_vec(), headers))
+}
+
+/// Runtime header fields a client may see: the runtime cannot speak for the sentinel.
+fn from_runtime(headers: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    headers
+        .into_iter()
+        .filter(|(n, _)| !n.to_ascii_lowercase().starts_with(b"trustbridge-"))
+        .collect()
 }
 
 /// The client's receipt nonce, if it sent one (the field name in any case, at most once).

@@ -3,15 +3,13 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use base64::Engine;
 use trustbridge_protocol::ohttp::{
-    ATTESTATION_PATH, GATEWAY_PATH, KEYS_MEDIA_TYPE, MAX_REQUEST_LEN, REQUEST_MEDIA_TYPE,
-    RESPONSE_MEDIA_TYPE,
+    ATTESTATION_PATH, CHUNKED_REQUEST_MEDIA_TYPE, CHUNKED_RESPONSE_MEDIA_TYPE, GATEWAY_PATH,
+    KEYS_MEDIA_TYPE, MAX_REQUEST_LEN, REQUEST_MEDIA_TYPE, RESPONSE_MEDIA_TYPE,
 };
 
 use super::attestation::PublishError;
@@ -24,9 +22,8 @@ pub fn routes(sentinel: Arc<Sentinel>) -> Router {
     Router::new()
         .route(
             GATEWAY_PATH,
-            get(move || async move { keys(&k) }).post(move |headers: HeaderMap, body: Bytes| async move {
-                request(&r, &headers, &body).await
-            }),
+            get(move || async move { keys(&k) })
+                .post(move |req: axum::extract::Request| async move { post(&r, req).await }),
         )
         .route(
             ATTESTATION_PATH,
@@ -56,14 +53,67 @@ fn keys(sentinel: &Sentinel) -> Response {
     }
 }
 
-async fn request(sentinel: &Sentinel, headers: &HeaderMap, body: &[u8]) -> Response {
-    let media = headers.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes);
+/// `POST` to the gateway: a complete (`message/ohttp-req`) or chunked
+/// (`message/ohttp-chunked-req`) encapsulated request.
+async fn post(sentinel: &Sentinel, req: axum::extract::Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let media = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .map(HeaderValue::as_bytes);
+    if media == Some(CHUNKED_REQUEST_MEDIA_TYPE.as_bytes()) {
+        let trailers = parts
+            .headers
+            .get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+        return chunked(sentinel, body, trailers).await;
+    }
     if media != Some(REQUEST_MEDIA_TYPE.as_bytes()) {
         return plain(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "expected content-type message/ohttp-req",
+            "expected content-type message/ohttp-req or message/ohttp-chunked-req",
         );
     }
+    match axum::body::to_bytes(body, MAX_REQUEST_LEN).await {
+        Ok(bytes) => request(sentinel, &parts.headers, &bytes).await,
+        Err(_) => plain(StatusCode::PAYLOAD_TOO_LARGE, "the request is too large"),
+    }
+}
+
+async fn chunked(sentinel: &Sentinel, body: axum::body::Body, trailers: bool) -> Response {
+    use futures_util::TryStreamExt;
+    use tokio_util::compat::TokioAsyncReadCompatExt;
+    let (Some(gateway), Some(model), Some(policy)) = (
+        sentinel.gateway(),
+        sentinel.model(),
+        sentinel.policy_digest(),
+    ) else {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "not ready");
+    };
+    let src =
+        tokio_util::io::StreamReader::new(body.into_data_stream().map_err(std::io::Error::other))
+            .compat();
+    match gateway
+        .answer_chunked(src, model.manifest.digest(), policy, trailers)
+        .await
+    {
+        Ok(body) => (
+            [
+                (header::CONTENT_TYPE, CHUNKED_RESPONSE_MEDIA_TYPE),
+                (header::CACHE_CONTROL, "no-store"),
+                (header::TRAILER, RECEIPT_LOG_HEADER),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(e) => outer_error(e),
+    }
+}
+
+async fn request(sentinel: &Sentinel, _headers: &HeaderMap, body: &[u8]) -> Response {
     let (Some(gateway), Some(model), Some(policy)) = (
         sentinel.gateway(),
         sentinel.model(),
@@ -72,34 +122,39 @@ async fn request(sentinel: &Sentinel, headers: &HeaderMap, body: &[u8]) -> Respo
         return plain(StatusCode::SERVICE_UNAVAILABLE, "not ready");
     };
     match gateway.answer(body, &model, policy).await {
-        Ok(exchange) => {
-            let receipt =
-                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&exchange.receipt);
-            (
-                [
-                    (header::CONTENT_TYPE, RESPONSE_MEDIA_TYPE.to_owned()),
-                    (header::CACHE_CONTROL, "no-store".to_owned()),
-                    (header::HeaderName::from_static(RECEIPT_LOG_HEADER), receipt),
-                ],
-                exchange.encapsulated,
-            )
-                .into_response()
-        }
-        Err(OuterError::Decapsulate) => plain(
+        Ok(exchange) => (
+            [
+                (header::CONTENT_TYPE, RESPONSE_MEDIA_TYPE.to_owned()),
+                (header::CACHE_CONTROL, "no-store".to_owned()),
+                (
+                    header::HeaderName::from_static(RECEIPT_LOG_HEADER),
+                    exchange.log,
+                ),
+            ],
+            exchange.encapsulated,
+        )
+            .into_response(),
+        Err(e) => outer_error(e),
+    }
+}
+
+fn outer_error(e: OuterError) -> Response {
+    match e {
+        OuterError::Decapsulate => plain(
             StatusCode::BAD_REQUEST,
             "the request cannot be decapsulated",
         ),
-        Err(OuterError::Busy) => (
+        OuterError::Busy => (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::RETRY_AFTER, "1")],
             "too many requests at once",
         )
             .into_response(),
-        Err(e @ OuterError::NoReceipt(_)) => {
+        e @ OuterError::NoReceipt(_) => {
             tracing::error!(error = %e, "request refused: no receipt");
             plain(StatusCode::SERVICE_UNAVAILABLE, "no receipt can be signed")
         }
-        Err(e) => {
+        e => {
             tracing::error!(error = %e, "request failed");
             plain(
                 StatusCode::INTERNAL_SERVER_ERROR,

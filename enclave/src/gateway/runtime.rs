@@ -157,6 +157,33 @@ impl RuntimeClient {
         timeout: Duration,
         max_len: usize,
     ) -> Result<RuntimeAnswer, RuntimeError> {
+        let exchange = async {
+            let opened = self.open(method, path, headers, body).await?;
+            let body = Limited::new(opened.body, max_len)
+                .collect()
+                .await
+                .map_err(|_| RuntimeError::TooLarge(max_len))?
+                .to_bytes();
+            Ok(RuntimeAnswer {
+                status: opened.status,
+                headers: opened.headers,
+                body,
+            })
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| RuntimeError::Timeout(timeout))?
+    }
+
+    /// Sends one request and returns the answer's head with its body still to read (for
+    /// streamed answers; the caller bounds time and size).
+    pub async fn open(
+        &self,
+        method: &[u8],
+        path: &[u8],
+        headers: &[(Vec<u8>, Vec<u8>)],
+        body: Vec<u8>,
+    ) -> Result<StreamedAnswer, RuntimeError> {
         let url = &self.url;
         let path = std::str::from_utf8(path)
             .ok()
@@ -178,37 +205,38 @@ impl RuntimeClient {
         let req = req
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| RuntimeError::BadRequest(e.to_string()))?;
-        let exchange = async {
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| RuntimeError::Unreachable {
-                    url: url.to_string(),
-                    detail: e.to_string(),
-                })?;
-            let (parts, body) = resp.into_parts();
-            let body = Limited::new(body, max_len)
-                .collect()
-                .await
-                .map_err(|_| RuntimeError::TooLarge(max_len))?
-                .to_bytes();
-            let headers = parts
-                .headers
-                .iter()
-                .filter(|(n, _)| !is_hop_field(n.as_str().as_bytes()))
-                .map(|(n, v)| (n.as_str().as_bytes().to_vec(), v.as_bytes().to_vec()))
-                .collect();
-            Ok(RuntimeAnswer {
-                status: parts.status.as_u16(),
-                headers,
-                body,
-            })
-        };
-        tokio::time::timeout(timeout, exchange)
+        let resp = self
+            .client
+            .request(req)
             .await
-            .map_err(|_| RuntimeError::Timeout(timeout))?
+            .map_err(|e| RuntimeError::Unreachable {
+                url: url.to_string(),
+                detail: e.to_string(),
+            })?;
+        let (parts, body) = resp.into_parts();
+        let headers = parts
+            .headers
+            .iter()
+            .filter(|(n, _)| !is_hop_field(n.as_str().as_bytes()))
+            .map(|(n, v)| (n.as_str().as_bytes().to_vec(), v.as_bytes().to_vec()))
+            .collect();
+        Ok(StreamedAnswer {
+            status: parts.status.as_u16(),
+            headers,
+            body,
+        })
     }
+}
+
+/// An answer of the runtime whose body is still to be read.
+#[derive(Debug)]
+pub struct StreamedAnswer {
+    /// Its status.
+    pub status: u16,
+    /// Its header fields, hop-by-hop ones removed.
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Its body.
+    pub body: hyper::body::Incoming,
 }
 
 #[cfg(test)]

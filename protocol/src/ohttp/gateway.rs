@@ -56,6 +56,11 @@ impl GatewayKey {
         &self.keys
     }
 
+    /// The `ohttp` server, for chunked requests (`Server::decapsulate_stream`).
+    pub fn server(&self) -> &ohttp::Server {
+        &self.server
+    }
+
     /// Decapsulates a request: its plaintext and what encapsulates the response.
     pub fn decapsulate(&self, request: &[u8]) -> Result<(Vec<u8>, ServerResponse), OhttpError> {
         Ok(self.server.decapsulate(request)?)
@@ -64,6 +69,12 @@ impl GatewayKey {
 
 /// Encapsulates `request` to the first usable key of an `application/ohttp-keys` list.
 pub fn encapsulate(keys: &[u8], request: &[u8]) -> Result<(Vec<u8>, ClientResponse), OhttpError> {
+    Ok(client_for(keys)?.encapsulate(request)?)
+}
+
+/// A client request (complete or chunked) to the first usable key of an
+/// `application/ohttp-keys` list.
+pub fn client_for(keys: &[u8]) -> Result<ohttp::ClientRequest, OhttpError> {
     // The crate's list reader would take the last configuration, and its client panics
     // on a configuration without a suite it supports: pick a usable one here.
     // (decode_list keeps only configurations of a supported KEM, and `select` succeeds only
@@ -73,6 +84,5 @@ pub fn encapsulate(keys: &[u8], request: &[u8]) -> Result<(Vec<u8>, ClientRespon
         .into_iter()
         .find(|c| c.select(suites()[0]).is_ok())
         .ok_or(OhttpError::NoUsableKey)?;
-    let client = ohttp::ClientRequest::from_config(&mut config)?;
-    Ok(client.encapsulate(request)?)
+    Ok(ohttp::ClientRequest::from_config(&mut config)?)
 }

@@ -7,6 +7,7 @@
 //! its weight for it. Encapsulation itself ([`gateway`], feature `ohttp`) is the crate's
 //! too; nothing here re-implements it.
 
+pub mod bhttp_stream;
 #[cfg(feature = "ohttp")]
 pub mod gateway;
 

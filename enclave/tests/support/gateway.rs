@@ -1,0 +1,192 @@
+//! A Ready sentinel behind the relay's ingress, in this process, with a stand-in
+//! runtime: shared by the gateway tests (`gateway.rs`, `chunked.rs`).
+#![allow(dead_code, unreachable_pub)] // each test file uses a different part
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::response::IntoResponse;
+use axum::routing::post;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use trustbridge_enclave::attestation::{AttestationProvider, SimulatedPlatform, SimulatedProvider};
+use trustbridge_enclave::boot::Backoff;
+use trustbridge_enclave::gateway::{GatewayConfig, RECEIPT_HEADER};
+use trustbridge_enclave::hydrate::HydrateConfig;
+use trustbridge_enclave::sentinel::{Sentinel, SentinelConfig};
+use trustbridge_protocol::ohttp::REQUEST_MEDIA_TYPE;
+use trustbridge_transport::{Endpoint, Listener};
+
+use super::world::{ASSET, CONTRACT, World, world};
+
+/// A stand-in for vLLM's OpenAI server: echoes the request size, reports usage, and tries
+/// to inject a receipt header of its own.
+pub async fn runtime() -> String {
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        post(|body: Bytes| async move {
+            if body.windows(13).any(|w| w == b"\"stream\":true") {
+                return streamed(body.len());
+            }
+            (
+                [("content-type", "application/json"), (RECEIPT_HEADER, "forged-by-the-runtime")],
+                serde_json::json!({
+                    "object": "chat.completion",
+                    "choices": [{"message": {"role": "assistant", "content": format!("heard {} bytes", body.len())}}],
+                    "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+                })
+                .to_string(),
+            )
+                .into_response()
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+pub struct Setup {
+    pub world: World,
+    pub sentinel: Arc<Sentinel>,
+    pub relay: String,
+}
+
+/// The world, a sentinel Ready behind the relay's ingress, and the runtime.
+pub async fn setup() -> Setup {
+    setup_with(Default::default()).await
+}
+
+/// [`setup`] with the sentinel re-authorizing as `reauthorize` says.
+pub async fn setup_with(reauthorize: trustbridge_enclave::sentinel::Reauthorization) -> Setup {
+    let w = world(true).await;
+    let backoff = Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(200),
+        attempts: 5,
+    };
+    let sentinel = Sentinel::new(SentinelConfig {
+        asset: ASSET.into(),
+        contract: CONTRACT.into(),
+        kms: w.kms.clone(),
+        pins: w.pins,
+        egress_limits: Default::default(),
+        egress: w.egress.clone(),
+        bundles: w.bundles.clone(),
+        hydrate: HydrateConfig {
+            backoff,
+            ..HydrateConfig::default()
+        },
+        backoff,
+        reauthorize,
+        output: Default::default(),
+        swap: Default::default(),
+        gateway: GatewayConfig {
+            runtime: runtime().await.parse().unwrap(),
+            ..GatewayConfig::default()
+        },
+    });
+    let provider: Arc<dyn AttestationProvider> =
+        Arc::new(SimulatedProvider::new(w.tee(), SimulatedPlatform::Nitro));
+    tokio::spawn(sentinel.clone().boot(provider));
+    let api = Endpoint::Unix(w.path("sentinel.sock"));
+    let listener = Listener::bind(&api).await.unwrap();
+    let router = sentinel.clone().router();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let ingress = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay = format!("127.0.0.1:{}", ingress.local_addr().unwrap().port());
+    let log = trustbridge_relay::receipt_log::ReceiptLog::open(&w.path("receipts.log")).unwrap();
+    let app = trustbridge_relay::ingress::router_with(trustbridge_relay::ingress::IngressConfig {
+        log: Some(Arc::new(log)),
+        ..trustbridge_relay::ingress::IngressConfig::new(api)
+    });
+    tokio::spawn(async move { axum::serve(ingress, app).await.unwrap() });
+    let started = Instant::now();
+    while sentinel.model().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "not Ready: {}",
+            sentinel.state()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Setup {
+        world: w,
+        sentinel,
+        relay,
+    }
+}
+
+/// One HTTP/1.1 exchange with the relay.
+pub async fn http(
+    relay: &str,
+    method: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> (u16, hyper::HeaderMap, Vec<u8>) {
+    let stream = tokio::net::TcpStream::connect(relay).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", relay)
+        .header("content-type", REQUEST_MEDIA_TYPE)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (status, headers, body)
+}
+
+/// A Binary HTTP chat request.
+pub fn chat_request(prompt: &str) -> Vec<u8> {
+    let mut m = bhttp::Message::request(
+        b"POST".to_vec(),
+        b"https".to_vec(),
+        b"sentinel".to_vec(),
+        b"/v1/chat/completions".to_vec(),
+    );
+    m.put_header("content-type", "application/json");
+    m.write_content(
+        serde_json::json!({"model": ASSET, "messages": [{"role": "user", "content": prompt}]})
+            .to_string(),
+    );
+    let mut out = Vec::new();
+    m.write_bhttp(bhttp::Mode::KnownLength, &mut out).unwrap();
+    out
+}
+
+/// The events a streamed answer carries: [`STREAM_EVENTS`] events, then `[DONE]`.
+pub const STREAM_EVENTS: usize = 3;
+
+/// A server-sent-event answer, one event every 20 ms (so it crosses the relay in pieces).
+fn streamed(len: usize) -> axum::response::Response {
+    let events = (0..STREAM_EVENTS)
+        .map(move |i| format!("data: {{\"piece\": {i}, \"heard\": {len}}}\n\n"))
+        .chain(std::iter::once("data: [DONE]\n\n".to_owned()));
+    let stream = futures_util::stream::iter(events).then(|e| async move {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Ok::<_, std::convert::Infallible>(Bytes::from(e))
+    });
+    (
+        [
+            ("content-type", "text/event-stream"),
+            (RECEIPT_HEADER, "forged-by-the-runtime"),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
+}
