@@ -415,17 +415,3 @@ fn clear_messages_for_bad_invocations() {
     ]);
     assert_eq!(usage.status.code(), Some(2));
 }
-
-#[test]
-fn demo_runs_end_to_end() {
-    let out = ok(tb(["demo", "--size-mib", "9"]));
-    assert!(out.contains("demo passed"), "{out}");
-    assert!(out.contains("flipped byte rejected"), "{out}");
-    assert!(out.contains("wrong key rejected"), "{out}");
-    assert!(
-        out.contains("simulated enclave attested and received the data key"),
-        "{out}"
-    );
-    assert!(out.contains("was denied: measurement_mismatch"), "{out}");
-    assert!(out.contains("decision log: 2 signed"), "{out}");
-}

@@ -73,7 +73,7 @@ fn main() {
     let (cat_s, ready_s) = rt.block_on(async {
         // A broker holding the key, the relay's egress and bundle server, and the bundle:
         // one file of `gib` GiB of incompressible weights, sealed as it is generated.
-        let w = world_with(true, |bundle, key, provider| {
+        let w = world_with(true, move |bundle, key, provider| {
             let asset = AssetId::new(ASSET).unwrap();
             let mut out = std::io::BufWriter::new(
                 std::fs::File::create(bundle.join("weights.bin.sealed")).unwrap(),

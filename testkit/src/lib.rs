@@ -6,10 +6,14 @@
 //! a loud skip, unless `TB_REQUIRE_VECTORS=1`, in which case the test fails: CI sets it so
 //! that a missing folder can never turn the suite silently green.
 //!
-//! This crate exists only for tests; it panics on purpose, because a panic is how a test
-//! helper fails a test.
+//! The vector helpers exist only for tests; they panic on purpose, because a panic is how a
+//! test helper fails a test. [`world`] builds the end-to-end setting (provider, sealed
+//! bundle, simulated TEE, key broker) for tests, benchmarks and `trustbridge demo`, and
+//! returns errors instead.
 #![forbid(unsafe_code)]
 #![allow(clippy::panic)]
+
+pub mod world;
 
 use std::path::{Path, PathBuf};
 

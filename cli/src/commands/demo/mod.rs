@@ -154,11 +154,11 @@ pub(crate) fn run(args: DemoArgs, quiet: bool) -> Result<()> {
             "--egress-listen".into(),
             sock("egress.sock"),
             "--egress-allow".into(),
-            format!("127.0.0.1:{}", provisioned.broker_port),
+            format!("127.0.0.1:{}", provisioned.world.broker_port()),
             "--bundle-listen".into(),
             sock("bundles.sock"),
             "--bundle-dir".into(),
-            provisioned.bundle.display().to_string(),
+            provisioned.world.bundle.display().to_string(),
             "--receipt-log".into(),
             dir.join("receipts.log").display().to_string(),
         ],
@@ -180,11 +180,11 @@ pub(crate) fn run(args: DemoArgs, quiet: bool) -> Result<()> {
             "--relay-bundles".into(),
             sock("bundles.sock"),
             "--kms-url".into(),
-            format!("http://127.0.0.1:{}", provisioned.broker_port),
+            provisioned.world.broker_url().to_owned(),
             "--kms-key".into(),
-            provisioned.broker_key.clone(),
+            provisioned.world.broker_key().to_string(),
             "--provider-key".into(),
-            provisioned.provider_key.clone(),
+            provisioned.world.provider.public().to_hex(),
             "--asset-id".into(),
             setup::ASSET.into(),
             "--contract-id".into(),
@@ -192,7 +192,7 @@ pub(crate) fn run(args: DemoArgs, quiet: bool) -> Result<()> {
             "--tee".into(),
             "simulated".into(),
             "--sim-ca".into(),
-            provisioned.sim_ca.display().to_string(),
+            provisioned.world.sim_ca.display().to_string(),
             "--runtime-url".into(),
             runtime_url,
         ],
@@ -250,7 +250,7 @@ pub(crate) fn run(args: DemoArgs, quiet: bool) -> Result<()> {
         out,
         "\nReady. The OpenAI-compatible, verifying endpoint is {proxy_url}/v1\n\n  curl -i {proxy_url}/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{{\"model\": \"{m}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello\"}}]}}'\n\n  python3 -c 'import openai; c = openai.OpenAI(base_url=\"{proxy_url}/v1\", api_key=\"-\"); print(c.chat.completions.create(model=\"{m}\", messages=[{{\"role\": \"user\", \"content\": \"Hello\"}}]).choices[0].message.content)'\n\n  what the proxy verified:  curl {proxy_url}/trustbridge/status\n  the attestation bundle:   curl {attestation_url}\n  audit the receipt log:    curl -s {attestation_url} > bundle.json && tb-verify log {relay_url} --attestation bundle.json \\\n                              --simulation-root {sim}/nitro_chain.pem --allow-simulated\n\nPress Ctrl-C to stop.",
         m = echo_runtime::MODEL,
-        sim = provisioned.sim_ca.display(),
+        sim = provisioned.world.sim_ca.display(),
     )?;
     out.flush()?;
     drop(out);
@@ -272,7 +272,7 @@ pub(crate) fn run(args: DemoArgs, quiet: bool) -> Result<()> {
     sentinel.stop();
     relay.stop();
     let _ = runtime.block_on(proxy);
-    drop(provisioned.broker);
+    drop(provisioned.world);
     writeln!(out, "  [ok] sentinel, relay, proxy and broker stopped")?;
     if args.workdir.is_some() {
         writeln!(out, "artifacts kept in {}", dir.display())?;
