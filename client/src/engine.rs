@@ -162,6 +162,11 @@ impl Client {
         &self.base
     }
 
+    /// The configuration (limits: time for one answer, largest answer).
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
     fn record(&self) -> std::sync::MutexGuard<'_, Record> {
         self.record.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -463,7 +468,6 @@ impl Client {
                 "broker_key": hex::encode(b.binding.broker_key),
                 "provider_key": b.binding.provider_key.map(hex::encode),
                 "evidence_digest": hex::encode(b.evidence_digest()),
-                "evidence_issued_at": b.issued_at,
             })
         });
         json!({

@@ -339,3 +339,17 @@ async fn a_receipt_whose_trailer_cannot_go_out_goes_with_the_next_answer() {
         .collect();
     assert_eq!(check_chains(&receipts).unwrap()[0].count, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_the_runtime_breaks_off_is_signed_as_such_and_refused() {
+    let s = setup().await;
+    let session = session(&s).await;
+    let sealed = session.seal_chunked(&stream_request("break off")).unwrap();
+    let (status, _, frames) = post_chunked(&s.relay, sealed.encapsulated).await;
+    assert_eq!(status, 200);
+    let e = read(&session, sealed.pending, frames.concat())
+        .await
+        .unwrap_err();
+    // The head said 200; the receipt says the answer was cut (502).
+    assert!(e.contains("status 502"), "{e}");
+}

@@ -129,28 +129,20 @@ async fn forward(State(ingress): State<Arc<Ingress>>, mut req: Request) -> Respo
     match sent {
         Ok(Ok(resp)) => {
             let (mut parts, body) = resp.into_parts();
+            // A streamed answer announces its receipt for the log as a trailer.
+            let streamed = parts.headers.get_all(header::TRAILER).iter().any(|v| {
+                v.as_bytes()
+                    .eq_ignore_ascii_case(RECEIPT_LOG_HEADER.as_bytes())
+            });
             for h in &HOP_BY_HOP {
                 parts.headers.remove(h);
             }
             if let Some(receipt) = parts.headers.remove(RECEIPT_LOG_HEADER) {
                 log_receipts(&ingress, receipt.as_bytes()).await;
             }
-            // A streamed answer's receipt comes in the trailer: logged, not forwarded.
-            let logger = ingress.clone();
-            let body = http_body_util::BodyExt::map_frame(body, move |frame| {
-                match frame.into_trailers() {
-                    Ok(mut trailers) => {
-                        if let Some(receipt) = trailers.remove(RECEIPT_LOG_HEADER) {
-                            let logger = logger.clone();
-                            tokio::spawn(async move {
-                                log_receipts(&logger, receipt.as_bytes()).await;
-                            });
-                        }
-                        hyper::body::Frame::trailers(trailers)
-                    }
-                    Err(frame) => frame,
-                }
-            });
+            if streamed {
+                return Response::from_parts(parts, pump(ingress.clone(), body));
+            }
             Response::from_parts(parts, Body::new(body))
         }
         Ok(Err(e)) => {
@@ -168,6 +160,77 @@ async fn forward(State(ingress): State<Arc<Ingress>>, mut req: Request) -> Respo
         )
             .into_response(),
     }
+}
+
+/// Most bytes of a streamed answer read after its client went away, to reach the trailer
+/// that carries its receipt.
+const DRAIN_LIMIT: usize = 16 << 20;
+
+/// Forwards a streamed answer frame by frame, and logs the receipt in its trailer. If the
+/// client goes away, the rest is still read (at most [`DRAIN_LIMIT`] bytes, within the
+/// ingress timeout) so that the receipt reaches the log: it is signed, so it is in the
+/// sentinel's chain.
+fn pump(ingress: Arc<Ingress>, mut body: hyper::body::Incoming) -> Body {
+    use http_body_util::BodyExt;
+    let (tx, mut rx) =
+        tokio::sync::mpsc::channel::<Result<hyper::body::Frame<bytes::Bytes>, hyper::Error>>(16);
+    tokio::spawn(async move {
+        let mut gone: Option<(tokio::time::Instant, usize)> = None;
+        loop {
+            let frame = match gone {
+                None => body.frame().await,
+                Some((deadline, _)) => {
+                    match tokio::time::timeout_at(deadline, body.frame()).await {
+                        Ok(f) => f,
+                        Err(_) => {
+                            tracing::warn!(
+                                "a streamed answer's trailer did not come in time: its receipt is not logged"
+                            );
+                            return;
+                        }
+                    }
+                }
+            };
+            let frame = match frame {
+                None => return,
+                Some(Err(e)) => {
+                    if gone.is_none() {
+                        let _ = tx.send(Err(e)).await;
+                    }
+                    return;
+                }
+                Some(Ok(frame)) => frame,
+            };
+            let frame = match frame.into_trailers() {
+                Ok(mut trailers) => {
+                    if let Some(receipt) = trailers.remove(RECEIPT_LOG_HEADER) {
+                        log_receipts(&ingress, receipt.as_bytes()).await;
+                    }
+                    return;
+                }
+                Err(frame) => frame,
+            };
+            match &mut gone {
+                Some((_, drained)) => {
+                    *drained += frame.data_ref().map_or(0, bytes::Bytes::len);
+                    if *drained > DRAIN_LIMIT {
+                        tracing::warn!(
+                            "a streamed answer is too long to drain: its receipt is not logged"
+                        );
+                        return;
+                    }
+                }
+                None => {
+                    if tx.send(Ok(frame)).await.is_err() {
+                        gone = Some((tokio::time::Instant::now() + ingress.config.timeout, 0));
+                    }
+                }
+            }
+        }
+    });
+    Body::new(http_body_util::StreamBody::new(
+        futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)),
+    ))
 }
 
 /// Appends receipts (base64url, comma-separated: a receipt whose streamed answer's trailer

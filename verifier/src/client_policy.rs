@@ -307,6 +307,7 @@ mod tests {
             ok.replace(&"10".repeat(48), "10"),
             format!("models = [\"00\"]\n{ok}"),
             format!("{ok}[simulation]\nnitro_root_sha256 = [\"00\"]\n"),
+            ok.replace("pcr0", "pcr3"),
         ] {
             assert!(ClientPolicy::from_toml(&bad).is_err(), "{bad}");
         }

@@ -21,6 +21,11 @@ pub enum ReferenceValueError {
     /// A Nitro set names no PCR (it would accept any enclave).
     #[error("a Nitro measurement set lists no PCR")]
     NitroSetEmpty,
+    /// A Nitro set of PCR3/PCR4 only: they name the parent instance, not the code.
+    #[error(
+        "a Nitro measurement set must name PCR0, PCR1, PCR2 or PCR8 (PCR3 and PCR4 measure no code)"
+    )]
+    NitroSetMeasuresNoCode,
     /// A Nitro PCR value of another length than SHA-384's.
     #[error("Nitro PCR values are 48 bytes")]
     NitroPcrLength,
@@ -283,6 +288,9 @@ impl MeasurementSets<'_> {
             }
             if pcrs.iter().any(|(_, v)| v.len() != 48) {
                 return Err(ReferenceValueError::NitroPcrLength);
+            }
+            if !pcrs.iter().any(|(i, _)| matches!(i, 0 | 1 | 2 | 8)) {
+                return Err(ReferenceValueError::NitroSetMeasuresNoCode);
             }
         }
         for set in self.snp.iter().chain(self.azure.iter().map(|z| &z.snp)) {

@@ -220,9 +220,13 @@ impl Proxy {
 /// A streamed answer, passed on as it is decrypted. Server-sent events go through event
 /// by event, except the final `data: [DONE]`, which is sent only once the receipt
 /// verified; otherwise the stream ends with an error event (OpenAI SDKs raise it). Other
-/// content is held until it verified. The receipt follows as an SSE comment and, with
-/// `trustbridge-verified: true`, as HTTP trailer fields.
+/// content is read whole and verified first, then answered as usual. The receipt follows
+/// the events as an SSE comment and, with `trustbridge-verified: true`, as HTTP trailer
+/// fields (for clients that ask for trailers). The whole answer must come within the
+/// client's time limit.
 async fn forward_streamed(p: Arc<Proxy>, request: Request) -> Response {
+    let deadline = tokio::time::Instant::now() + p.client.config().timeout;
+    let limit = p.client.config().max_response_len;
     let (session, mut answer) = match p.client.send_streamed(&request).await {
         Ok(x) => x,
         Err(e) => return failure(&e),
@@ -238,30 +242,71 @@ async fn forward_streamed(p: Arc<Proxy>, request: Request) -> Response {
     let sse = content_type
         .as_deref()
         .is_some_and(|v| v.starts_with(b"text/event-stream"));
+    let timed_out = || {
+        ClientError::Verification(trustbridge_client::VerificationError::Stream(
+            "the answer did not end in time".into(),
+        ))
+    };
+    if !sse {
+        // Nothing of it leaves before it verified.
+        let mut body = Vec::new();
+        loop {
+            match tokio::time::timeout_at(deadline, answer.next()).await {
+                Err(_) => return failure(&timed_out()),
+                Ok(Err(e)) => return failure(&ClientError::Verification(e)),
+                Ok(Ok(None)) => break,
+                Ok(Ok(Some(piece))) => {
+                    body.extend(piece);
+                    if body.len() > limit {
+                        return failure(&ClientError::TooLarge("the streamed answer"));
+                    }
+                }
+            }
+        }
+        return match p.client.finish_streamed(session, &mut answer).await {
+            Ok((receipt, salt)) => {
+                p.keep(&receipt, &salt);
+                answer_response(VerifiedAnswer {
+                    status,
+                    headers,
+                    body,
+                    receipt,
+                    salt,
+                })
+            }
+            Err(e) => failure(&e),
+        };
+    }
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Frame<Bytes>>(32);
     tokio::spawn(async move {
-        let mut held = SseHold::new(sse);
+        let mut held = SseHold::new(limit);
         let send = |frame: Frame<Bytes>| tx.send(frame);
         let error_event = |e: &ClientError| {
             let check = e.failed_check().unwrap_or("response integrity");
             let event = json!({"error": {"message": format!("TrustBridge verification failed ({check}): {e}"), "type": VERIFICATION_FAILED, "code": check, "param": null}});
             Frame::data(Bytes::from(format!("data: {event}\n\n")))
         };
+        let fail = |e: ClientError| {
+            p.client.record_failure(&e);
+            tracing::warn!(error = %e, "streamed answer failed");
+            error_event(&e)
+        };
         loop {
-            match answer.next().await {
-                Ok(Some(data)) => {
-                    for piece in held.push(&data) {
-                        if send(Frame::data(piece)).await.is_err() {
+            let piece = match tokio::time::timeout_at(deadline, answer.next()).await {
+                Err(_) => Err(timed_out()),
+                Ok(r) => r.map_err(ClientError::Verification),
+            };
+            match piece.and_then(|piece| piece.map(|d| held.push(&d)).transpose()) {
+                Ok(Some(events)) => {
+                    for event in events {
+                        if send(Frame::data(event)).await.is_err() {
                             return;
                         }
                     }
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    let e = ClientError::Verification(e);
-                    p.client.record_failure(&e);
-                    tracing::warn!(error = %e, "streamed answer failed");
-                    let _ = send(error_event(&e)).await;
+                    let _ = send(fail(e)).await;
                     return;
                 }
             }
@@ -275,12 +320,10 @@ async fn forward_streamed(p: Arc<Proxy>, request: Request) -> Response {
                 p.keep(&receipt, &salt);
                 let b64 =
                     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(receipt.as_bytes());
-                if sse {
-                    let _ = send(Frame::data(Bytes::from(format!(
-                        ": {RECEIPT_HEADER} {b64}\n\n"
-                    ))))
-                    .await;
-                }
+                let _ = send(Frame::data(Bytes::from(format!(
+                    ": {RECEIPT_HEADER} {b64}\n\n"
+                ))))
+                .await;
                 for piece in held.finish() {
                     let _ = send(Frame::data(piece)).await;
                 }
@@ -315,40 +358,46 @@ async fn forward_streamed(p: Arc<Proxy>, request: Request) -> Response {
     response
 }
 
-/// Holds back what may not be passed on before the receipt verified: for server-sent
-/// events the `data: [DONE]` event (events are passed on whole, as they complete); for
-/// other content, everything.
+/// Server-sent events passed on as they complete, except the end-of-stream event (`data:
+/// [DONE]`, in any of its spellings), held until the receipt verified. At most `limit`
+/// bytes wait in it.
 struct SseHold {
-    sse: bool,
     pending: Vec<u8>,
+    /// How far `pending` was searched for an event's end.
+    scanned: usize,
     done: Vec<u8>,
+    limit: usize,
 }
 
 impl SseHold {
-    fn new(sse: bool) -> Self {
+    fn new(limit: usize) -> Self {
         Self {
-            sse,
             pending: Vec::new(),
+            scanned: 0,
             done: Vec::new(),
+            limit,
         }
     }
 
-    /// The complete events `data` finishes (none for non-SSE content).
-    fn push(&mut self, data: &[u8]) -> Vec<Bytes> {
+    /// The complete events `data` finishes.
+    fn push(&mut self, data: &[u8]) -> Result<Vec<Bytes>, ClientError> {
         self.pending.extend_from_slice(data);
-        if !self.sse {
-            return Vec::new();
+        if self.pending.len() + self.done.len() > self.limit {
+            return Err(ClientError::TooLarge("a server-sent event"));
         }
         let mut out = Vec::new();
-        while let Some(end) = find_event_end(&self.pending) {
+        while let Some(end) = find_event_end(&self.pending, self.scanned) {
             let event: Vec<u8> = self.pending.drain(..end).collect();
-            if event.trim_ascii() == b"data: [DONE]" {
-                self.done = event;
+            self.scanned = 0;
+            if is_done_event(&event) {
+                self.done.extend(event);
             } else {
                 out.push(Bytes::from(event));
             }
         }
-        out
+        // An event's end straddles the next push by at most three bytes.
+        self.scanned = self.pending.len().saturating_sub(3);
+        Ok(out)
     }
 
     /// What was held, once the receipt verified.
@@ -361,14 +410,29 @@ impl SseHold {
     }
 }
 
-/// The end (exclusive) of the first complete server-sent event: after a blank line.
-fn find_event_end(buf: &[u8]) -> Option<usize> {
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
-    let crlf = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
-    match (lf, crlf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+/// Whether an event carries the end-of-stream marker in a data field (`data: [DONE]`,
+/// `data:[DONE]`).
+fn is_done_event(event: &[u8]) -> bool {
+    event.split(|b| *b == b'\n').any(|line| {
+        line.strip_prefix(b"data:")
+            .is_some_and(|v| v.trim_ascii().starts_with(b"[DONE]"))
+    })
+}
+
+/// The end (exclusive) of the first complete server-sent event at or after `from`: after
+/// a blank line (LF LF, CR LF CR LF, or CR CR).
+fn find_event_end(buf: &[u8], from: usize) -> Option<usize> {
+    let rest = buf.get(from..)?;
+    for i in 0..rest.len() {
+        let tail = &rest[i..];
+        if tail.starts_with(b"\n\n") || tail.starts_with(b"\r\r") {
+            return Some(from + i + 2);
+        }
+        if tail.starts_with(b"\r\n\r\n") {
+            return Some(from + i + 4);
+        }
     }
+    None
 }
 
 fn failure(e: &ClientError) -> Response {
@@ -442,4 +506,34 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn every_spelling_of_done_is_held_until_the_end() {
+        for done in [
+            &b"data: [DONE]\n\n"[..],
+            b"data:[DONE]\n\n",
+            b"event: x\ndata:  [DONE]\r\n\r\n",
+        ] {
+            let mut h = SseHold::new(1 << 20);
+            let mut out = h.push(b"data: {\"a\":1}\n\n").unwrap();
+            // Split anywhere, the marker never passes before the end.
+            for byte in done {
+                out.extend(h.push(&[*byte]).unwrap());
+            }
+            assert_eq!(out, vec![Bytes::from_static(b"data: {\"a\":1}\n\n")]);
+            assert_eq!(h.finish().concat(), done.to_vec());
+        }
+    }
+
+    #[test]
+    fn the_hold_is_bounded() {
+        let mut h = SseHold::new(16);
+        assert!(h.push(&[b'x'; 17]).is_err());
+    }
 }

@@ -12,7 +12,6 @@
 //! out with the next answer.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
@@ -29,8 +28,8 @@ use trustbridge_protocol::receipt::{SALT_LEN, SaltedDigest, salted_digest};
 
 use super::attestation::Published;
 use super::{
-    Gateway, Inner, OuterError, RECEIPT_HEADER, RECEIPT_LOG_HEADER, SALT_HEADER, from_runtime,
-    parse_request, runtime_request,
+    Gateway, Inner, LOG_TRAILER_BUDGET, OuterError, RECEIPT_HEADER, RECEIPT_LOG_HEADER,
+    SALT_HEADER, from_runtime, parse_request, runtime_request,
 };
 use crate::receipts::ReceiptFacts;
 
@@ -41,6 +40,7 @@ struct Context {
     published: Arc<Published>,
     model: [u8; 32],
     policy: [u8; 32],
+    deadline: tokio::time::Instant,
 }
 
 /// A streamed answer's receipt on its way to the relay: if the outer response is dropped
@@ -80,13 +80,20 @@ impl Gateway {
             .clone()
             .try_acquire_owned()
             .map_err(|_| OuterError::Busy)?;
+        // One deadline for the whole exchange: reading the request, the runtime, and
+        // writing the answer (a client that does not read its answer frees its permit).
+        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
         let mut request = self.keys.gateway.server().clone().decapsulate_stream(src);
         let mut plain = Vec::new();
-        (&mut request)
-            .take(MAX_REQUEST_LEN as u64 + 1)
-            .read_to_end(&mut plain)
-            .await
-            .map_err(|_| OuterError::Decapsulate)?;
+        tokio::time::timeout_at(
+            deadline,
+            (&mut request)
+                .take(MAX_REQUEST_LEN as u64 + 1)
+                .read_to_end(&mut plain),
+        )
+        .await
+        .map_err(|_| OuterError::RequestTimeout)?
+        .map_err(|_| OuterError::Decapsulate)?;
         if plain.len() > MAX_REQUEST_LEN {
             return Err(OuterError::Decapsulate);
         }
@@ -110,6 +117,7 @@ impl Gateway {
             published,
             model,
             policy,
+            deadline,
         };
         tokio::spawn(async move {
             let _permit = permit;
@@ -132,7 +140,7 @@ impl Gateway {
             if let Some(rx) = outstanding.receipt.as_mut() {
                 if let Ok(receipt) = rx.await {
                     outstanding.receipt = None;
-                    let value = outstanding.gateway.log_value(&receipt);
+                    let value = outstanding.gateway.log_value(&receipt, LOG_TRAILER_BUDGET);
                     match HeaderValue::from_str(&value) {
                         Ok(v) => {
                             fields.insert(HeaderName::from_static(RECEIPT_LOG_HEADER), v);
@@ -147,8 +155,13 @@ impl Gateway {
     }
 
     /// Writes the answer to `out`; the receipt, once its trailer is written. `None` when the
-    /// client went away before the end (nothing is signed for an answer not delivered).
+    /// client went away or stopped reading before the end (nothing is signed for an answer
+    /// not delivered). An answer the runtime breaks off (an error, the deadline, the size
+    /// limit) is signed with status 502 or 504, not the runtime's: the receipt then
+    /// disagrees with the head the client received, which the client refuses, and the log
+    /// records the cut.
     async fn stream<W: AsyncWrite + Unpin>(&self, cx: Context, mut out: W) -> Option<Vec<u8>> {
+        let deadline = cx.deadline;
         let salt_field: Field = (
             SALT_HEADER.as_bytes().to_vec(),
             hex::encode(cx.salt).into_bytes(),
@@ -159,8 +172,8 @@ impl Gateway {
             Ok((nonce, m)) => match runtime_request(&m) {
                 Err(inner) => (nonce, Err(inner)),
                 Ok((method, path, headers)) => {
-                    let opened = tokio::time::timeout(
-                        self.config.request_timeout,
+                    let opened = tokio::time::timeout_at(
+                        deadline,
                         self.runtime
                             .open(&method, &path, &headers, m.content().to_vec()),
                     )
@@ -186,33 +199,29 @@ impl Gateway {
                 let mut headers = inner.headers;
                 headers.push(salt_field);
                 digest.update(&inner.body);
-                out.write_all(&encode_head(inner.status, &headers))
-                    .await
-                    .ok()?;
-                out.write_all(&encode_chunk(&inner.body)).await.ok()?;
+                send(&mut out, &encode_head(inner.status, &headers), deadline).await?;
+                send(&mut out, &encode_chunk(&inner.body), deadline).await?;
                 inner.status
             }
             Ok(answer) => {
                 let mut headers = from_runtime(answer.headers);
                 headers.push(salt_field);
-                out.write_all(&encode_head(answer.status, &headers))
-                    .await
-                    .ok()?;
-                out.flush().await.ok()?;
-                let deadline = Instant::now() + self.config.request_timeout;
+                send(&mut out, &encode_head(answer.status, &headers), deadline).await?;
                 let mut body = answer.body;
                 let mut sent = 0usize;
+                let mut status = answer.status;
                 loop {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    let frame = match tokio::time::timeout(left, body.frame()).await {
+                    let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
                         Ok(Some(Ok(frame))) => frame,
                         Ok(None) => break,
                         Ok(Some(Err(e))) => {
                             tracing::warn!(error = %e, "the runtime's stream broke off");
+                            status = 502;
                             break;
                         }
                         Err(_) => {
                             tracing::warn!("the runtime's stream ran past the time limit");
+                            status = 504;
                             break;
                         }
                     };
@@ -226,13 +235,13 @@ impl Gateway {
                     sent += data.len();
                     if sent > self.config.max_response_len {
                         tracing::warn!("the runtime's stream is larger than the limit: cut");
+                        status = 502;
                         break;
                     }
                     digest.update(&data);
-                    out.write_all(&encode_chunk(&data)).await.ok()?;
-                    out.flush().await.ok()?;
+                    send(&mut out, &encode_chunk(&data), deadline).await?;
                 }
-                answer.status
+                status
             }
         };
         let receipt = self
@@ -257,16 +266,35 @@ impl Gateway {
                 .encode(&bytes)
                 .into_bytes(),
         );
-        let ended = async {
+        // Signed, so in the chain: a few more seconds to deliver it, then the log gets it
+        // with a later answer.
+        let grace = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let ended = tokio::time::timeout_at(deadline.max(grace), async {
             out.write_all(&encode_end(&[field])).await?;
             out.close().await
-        }
+        })
         .await;
-        if ended.is_err() {
+        if !matches!(ended, Ok(Ok(()))) {
             // Signed, so in the chain: the relay must still log it.
             self.postpone(bytes);
             return None;
         }
         Some(bytes)
     }
+}
+
+/// Writes `bytes` and flushes them (one encrypted chunk, sent at once), by `deadline`;
+/// `None` when the client stopped reading or went away.
+async fn send<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    bytes: &[u8],
+    deadline: tokio::time::Instant,
+) -> Option<()> {
+    tokio::time::timeout_at(deadline, async {
+        out.write_all(bytes).await?;
+        out.flush().await
+    })
+    .await
+    .ok()?
+    .ok()
 }

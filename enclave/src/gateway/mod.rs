@@ -43,6 +43,11 @@ pub const SALT_HEADER: &str = "trustbridge-receipt-salt";
 pub const NONCE_HEADER: &str = "trustbridge-receipt-nonce";
 pub use trustbridge_protocol::ohttp::RECEIPT_LOG_HEADER;
 
+/// Most bytes of receipts in one outer `trustbridge-receipt-log` header.
+const LOG_HEADER_BUDGET: usize = 48 << 10;
+/// Most bytes of receipts in one outer `trustbridge-receipt-log` trailer.
+const LOG_TRAILER_BUDGET: usize = 12 << 10;
+
 /// The gateway's limits and its runtime.
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
@@ -84,6 +89,9 @@ pub enum OuterError {
     /// without its receipt is never sent.
     #[error("no receipt can be signed: {0}")]
     NoReceipt(String),
+    /// The request did not arrive in time: 408.
+    #[error("the request did not arrive in time")]
+    RequestTimeout,
     /// The answer could not be encapsulated: 500.
     #[error("the answer cannot be encapsulated")]
     Encapsulate,
@@ -240,20 +248,25 @@ impl Gateway {
             .map_err(|_| OuterError::Encapsulate)?;
         Ok(Exchange {
             encapsulated,
-            log: self.log_value(&receipt_bytes),
+            log: self.log_value(&receipt_bytes, LOG_HEADER_BUDGET),
             receipt: receipt_bytes,
         })
     }
 
-    /// The value of the outer receipt-log field: `receipt` and any receipts waiting in the
-    /// outbox, base64url, comma-separated.
-    fn log_value(&self, receipt: &[u8]) -> String {
+    /// The value of the outer receipt-log field: `receipt` and as many receipts waiting in
+    /// the outbox as fit in `budget` bytes (base64url, comma-separated); the others wait
+    /// for the next answer. (A trailer must stay small: hyper refuses trailer sections
+    /// over 16 KiB.)
+    fn log_value(&self, receipt: &[u8], budget: usize) -> String {
         let engine = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let mut value = engine.encode(receipt);
-        let waiting = std::mem::take(&mut *self.outbox.lock().unwrap_or_else(|p| p.into_inner()));
-        for r in waiting {
+        let mut outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(next) = outbox.first() {
+            if value.len() + 1 + next.len().div_ceil(3) * 4 > budget {
+                break;
+            }
             value.push(',');
-            value.push_str(&engine.encode(r));
+            value.push_str(&engine.encode(outbox.remove(0)));
         }
         value
     }

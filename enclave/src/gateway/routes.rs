@@ -144,6 +144,10 @@ fn outer_error(e: OuterError) -> Response {
             StatusCode::BAD_REQUEST,
             "the request cannot be decapsulated",
         ),
+        OuterError::RequestTimeout => plain(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request did not arrive in time",
+        ),
         OuterError::Busy => (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::RETRY_AFTER, "1")],

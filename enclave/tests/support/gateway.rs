@@ -27,6 +27,9 @@ pub async fn runtime() -> String {
     let app = axum::Router::new().route(
         "/v1/chat/completions",
         post(|body: Bytes| async move {
+            if body.windows(9).any(|w| w == b"break off") {
+                return broken();
+            }
             if body.windows(13).any(|w| w == b"\"stream\":true") {
                 return streamed(body.len());
             }
@@ -187,6 +190,24 @@ fn streamed(len: usize) -> axum::response::Response {
             (RECEIPT_HEADER, "forged-by-the-runtime"),
         ],
         axum::body::Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// A server-sent-event answer that breaks off after one event (a runtime that fails
+/// mid-answer).
+fn broken() -> axum::response::Response {
+    let events = futures_util::stream::iter([
+        Ok(Bytes::from_static(b"data: {\"piece\": 0}\n\n")),
+        Err(std::io::Error::other("the runtime fell over")),
+    ])
+    .then(|e| async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        e
+    });
+    (
+        [("content-type", "text/event-stream")],
+        axum::body::Body::from_stream(events),
     )
         .into_response()
 }

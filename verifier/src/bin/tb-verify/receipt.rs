@@ -65,8 +65,13 @@ pub(crate) struct ReceiptArgs {
     evidence: EvidenceOptions,
     /// Check the bundle against this client policy (client.toml, as `trustbridge proxy
     /// --policy` reads it): its roots, measurement sets, pinned keys and models replace
-    /// the rules given as options (--at still sets the time).
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["expect_broker_key", "expect_provider_key"])]
+    /// the rules given as options, which cannot be combined with it (--at still sets the
+    /// time).
+    #[arg(long, value_name = "FILE", conflicts_with_all = [
+        "expect_broker_key", "expect_provider_key", "trust_root", "simulation_root", "vcek",
+        "vcek_cache", "crl", "expect", "min_tcb", "max_vmpl", "allow_debug",
+        "allow_migration_agent", "allow_simulated",
+    ])]
     policy: Option<PathBuf>,
     /// Require the sentinel to pin this key broker identity key.
     #[arg(long, value_name = "HEX", value_parser = parse_key32)]
