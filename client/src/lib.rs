@@ -28,6 +28,8 @@
 #![forbid(unsafe_code)]
 
 pub mod engine;
+#[cfg(feature = "proxy")]
+pub mod openai_proxy;
 pub mod session;
 pub mod stream;
 

@@ -6,15 +6,19 @@
 //! HTTP/1.1 connection:
 //! - direct: the client POSTs a small chat request to the runtime (a stand-in for vLLM's
 //!   OpenAI server on loopback) and reads the answer;
-//! - confidential: the client encapsulates the same request as Binary HTTP in Oblivious
-//!   HTTP, POSTs it to the relay's ingress, which forwards it to the sentinel over a Unix
-//!   socket; the sentinel decapsulates, forwards to the same runtime, signs the receipt,
-//!   encapsulates; the client decapsulates, parses the answer and verifies the receipt's
-//!   signature (what `trustbridge proxy` does, without its own HTTP hop, which does not
-//!   exist yet).
+//! - confidential: the client POSTs the same request to `trustbridge proxy`'s API
+//!   (`trustbridge_client::openai_proxy`, verifying the sentinel against a client policy),
+//!   which encapsulates it as Binary HTTP in Oblivious HTTP and POSTs it to the relay's
+//!   ingress, which forwards it to the sentinel over a Unix socket; the sentinel
+//!   decapsulates, forwards to the same runtime, signs the receipt, encapsulates; the proxy
+//!   decapsulates and verifies the receipt fully (signature, evidence, digests, nonce,
+//!   chain) before it answers;
+//! - for the record, the same without the proxy's HTTP hop and checks: a hand-rolled
+//!   client that encapsulates, decapsulates and verifies only the receipt's signature
+//!   (`session without proxy: ohttp_us=...`).
 //!
-//! Rounds interleave direct and confidential; per-request latencies are pooled and the
-//! medians reported, ending with `session: direct_us=X confidential_us=Y added_us=Z`.
+//! Rounds interleave the paths; per-request latencies are pooled and the medians
+//! reported, ending with `session: direct_us=X confidential_us=Y added_us=Z`.
 //! TB_BENCH_REQUESTS sets requests per round (default 500), TB_BENCH_ROUNDS rounds (5).
 #![allow(
     clippy::unwrap_used,
@@ -176,15 +180,32 @@ fn main() {
             .unwrap();
 
         crypto_floor(&keys, &request);
+        let policy = trustbridge_client::ClientPolicy::from_toml(&w.client_policy()).unwrap();
+        let client = Arc::new(
+            trustbridge_client::Client::new(trustbridge_client::ClientConfig::new(
+                format!("http://{relay_addr}"),
+                policy,
+            ))
+            .unwrap(),
+        );
+        let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let proxy_addr = proxy.local_addr().unwrap();
+        tokio::spawn(trustbridge_client::openai_proxy::serve(
+            client,
+            proxy,
+            None,
+            std::future::pending(),
+        ));
         let mut direct = Conn::open(runtime_addr).await;
+        let mut proxied = Conn::open(proxy_addr).await;
         let mut confidential = Conn::open(relay_addr).await;
         println!(
             "session bench: {rounds} rounds of {per_round} requests each way, {} byte request",
             BODY.len()
         );
-        let (mut d, mut c) = (Vec::new(), Vec::new());
+        let (mut d, mut c, mut o) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..=rounds {
-            let (mut dr, mut cr) = (Vec::new(), Vec::new());
+            let (mut dr, mut cr, mut or) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..per_round {
                 let t = Instant::now();
                 let answer = direct
@@ -196,6 +217,17 @@ fn main() {
                     .await;
                 assert!(answer.starts_with(b"{"));
                 dr.push(t.elapsed().as_secs_f64() * 1e6);
+
+                let t = Instant::now();
+                let answer = proxied
+                    .post(
+                        "/v1/chat/completions",
+                        "application/json",
+                        BODY.as_bytes().to_vec(),
+                    )
+                    .await;
+                assert!(answer.starts_with(b"{"));
+                cr.push(t.elapsed().as_secs_f64() * 1e6);
 
                 let t = Instant::now();
                 let (encapsulated, pending) = encapsulate(&keys, &request).unwrap();
@@ -216,14 +248,16 @@ fn main() {
                     .unwrap()
                     .verify(&receipt_key)
                     .unwrap();
-                cr.push(t.elapsed().as_secs_f64() * 1e6);
+                or.push(t.elapsed().as_secs_f64() * 1e6);
             }
             if round > 0 {
                 // Round 0 warms up connections, caches and the attestation bundle.
                 d.extend(dr);
                 c.extend(cr);
+                o.extend(or);
             }
         }
+        println!("session without proxy: ohttp_us={:.0}", median(&mut o));
         let (direct_us, confidential_us) = (median(&mut d), median(&mut c));
         let p99 = |v: &mut Vec<f64>| {
             v.sort_by(f64::total_cmp);

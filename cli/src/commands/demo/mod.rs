@@ -220,7 +220,7 @@ pub(crate) fn run(args: DemoArgs, quiet: bool) -> Result<()> {
         })?;
     let proxy_addr = listener.local_addr()?;
     let proxy_url = format!("http://{proxy_addr}");
-    let proxy = runtime.spawn(super::proxy::serve(
+    let proxy = runtime.spawn(trustbridge_client::openai_proxy::serve(
         client.clone(),
         listener,
         Some(dir.join("client-receipts")),
