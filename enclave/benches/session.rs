@@ -180,7 +180,7 @@ fn main() {
             .unwrap();
 
         crypto_floor(&keys, &request);
-        let policy = trustbridge_client::ClientPolicy::from_toml(&w.client_policy()).unwrap();
+        let policy = trustbridge_client::ClientPolicy::from_toml(&w.client_policy(false)).unwrap();
         let client = Arc::new(
             trustbridge_client::Client::new(trustbridge_client::ClientConfig::new(
                 format!("http://{relay_addr}"),

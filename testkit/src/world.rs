@@ -68,6 +68,8 @@ pub struct WorldSpec {
     /// The model's files (relative path, contents), sealed by [`World::build`] unless a
     /// sealing function is given ([`World::build_with`]).
     pub files: Vec<(String, Vec<u8>)>,
+    /// The sealed segment size [`World::build`] seals with.
+    pub segment_size: SegmentSize,
     /// Pin the manifest in the broker's policy (not only the provider).
     pub pin_manifest: bool,
     /// Accepted measurement sets, as TOML tables of the broker's `[[asset.*]]` form
@@ -82,6 +84,7 @@ impl Default for WorldSpec {
             asset: "acme/llm@v1".into(),
             contract: "c".into(),
             files: vec![("weights.bin".into(), b"model weights".to_vec())],
+            segment_size: SegmentSize::default(),
             pin_manifest: false,
             sets: simulated_nitro_set("asset.nitro"),
         }
@@ -137,7 +140,8 @@ impl World {
     /// Builds the world in `dir` (created if missing), sealing the spec's files in memory.
     pub fn build(dir: &Path, spec: WorldSpec) -> Result<Self, WorldError> {
         let files = spec.files.clone();
-        Self::build_with(dir, spec, |bundle, key, provider, asset| {
+        let segment_size = spec.segment_size;
+        Self::build_with(dir, spec, move |bundle, key, provider, asset| {
             let files: Vec<(&str, &[u8])> = files
                 .iter()
                 .map(|(n, d)| (n.as_str(), d.as_slice()))
@@ -147,7 +151,7 @@ impl World {
                 key,
                 provider,
                 asset,
-                SegmentSize::default(),
+                segment_size,
                 &files,
             )?)
         })
@@ -224,6 +228,25 @@ impl World {
         })
     }
 
+    /// Writes the provider's and the admin's keys (`provider.key`, `admin.key`, PKCS#8
+    /// PEM, mode 0600) into the world's folder, for the `trustbridge` commands that sign.
+    pub fn write_keys(&self) -> Result<(), WorldError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        for (name, key) in [("provider.key", &self.provider), ("admin.key", &self.admin)] {
+            let path = self.dir.join(name);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(io(format!("writing {}", path.display())))?;
+            std::io::Write::write_all(&mut f, key.to_pkcs8_pem()?.as_bytes())
+                .map_err(io(format!("writing {}", path.display())))?;
+        }
+        Ok(())
+    }
+
     /// The broker's base URL (`http://127.0.0.1:PORT`).
     pub fn broker_url(&self) -> &str {
         self.broker.url()
@@ -245,12 +268,17 @@ impl World {
     }
 
     /// A client policy (`trustbridge proxy --policy`) that accepts this world's sentinel:
-    /// its broker and provider, its model, the simulated TEE's Nitro measurements.
-    pub fn client_policy(&self) -> String {
+    /// its broker, its model, the simulated TEE's Nitro measurements, and its provider when
+    /// `pin_provider` (for a sentinel started with `--provider-key`).
+    pub fn client_policy(&self, pin_provider: bool) -> String {
+        let provider = if pin_provider {
+            format!("provider_key = \"{}\"\n", self.provider.public().to_hex())
+        } else {
+            String::new()
+        };
         format!(
-            "broker_key = \"{}\"\nprovider_key = \"{}\"\nmodels = [\"{}\"]\n\n{}\n# Development only: the simulated TEE.\n[simulation]\nnitro_root_sha256 = [\"{}\"]\nsnp_root_sha256 = [\"{}\"]\n",
+            "broker_key = \"{}\"\n{provider}models = [\"{}\"]\n\n{}\n# Development only: the simulated TEE.\n[simulation]\nnitro_root_sha256 = [\"{}\"]\nsnp_root_sha256 = [\"{}\"]\n",
             self.broker_key(),
-            self.provider.public().to_hex(),
             hex::encode(self.manifest_sha256),
             simulated_nitro_set("nitro"),
             hex::encode(self.sim.nitro_root().sha256()),

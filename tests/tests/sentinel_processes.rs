@@ -81,8 +81,7 @@ fn boots_to_ready_and_the_relay_never_sees_plaintext() {
     // Everything the relay received and sent on its links to the sentinel (ingress,
     // egress tunnel, bundle downloads), stored (the bundle it served) and logged holds
     // neither the plaintext marker, the data key, the prompt nor the completion.
-    let key = std::fs::read_to_string(d.p("dek.key")).unwrap();
-    let key = hex::decode(key.lines().find(|l| l.len() == 64).unwrap()).unwrap();
+    let key = d.world.key.expose_secret().to_vec();
     let mut scanned = 0;
     let traffic = taps.iter().map(|t| ("relay traffic".to_owned(), t.bytes()));
     let files = walk(&d.p("bundle"))

@@ -19,8 +19,9 @@ fn private(dir: tempfile::TempDir) -> tempfile::TempDir {
     dir
 }
 
+/// The model's weights in the clear, as sealed.
 fn model(d: &Deployment) -> Vec<u8> {
-    std::fs::read(d.p("model/weights.bin")).unwrap()
+    d.world.spec.files[0].1.clone()
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! A deployment for process-level tests: a broker process with a registered bundle and
-//! contract `c-1`, and helpers to start the relay and sentinel on Unix sockets.
+//! A deployment for process-level tests: the one test world (a key broker with a
+//! registered bundle and contract `c-1`) and helpers to start the relay and sentinel as
+//! processes on Unix sockets.
 #![allow(dead_code, unreachable_pub)] // each test file uses a different part
 
 pub mod tap;
@@ -10,8 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use trustbridge_protocol::bundle::ProviderPublicKey;
-use trustbridge_tests::{Proc, binary, free_port, ok, run, s};
+use trustbridge_protocol::sealed::SegmentSize;
+use trustbridge_testkit::world::{World, WorldSpec};
+use trustbridge_tests::{Proc, binary, free_port, s};
 
 pub const ASSET: &str = "acme/llm@v1";
 /// The model's marker: a relay that saw plaintext would see this.
@@ -73,11 +75,10 @@ pub struct Deployment {
     /// The broker's identity key (hex), as `tb-kms identity` prints it.
     pub kms_key: String,
     pub ingress_port: u16,
-    /// The `[simulation]` section that accepts the deployment's simulated TEE.
-    pub simulation: String,
     /// The sockets each side dials for the other (the peer's own, or a tap's).
     links: Links,
-    _kms: Proc,
+    /// The world (its broker serves until dropped).
+    pub world: World,
 }
 
 /// Which socket each side of a relay-sentinel link connects to.
@@ -94,154 +95,48 @@ impl Deployment {
         self.dir.path().join(name)
     }
 
-    /// Provider, simulation CA, a model with a marker, a sealed bundle, a broker process
-    /// with the bundle registered and contract `c-1`.
+    /// The one test world (`trustbridge_testkit::world`): provider, simulation CA, a model
+    /// with a marker sealed in 1 MiB segments, and the key broker (embedded in the test
+    /// process, SQLite in the folder) with the bundle registered and contract `c-1`; the
+    /// provider's and admin's keys in `provider.key` and `admin.key` for the CLI.
     pub fn new(model_bytes: usize) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let p = |n: &str| dir.path().join(n);
-        ok(run("tb-kms", &["kek", "generate", "--out", &s(&p("kek"))]));
-        ok(run(
-            "trustbridge",
-            &["keygen", "--out", &s(&p("provider.key"))],
-        ));
-        ok(run(
-            "trustbridge",
-            &["keygen", "--out", &s(&p("admin.key"))],
-        ));
-        let sim = ok(run(
-            "trustbridge",
-            &["sim-ca", "init", "--out", &s(&p("sim-ca"))],
-        ));
-        std::fs::create_dir(p("model")).unwrap();
         let weights: Vec<u8> = MARKER.iter().copied().cycle().take(model_bytes).collect();
-        std::fs::write(p("model/weights.bin"), &weights).unwrap();
-        std::fs::write(
-            p("model/config.json"),
-            b"{\"marker\": \"TRUSTBRIDGE-PLAINTEXT-MARKER-\"}",
-        )
-        .unwrap();
-        ok(run(
-            "trustbridge",
-            &[
-                "--quiet",
-                "seal",
-                "--in",
-                &s(&p("model")),
-                "--out",
-                &s(&p("bundle")),
-                "--asset-id",
-                ASSET,
-                "--signing-key",
-                &s(&p("provider.key")),
-                "--key-out",
-                &s(&p("dek.key")),
-                "--segment-size",
-                "1MiB",
+        let spec = WorldSpec {
+            asset: ASSET.into(),
+            contract: "c-1".into(),
+            files: vec![
+                ("weights.bin".into(), weights),
+                (
+                    "config.json".into(),
+                    b"{\"marker\": \"TRUSTBRIDGE-PLAINTEXT-MARKER-\"}".to_vec(),
+                ),
             ],
-        ));
-        let public = |f: &str| {
-            ProviderPublicKey::parse(&std::fs::read_to_string(p(f)).unwrap())
-                .unwrap()
-                .to_hex()
+            segment_size: SegmentSize::new(1 << 20).unwrap(),
+            sets: format!("[[asset.nitro]]\npcr0 = \"{}\"\n", "10".repeat(48)),
+            ..WorldSpec::default()
         };
-        let policy = format!(
-            "[admin]\nkeys = [\"{}\"]\n{}\n[[asset]]\nid = \"{ASSET}\"\nprovider_key = \"{}\"\n  [[asset.nitro]]\n  pcr0 = \"{}\"\n",
-            public("admin.key.pub"),
-            &sim[sim.find("[simulation]").unwrap()..],
-            public("provider.key.pub"),
-            "10".repeat(48)
-        );
-        std::fs::write(p("policy.toml"), policy).unwrap();
-        let kms_port = free_port();
-        let kms = spawn(
-            "tb-kms",
-            &[
-                "serve",
-                "--db",
-                &s(&p("kms.db")),
-                "--listen",
-                &format!("127.0.0.1:{kms_port}"),
-                "--kek-file",
-                &s(&p("kek")),
-                "--policy",
-                &s(&p("policy.toml")),
-            ]
-            .map(String::from),
-            &p("tb-kms.log"),
-        );
-        let kms_url = format!("http://127.0.0.1:{kms_port}");
-        let kms_key = ok(run("tb-kms", &["identity", "--kek-file", &s(&p("kek"))]))
-            .trim()
-            .to_owned();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while get_tcp(kms_port, "/health").is_none() {
-            assert!(Instant::now() < deadline, "tb-kms did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        ok(run(
-            "trustbridge",
-            &[
-                "register",
-                "--kms",
-                &kms_url,
-                "--kms-key",
-                &kms_key,
-                "--bundle",
-                &s(&p("bundle")),
-                "--key",
-                &s(&p("dek.key")),
-                "--admin-key",
-                &s(&p("admin.key")),
-            ],
-        ));
-        ok(run(
-            "trustbridge",
-            &[
-                "contract",
-                "add",
-                "--kms",
-                &kms_url,
-                "--kms-key",
-                &kms_key,
-                "--admin-key",
-                &s(&p("admin.key")),
-                "--id",
-                "c-1",
-                "--asset",
-                ASSET,
-                "--not-before",
-                "2026-01-01T00:00:00Z",
-                "--not-after",
-                "2030-01-01T00:00:00Z",
-            ],
-        ));
+        let world = World::build(dir.path(), spec).unwrap();
+        world.write_keys().unwrap();
+        let p = |n: &str| dir.path().join(n);
         Self {
             ingress_port: free_port(),
-            simulation: sim[sim.find("[simulation]").unwrap()..].to_owned(),
-            kms_port,
-            kms_key,
+            kms_port: world.broker_port(),
+            kms_key: world.broker_key().to_string(),
             links: Links {
                 sentinel: p("sentinel.sock"),
                 egress: p("egress.sock"),
                 bundles: p("bundles.sock"),
             },
+            world,
             dir,
-            _kms: kms,
         }
     }
 
     /// A client policy (`trustbridge proxy --policy`) that accepts this deployment's
-    /// sentinel: its broker, its simulated TEE's PCR0, the sealed model.
+    /// sentinel: its broker and provider, its model, the simulated TEE's measurements.
     pub fn client_policy(&self) -> String {
-        let manifest = std::fs::read(self.p("bundle/manifest.cose")).unwrap();
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &manifest);
-        format!(
-            "broker_key = \"{}\"\nmodels = [\"{}\"]\n[[nitro]]\npcr0 = \"{}\"\n\n{}",
-            self.kms_key,
-            hex::encode(digest),
-            "10".repeat(48),
-            self.simulation
-        )
+        self.world.client_policy(false)
     }
 
     /// Puts a recording tap on each of the three relay-sentinel links.

@@ -102,7 +102,7 @@ pub(crate) fn provision(
         &client_policy,
         format!(
             "# Written by `trustbridge demo`: what the proxy accepts (docs/CLIENT.md).\n{}",
-            world.client_policy()
+            world.client_policy(true)
         ),
     )
     .with_context(|| format!("cannot write {}", client_policy.display()))?;
