@@ -353,3 +353,46 @@ async fn a_stream_the_runtime_breaks_off_is_signed_as_such_and_refused() {
     // The head said 200; the receipt says the answer was cut (502).
     assert!(e.contains("status 502"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_never_arrives_whole_gives_its_permit_back() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = support::setup_gateway(
+        Default::default(),
+        trustbridge_enclave::gateway::GatewayConfig {
+            max_concurrent: 1,
+            request_timeout: Duration::from_secs(1),
+            ..Default::default()
+        },
+    )
+    .await;
+    let session = session(&s).await;
+    // The only permit, taken by a chunked request whose body never comes whole.
+    let mut stalled = tokio::net::UnixStream::connect(s.world.path("sentinel.sock"))
+        .await
+        .unwrap();
+    let sealed = session.seal_chunked(&stream_request("stalled")).unwrap();
+    let head = format!(
+        "POST {GATEWAY_PATH} HTTP/1.1\r\nhost: sentinel\r\ncontent-type: {CHUNKED_REQUEST_MEDIA_TYPE}\r\ncontent-length: {}\r\n\r\n",
+        sealed.encapsulated.len()
+    );
+    stalled.write_all(head.as_bytes()).await.unwrap();
+    stalled.write_all(&sealed.encapsulated[..20]).await.unwrap();
+    // Within the deadline it answers 408 and frees the permit.
+    let mut answer = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), stalled.read(&mut answer))
+        .await
+        .expect("the stalled request was never answered")
+        .unwrap();
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    let sealed = session.seal_chunked(&stream_request("next")).unwrap();
+    let (status, _, frames) = post_chunked(&s.relay, sealed.encapsulated).await;
+    assert_eq!(status, 200);
+    read(&session, sealed.pending, frames.concat())
+        .await
+        .unwrap();
+}

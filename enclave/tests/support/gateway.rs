@@ -64,6 +64,14 @@ pub async fn setup() -> Setup {
 
 /// [`setup`] with the sentinel re-authorizing as `reauthorize` says.
 pub async fn setup_with(reauthorize: trustbridge_enclave::sentinel::Reauthorization) -> Setup {
+    setup_gateway(reauthorize, GatewayConfig::default()).await
+}
+
+/// [`setup`] with the gateway's limits from `limits` (its runtime is the stand-in).
+pub async fn setup_gateway(
+    reauthorize: trustbridge_enclave::sentinel::Reauthorization,
+    limits: GatewayConfig,
+) -> Setup {
     let w = world(true).await;
     let backoff = Backoff {
         initial: Duration::from_millis(50),
@@ -88,7 +96,7 @@ pub async fn setup_with(reauthorize: trustbridge_enclave::sentinel::Reauthorizat
         swap: Default::default(),
         gateway: GatewayConfig {
             runtime: runtime().await.parse().unwrap(),
-            ..GatewayConfig::default()
+            ..limits
         },
     });
     let provider: Arc<dyn AttestationProvider> =
