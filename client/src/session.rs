@@ -50,6 +50,9 @@ pub enum VerificationError {
     /// replayed from another request, or not from the attested sentinel.
     #[error("the response is not the attested sentinel's answer to this request: {0}")]
     Decapsulate(OhttpError),
+    /// The system random number generator failed (no request nonce).
+    #[error("the system random number generator failed")]
+    Random,
     /// The decrypted response is not a Binary HTTP response.
     #[error("the decrypted response is not a Binary HTTP response")]
     NotBhttp,
@@ -110,7 +113,7 @@ impl VerificationError {
     /// The short name of the failed check (for error messages that name it).
     pub fn check(&self) -> &'static str {
         match self {
-            Self::Encapsulate(_) => "encapsulation",
+            Self::Encapsulate(_) | Self::Random => "encapsulation",
             Self::Decapsulate(_) | Self::NotBhttp | Self::Stream(_) => "response integrity",
             Self::MissingReceipt(_) | Self::Malformed(_) => "receipt presence",
             Self::Receipt(ReceiptCheckError::Digest { .. }) => "receipt digests",
@@ -123,8 +126,9 @@ impl VerificationError {
     }
 }
 
-/// A request to the sentinel's API.
-#[derive(Clone, Debug, Default)]
+/// A request to the sentinel's API. Its `Debug` shows no content (prompts stay out of
+/// logs).
+#[derive(Clone, Default)]
 pub struct Request {
     /// `GET`, `POST`, ...
     pub method: String,
@@ -136,8 +140,8 @@ pub struct Request {
     pub body: Vec<u8>,
 }
 
-/// An answer whose receipt verified.
-#[derive(Clone, Debug)]
+/// An answer whose receipt verified. Its `Debug` shows no content.
+#[derive(Clone)]
 pub struct VerifiedAnswer {
     /// HTTP status.
     pub status: u16,
@@ -172,8 +176,7 @@ impl std::fmt::Debug for Pending {
     }
 }
 
-/// The opened answer before its receipt is checked.
-#[derive(Debug)]
+/// The opened answer before its receipt is checked. Its `Debug` shows no content.
 pub struct Opened {
     status: u16,
     headers: Vec<(Vec<u8>, Vec<u8>)>,
@@ -182,6 +185,37 @@ pub struct Opened {
     salt: [u8; SALT_LEN],
     plain: Vec<u8>,
     nonce: [u8; NONCE_BYTES],
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Request({} {}, {} bytes)",
+            self.method,
+            self.path,
+            self.body.len()
+        )
+    }
+}
+
+impl std::fmt::Debug for VerifiedAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "VerifiedAnswer({}, {} bytes, receipt {}/{})",
+            self.status,
+            self.body.len(),
+            self.receipt.claims().issuer,
+            self.receipt.claims().sequence
+        )
+    }
+}
+
+impl std::fmt::Debug for Opened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Opened({}, {} bytes)", self.status, self.body.len())
+    }
 }
 
 impl Opened {
@@ -295,8 +329,7 @@ pub(crate) fn encode_request(
     request: &Request,
 ) -> Result<(Vec<u8>, [u8; NONCE_BYTES]), VerificationError> {
     let mut nonce = [0u8; NONCE_BYTES];
-    aws_lc_rs::rand::fill(&mut nonce)
-        .map_err(|_| VerificationError::Encapsulate(OhttpError::NoUsableKey))?;
+    aws_lc_rs::rand::fill(&mut nonce).map_err(|_| VerificationError::Random)?;
     let mut m = bhttp::Message::request(
         request.method.as_bytes().to_vec(),
         b"https".to_vec(),
@@ -541,6 +574,19 @@ mod tests {
             Err(VerificationError::Fork { neighbour: 2, .. })
         ));
         t.record(&honest[1]).unwrap();
+    }
+
+    #[test]
+    fn debug_output_shows_no_prompt() {
+        let r = Request {
+            method: "POST".into(),
+            path: "/v1/chat/completions".into(),
+            headers: vec![],
+            body: b"the secret prompt".to_vec(),
+        };
+        let shown = format!("{r:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("17 bytes"), "{shown}");
     }
 
     #[test]

@@ -95,7 +95,9 @@ impl Session {
         }
         .now_or_never();
         if !matches!(written, Some(Ok(()))) {
-            return Err(VerificationError::Encapsulate(OhttpError::NoUsableKey));
+            return Err(VerificationError::Stream(
+                "the request could not be encapsulated".into(),
+            ));
         }
         let encapsulated = std::mem::take(&mut *sink.0.lock().unwrap_or_else(|p| p.into_inner()));
         let open: Opener = Box::new(move |src: ByteReader| {

@@ -58,8 +58,8 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> WorldError {
     move |source| WorldError::Io { what, source }
 }
 
-/// What the world holds.
-#[derive(Clone, Debug)]
+/// What the world holds. Its `Debug` shows file names and sizes, not their contents.
+#[derive(Clone)]
 pub struct WorldSpec {
     /// The asset id.
     pub asset: String,
@@ -76,6 +76,21 @@ pub struct WorldSpec {
     /// (`[[asset.nitro]]`, `[[asset.azure]]`, ...). By default the simulated TEE's Nitro
     /// PCR0-2 ([`simulated_nitro_set`]).
     pub sets: String,
+}
+
+impl std::fmt::Debug for WorldSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let files: Vec<(&str, usize)> = self
+            .files
+            .iter()
+            .map(|(n, d)| (n.as_str(), d.len()))
+            .collect();
+        f.debug_struct("WorldSpec")
+            .field("asset", &self.asset)
+            .field("contract", &self.contract)
+            .field("files", &files)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for WorldSpec {
