@@ -135,6 +135,11 @@ fn answers_are_verified_and_receipts_kept() {
         2,
         "{stored:?}"
     );
+    for salt in stored.iter().filter(|p| p.ends_with(".salt")) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(salt).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "{salt} is readable by others: {mode:o}");
+    }
     assert_eq!(
         stored.iter().filter(|p| p.contains("/bundles/")).count(),
         1,
