@@ -18,7 +18,12 @@
 //!   (`session without proxy: ohttp_us=...`).
 //!
 //! Rounds interleave the paths; per-request latencies are pooled and the medians
-//! reported, ending with `session: direct_us=X confidential_us=Y added_us=Z`.
+//! reported. Two runs, each with its own world: first every component in one
+//! multi-threaded runtime of two workers (`session (multi-thread runtime): ...`, for the
+//! record: each hop then also pays the machine's cross-thread wake-up, which on a 2-vCPU
+//! VM is most of the figure), then in one single-threaded runtime, where a hop costs what
+//! its software costs, with the cryptography's own cost measured beside it
+//! (`session crypto: ...`), ending with `session: direct_us=X confidential_us=Y added_us=Z`.
 //! TB_BENCH_REQUESTS sets requests per round (default 500), TB_BENCH_ROUNDS rounds (5).
 #![allow(
     clippy::unwrap_used,
@@ -111,14 +116,61 @@ impl Conn {
 const BODY: &str =
     r#"{"model":"acme/llm@v1","messages":[{"role":"user","content":"Say ok."}],"max_tokens":1}"#;
 
+/// Per-request latencies (µs) of one run: direct, through the proxy, and without it.
+struct Latencies {
+    direct: Vec<f64>,
+    confidential: Vec<f64>,
+    without_proxy: Vec<f64>,
+}
+
 fn main() {
     let per_round = env_usize("TB_BENCH_REQUESTS", 500).max(1);
     let rounds = env_usize("TB_BENCH_ROUNDS", 5).max(1);
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // For the record: every component in one multi-threaded runtime of two workers, where
+    // each hop also pays the machine's cross-thread wake-up (a scheduler cost, not ours).
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async move {
+    let mut m = multi.block_on(run(rounds, per_round, false));
+    drop(multi);
+    let (direct_us, confidential_us) = (median(&mut m.direct), median(&mut m.confidential));
+    println!(
+        "session (multi-thread runtime): direct_us={direct_us:.0} confidential_us={confidential_us:.0} added_us={:.0}",
+        confidential_us - direct_us
+    );
+    // The headline: one thread runs every component, so a hop costs what its software
+    // costs (sockets, HTTP, our code) and the difference is the confidential path's own.
+    let single = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut s = single.block_on(run(rounds, per_round, true));
+    println!(
+        "session without proxy: ohttp_us={:.0}",
+        median(&mut s.without_proxy)
+    );
+    let p99 = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() * 99 / 100]
+    };
+    println!(
+        "session p99: direct_us={:.0} confidential_us={:.0}",
+        p99(&mut s.direct),
+        p99(&mut s.confidential)
+    );
+    let (direct_us, confidential_us) = (median(&mut s.direct), median(&mut s.confidential));
+    println!(
+        "session: direct_us={direct_us:.0} confidential_us={confidential_us:.0} added_us={:.0}",
+        confidential_us - direct_us
+    );
+}
+
+/// Sets up the world in the current runtime and measures `rounds` rounds (after a warm-up
+/// round) of `per_round` requests each way.
+async fn run(rounds: usize, per_round: usize, floor: bool) -> Latencies {
+    {
         let w = world(true).await;
         let (runtime_url, runtime_addr) = runtime().await;
         let backoff = Backoff {
@@ -179,7 +231,9 @@ fn main() {
         m.write_bhttp(bhttp::Mode::KnownLength, &mut request)
             .unwrap();
 
-        crypto_floor(&keys, &request);
+        if floor {
+            crypto_floor(&request);
+        }
         let policy = trustbridge_client::ClientPolicy::from_toml(&w.client_policy(false)).unwrap();
         let client = Arc::new(
             trustbridge_client::Client::new(trustbridge_client::ClientConfig::new(
@@ -257,22 +311,12 @@ fn main() {
                 o.extend(or);
             }
         }
-        println!("session without proxy: ohttp_us={:.0}", median(&mut o));
-        let (direct_us, confidential_us) = (median(&mut d), median(&mut c));
-        let p99 = |v: &mut Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() * 99 / 100]
-        };
-        println!(
-            "session p99: direct_us={:.0} confidential_us={:.0}",
-            p99(&mut d),
-            p99(&mut c)
-        );
-        println!(
-            "session: direct_us={direct_us:.0} confidential_us={confidential_us:.0} added_us={:.0}",
-            confidential_us - direct_us
-        );
-    });
+        Latencies {
+            direct: d,
+            confidential: c,
+            without_proxy: o,
+        }
+    }
 }
 
 /// The receipt key, from the attestation bundle (as a client gets it).
@@ -303,12 +347,11 @@ async fn sentinel_receipt_key(relay: &std::net::SocketAddr) -> ed25519_dalek::Ve
 /// The cryptography of one request alone, for the record: client encapsulation, gateway
 /// decapsulation, response encapsulation and decapsulation, receipt signing and
 /// verification.
-fn crypto_floor(keys: &[u8], request: &[u8]) {
+fn crypto_floor(request: &[u8]) {
     use trustbridge_protocol::ohttp::gateway::GatewayKey;
     use trustbridge_protocol::receipt::{Claims, GENESIS, Receipt, receipt_key_id};
     let gateway = GatewayKey::derive(&[7; 32]).unwrap();
     let keys_local = gateway.keys().to_vec();
-    let _ = keys;
     let n = 300;
     let time = |f: &mut dyn FnMut()| {
         let t = Instant::now();
