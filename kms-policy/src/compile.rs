@@ -94,10 +94,16 @@ pub fn select_asset<'a>(
     }
 }
 
-/// An AWS KMS key policy: administration for `admin_arn` (without any decrypt permission),
-/// and `kms:Decrypt` / `kms:GenerateDataKey` for `enclave_role_arn` only under
-/// `StringEqualsIgnoreCase` conditions on the enclave's attested measurements, one statement
-/// per accepted Nitro measurement set.
+/// An AWS KMS key policy: administration for `admin_arn` (without any decrypt permission
+/// and without grants), `kms:Decrypt` / `kms:GenerateDataKey` for `enclave_role_arn` only
+/// under `StringEqualsIgnoreCase` conditions on the enclave's attested measurements, one
+/// statement per accepted Nitro measurement set, and two denials that hold for every
+/// principal whatever else allows it: no grants (a grant would give decrypt without the
+/// policy's conditions), and no decryption without an attestation document.
+///
+/// What remains outside: whoever may change the key policy (`kms:PutKeyPolicy`, the admin)
+/// can write another one. That is how measurement sets are rotated; the admin is trusted
+/// for it, and CloudTrail records every change.
 pub fn aws_kms_key_policy(
     asset: &AssetPolicy,
     enclave_role_arn: &str,
@@ -115,17 +121,37 @@ pub fn aws_kms_key_policy(
             "allow_debug = true cannot be compiled: debug enclaves report all-zero PCRs that KMS would then have to accept".into(),
         ));
     }
-    let mut statements = vec![json!({
-        "Sid": "KeyAdministration",
-        "Effect": "Allow",
-        "Principal": { "AWS": admin_arn },
-        "Action": [
-            "kms:Create*", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*", "kms:Update*",
-            "kms:Revoke*", "kms:Disable*", "kms:Get*", "kms:Delete*", "kms:TagResource",
-            "kms:UntagResource", "kms:ScheduleKeyDeletion", "kms:CancelKeyDeletion"
-        ],
-        "Resource": "*"
-    })];
+    let mut statements = vec![
+        json!({
+            "Sid": "KeyAdministration",
+            "Effect": "Allow",
+            "Principal": { "AWS": admin_arn },
+            "Action": [
+                "kms:CreateAlias", "kms:Describe*", "kms:Enable*", "kms:List*", "kms:Put*",
+                "kms:Update*", "kms:Revoke*", "kms:Disable*", "kms:Get*", "kms:Delete*",
+                "kms:TagResource", "kms:UntagResource", "kms:ScheduleKeyDeletion",
+                "kms:CancelKeyDeletion"
+            ],
+            "Resource": "*"
+        }),
+        json!({
+            "Sid": "NoGrants",
+            "Effect": "Deny",
+            "Principal": { "AWS": "*" },
+            "Action": "kms:CreateGrant",
+            "Resource": "*"
+        }),
+        json!({
+            "Sid": "NoDecryptWithoutAttestation",
+            "Effect": "Deny",
+            "Principal": { "AWS": "*" },
+            "Action": [
+                "kms:Decrypt", "kms:GenerateDataKey", "kms:GenerateDataKeyPair", "kms:ReEncrypt*"
+            ],
+            "Resource": "*",
+            "Condition": { "Null": { "kms:RecipientAttestation:ImageSha384": "true" } }
+        }),
+    ];
     for (i, set) in asset.nitro.iter().enumerate() {
         let mut condition = serde_json::Map::new();
         for (pcr, value) in set.pcrs() {

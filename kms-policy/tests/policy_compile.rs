@@ -39,10 +39,31 @@ fn aws_kms_key_policy_matches_golden_and_is_safe() {
     let statements = doc["Statement"].as_array().unwrap();
     assert_eq!(
         statements.len(),
-        3,
-        "administration + one statement per Nitro measurement set"
+        5,
+        "administration, two denials, one statement per Nitro measurement set"
     );
-    for s in statements {
+    // Denials every principal is under: no grants (a grant would carry decrypt past the
+    // conditions), no decryption without an attestation document.
+    let denials: Vec<&Value> = statements
+        .iter()
+        .filter(|s| s["Effect"] == "Deny")
+        .collect();
+    assert_eq!(denials.len(), 2);
+    for d in &denials {
+        assert_eq!(d["Principal"]["AWS"], "*");
+    }
+    assert!(
+        denials
+            .iter()
+            .any(|d| d["Action"] == "kms:CreateGrant" && d.get("Condition").is_none())
+    );
+    assert!(denials.iter().any(|d| {
+        d["Action"]
+            .as_array()
+            .is_some_and(|a| a.contains(&Value::from("kms:Decrypt")))
+            && d["Condition"]["Null"]["kms:RecipientAttestation:ImageSha384"] == "true"
+    }));
+    for s in statements.iter().filter(|s| s["Effect"] == "Allow") {
         let actions: Vec<&str> = s["Action"]
             .as_array()
             .unwrap()
@@ -69,8 +90,9 @@ fn aws_kms_key_policy_matches_golden_and_is_safe() {
             assert_eq!(s["Principal"]["AWS"], ADMIN);
             assert!(
                 !actions.iter().any(|a| a.starts_with("kms:Decrypt")
-                    || a.starts_with("kms:Re") && *a != "kms:Revoke*"),
-                "{actions:?}"
+                    || a.starts_with("kms:Re") && *a != "kms:Revoke*"
+                    || a.starts_with("kms:Create") && *a != "kms:CreateAlias"),
+                "the admin neither decrypts nor grants: {actions:?}"
             );
         }
     }
