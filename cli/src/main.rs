@@ -1,7 +1,7 @@
 //! `trustbridge`: the TrustBridge user tool.
 //!
 //! Provider commands (`keygen`, `seal`, `unseal`, `inspect`, `register`, `contract`,
-//! `policy compile`), `key-release`, `sim-ca`, `kds fetch`, the verifying client `proxy`,
+//! `policy compile | add-measurement`, `eif build | measure`), `key-release`, `sim-ca`, `kds fetch`, the verifying client `proxy`,
 //! and `demo`. Results go to
 //! stdout, diagnostics to stderr; exit status 0 on success, 1 on failure, 2 on usage errors.
 #![forbid(unsafe_code)]
@@ -50,6 +50,7 @@ enum Command {
     Proxy(commands::proxy::ProxyArgs),
     Kds(commands::kds::KdsArgs),
     Policy(commands::policy::PolicyArgs),
+    Eif(commands::eif::EifArgs),
     Register(commands::kms_admin::RegisterArgs),
     Contract(commands::kms_admin::ContractArgs),
     KeyRelease(commands::key_release::KeyReleaseArgs),
@@ -80,6 +81,7 @@ fn main() -> ExitCode {
         Command::Proxy(args) => commands::proxy::run(args),
         Command::Kds(args) => commands::kds::run(args),
         Command::Policy(args) => commands::policy::run(args),
+        Command::Eif(args) => commands::eif::run(args),
         Command::Register(args) => commands::kms_admin::register(args),
         Command::Contract(args) => commands::kms_admin::contract(args),
         Command::KeyRelease(args) => match commands::key_release::run(args) {

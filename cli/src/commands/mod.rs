@@ -1,6 +1,8 @@
 //! One module per `trustbridge` subcommand.
 
+pub(crate) mod add_measurement;
 pub(crate) mod demo;
+pub(crate) mod eif;
 pub(crate) mod inspect;
 pub(crate) mod kds;
 pub(crate) mod key_release;

@@ -20,6 +20,7 @@ pub(crate) struct PolicyArgs {
 #[derive(Debug, clap::Subcommand)]
 enum PolicyCommand {
     Compile(CompileArgs),
+    AddMeasurement(super::add_measurement::AddMeasurementArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -62,7 +63,10 @@ struct CompileArgs {
 }
 
 pub(crate) fn run(args: PolicyArgs) -> Result<()> {
-    let PolicyCommand::Compile(args) = args.command;
+    let args = match args.command {
+        PolicyCommand::Compile(args) => args,
+        PolicyCommand::AddMeasurement(args) => return super::add_measurement::run(args),
+    };
     let text = std::fs::read_to_string(&args.policy)
         .with_context(|| format!("cannot read {}", args.policy.display()))?;
     let policy = Policy::from_toml(&text)
