@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 
 use common::{fails, ok, pattern, s, tb};
 use trustbridge_kms::policy::Policy;
+use trustbridge_protocol::bundle::ProviderSigningKey;
+use trustbridge_testkit::enclave_image::{
+    EM_X86_64, bzimage, dynamic_executable, kernel_module, static_executable,
+};
 use trustbridge_verifier::client_policy::ClientPolicy;
 
 struct Inputs {
@@ -21,16 +25,20 @@ impl Inputs {
         let i = Self {
             dir: tempfile::tempdir().unwrap(),
         };
-        fs::write(i.p("bzImage"), pattern(300_000, 1)).unwrap();
-        fs::write(i.p("init"), pattern(20_000, 2)).unwrap();
-        fs::write(i.p("nsm.ko"), pattern(30_000, 3)).unwrap();
+        fs::write(i.p("bzImage"), bzimage(&pattern(300_000, 1))).unwrap();
+        fs::write(
+            i.p("init"),
+            static_executable(EM_X86_64, &pattern(20_000, 2)),
+        )
+        .unwrap();
+        fs::write(i.p("nsm.ko"), kernel_module(EM_X86_64, &pattern(30_000, 3))).unwrap();
         fs::write(i.p("cmdline"), "reboot=k panic=30 pci=off console=ttyS0\n").unwrap();
         fs::write(
             i.p("tb-sentinel"),
-            trustbridge_eif::elf::stand_in(62, 1, &pattern(100_000, 4)),
+            static_executable(EM_X86_64, &pattern(100_000, 4)),
         )
         .unwrap();
-        i.config("sentinel.toml", "00");
+        i.config("sentinel.toml", "v1");
         i
     }
 
@@ -38,16 +46,9 @@ impl Inputs {
         self.dir.path().join(name)
     }
 
-    fn config(&self, name: &str, key: &str) {
-        fs::write(
-            self.p(name),
-            format!(
-                "listen = \"vsock:3:8000\"\nkms_key = \"{}\"\nprovider_key = \"{}\"\n",
-                key.repeat(32),
-                "11".repeat(32)
-            ),
-        )
-        .unwrap();
+    /// A sentinel configuration pinning a fresh broker key (`tag` names the variant).
+    fn config(&self, name: &str, tag: &str) {
+        fs::write(self.p(name), config_text(tag, true)).unwrap();
     }
 
     fn build(&self, config: &str, out: &str, extra: &[&str]) -> std::process::Output {
@@ -72,6 +73,21 @@ impl Inputs {
         args.extend(extra.iter().map(|a| (*a).to_owned()));
         tb(args)
     }
+}
+
+/// A configuration an enclave image accepts: broker and provider pinned, the asset and
+/// contract named (`tag` goes into the asset id, so two tags make two images).
+fn config_text(tag: &str, provider: bool) -> String {
+    let key = || ProviderSigningKey::generate().unwrap().public().to_hex();
+    let provider = if provider {
+        format!("provider_key = \"{}\"\n", key())
+    } else {
+        String::new()
+    };
+    format!(
+        "kms_url = \"vsock://3:8001\"\nkms_key = \"{}\"\n{provider}asset_id = \"acme/llm@{tag}\"\ncontract_id = \"c\"\n",
+        key()
+    )
 }
 
 fn json(text: &str) -> serde_json::Value {
@@ -130,7 +146,15 @@ fn signed_build_adds_pcr8_and_measure_verifies_it() {
         .self_signed(&key)
         .unwrap();
     fs::write(i.p("cert.pem"), cert.pem()).unwrap();
-    fs::write(i.p("key.pem"), key.serialize_pem()).unwrap();
+    // As `openssl ecparam -genkey` writes it: the curve's parameters first.
+    fs::write(
+        i.p("key.pem"),
+        format!(
+            "-----BEGIN EC PARAMETERS-----\nBgUrgQQAIg==\n-----END EC PARAMETERS-----\n{}",
+            key.serialize_pem()
+        ),
+    )
+    .unwrap();
     let built = json(&ok(i.build(
         "sentinel.toml",
         "signed.eif",
@@ -160,25 +184,55 @@ fn signed_build_adds_pcr8_and_measure_verifies_it() {
 fn unusable_inputs_are_refused_with_what_to_do() {
     let i = Inputs::new();
     // A dynamically linked sentinel.
-    fs::write(
-        i.p("tb-sentinel"),
-        trustbridge_eif::elf::stand_in(62, 3, b""),
-    )
-    .unwrap();
+    fs::write(i.p("tb-sentinel"), dynamic_executable(EM_X86_64, b"")).unwrap();
     let err = fails(i.build("sentinel.toml", "x.eif", &[]));
     assert!(err.contains("x86_64-unknown-linux-musl"), "{err}");
     let i = Inputs::new();
-    // A configuration that pins no broker, or the simulated TEE.
-    fs::write(i.p("open.toml"), "listen = \"vsock:3:8000\"\n").unwrap();
-    let err = fails(i.build("open.toml", "x.eif", &[]));
-    assert!(err.contains("kms_key"), "{err}");
-    fs::write(
-        i.p("sim.toml"),
-        format!("kms_key = \"{}\"\ntee = \"simulated\"\n", "00".repeat(32)),
-    )
-    .unwrap();
-    let err = fails(i.build("sim.toml", "x.eif", &[]));
-    assert!(err.contains("simulated"), "{err}");
+    // Configurations an enclave could not use safely, or not at all.
+    let good = config_text("v1", true);
+    let without = |key: &str| {
+        good.lines()
+            .filter(|l| !l.starts_with(key))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    };
+    for (name, text, says) in [
+        ("no broker", without("kms_key"), "kms_key"),
+        ("no provider", config_text("v1", false), "provider_key"),
+        ("no contract", without("contract_id"), "contract_id"),
+        (
+            "bad broker key",
+            good.replace("kms_key = \"", "kms_key = \"zz"),
+            "kms_key",
+        ),
+        ("simulated", format!("{good}tee = \"simulated\"\n"), "NSM"),
+        ("snp", format!("{good}tee = \"snp\"\n"), "NSM"),
+        (
+            "sim ca",
+            format!("{good}sim_ca = \"/tmp/ca\"\n"),
+            "simulated",
+        ),
+    ] {
+        fs::write(i.p("c.toml"), &text).unwrap();
+        let err = fails(i.build("c.toml", "x.eif", &[]));
+        assert!(err.contains(says), "{name}: {err}");
+    }
+    // Kernel and module given without init (or any other partial set): they belong together.
+    let err = fails(tb([
+        "eif",
+        "build",
+        "--sentinel",
+        s(&i.p("tb-sentinel")),
+        "--config",
+        s(&i.p("sentinel.toml")),
+        "--kernel",
+        s(&i.p("bzImage")),
+        "--nsm-ko",
+        s(&i.p("nsm.ko")),
+        "--out",
+        s(&i.p("x.eif")),
+    ]));
+    assert!(err.contains("together"), "{err}");
     // No kernel given and no nitro-cli blobs: the message names the flag and the source.
     if !Path::new("/usr/share/nitro_enclaves/blobs/bzImage").exists() {
         let err = fails(tb([
@@ -203,14 +257,17 @@ fn unusable_inputs_are_refused_with_what_to_do() {
 fn add_measurement_accepts_the_image_beside_the_sets_already_accepted() {
     let i = Inputs::new();
     let one = json(&ok(i.build("sentinel.toml", "one.eif", &["--json"])));
-    i.config("next.toml", "22");
+    i.config("next.toml", "v2");
     let two = json(&ok(i.build("next.toml", "two.eif", &["--json"])));
     assert_ne!(pcr(&one, 2), pcr(&two, 2));
     assert_eq!(pcr(&one, 1), pcr(&two, 1));
 
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples/policy.toml");
+    // Reached through a symbolic link, which stays one.
+    let target = i.p("policy-target.toml");
+    fs::copy(&example, &target).unwrap();
     let policy = i.p("policy.toml");
-    fs::copy(&example, &policy).unwrap();
+    std::os::unix::fs::symlink(&target, &policy).unwrap();
     let before = Policy::from_toml(&fs::read_to_string(&policy).unwrap()).unwrap();
     let sets_before = before.assets[0].nitro.len();
     for eif in ["one.eif", "two.eif", "one.eif"] {
@@ -242,6 +299,12 @@ fn add_measurement_accepts_the_image_beside_the_sets_already_accepted() {
             "{text}"
         );
     }
+    assert!(
+        fs::symlink_metadata(&policy)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
     // The file keeps its comments and the contract after the asset.
     assert!(text.contains("# Rolling deploy"));
     assert_eq!(after.contracts.len(), before.contracts.len());

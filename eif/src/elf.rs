@@ -75,32 +75,46 @@ pub fn static_executable_arch(elf: &[u8]) -> Result<Arch, ElfError> {
     Ok(arch)
 }
 
-/// A minimal ELF header for tests: `machine`, and one program header of `ptype`.
-#[doc(hidden)]
-pub fn stand_in(machine: u16, ptype: u32, payload: &[u8]) -> Vec<u8> {
-    let mut e = vec![0u8; 64 + 56];
-    e[..4].copy_from_slice(b"\x7fELF");
-    e[4] = 2;
-    e[5] = 1;
-    e[6] = 1;
-    e[16..18].copy_from_slice(&2u16.to_le_bytes());
-    e[18..20].copy_from_slice(&machine.to_le_bytes());
-    e[32..40].copy_from_slice(&64u64.to_le_bytes());
-    e[54..56].copy_from_slice(&56u16.to_le_bytes());
-    e[56..58].copy_from_slice(&1u16.to_le_bytes());
-    e[64..68].copy_from_slice(&ptype.to_le_bytes());
-    let interp = b"/lib64/ld-linux-x86-64.so.2\0";
-    let off = e.len() as u64;
-    e[64 + 8..64 + 16].copy_from_slice(&off.to_le_bytes());
-    e[64 + 32..64 + 40].copy_from_slice(&(interp.len() as u64).to_le_bytes());
-    e.extend_from_slice(interp);
-    e.extend_from_slice(payload);
-    e
+/// The architecture an ELF file (executable or module) is built for, if it is a 64-bit
+/// little-endian ELF of x86-64 or aarch64.
+pub fn machine(elf: &[u8]) -> Option<Arch> {
+    if elf.get(..4) != Some(b"\x7fELF".as_slice())
+        || elf.get(4) != Some(&2)
+        || elf.get(5) != Some(&1)
+    {
+        return None;
+    }
+    match u16_at(elf, 18)? {
+        62 => Some(Arch::X86_64),
+        183 => Some(Arch::Aarch64),
+        _ => None,
+    }
+}
+
+/// Whether `kernel` is a kernel image for `arch`: an x86 boot-protocol image (`HdrS` at
+/// 0x202) or an arm64 `Image` (`ARM\x64` at 0x38).
+pub fn is_kernel_for(arch: Arch, kernel: &[u8]) -> bool {
+    match arch {
+        Arch::X86_64 => kernel.get(0x202..0x206) == Some(b"HdrS".as_slice()),
+        Arch::Aarch64 => kernel.get(0x38..0x3c) == Some(b"ARM\x64".as_slice()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use trustbridge_testkit::enclave_image::{elf, kernel_module, static_executable};
+
+    fn stand_in(machine: u16, ptype: u32, payload: &[u8]) -> Vec<u8> {
+        elf(2, machine, ptype, payload)
+    }
+
+    #[test]
+    fn machines() {
+        assert_eq!(machine(&kernel_module(62, b"")), Some(Arch::X86_64));
+        assert_eq!(machine(&static_executable(183, b"")), Some(Arch::Aarch64));
+        assert_eq!(machine(b"nope"), None);
+    }
 
     #[test]
     fn static_and_dynamic() {

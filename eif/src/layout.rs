@@ -6,10 +6,11 @@
 //! and `rootfs/`, the root the sentinel runs in: the static sentinel binary, its
 //! configuration (which pins the broker and provider keys), and the mount points `init`
 //! uses. Everything the sentinel reads at start is therefore in PCR2: its code, its
-//! arguments, its environment and its configuration file.
+//! arguments, its environment and its configuration file. What runs beside it — kernel,
+//! command line, init — is in PCR1: a policy pins both (or PCR0, which covers all).
 
 use crate::cpio::{Archive, CpioError};
-use crate::elf::{ElfError, static_executable_arch};
+use crate::elf::{ElfError, is_kernel_for, machine, static_executable_arch};
 use crate::image::{Arch, EifImage};
 
 /// Where the sentinel is in the enclave.
@@ -30,6 +31,17 @@ pub enum LayoutError {
     /// An empty input.
     #[error("{0} is empty")]
     Empty(&'static str),
+    /// An input built for another architecture than the sentinel (or not what it should
+    /// be): the enclave would not boot.
+    #[error("{what} is not {expected} for {arch:?}, the sentinel's architecture")]
+    Mismatch {
+        /// The input.
+        what: &'static str,
+        /// What it should be.
+        expected: &'static str,
+        /// The sentinel's architecture.
+        arch: Arch,
+    },
 }
 
 /// The inputs of a sentinel image.
@@ -98,6 +110,22 @@ impl SentinelImage<'_> {
         ] {
             if data.is_empty() {
                 return Err(LayoutError::Empty(what));
+            }
+        }
+        if !is_kernel_for(arch, self.kernel) {
+            return Err(LayoutError::Mismatch {
+                what: "the kernel",
+                expected: "a kernel image (bzImage on x86-64, Image on aarch64)",
+                arch,
+            });
+        }
+        for (what, data) in [("init", self.init), ("nsm.ko", self.nsm_ko)] {
+            if machine(data) != Some(arch) {
+                return Err(LayoutError::Mismatch {
+                    what,
+                    expected: "an ELF file",
+                    arch,
+                });
             }
         }
         let cmdline = self.cmdline.map_or_else(

@@ -81,12 +81,7 @@ impl Signer {
         if !certificate.is_p384() {
             return Err(SignatureError::NotP384);
         }
-        let text = std::str::from_utf8(key_pem).map_err(|_| SignatureError::Key)?;
-        let (label, der) = x509_cert::der::pem::decode_vec(text.trim().as_bytes())
-            .map_err(|_| SignatureError::Key)?;
-        if label != "PRIVATE KEY" && label != "EC PRIVATE KEY" {
-            return Err(SignatureError::Key);
-        }
+        let der = private_key_der(key_pem)?;
         let key = EcdsaKeyPair::from_private_key_der(&ECDSA_P384_SHA384_FIXED_SIGNING, &der)
             .map_err(|_| SignatureError::Key)?;
         if key.public_key().as_ref() != certificate.public_key_bytes() {
@@ -203,6 +198,32 @@ pub fn verify(
         .check_validity(now)
         .map_err(|e| SignatureError::Validity(e.to_string()))?;
     Ok(certificate)
+}
+
+/// The DER of the one private-key block (PKCS#8 `PRIVATE KEY` or SEC1 `EC PRIVATE KEY`)
+/// in a PEM file; other blocks (`openssl ecparam -genkey` writes `EC PARAMETERS` first)
+/// are skipped.
+fn private_key_der(pem: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>, SignatureError> {
+    let text = std::str::from_utf8(pem).map_err(|_| SignatureError::Key)?;
+    let mut found = None;
+    for label in ["PRIVATE KEY", "EC PRIVATE KEY"] {
+        let begin = format!("-----BEGIN {label}-----");
+        let end = format!("-----END {label}-----");
+        if let Some(start) = text.find(&begin) {
+            let stop = text[start..]
+                .find(&end)
+                .map(|e| start + e + end.len())
+                .ok_or(SignatureError::Key)?;
+            if found.is_some() || text[stop..].contains(&begin) {
+                return Err(SignatureError::Key);
+            }
+            found = Some(&text[start..stop]);
+        }
+    }
+    let block = found.ok_or(SignatureError::Key)?;
+    let (_, der) =
+        x509_cert::der::pem::decode_vec(block.as_bytes()).map_err(|_| SignatureError::Key)?;
+    Ok(zeroize::Zeroizing::new(der))
 }
 
 fn one_certificate(pem: &[u8]) -> Result<ParsedCertificate, SignatureError> {

@@ -11,15 +11,23 @@ use sha2::{Digest, Sha384};
 use trustbridge_eif::image::SectionKind;
 use trustbridge_eif::measure::MeasureError;
 use trustbridge_eif::signature::SignatureError;
-use trustbridge_eif::{SentinelImage, Signer, elf, measure};
+use trustbridge_eif::{SentinelImage, Signer, measure};
+use trustbridge_testkit::enclave_image::{
+    EM_AARCH64, EM_X86_64, arm64_image, bzimage, dynamic_executable, kernel_module,
+    static_executable,
+};
 
 const CONFIG: &[u8] = b"kms_url = \"http://10.0.0.1:8000\"\nkms_key = \"00\"\n";
 
 fn inputs() -> (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>) {
-    let kernel: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    let init = b"\x7fELF stand-in for AWS's init".to_vec();
-    let nsm = b"stand-in nsm.ko".to_vec();
-    let sentinel = elf::stand_in(62, 1, &vec![0x90; 70_000]);
+    let kernel = bzimage(
+        &(0..200_000u32)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect::<Vec<u8>>(),
+    );
+    let init = static_executable(EM_X86_64, b"stand-in for AWS's init");
+    let nsm = kernel_module(EM_X86_64, b"stand-in nsm.ko");
+    let sentinel = static_executable(EM_X86_64, &vec![0x90; 70_000]);
     (kernel, init, nsm, sentinel)
 }
 
@@ -232,7 +240,7 @@ fn each_pcr_covers_what_aws_documents() {
     assert_ne!(m.pcr0, base.pcr0);
     assert_eq!(m.pcr1, base.pcr1);
     // So is the sentinel.
-    let other_sentinel = elf::stand_in(62, 1, &vec![0x91; 70_000]);
+    let other_sentinel = static_executable(EM_X86_64, &vec![0x91; 70_000]);
     let m = image(&kernel, &init, &nsm, &other_sentinel, CONFIG)
         .image()
         .unwrap()
@@ -244,7 +252,11 @@ fn each_pcr_covers_what_aws_documents() {
     other_kernel[1000] ^= 1;
     for (k, i, c) in [
         (&other_kernel, &init, None),
-        (&kernel, &b"another init".to_vec(), None),
+        (
+            &kernel,
+            &static_executable(EM_X86_64, b"another init"),
+            None,
+        ),
         (&kernel, &init, Some("console=ttyS0")),
     ] {
         let mut si = image(k, i, &nsm, &sentinel, CONFIG);
@@ -265,7 +277,7 @@ fn each_pcr_covers_what_aws_documents() {
 #[test]
 fn a_dynamic_sentinel_is_refused() {
     let (kernel, init, nsm, _) = inputs();
-    let dynamic = elf::stand_in(62, 3, b"");
+    let dynamic = dynamic_executable(EM_X86_64, b"");
     let err = image(&kernel, &init, &nsm, &dynamic, CONFIG)
         .image()
         .unwrap_err();
@@ -276,6 +288,40 @@ fn a_dynamic_sentinel_is_refused() {
             .image()
             .is_err()
     );
+}
+
+#[test]
+fn inputs_for_another_architecture_are_refused() {
+    let (kernel, init, nsm, sentinel) = inputs();
+    // An aarch64 sentinel with x86-64 kernel, init and module: it would not boot.
+    let arm = static_executable(EM_AARCH64, b"sentinel");
+    let err = image(&kernel, &init, &nsm, &arm, CONFIG)
+        .image()
+        .unwrap_err();
+    assert!(err.to_string().contains("the kernel"), "{err}");
+    let arm_kernel = arm64_image(b"kernel");
+    let err = image(&arm_kernel, &init, &nsm, &arm, CONFIG)
+        .image()
+        .unwrap_err();
+    assert!(err.to_string().contains("init"), "{err}");
+    let arm_init = static_executable(EM_AARCH64, b"init");
+    let err = image(&arm_kernel, &arm_init, &nsm, &arm, CONFIG)
+        .image()
+        .unwrap_err();
+    assert!(err.to_string().contains("nsm.ko"), "{err}");
+    let arm_nsm = kernel_module(EM_AARCH64, b"nsm");
+    let arm_image = image(&arm_kernel, &arm_init, &arm_nsm, &arm, CONFIG)
+        .image()
+        .unwrap();
+    assert_eq!(arm_image.arch, trustbridge_eif::Arch::Aarch64);
+    assert!(arm_image.cmdline.ends_with("root=/dev/ram0"));
+    let (eif, _) = arm_image.write(None).unwrap();
+    assert!(measure_bytes(&eif).unwrap().aarch64);
+    // An x86-64 sentinel with a kernel that is no bzImage.
+    let err = image(b"not a kernel", &init, &nsm, &sentinel, CONFIG)
+        .image()
+        .unwrap_err();
+    assert!(err.to_string().contains("kernel"), "{err}");
 }
 
 fn fix_crc(eif: &mut [u8]) {

@@ -9,10 +9,11 @@
 //! The vector helpers exist only for tests; they panic on purpose, because a panic is how a
 //! test helper fails a test. [`world`] builds the end-to-end setting (provider, sealed
 //! bundle, simulated TEE, key broker) for tests, benchmarks and `trustbridge demo`, and
-//! returns errors instead.
+//! returns errors instead. [`enclave_image`] makes stand-ins for an enclave image's inputs.
 #![forbid(unsafe_code)]
 #![allow(clippy::panic)]
 
+pub mod enclave_image;
 pub mod world;
 
 use std::path::{Path, PathBuf};

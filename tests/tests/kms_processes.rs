@@ -127,8 +127,14 @@ fn provider_and_sentinel_workflow_against_a_broker_process() {
         ],
     ));
     let aws: serde_json::Value = serde_json::from_str(&aws).unwrap();
+    let decrypt = aws["Statement"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Sid"] == "AttestedEnclaveDecrypt1")
+        .unwrap();
     assert_eq!(
-        aws["Statement"][1]["Condition"]["StringEqualsIgnoreCase"]["kms:RecipientAttestation:ImageSha384"],
+        decrypt["Condition"]["StringEqualsIgnoreCase"]["kms:RecipientAttestation:ImageSha384"],
         "10".repeat(48)
     );
 

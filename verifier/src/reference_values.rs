@@ -23,9 +23,9 @@ pub enum ReferenceValueError {
     NitroSetEmpty,
     /// A Nitro set of PCR3/PCR4 only: they name the parent instance, not the code.
     #[error(
-        "a Nitro measurement set must name PCR0, PCR1, PCR2 or PCR8 (PCR3 and PCR4 measure no code)"
+        "a Nitro measurement set must pin the whole image: PCR0, or PCR1 with PCR2, or the signing certificate (PCR8); PCR1 alone leaves the application free, PCR2 alone the kernel and init, and PCR3 and PCR4 measure no code"
     )]
-    NitroSetMeasuresNoCode,
+    NitroSetIncomplete,
     /// A Nitro PCR value of another length than SHA-384's.
     #[error("Nitro PCR values are 48 bytes")]
     NitroPcrLength,
@@ -289,8 +289,13 @@ impl MeasurementSets<'_> {
             if pcrs.iter().any(|(_, v)| v.len() != 48) {
                 return Err(ReferenceValueError::NitroPcrLength);
             }
-            if !pcrs.iter().any(|(i, _)| matches!(i, 0 | 1 | 2 | 8)) {
-                return Err(ReferenceValueError::NitroSetMeasuresNoCode);
+            // The image is pinned by PCR0 (kernel, command line, every ramdisk), by PCR1 and
+            // PCR2 together (the same content in two parts), or by its signer (PCR8). A
+            // set that pins only the application (PCR2) admits any kernel and init beside
+            // it, which can read the released key.
+            let has = |n: u8| pcrs.iter().any(|(i, _)| *i == n);
+            if !(has(0) || has(1) && has(2) || has(8)) {
+                return Err(ReferenceValueError::NitroSetIncomplete);
             }
         }
         for set in self.snp.iter().chain(self.azure.iter().map(|z| &z.snp)) {
@@ -363,5 +368,58 @@ impl SnpSet {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn nitro(pcrs: &[u8]) -> NitroSet {
+        let v = || Some(HexValue(vec![7; 48]));
+        NitroSet {
+            pcr0: pcrs.contains(&0).then(v).flatten(),
+            pcr1: pcrs.contains(&1).then(v).flatten(),
+            pcr2: pcrs.contains(&2).then(v).flatten(),
+            pcr3: pcrs.contains(&3).then(v).flatten(),
+            pcr4: pcrs.contains(&4).then(v).flatten(),
+            pcr8: pcrs.contains(&8).then(v).flatten(),
+        }
+    }
+
+    fn check(pcrs: &[u8]) -> Result<(), ReferenceValueError> {
+        let set = [nitro(pcrs)];
+        MeasurementSets {
+            nitro: &set,
+            snp: &[],
+            azure: &[],
+        }
+        .validate()
+    }
+
+    #[test]
+    fn a_nitro_set_pins_the_whole_image() {
+        for ok in [
+            &[0][..],
+            &[0, 1, 2],
+            &[1, 2],
+            &[1, 2, 3],
+            &[8],
+            &[0, 8],
+            &[2, 8],
+        ] {
+            assert!(check(ok).is_ok(), "{ok:?}");
+        }
+        for partial in [&[1][..], &[2], &[2, 3], &[1, 4], &[3, 4]] {
+            assert!(
+                matches!(check(partial), Err(ReferenceValueError::NitroSetIncomplete)),
+                "{partial:?}"
+            );
+        }
+        assert!(matches!(
+            check(&[]),
+            Err(ReferenceValueError::NitroSetEmpty)
+        ));
     }
 }

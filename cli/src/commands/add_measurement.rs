@@ -123,10 +123,26 @@ pub(crate) fn run(a: AddMeasurementArgs) -> Result<()> {
         .measurements;
     let text = std::fs::read_to_string(&a.policy)
         .with_context(|| format!("cannot read {}", a.policy.display()))?;
-    let source = a.from_eif.file_name().map_or_else(
-        || "an image".to_owned(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+    // The image's file name goes into a comment: only characters that cannot end it.
+    let source: String = a
+        .from_eif
+        .file_name()
+        .map_or_else(
+            || "an image".to_owned(),
+            |n| n.to_string_lossy().into_owned(),
+        )
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-+@".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    // Edit the file a symbolic link points at, not the link.
+    let policy_path = std::fs::canonicalize(&a.policy)
+        .with_context(|| format!("cannot read {}", a.policy.display()))?;
     // Which kind of policy, from its shape: a policy that accepts nothing yet does not
     // pass its own parser, and gets its first set here.
     let table: toml::Table = toml::from_str(&text)
@@ -225,8 +241,8 @@ pub(crate) fn run(a: AddMeasurementArgs) -> Result<()> {
             a.policy.display()
         );
     };
-    let mode = std::fs::metadata(&a.policy)?.permissions().mode() & 0o7777;
-    write_output(&a.policy, true, mode, |f| {
+    let mode = std::fs::metadata(&policy_path)?.permissions().mode() & 0o7777;
+    write_output(&policy_path, true, mode, |f| {
         std::io::Write::write_all(f, updated.as_bytes())
             .with_context(|| format!("cannot write {}", a.policy.display()))
     })

@@ -124,32 +124,57 @@ fn input(given: Option<&PathBuf>, blob: &str, flag: &str, what: &str) -> Result<
     )
 }
 
-/// The configuration must pin the broker; a simulated TEE has no place in an enclave.
+/// What the image's configuration must hold: an enclave takes its configuration from this
+/// file alone (its environment is empty), so the keys the sentinel pins must be here and
+/// valid, and it must attest with the NSM. The sentinel's own parser stays authoritative
+/// for everything else (it refuses unknown keys at start).
 fn check_config(config: &[u8], path: &Path) -> Result<()> {
     let text = std::str::from_utf8(config)
         .with_context(|| format!("{} is not UTF-8 TOML", path.display()))?;
     let table: toml::Table =
         toml::from_str(text).with_context(|| format!("{} is not valid TOML", path.display()))?;
-    if !table.get("kms_key").is_some_and(toml::Value::is_str) {
-        bail!(
-            "{} pins no broker (kms_key): a sentinel without it would take a key from any \
-             broker the host points it at",
+    let get = |key: &str| table.get(key).and_then(toml::Value::as_str);
+    let key = get("kms_key").with_context(|| {
+        format!(
+            "{} pins no broker (kms_key): a sentinel without it would take a model key from \
+             any broker the host points it at",
             path.display()
-        );
+        )
+    })?;
+    key.parse::<trustbridge_protocol::key_release::BrokerKey>()
+        .map_err(|e| anyhow::anyhow!("{}: kms_key: {e}", path.display()))?;
+    let provider = get("provider_key").with_context(|| {
+        format!(
+            "{} pins no provider (provider_key): the image would load any model the broker \
+             releases to it",
+            path.display()
+        )
+    })?;
+    provider
+        .parse::<trustbridge_protocol::bundle::ProviderPublicKey>()
+        .map_err(|e| anyhow::anyhow!("{}: provider_key: {e}", path.display()))?;
+    for required in ["kms_url", "asset_id", "contract_id"] {
+        if get(required).is_none_or(str::is_empty) {
+            bail!(
+                "{} has no {required}: the sentinel cannot start without it, and an enclave \
+                 has no other source for it",
+                path.display()
+            );
+        }
     }
-    if table.contains_key("sim_ca")
-        || table.get("tee").and_then(toml::Value::as_str) == Some("simulated")
-    {
+    if table.contains_key("sim_ca") || table.contains_key("sim_platform") {
         bail!(
             "{} configures the simulated TEE: an enclave image must attest with the NSM",
             path.display()
         );
     }
-    if !table.contains_key("provider_key") {
-        tracing::warn!(
-            "{} pins no provider (provider_key): the sentinel will load any model the broker releases",
-            path.display()
-        );
+    if let Some(tee) = table.get("tee") {
+        if !matches!(tee.as_str(), Some("auto" | "nitro")) {
+            bail!(
+                "{}: tee = {tee}: an enclave image attests with the NSM (\"nitro\" or \"auto\")",
+                path.display()
+            );
+        }
     }
     Ok(())
 }
@@ -176,9 +201,28 @@ fn print(m: &Measurements, json: bool) -> Result<()> {
 }
 
 fn build(a: BuildArgs) -> Result<()> {
+    let sentinel = read_capped(&a.sentinel, MAX_INPUT, "the sentinel")?;
+    let arch = trustbridge_eif::elf::static_executable_arch(&sentinel)
+        .with_context(|| format!("{} cannot run in an enclave", a.sentinel.display()))?;
+    // Kernel, init and nsm.ko belong together (the module is built for the kernel): all
+    // given, or all nitro-cli's.
+    let given = [&a.kernel, &a.init, &a.nsm_ko]
+        .iter()
+        .filter(|p| p.is_some())
+        .count();
+    if given != 0 && given != 3 {
+        bail!(
+            "pass --kernel, --init and --nsm-ko together (nsm.ko must be built for that kernel), \
+             or none of them for nitro-cli's blobs in {BLOBS}"
+        );
+    }
+    let kernel_blob = match arch {
+        trustbridge_eif::Arch::X86_64 => "bzImage",
+        trustbridge_eif::Arch::Aarch64 => "Image",
+    };
     let kernel = input(
         a.kernel.as_ref(),
-        "bzImage",
+        kernel_blob,
         "--kernel",
         "the enclave kernel",
     )?;
@@ -186,9 +230,8 @@ fn build(a: BuildArgs) -> Result<()> {
     let nsm = input(a.nsm_ko.as_ref(), "nsm.ko", "--nsm-ko", "the NSM driver")?;
     let cmdline_path = a.cmdline.clone().or_else(|| {
         let p = Path::new(BLOBS).join("cmdline");
-        p.is_file().then_some(p)
+        (given == 0 && p.is_file()).then_some(p)
     });
-    let sentinel = read_capped(&a.sentinel, MAX_INPUT, "the sentinel")?;
     let config = read_capped(&a.config, MAX_SMALL_INPUT, "the configuration")?;
     check_config(&config, &a.config)?;
     let kernel = read_capped(&kernel, MAX_INPUT, "the kernel")?;
@@ -232,7 +275,7 @@ fn build(a: BuildArgs) -> Result<()> {
         "wrote {} ({} bytes, {}{})",
         a.out.display(),
         bytes.len(),
-        if image.arch == trustbridge_eif::Arch::Aarch64 {
+        if arch == trustbridge_eif::Arch::Aarch64 {
             "aarch64"
         } else {
             "x86_64"
@@ -249,7 +292,10 @@ fn measure(a: MeasureArgs) -> Result<()> {
     let measured = trustbridge_eif::measure(std::io::BufReader::new(file), len, SystemTime::now())
         .with_context(|| format!("{} cannot be measured", a.eif.display()))?;
     if let Some(signer) = &measured.signer {
-        eprintln!("signed by {signer}: the signature verifies");
+        eprintln!(
+            "signed by {}: the signature verifies",
+            signer.escape_debug()
+        );
     }
     print(&measured.measurements, a.json)
 }
