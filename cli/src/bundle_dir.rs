@@ -50,17 +50,16 @@ pub(crate) fn collect_inputs(input: &Path, out: &Path) -> Result<Vec<Input>> {
         );
     }
     let input_abs = fs::canonicalize(input)?;
-    if let Ok(out_abs) = fs::canonicalize(parent_dir(out)) {
-        if out_abs
+    if let Ok(out_abs) = fs::canonicalize(parent_dir(out))
+        && out_abs
             .join(out.file_name().unwrap_or_default())
             .starts_with(&input_abs)
-        {
-            bail!(
-                "output {} is inside the input directory {}",
-                out.display(),
-                input.display()
-            );
-        }
+    {
+        bail!(
+            "output {} is inside the input directory {}",
+            out.display(),
+            input.display()
+        );
     }
     let mut inputs = Vec::new();
     for entry in walkdir::WalkDir::new(input)

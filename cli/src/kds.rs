@@ -143,14 +143,14 @@ pub(crate) fn fetch(
                 format!("{url} did not return a revocation list signed by {product}'s ARK")
             })?;
         // Never replace a list with an older one: that would undo revocations.
-        if let Some(cached) = cached {
-            if fetched.this_update() < cached.this_update() {
-                bail!(
-                    "{url} returned a revocation list issued before the cached one ({}): \
+        if let Some(cached) = cached
+            && fetched.this_update() < cached.this_update()
+        {
+            bail!(
+                "{url} returned a revocation list issued before the cached one ({}): \
                      refusing to roll revocations back",
-                    path.display()
-                );
-            }
+                path.display()
+            );
         }
         store(path, &der)?;
     }

@@ -195,10 +195,10 @@ impl Client {
     /// session found out of date (another task may have refreshed it meanwhile).
     pub async fn refresh(&self, stale: Option<&Arc<Session>>) -> Result<Arc<Session>, ClientError> {
         let _one = self.refreshing.lock().await;
-        if let Some(current) = self.current() {
-            if stale.is_none_or(|s| !Arc::ptr_eq(s, &current)) {
-                return Ok(current);
-            }
+        if let Some(current) = self.current()
+            && stale.is_none_or(|s| !Arc::ptr_eq(s, &current))
+        {
+            return Ok(current);
         }
         let result = self.fetch_and_verify().await;
         let mut record = self.record();

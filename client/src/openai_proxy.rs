@@ -127,10 +127,10 @@ fn wants_stream(body: &[u8]) -> bool {
 impl Proxy {
     /// Stores a verified receipt when `--receipts` asks for it.
     fn keep(&self, receipt: &Receipt, salt: &[u8; 32]) {
-        if let Some(dir) = &self.receipts {
-            if let Err(e) = store_receipt(dir, &self.client, receipt, salt) {
-                tracing::warn!(error = %e, "cannot store the receipt");
-            }
+        if let Some(dir) = &self.receipts
+            && let Err(e) = store_receipt(dir, &self.client, receipt, salt)
+        {
+            tracing::warn!(error = %e, "cannot store the receipt");
         }
     }
 }
@@ -379,10 +379,10 @@ fn answer_response(answer: VerifiedAnswer) -> Response {
     let h = response.headers_mut();
     for (name, value) in &answer.headers {
         // Only what describes the content; framing is this hop's.
-        if name.eq_ignore_ascii_case(b"content-type") {
-            if let Ok(v) = HeaderValue::from_bytes(value) {
-                h.insert(header::CONTENT_TYPE, v);
-            }
+        if name.eq_ignore_ascii_case(b"content-type")
+            && let Ok(v) = HeaderValue::from_bytes(value)
+        {
+            h.insert(header::CONTENT_TYPE, v);
         }
     }
     let receipt =
@@ -413,13 +413,13 @@ fn store_receipt(
     let bundle_path = dir
         .join("bundles")
         .join(format!("{}.json", hex::encode(claims.evidence_digest)));
-    if !bundle_path.exists() {
-        if let Some(session) = client.current_session() {
-            let b = &session.verified().bundle;
-            if b.evidence_digest() == claims.evidence_digest {
-                let json = b.to_json().map_err(std::io::Error::other)?;
-                write_new(&bundle_path, &json)?;
-            }
+    if !bundle_path.exists()
+        && let Some(session) = client.current_session()
+    {
+        let b = &session.verified().bundle;
+        if b.evidence_digest() == claims.evidence_digest {
+            let json = b.to_json().map_err(std::io::Error::other)?;
+            write_new(&bundle_path, &json)?;
         }
     }
     Ok(())

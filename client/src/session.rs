@@ -452,15 +452,15 @@ impl ChainTracker {
             sequence,
             neighbour,
         };
-        if let Some(before) = sequence.checked_sub(1).and_then(|s| seen.get(&s)) {
-            if before.digest != c.previous {
-                return Err(fork(sequence - 1));
-            }
+        if let Some(before) = sequence.checked_sub(1).and_then(|s| seen.get(&s))
+            && before.digest != c.previous
+        {
+            return Err(fork(sequence - 1));
         }
-        if let Some(after) = sequence.checked_add(1).and_then(|s| seen.get(&s)) {
-            if after.previous != receipt.digest() {
-                return Err(fork(sequence + 1));
-            }
+        if let Some(after) = sequence.checked_add(1).and_then(|s| seen.get(&s))
+            && after.previous != receipt.digest()
+        {
+            return Err(fork(sequence + 1));
         }
         seen.insert(
             sequence,

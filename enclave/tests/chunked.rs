@@ -264,11 +264,13 @@ async fn a_client_that_leaves_mid_stream_leaves_no_gap_in_the_log() {
             })
             .collect();
         let boots = check_chains(&receipts);
-        if let Ok([boot]) = boots.as_deref() {
-            if boot.first == 0 && boot.count == boot.last + 1 && boot.count >= 2 {
-                complete = true;
-                break;
-            }
+        if let Ok([boot]) = boots.as_deref()
+            && boot.first == 0
+            && boot.count == boot.last + 1
+            && boot.count >= 2
+        {
+            complete = true;
+            break;
         }
     }
     assert!(complete, "the relay's log has a gap");

@@ -206,12 +206,12 @@ async fn a_new_model_version_replaces_the_one_served() {
     assert_ne!(first, second);
     let started = Instant::now();
     loop {
-        if let Some(model) = sentinel.model() {
-            if model.manifest.digest() == second {
-                let files = model.files.clone();
-                assert_eq!(&files["weights.bin"][..], b"model weights, version two");
-                break;
-            }
+        if let Some(model) = sentinel.model()
+            && model.manifest.digest() == second
+        {
+            let files = model.files.clone();
+            assert_eq!(&files["weights.bin"][..], b"model weights, version two");
+            break;
         }
         assert!(
             started.elapsed() < Duration::from_secs(20),

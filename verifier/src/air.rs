@@ -228,28 +228,29 @@ pub fn verify_air(
 }
 
 fn check_policy(c: &AirClaims, p: &AirPolicy) -> Result<(), AirFailure> {
-    if let Some((max_age, now, skew)) = p.max_age {
-        if max_age > 0 {
-            if c.iat > now.saturating_add(skew) {
-                return Err(fail(4, "FRESH", "TIMESTAMP_FUTURE"));
-            }
-            if now.saturating_sub(c.iat) > max_age {
-                return Err(fail(4, "FRESH", "TIMESTAMP_STALE"));
-            }
+    if let Some((max_age, now, skew)) = p.max_age
+        && max_age > 0
+    {
+        if c.iat > now.saturating_add(skew) {
+            return Err(fail(4, "FRESH", "TIMESTAMP_FUTURE"));
+        }
+        if now.saturating_sub(c.iat) > max_age {
+            return Err(fail(4, "FRESH", "TIMESTAMP_STALE"));
         }
     }
-    if let Some(expected) = p.expected_model_hash {
-        if c.model_hash != expected {
-            return Err(fail(4, "MHASH", "MODEL_HASH_MISMATCH"));
-        }
+    if let Some(expected) = p.expected_model_hash
+        && c.model_hash != expected
+    {
+        return Err(fail(4, "MHASH", "MODEL_HASH_MISMATCH"));
     }
     if c.security_mode == "evaluation" && !p.allow_evaluation_mode {
         return Err(fail(4, "SECURITY_MODE_POLICY", "EVALUATION_MODE_REJECTED"));
     }
-    if let Some(platform) = &p.expected_platform {
-        if platform != "any" && *platform != c.measurement_type {
-            return Err(fail(4, "PLATFORM", "PLATFORM_MISMATCH"));
-        }
+    if let Some(platform) = &p.expected_platform
+        && platform != "any"
+        && *platform != c.measurement_type
+    {
+        return Err(fail(4, "PLATFORM", "PLATFORM_MISMATCH"));
     }
     if let Some(nonce) = &p.expected_nonce {
         match &c.eat_nonce {

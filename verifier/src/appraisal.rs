@@ -106,22 +106,22 @@ impl ReferenceSet {
             return Ok(());
         }
         let claims = ev.snp.as_ref().ok_or(PolicyError::NotSnp)?;
-        if let Some(min) = &self.min_tcb {
-            if let Some((component, reported, minimum)) = min.shortfall(&claims.reported_tcb) {
-                return Err(PolicyError::TcbBelowMinimum {
-                    component,
-                    reported,
-                    minimum,
-                });
-            }
+        if let Some(min) = &self.min_tcb
+            && let Some((component, reported, minimum)) = min.shortfall(&claims.reported_tcb)
+        {
+            return Err(PolicyError::TcbBelowMinimum {
+                component,
+                reported,
+                minimum,
+            });
         }
-        if let Some(max) = self.max_vmpl {
-            if claims.vmpl > max {
-                return Err(PolicyError::Vmpl {
-                    vmpl: claims.vmpl,
-                    max,
-                });
-            }
+        if let Some(max) = self.max_vmpl
+            && claims.vmpl > max
+        {
+            return Err(PolicyError::Vmpl {
+                vmpl: claims.vmpl,
+                max,
+            });
         }
         if claims.policy & self.policy_bits_set != self.policy_bits_set {
             return Err(PolicyError::PolicyBits {
@@ -200,16 +200,16 @@ impl Appraisal {
                 "not in debug mode"
             },
         );
-        if let Some(claims) = &ev.snp {
-            if claims.policy & POLICY_MIGRATE_MA != 0 {
-                if !self.allow_migration_agent {
-                    return Err(fail(checks, PolicyError::MigrationAgent));
-                }
-                checks.pass(
-                    "migration agent",
-                    "guest policy allows a migration agent (allowed by explicit request)",
-                );
+        if let Some(claims) = &ev.snp
+            && claims.policy & POLICY_MIGRATE_MA != 0
+        {
+            if !self.allow_migration_agent {
+                return Err(fail(checks, PolicyError::MigrationAgent));
             }
+            checks.pass(
+                "migration agent",
+                "guest policy allows a migration agent (allowed by explicit request)",
+            );
         }
         let References::OneOf(by_platform) = &self.references else {
             return Ok(());

@@ -98,13 +98,13 @@ pub fn check_bound(
             return Err(ReceiptCheckError::Measurement { name: name.clone() });
         }
     }
-    if let Some(bound) = bundle.binding.manifest_sha256 {
-        if claims.model != bound {
-            return Err(ReceiptCheckError::OtherModel {
-                claimed: hex::encode(claims.model),
-                bound: hex::encode(bound),
-            });
-        }
+    if let Some(bound) = bundle.binding.manifest_sha256
+        && claims.model != bound
+    {
+        return Err(ReceiptCheckError::OtherModel {
+            claimed: hex::encode(claims.model),
+            bound: hex::encode(bound),
+        });
     }
     Ok(())
 }

@@ -360,12 +360,12 @@ impl SnpSet {
         if self.host_data.as_ref().is_some_and(|h| h.0.len() != 32) {
             return Err(ReferenceValueError::HostDataLength);
         }
-        if let (Some(set_bits), Some(clear)) = (self.policy_bits_set, self.policy_bits_clear) {
-            if set_bits.0 & clear.0 != 0 {
-                return Err(ReferenceValueError::PolicyBitsConflict(
-                    set_bits.0 & clear.0,
-                ));
-            }
+        if let (Some(set_bits), Some(clear)) = (self.policy_bits_set, self.policy_bits_clear)
+            && set_bits.0 & clear.0 != 0
+        {
+            return Err(ReferenceValueError::PolicyBitsConflict(
+                set_bits.0 & clear.0,
+            ));
         }
         Ok(())
     }

@@ -81,13 +81,12 @@ impl EndorsementKeyInfo {
     /// to compare, as the SNP ABI specifies; the VCEK's signature over the report is then
     /// what ties it to the chip, since a VCEK is derived from one chip's secret.
     pub fn check_endorses(&self, r: &SnpReport) -> Result<(), VerifyError> {
-        if let Some(hw_id) = &self.hw_id {
-            if r.signing_key == SigningKey::Vcek
-                && !r.chip_id_masked()
-                && r.chip_id.get(..hw_id.len()) != Some(&hw_id[..])
-            {
-                return Err(VerifyError::ChipIdMismatch);
-            }
+        if let Some(hw_id) = &self.hw_id
+            && r.signing_key == SigningKey::Vcek
+            && !r.chip_id_masked()
+            && r.chip_id.get(..hw_id.len()) != Some(&hw_id[..])
+        {
+            return Err(VerifyError::ChipIdMismatch);
         }
         let turin = self.is_turin() || r.cpuid_family == 0x1A;
         let reported = r.reported_tcb.components(turin);
@@ -106,14 +105,14 @@ impl EndorsementKeyInfo {
                 });
             }
         }
-        if let (Some(reported), Some(certified)) = (reported.fmc, self.tcb.fmc) {
-            if reported != certified {
-                return Err(VerifyError::TcbMismatch {
-                    component: "fmc",
-                    reported,
-                    certified,
-                });
-            }
+        if let (Some(reported), Some(certified)) = (reported.fmc, self.tcb.fmc)
+            && reported != certified
+        {
+            return Err(VerifyError::TcbMismatch {
+                component: "fmc",
+                reported,
+                certified,
+            });
         }
         Ok(())
     }

@@ -325,13 +325,13 @@ impl ParsedCertificate {
                 reason: "a CA certificate does not sign evidence",
             });
         }
-        if let Some(ku) = self.key_usage()? {
-            if !ku.digital_signature() {
-                return Err(VerifyError::LeafUsage {
-                    subject: self.subject.clone(),
-                    reason: "keyUsage lacks digitalSignature",
-                });
-            }
+        if let Some(ku) = self.key_usage()?
+            && !ku.digital_signature()
+        {
+            return Err(VerifyError::LeafUsage {
+                subject: self.subject.clone(),
+                reason: "keyUsage lacks digitalSignature",
+            });
         }
         Ok(())
     }
@@ -402,13 +402,13 @@ pub fn verify_chain(chain: &[ParsedCertificate], now: SystemTime) -> Result<(), 
                 reason: "path length constraint exceeded",
             });
         }
-        if let Some(ku) = issuer.key_usage()? {
-            if !ku.key_cert_sign() {
-                return Err(VerifyError::NotAnIssuer {
-                    subject: issuer.subject.clone(),
-                    reason: "keyUsage lacks keyCertSign",
-                });
-            }
+        if let Some(ku) = issuer.key_usage()?
+            && !ku.key_cert_sign()
+        {
+            return Err(VerifyError::NotAnIssuer {
+                subject: issuer.subject.clone(),
+                reason: "keyUsage lacks keyCertSign",
+            });
         }
         if pair[0].cert.tbs_certificate.issuer != issuer.cert.tbs_certificate.subject {
             return Err(VerifyError::IssuerMismatch {

@@ -173,14 +173,14 @@ pub(crate) fn run(a: AddMeasurementArgs) -> Result<()> {
         };
         let id = ids[index];
         let before = count(assets[index].get("nitro"));
-        if let Ok(policy) = Policy::from_toml(&text) {
-            if policy.asset(id).is_some_and(|x| has_set(&x.nitro, &m)) {
-                eprintln!(
-                    "{} already accepts these measurements for {id}: unchanged",
-                    a.policy.display()
-                );
-                return Ok(());
-            }
+        if let Ok(policy) = Policy::from_toml(&text)
+            && policy.asset(id).is_some_and(|x| has_set(&x.nitro, &m))
+        {
+            eprintln!(
+                "{} already accepts these measurements for {id}: unchanged",
+                a.policy.display()
+            );
+            return Ok(());
         }
         let updated = insert_in_asset(&text, index, &block("asset.nitro", &m, &source));
         let reparsed = Policy::from_toml(&updated).context(

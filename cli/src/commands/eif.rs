@@ -168,13 +168,13 @@ fn check_config(config: &[u8], path: &Path) -> Result<()> {
             path.display()
         );
     }
-    if let Some(tee) = table.get("tee") {
-        if !matches!(tee.as_str(), Some("auto" | "nitro")) {
-            bail!(
-                "{}: tee = {tee}: an enclave image attests with the NSM (\"nitro\" or \"auto\")",
-                path.display()
-            );
-        }
+    if let Some(tee) = table.get("tee")
+        && !matches!(tee.as_str(), Some("auto" | "nitro"))
+    {
+        bail!(
+            "{}: tee = {tee}: an enclave image attests with the NSM (\"nitro\" or \"auto\")",
+            path.display()
+        );
     }
     Ok(())
 }

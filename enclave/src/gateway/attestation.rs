@@ -106,10 +106,11 @@ impl Publisher {
     /// The published bundle for `model` (remade when stale or for another model).
     pub async fn published(&self, model: Option<[u8; 32]>) -> Result<Arc<Published>, PublishError> {
         let mut current = self.current.lock().await;
-        if let Some(p) = current.as_ref() {
-            if p.model == model && p.made.elapsed() < self.config.max_age {
-                return Ok(p.clone());
-            }
+        if let Some(p) = current.as_ref()
+            && p.model == model
+            && p.made.elapsed() < self.config.max_age
+        {
+            return Ok(p.clone());
         }
         let mut nonce = [0u8; 32];
         aws_lc_rs::rand::fill(&mut nonce).map_err(|_| PublishError::Random)?;

@@ -52,10 +52,10 @@ struct Outstanding {
 
 impl Drop for Outstanding {
     fn drop(&mut self) {
-        if let Some(mut rx) = self.receipt.take() {
-            if let Ok(receipt) = rx.try_recv() {
-                self.gateway.postpone(receipt);
-            }
+        if let Some(mut rx) = self.receipt.take()
+            && let Ok(receipt) = rx.try_recv()
+        {
+            self.gateway.postpone(receipt);
         }
     }
 }
@@ -137,16 +137,16 @@ impl Gateway {
         };
         let trailer = futures_util::stream::once(async move {
             let mut fields = HeaderMap::new();
-            if let Some(rx) = outstanding.receipt.as_mut() {
-                if let Ok(receipt) = rx.await {
-                    outstanding.receipt = None;
-                    let value = outstanding.gateway.log_value(&receipt, LOG_TRAILER_BUDGET);
-                    match HeaderValue::from_str(&value) {
-                        Ok(v) => {
-                            fields.insert(HeaderName::from_static(RECEIPT_LOG_HEADER), v);
-                        }
-                        Err(_) => outstanding.gateway.postpone(receipt),
+            if let Some(rx) = outstanding.receipt.as_mut()
+                && let Ok(receipt) = rx.await
+            {
+                outstanding.receipt = None;
+                let value = outstanding.gateway.log_value(&receipt, LOG_TRAILER_BUDGET);
+                match HeaderValue::from_str(&value) {
+                    Ok(v) => {
+                        fields.insert(HeaderName::from_static(RECEIPT_LOG_HEADER), v);
                     }
+                    Err(_) => outstanding.gateway.postpone(receipt),
                 }
             }
             Ok::<_, std::io::Error>(Frame::trailers(fields))

@@ -78,12 +78,12 @@ impl Broker {
             )));
         }
         let digest = signed.digest();
-        if let Some(pin) = &ap.manifest_sha256 {
-            if pin.0 != digest {
-                return Err(BrokerError::BadRequest(
-                    "manifest digest differs from the policy's manifest_sha256".into(),
-                ));
-            }
+        if let Some(pin) = &ap.manifest_sha256
+            && pin.0 != digest
+        {
+            return Err(BrokerError::BadRequest(
+                "manifest digest differs from the policy's manifest_sha256".into(),
+            ));
         }
         let enc = hex::decode(&req.enc).map_err(|e| bad("enc", e))?;
         let ct = hex::decode(&req.ciphertext).map_err(|e| bad("ciphertext", e))?;

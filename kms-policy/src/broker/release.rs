@@ -102,9 +102,10 @@ impl Broker {
             )
             .into());
         }
-        if let Some(pin) = &pins.manifest_sha256 {
-            if pin.0 != record.manifest_sha256 {
-                return Err(Denial::new(
+        if let Some(pin) = &pins.manifest_sha256
+            && pin.0 != record.manifest_sha256
+        {
+            return Err(Denial::new(
                     DenialCode::AssetPolicyMismatch,
                     format!(
                         "asset {asset} was registered with manifest {}, the policy now pins {}: register it again",
@@ -113,7 +114,6 @@ impl Broker {
                     ),
                 )
                 .into());
-            }
         }
         let c = self.store.contract(contract)?;
         check_contract(c.as_ref(), asset, self.now())?;
@@ -212,27 +212,27 @@ impl Broker {
             )
             .into());
         }
-        if let Some(pinned) = d.binding.provider_key {
-            if pinned != record.provider_key {
-                return Err(Denial::new(
-                    DenialCode::WrongProvider,
-                    format!(
-                        "the sentinel pins provider key {}, asset {asset_id} is signed by {}",
-                        hex::encode(pinned),
-                        hex::encode(record.provider_key)
-                    ),
-                )
-                .into());
-            }
+        if let Some(pinned) = d.binding.provider_key
+            && pinned != record.provider_key
+        {
+            return Err(Denial::new(
+                DenialCode::WrongProvider,
+                format!(
+                    "the sentinel pins provider key {}, asset {asset_id} is signed by {}",
+                    hex::encode(pinned),
+                    hex::encode(record.provider_key)
+                ),
+            )
+            .into());
         }
-        if let Some(manifest) = d.binding.manifest_sha256 {
-            if manifest != record.manifest_sha256 {
-                return Err(Denial::new(
-                    DenialCode::BindingMismatch,
-                    "the binding names another manifest than the asset's",
-                )
-                .into());
-            }
+        if let Some(manifest) = d.binding.manifest_sha256
+            && manifest != record.manifest_sha256
+        {
+            return Err(Denial::new(
+                DenialCode::BindingMismatch,
+                "the binding names another manifest than the asset's",
+            )
+            .into());
         }
         evaluate_evidence(&active.policy, asset_policy, &ev)?;
         // Everything that can fail is done before the release is counted, so a count

@@ -74,13 +74,13 @@ impl SignedManifest {
             .ok_or_else(|| BundleError::ManifestMalformed("detached payload".into()))?;
         let manifest = Manifest::from_cbor(payload)?;
         let signer = manifest.provider_key;
-        if let Some(pinned) = pinned {
-            if *pinned != signer {
-                return Err(BundleError::ProviderMismatch {
-                    expected: pinned.key_id(),
-                    found: signer.key_id(),
-                });
-            }
+        if let Some(pinned) = pinned
+            && *pinned != signer
+        {
+            return Err(BundleError::ProviderMismatch {
+                expected: pinned.key_id(),
+                found: signer.key_id(),
+            });
         }
         if header.key_id != signer.key_id().0 {
             return Err(BundleError::ManifestMalformed(

@@ -628,13 +628,13 @@ impl AwaitingRelease {
                 named_contract: release.contract,
             });
         }
-        if let Some(pinned) = c.provider {
-            if pinned != release.provider_key {
-                return Err(ReleaseClientError::WrongProvider {
-                    pinned: hex::encode(pinned),
-                    named: hex::encode(release.provider_key),
-                });
-            }
+        if let Some(pinned) = c.provider
+            && pinned != release.provider_key
+        {
+            return Err(ReleaseClientError::WrongProvider {
+                pinned: hex::encode(pinned),
+                named: hex::encode(release.provider_key),
+            });
         }
         let key = release_key.open_data_key(
             &release.enc,

@@ -90,13 +90,13 @@ fn write_map(w: &mut Writer, mut entries: Vec<Entry>) {
 impl Claims {
     /// Checks the claims' own rules (sizes, ranges) before they are signed.
     pub fn check(&self) -> Result<(), ReceiptError> {
-        if let Some(n) = &self.nonce {
-            if !NONCE_LEN.contains(&n.len()) {
-                return Err(ReceiptError::ClaimType {
-                    claim: "eat_nonce",
-                    expected: "8 to 64 bytes",
-                });
-            }
+        if let Some(n) = &self.nonce
+            && !NONCE_LEN.contains(&n.len())
+        {
+            return Err(ReceiptError::ClaimType {
+                claim: "eat_nonce",
+                expected: "8 to 64 bytes",
+            });
         }
         if !(100..=599).contains(&self.status) {
             return Err(ReceiptError::ClaimType {

@@ -268,10 +268,10 @@ impl Deployment {
     pub fn wait_for(&self, states: &[&str]) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Some(st) = self.status() {
-                if states.contains(&st["state"].as_str().unwrap_or_default()) {
-                    return st;
-                }
+            if let Some(st) = self.status()
+                && states.contains(&st["state"].as_str().unwrap_or_default())
+            {
+                return st;
             }
             assert!(
                 Instant::now() < deadline,

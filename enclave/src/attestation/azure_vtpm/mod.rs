@@ -73,10 +73,10 @@ impl AzureVtpm {
     /// report). False when no TPM answers.
     pub fn present(tcti: &str) -> bool {
         // A missing device is not worth libtss2's error log.
-        if let Some(path) = tcti.strip_prefix("device:") {
-            if !std::path::Path::new(path).exists() {
-                return false;
-            }
+        if let Some(path) = tcti.strip_prefix("device:")
+            && !std::path::Path::new(path).exists()
+        {
+            return false;
         }
         Vtpm::open(tcti).is_ok_and(|mut t| t.has_hcl_report())
     }

@@ -320,13 +320,13 @@ fn run(args: Args) -> Result<()> {
     if args.download_concurrency == 0 || args.download_chunk_bytes == 0 {
         bail!("download concurrency and chunk size must be positive");
     }
-    if let Some(grace) = args.reauth_grace_secs {
-        if grace == 0 || (args.reauth_interval_secs > 0 && grace < args.reauth_interval_secs) {
-            bail!(
-                "--reauth-grace-secs must be at least --reauth-interval-secs (it is how long a \
+    if let Some(grace) = args.reauth_grace_secs
+        && (grace == 0 || (args.reauth_interval_secs > 0 && grace < args.reauth_interval_secs))
+    {
+        bail!(
+            "--reauth-grace-secs must be at least --reauth-interval-secs (it is how long a \
                  sentinel may serve without a re-authorization)"
-            );
-        }
+        );
     }
     let required = |what: &str, var: &str, key: &str| {
         anyhow::anyhow!("--{what} is required (or {var}, or {key} in the --config file)")

@@ -115,21 +115,18 @@ pub(crate) fn run(args: LogArgs) -> Result<Outcome> {
         let entry = Line::parse(line).with_context(|| {
             format!("line {} is not a log entry {{\"seq\", \"receipt\"}}", i + 1)
         })?;
-        if let Some(next) = expected_seq {
-            if Some(entry.seq) != next {
-                fail(
-                    &mut checks,
-                    "log",
-                    format!(
-                        "log entry {} follows entry {}: entries are missing or reordered",
-                        entry.seq,
-                        next.map_or_else(
-                            || "the last possible".to_owned(),
-                            |n| (n - 1).to_string()
-                        )
-                    ),
-                );
-            }
+        if let Some(next) = expected_seq
+            && Some(entry.seq) != next
+        {
+            fail(
+                &mut checks,
+                "log",
+                format!(
+                    "log entry {} follows entry {}: entries are missing or reordered",
+                    entry.seq,
+                    next.map_or_else(|| "the last possible".to_owned(), |n| (n - 1).to_string())
+                ),
+            );
         }
         expected_seq = Some(entry.seq.checked_add(1));
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
