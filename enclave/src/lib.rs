@@ -24,6 +24,7 @@
 pub mod attestation;
 pub mod authorize;
 pub mod boot;
+pub mod engine;
 pub mod failure;
 pub mod gateway;
 pub mod hydrate;

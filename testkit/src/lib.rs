@@ -66,6 +66,40 @@ pub fn vectors_dir(test: &str) -> Option<PathBuf> {
     None
 }
 
+/// Environment variable that turns missing models into a test failure.
+pub const REQUIRE_MODELS_ENV: &str = "TB_REQUIRE_MODELS";
+
+/// Environment variable naming the model folder (default `.trustbridge/models` in the
+/// workspace, where `scripts/fetch-models` puts them).
+pub const MODELS_DIR_ENV: &str = "TB_MODELS_DIR";
+
+/// The folder of the engine's models (`smollm2/`, `minilm/`, from `scripts/fetch-models`),
+/// or `None` (after a loud skip message naming `test`) when `needed` is not in it and
+/// models are not required.
+///
+/// # Panics
+/// When the model is missing and `TB_REQUIRE_MODELS=1`.
+pub fn models_dir(test: &str, needed: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os(MODELS_DIR_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".trustbridge/models"));
+    if dir.join(needed).is_file() {
+        return Some(dir);
+    }
+    if env_flag(REQUIRE_MODELS_ENV) {
+        panic!(
+            "{test}: {needed} not found in {} and {REQUIRE_MODELS_ENV}=1 (run scripts/fetch-models)",
+            dir.display()
+        );
+    }
+    eprintln!(
+        "\n!!!!!!!! SKIPPED {test}: {needed} not found in {} !!!!!!!!\n\
+         !!!!!!!! (run scripts/fetch-models; {REQUIRE_MODELS_ENV}=1 makes this a failure) !!!!!!!!\n",
+        dir.display()
+    );
+    None
+}
+
 /// Reads `relative` below the vector folder; `None` when the folder is missing (see
 /// [`vectors_dir`]).
 ///
