@@ -30,6 +30,8 @@ TEXTS = [
         f"Sentence {i}: model weights stay encrypted to everyone but the attested enclave."
         for i in range(14)
     ),
+    # Longer than sentence-transformers' 256: truncated the same way.
+    " ".join(f"Receipt {i} proves where the answer was computed and on which model." for i in range(30)),
 ]
 
 model = SentenceTransformer(sys.argv[1], device="cpu")
@@ -43,7 +45,8 @@ json.dump(
         "items": [
             {
                 "text": t,
-                "tokens": len(model.tokenizer(t)["input_ids"]),
+                # What the model sees (truncated to max_seq_length).
+                "tokens": len(model.tokenize([t])["input_ids"][0]),
                 "embedding": [round(float(x), 7) for x in v],
             }
             for t, v in zip(TEXTS, vectors)

@@ -25,17 +25,24 @@ pub struct ChatMessage {
 
 impl std::fmt::Debug for ChatMessage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "ChatMessage({}, {} bytes)",
-            self.role,
-            self.content.len()
-        )
+        let role = match self.role.as_str() {
+            r @ ("system" | "developer" | "user" | "assistant") => r,
+            _ => "(other)",
+        };
+        write!(f, "ChatMessage({role}, {} bytes)", self.content.len())
     }
 }
 
-/// How to generate.
-#[derive(Clone, Debug, PartialEq)]
+/// Most stop sequences (OpenAI's limit).
+pub const MAX_STOPS: usize = 4;
+/// Longest stop sequence, in bytes.
+pub const MAX_STOP_LEN: usize = 256;
+/// Prompt tokens run through the model at once: the attention scores of a long prompt in
+/// one pass would take gigabytes.
+pub const PREFILL_CHUNK: usize = 256;
+
+/// How to generate. Its `Debug` shows no stop sequence.
+#[derive(Clone, PartialEq)]
 pub struct GenerationParams {
     /// Most tokens to generate (at least 1).
     pub max_tokens: usize,
@@ -48,6 +55,20 @@ pub struct GenerationParams {
     pub stop: Vec<String>,
     /// The sampler's seed: the same seed, prompt and parameters give the same tokens.
     pub seed: u64,
+    /// When the generation must have ended ([`EngineError::DeadlineExceeded`] after it).
+    pub deadline: Option<std::time::Instant>,
+}
+
+impl std::fmt::Debug for GenerationParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GenerationParams")
+            .field("max_tokens", &self.max_tokens)
+            .field("temperature", &self.temperature)
+            .field("top_p", &self.top_p)
+            .field("stops", &self.stop.len())
+            .field("seed", &self.seed)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for GenerationParams {
@@ -58,6 +79,7 @@ impl Default for GenerationParams {
             top_p: 1.0,
             stop: Vec::new(),
             seed: 0,
+            deadline: None,
         }
     }
 }
@@ -182,6 +204,16 @@ impl ChatModel {
         if messages.is_empty() {
             return Err(EngineError::InvalidParameter("messages must not be empty"));
         }
+        // A prompt longer than the window's worth of the longest token cannot fit: refuse
+        // it before tokenizing it.
+        let bytes: usize = messages
+            .iter()
+            .map(|m| m.content.len().saturating_add(m.role.len()))
+            .fold(0, usize::saturating_add);
+        let limit = self.context.saturating_mul(self.tokenizer.longest_token());
+        if bytes > limit {
+            return Err(EngineError::PromptTooLarge { bytes, limit });
+        }
         let mut ids = Vec::new();
         let turn = |role: &str, content: &str, ids: &mut Vec<u32>| {
             ids.push(self.im_start);
@@ -214,8 +246,9 @@ impl ChatModel {
         Ok(ids)
     }
 
-    /// Answers `messages`; `on_text` gets the text as it is generated and returns false to
-    /// stop (the client went away).
+    /// Answers `messages`; `on_text` is called between prompt chunks and on every token,
+    /// with the text generated since (often empty), and returns false to stop (the client
+    /// went away).
     pub fn chat(
         &self,
         messages: &[ChatMessage],
@@ -249,6 +282,16 @@ impl ChatModel {
         if !(params.top_p > 0.0 && params.top_p <= 1.0) {
             return Err(EngineError::InvalidParameter("top_p must be in (0, 1]"));
         }
+        if params.stop.len() > MAX_STOPS || params.stop.iter().any(|s| s.len() > MAX_STOP_LEN) {
+            return Err(EngineError::InvalidParameter(
+                "at most 4 stop sequences of at most 256 bytes",
+            ));
+        }
+        if prompt.iter().any(|&id| id as usize >= self.tokenizer.len()) {
+            return Err(EngineError::InvalidParameter(
+                "a prompt token id is out of range",
+            ));
+        }
         if prompt.len().saturating_add(params.max_tokens) > self.context {
             return Err(EngineError::ContextExceeded {
                 prompt: prompt.len(),
@@ -256,7 +299,8 @@ impl ChatModel {
                 limit: self.context,
             });
         }
-        let sampling = if params.temperature == 0.0 {
+        // A temperature this small is greedy decoding (dividing by it would overflow).
+        let sampling = if params.temperature < 1e-5 {
             Sampling::ArgMax
         } else if params.top_p < 1.0 {
             Sampling::TopP {
@@ -269,43 +313,68 @@ impl ChatModel {
             }
         };
         let mut sampler = LogitsProcessor::from_sampling(params.seed, sampling);
+        let cancelled = |completion_tokens| EngineError::Cancelled {
+            prompt_tokens: prompt.len(),
+            completion_tokens,
+        };
+        let late = |completion_tokens| {
+            params
+                .deadline
+                .is_some_and(|d| std::time::Instant::now() >= d)
+                .then_some(EngineError::DeadlineExceeded {
+                    prompt_tokens: prompt.len(),
+                    completion_tokens,
+                })
+        };
         // This request's own cache; the weights are shared.
         let mut model = self.weights.clone();
-        let input = Tensor::new(prompt, &self.device)?.unsqueeze(0)?;
-        let mut logits = model.forward(&input, 0)?.squeeze(0)?;
+        let mut logits = None;
+        let mut at = 0;
+        for chunk in prompt.chunks(PREFILL_CHUNK) {
+            if let Some(e) = late(0) {
+                return Err(e);
+            }
+            if !on_text("") {
+                return Err(cancelled(0));
+            }
+            let input = Tensor::new(chunk, &self.device)?.unsqueeze(0)?;
+            logits = Some(model.forward(&input, at)?.squeeze(0)?);
+            at += chunk.len();
+        }
+        let mut logits = logits.ok_or(EngineError::InvalidParameter("the prompt is empty"))?;
         let mut stream = self.tokenizer.tokenizer().decode_stream(false);
         let mut stop = StopMatcher::new(&params.stop);
         let mut text = String::new();
         let mut ids = Vec::new();
         let mut finish = FinishReason::Length;
         for step in 0..params.max_tokens {
+            if let Some(e) = late(ids.len()) {
+                return Err(e);
+            }
             let next = sampler.sample(&logits)?;
             if self.tokenizer.is_control(next) {
                 finish = FinishReason::Stop;
                 break;
             }
             ids.push(next);
-            if let Some(piece) = stream.step(next).map_err(EngineError::Tokenizer)? {
-                match stop.push(&piece) {
-                    Step::Emit(out) => {
-                        if !out.is_empty() && !on_text(&out) {
-                            return Err(EngineError::Cancelled);
-                        }
-                        text.push_str(&out);
-                    }
-                    Step::Stop(out) => {
-                        if !out.is_empty() && !on_text(&out) {
-                            return Err(EngineError::Cancelled);
-                        }
-                        text.push_str(&out);
-                        return Ok(Generated {
-                            text,
-                            ids,
-                            prompt_tokens: prompt.len(),
-                            finish: FinishReason::Stop,
-                        });
-                    }
-                }
+            let piece = stream.step(next).map_err(EngineError::Tokenizer)?;
+            let (out, stopped) = match piece.map(|p| stop.push(&p)) {
+                None => (String::new(), false),
+                Some(Step::Emit(out)) => (out, false),
+                Some(Step::Stop(out)) => (out, true),
+            };
+            // Called on every token, with or without text: returning false cancels.
+            if !on_text(&out) {
+                return Err(cancelled(ids.len()));
+            }
+            text.push_str(&out);
+            if stopped {
+                return Ok(Generated {
+                    text,
+                    ids,
+                    prompt_tokens: prompt.len(),
+                    finish: FinishReason::Stop,
+                });
             }
             if step + 1 < params.max_tokens {
                 let input = Tensor::new(&[next], &self.device)?.unsqueeze(0)?;
@@ -313,8 +382,8 @@ impl ChatModel {
             }
         }
         let rest = stop.finish();
-        if !rest.is_empty() && !on_text(&rest) {
-            return Err(EngineError::Cancelled);
+        if !on_text(&rest) {
+            return Err(cancelled(ids.len()));
         }
         text.push_str(&rest);
         Ok(Generated {

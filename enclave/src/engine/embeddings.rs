@@ -25,13 +25,29 @@ impl std::fmt::Debug for EmbeddingModel {
     }
 }
 
-/// One input's embedding.
-#[derive(Clone, Debug, PartialEq)]
+/// Input bytes looked at: the first [`MAX_INPUT_TOKENS`] tokens never span more (a
+/// WordPiece token covers at most a 100-character word), and tokenizing the rest of a huge
+/// input would be wasted work.
+pub const MAX_INPUT_BYTES: usize = 128 << 10;
+
+/// One input's embedding. Its `Debug` shows the size only.
+#[derive(Clone, PartialEq)]
 pub struct Embedding {
     /// The unit vector.
     pub vector: Vec<f32>,
     /// Tokens the input had (after truncation).
     pub tokens: usize,
+}
+
+impl std::fmt::Debug for Embedding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Embedding({} dimensions, {} tokens)",
+            self.vector.len(),
+            self.tokens
+        )
+    }
 }
 
 impl EmbeddingModel {
@@ -62,11 +78,15 @@ impl EmbeddingModel {
         })
     }
 
-    /// The embedding of `text`.
+    /// The embedding of `text` (its first [`MAX_INPUT_TOKENS`] tokens).
     pub fn embed(&self, text: &str) -> Result<Embedding, EngineError> {
+        let mut end = text.len().min(MAX_INPUT_BYTES);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
         let encoding = self
             .tokenizer
-            .encode(text, true)
+            .encode(&text[..end], true)
             .map_err(EngineError::Tokenizer)?;
         let ids = Tensor::new(encoding.get_ids(), &self.device)?.unsqueeze(0)?;
         let types = ids.zeros_like()?;

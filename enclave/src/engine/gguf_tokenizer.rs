@@ -49,13 +49,19 @@ fn strings(ct: &Content, key: &'static str) -> Result<Vec<String>, EngineError> 
 impl GgufTokenizer {
     /// The tokenizer of a GGUF whose `tokenizer.ggml.model` is `gpt2`.
     pub fn from_gguf(ct: &Content) -> Result<Self, EngineError> {
-        let model = ct
-            .metadata
-            .get("tokenizer.ggml.model")
-            .and_then(|v| v.to_string().ok())
-            .ok_or(EngineError::Metadata("tokenizer.ggml.model"))?;
-        if model != "gpt2" {
+        let text = |key: &'static str| {
+            ct.metadata
+                .get(key)
+                .and_then(|v| v.to_string().ok())
+                .ok_or(EngineError::Metadata(key))
+        };
+        if text("tokenizer.ggml.model")? != "gpt2" {
             return Err(EngineError::Metadata("tokenizer.ggml.model = gpt2"));
+        }
+        // The pre-tokenizer built below is SmolLM2's; another one would tokenize wrongly
+        // without an error.
+        if text("tokenizer.ggml.pre")? != "smollm" {
+            return Err(EngineError::Metadata("tokenizer.ggml.pre = smollm"));
         }
         let tokens = strings(ct, "tokenizer.ggml.tokens")?;
         let merges = strings(ct, "tokenizer.ggml.merges")?
@@ -86,6 +92,8 @@ impl GgufTokenizer {
             .collect();
         let bpe = BPE::builder()
             .vocab_and_merges(vocab, merges)
+            // No cache: it would keep words of prompts in memory for the thread's life.
+            .cache_capacity(0)
             .build()
             .map_err(EngineError::Tokenizer)?;
         let mut tokenizer = Tokenizer::new(bpe);
@@ -100,6 +108,26 @@ impl GgufTokenizer {
             tokens,
             control,
         })
+    }
+
+    /// Vocabulary size.
+    pub fn len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Whether the vocabulary is empty (never, for a loaded model).
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty()
+    }
+
+    /// Bytes of the longest token: `n` tokens never hold more than `n` times this.
+    pub fn longest_token(&self) -> usize {
+        // Byte-level BPE: each char of a token string stands for one byte.
+        self.tokens
+            .iter()
+            .map(|t| t.chars().count())
+            .max()
+            .unwrap_or(1)
     }
 
     /// The ids of `text`, control-token strings included as plain text.

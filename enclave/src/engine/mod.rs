@@ -6,6 +6,7 @@
 //!   ([`stop`]), a context-window check.
 //! - [`embeddings`]: BERT sentence embeddings (all-MiniLM-L6-v2: safetensors and
 //!   `tokenizer.json`), mean pooling and L2 normalisation.
+//! - [`openai`]: the OpenAI API's request checks and answer shapes, I/O-free.
 //!
 //! Weights are read from the decrypted in-memory buffers the hydration produced, never
 //! from a file. Each request decodes on its own copy of the model's state (the weights are
@@ -14,6 +15,7 @@
 pub mod chat;
 pub mod embeddings;
 pub mod gguf_tokenizer;
+pub mod openai;
 pub mod stop;
 
 pub use chat::{ChatMessage, ChatModel, FinishReason, Generated, GenerationParams};
@@ -44,10 +46,32 @@ pub enum EngineError {
         /// The window.
         limit: usize,
     },
+    /// A prompt too long to fit the context window whatever its tokens (refused before
+    /// it is tokenized).
+    #[error("the prompt has {bytes} bytes: more than the context window can hold ({limit})")]
+    PromptTooLarge {
+        /// Its size.
+        bytes: usize,
+        /// The most that could fit.
+        limit: usize,
+    },
     /// A request parameter out of range.
     #[error("invalid parameter: {0}")]
     InvalidParameter(&'static str),
-    /// The caller stopped the generation (a client went away).
+    /// The caller stopped the generation (a client went away); the tokens spent so far.
     #[error("the generation was cancelled")]
-    Cancelled,
+    Cancelled {
+        /// Prompt tokens.
+        prompt_tokens: usize,
+        /// Tokens generated before the cancellation.
+        completion_tokens: usize,
+    },
+    /// The request's time ran out; the tokens spent so far.
+    #[error("the generation ran out of time")]
+    DeadlineExceeded {
+        /// Prompt tokens.
+        prompt_tokens: usize,
+        /// Tokens generated before the deadline.
+        completion_tokens: usize,
+    },
 }

@@ -2,8 +2,8 @@
 //! start of a stop sequence, and generation ends at the first stop sequence, which is not
 //! part of the output.
 
-/// What a piece of generated text yields.
-#[derive(Debug, PartialEq, Eq)]
+/// What a piece of generated text yields. Its `Debug` shows lengths, not text.
+#[derive(PartialEq, Eq)]
 pub enum Step {
     /// Text to emit now (may be empty), and generation continues.
     Emit(String),
@@ -11,11 +11,31 @@ pub enum Step {
     Stop(String),
 }
 
-/// Watches generated text for stop sequences.
-#[derive(Debug, Clone)]
+impl std::fmt::Debug for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Emit(t) => write!(f, "Emit({} bytes)", t.len()),
+            Self::Stop(t) => write!(f, "Stop({} bytes)", t.len()),
+        }
+    }
+}
+
+/// Watches generated text for stop sequences. Its `Debug` shows no text.
+#[derive(Clone)]
 pub struct StopMatcher {
     stops: Vec<String>,
     held: String,
+}
+
+impl std::fmt::Debug for StopMatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "StopMatcher({} stops, {} bytes held)",
+            self.stops.len(),
+            self.held.len()
+        )
+    }
 }
 
 impl StopMatcher {
