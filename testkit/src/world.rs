@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use trustbridge_kms::broker::Broker;
 use trustbridge_kms::broker::kek::Kek;
@@ -119,6 +120,94 @@ pub fn simulated_nitro_set(table: &str) -> String {
     )
 }
 
+/// The parties every setting has: the provider's signing key, the broker admin's, the
+/// model's data key, a simulated TEE, and the broker's key-encryption key. The world below
+/// and the broker API tests (`kms-policy/tests`) start from these.
+pub struct Parties {
+    /// The provider's signing key.
+    pub provider: ProviderSigningKey,
+    /// The broker admin's signing key.
+    pub admin: ProviderSigningKey,
+    /// The model's data key.
+    pub key: DataKey,
+    /// The simulated TEE.
+    pub sim: SimulatedTee,
+    /// The broker's key-encryption key, as its hex line (what `tb-kms` reads from a file).
+    pub kek_hex: String,
+}
+
+impl std::fmt::Debug for Parties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Parties(provider {})", self.provider.public().key_id())
+    }
+}
+
+impl Parties {
+    /// Fresh keys and a fresh simulated TEE.
+    pub fn generate() -> Result<Self, WorldError> {
+        let broker_err = |e: &dyn std::fmt::Display| WorldError::Broker(e.to_string());
+        Ok(Self {
+            provider: ProviderSigningKey::generate()?,
+            admin: ProviderSigningKey::generate()?,
+            key: DataKey::generate()?,
+            sim: SimulatedTee::new().map_err(|e| WorldError::Simulation(e.to_string()))?,
+            kek_hex: Kek::generate()
+                .map_err(|e| broker_err(&e))?
+                .to_hex_line()
+                .trim()
+                .to_owned(),
+        })
+    }
+
+    /// What signs admin requests to the broker.
+    pub fn admin_signer(&self) -> Result<AdminSigner, WorldError> {
+        admin_signer(&self.admin)
+    }
+
+    /// A broker on `store` under `policy`, serving on loopback, with this KEK (see
+    /// [`start_broker`]).
+    pub fn start_broker(
+        &self,
+        store: Arc<dyn Store>,
+        policy: Option<&str>,
+        clock: Option<Arc<AtomicU64>>,
+    ) -> Result<LoopbackBroker, WorldError> {
+        start_broker(&self.kek_hex, store, policy, clock)
+    }
+}
+
+/// A broker on `store` under `policy` with the KEK `kek_hex`, serving on loopback; its
+/// clock is `clock` (seconds since the epoch, for tests that move time) or the real one.
+pub fn start_broker(
+    kek_hex: &str,
+    store: Arc<dyn Store>,
+    policy: Option<&str>,
+    clock: Option<Arc<AtomicU64>>,
+) -> Result<LoopbackBroker, WorldError> {
+    let broker_err = |e: &dyn std::fmt::Display| WorldError::Broker(e.to_string());
+    let kek = Kek::from_hex(kek_hex).map_err(|e| broker_err(&e))?;
+    let broker = match clock {
+        Some(clock) => Broker::with_clock(
+            store,
+            kek,
+            policy,
+            Box::new(move || clock.load(Ordering::SeqCst)),
+        ),
+        None => Broker::open(store, kek, policy),
+    }
+    .map_err(|e| broker_err(&e))?;
+    LoopbackBroker::start(Arc::new(broker)).map_err(|e| broker_err(&e))
+}
+
+/// What signs admin requests to the broker with `admin`.
+pub fn admin_signer(admin: &ProviderSigningKey) -> Result<AdminSigner, WorldError> {
+    let admin = ProviderSigningKey::from_pkcs8_pem(&admin.to_pkcs8_pem()?)?;
+    Ok(AdminSigner {
+        public_key: admin.public().to_bytes(),
+        sign: Box::new(move |m| admin.sign(m)),
+    })
+}
+
 /// A built world; the broker serves until it is dropped.
 pub struct World {
     /// Where everything lives.
@@ -186,17 +275,20 @@ impl World {
         ) -> Result<SignedManifest, WorldError>,
     ) -> Result<Self, WorldError> {
         std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
-        let provider = ProviderSigningKey::generate()?;
-        let admin = ProviderSigningKey::generate()?;
-        let key = DataKey::generate()?;
-        let sim = SimulatedTee::new().map_err(|e| WorldError::Simulation(e.to_string()))?;
+        let parties = Parties::generate()?;
+        let (provider, admin, key, sim) = (
+            &parties.provider,
+            &parties.admin,
+            &parties.key,
+            &parties.sim,
+        );
         let sim_ca = dir.join("sim-ca");
         sim.save(&sim_ca)
             .map_err(|e| WorldError::Simulation(e.to_string()))?;
         let bundle = dir.join("bundle");
         std::fs::create_dir_all(&bundle).map_err(io("creating the bundle folder"))?;
         let asset = AssetId::new(&spec.asset)?;
-        let signed = seal(&bundle, &key, &provider, &asset)?;
+        let signed = seal(&bundle, key, provider, &asset)?;
         let manifest_pin = if spec.pin_manifest {
             format!("manifest_sha256 = \"{}\"\n", hex::encode(signed.digest()))
         } else {
@@ -216,18 +308,23 @@ impl World {
         let broker_err = |e: &dyn std::fmt::Display| WorldError::Broker(e.to_string());
         let store: Arc<dyn Store> =
             Arc::new(SqliteStore::open(&dir.join("kms.db")).map_err(|e| broker_err(&e))?);
-        let kek = Kek::generate().map_err(|e| broker_err(&e))?;
-        let broker = Broker::open(store, kek, Some(&policy)).map_err(|e| broker_err(&e))?;
-        let broker = LoopbackBroker::start(Arc::new(broker)).map_err(|e| broker_err(&e))?;
+        let broker = parties.start_broker(store, Some(&policy), None)?;
         let identity = broker.broker().identity_key();
-        let admin_copy = ProviderSigningKey::from_pkcs8_pem(&admin.to_pkcs8_pem()?)?;
-        let signer = AdminSigner {
-            public_key: admin_copy.public().to_bytes(),
-            sign: Box::new(move |m| admin_copy.sign(m)),
-        };
         KmsClient::new(broker.url(), identity)
-            .register_asset(&spec.asset, signed.as_bytes(), &key, &signer)
+            .register_asset(
+                &spec.asset,
+                signed.as_bytes(),
+                key,
+                &parties.admin_signer()?,
+            )
             .map_err(|e| broker_err(&e))?;
+        let Parties {
+            provider,
+            admin,
+            key,
+            sim,
+            ..
+        } = parties;
         Ok(Self {
             dir: dir.to_owned(),
             spec,
@@ -322,11 +419,7 @@ impl World {
             std::fs::rename(entry.path(), self.bundle.join(entry.file_name()))
                 .map_err(io("replacing the bundle"))?;
         }
-        let admin = ProviderSigningKey::from_pkcs8_pem(&self.admin.to_pkcs8_pem()?)?;
-        let signer = AdminSigner {
-            public_key: admin.public().to_bytes(),
-            sign: Box::new(move |m| admin.sign(m)),
-        };
+        let signer = admin_signer(&self.admin)?;
         KmsClient::new(self.broker_url(), self.broker_key())
             .register_asset(&self.spec.asset, signed.as_bytes(), &key, &signer)
             .map_err(|e| WorldError::Broker(e.to_string()))?;

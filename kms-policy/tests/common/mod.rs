@@ -1,5 +1,7 @@
-//! The broker test fixture: a provider, a simulated TEE, a data key and manifest, and a
-//! broker serving on loopback with a controllable clock.
+//! The broker test fixture, on the test world's parts (`testkit::world::Parties`: keys, the
+//! simulated TEE, the KEK, starting a broker): a signed manifest of a one-file model, and
+//! brokers started on a store and policy of the test's choosing, at a clock it moves, and
+//! restarted on the same store and KEK.
 #![allow(
     dead_code,
     clippy::unwrap_used,
@@ -10,10 +12,9 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use trustbridge_protocol::Platform;
 
-use trustbridge_kms::broker::kek::Kek;
 use trustbridge_kms::broker::service::LoopbackBroker;
 use trustbridge_kms::broker::store::{SqliteStore, Store};
 use trustbridge_kms::broker::{Broker, ContractRequest};
@@ -23,6 +24,7 @@ use trustbridge_protocol::bundle::{
     AssetId, BundlePath, Manifest, ProviderSigningKey, SignedManifest, seal_file,
 };
 use trustbridge_protocol::sealed::{DataKey, SegmentSize};
+use trustbridge_testkit::world::{Parties, admin_signer, start_broker};
 use trustbridge_verifier::simulated::{
     AttestationKeyPair, AzureSpec, NitroSpec, SimulatedTee, SnpSpec,
 };
@@ -64,9 +66,16 @@ pub struct Running {
 }
 
 impl Fixture {
+    /// The world's parties (testkit::world::Parties), a one-file sealed model, and a clock
+    /// the test moves.
     pub fn new() -> Self {
-        let provider = ProviderSigningKey::generate().unwrap();
-        let key = DataKey::generate().unwrap();
+        let Parties {
+            provider,
+            admin,
+            key,
+            sim,
+            kek_hex,
+        } = Parties::generate().unwrap();
         let asset = AssetId::new(ASSET).unwrap();
         let mut ct = Vec::new();
         let entry = seal_file(
@@ -86,10 +95,10 @@ impl Fixture {
             .to_vec();
         Self {
             dir: tempfile::tempdir().unwrap(),
-            kek_hex: Kek::generate().unwrap().to_hex_line().trim().to_owned(),
-            sim: SimulatedTee::new().unwrap(),
+            kek_hex,
+            sim,
             provider,
-            admin: ProviderSigningKey::generate().unwrap(),
+            admin,
             key,
             manifest,
             clock: Arc::new(AtomicU64::new(start_time())),
@@ -156,33 +165,18 @@ not_after = "2030-01-01T00:00:00Z"
 
     /// [`Self::start`] on a store of the test's choosing.
     pub fn start_on(&self, store: Arc<dyn Store>, policy: Option<&str>) -> Running {
-        let clock = self.clock.clone();
-        let broker = Arc::new(
-            Broker::with_clock(
-                store,
-                Kek::from_hex(&self.kek_hex).unwrap(),
-                policy,
-                Box::new(move || clock.load(Ordering::SeqCst)),
-            )
-            .unwrap(),
-        );
-        let server = LoopbackBroker::start(broker.clone()).unwrap();
+        let server = start_broker(&self.kek_hex, store, policy, Some(self.clock.clone())).unwrap();
         let url = server.url().to_owned();
         Running {
-            client: KmsClient::new(&url, broker.identity_key()),
-            broker,
+            client: KmsClient::new(&url, server.broker().identity_key()),
+            broker: server.broker().clone(),
             url,
             server,
         }
     }
 
     pub fn signer(&self) -> AdminSigner {
-        let pem = self.admin.to_pkcs8_pem().unwrap();
-        let key = ProviderSigningKey::from_pkcs8_pem(&pem).unwrap();
-        AdminSigner {
-            public_key: self.admin.public().to_bytes(),
-            sign: Box::new(move |m| key.sign(m)),
-        }
+        admin_signer(&self.admin).unwrap()
     }
 
     pub fn register(&self, r: &Running) {
