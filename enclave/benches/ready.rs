@@ -127,7 +127,11 @@ fn main() {
                 reauthorize: Default::default(),
                 output: Default::default(),
                 swap: Default::default(),
-                gateway: Default::default(),
+                // The model is synthetic: runtime-proxy mode (no engine loads it).
+                gateway: trustbridge_enclave::gateway::GatewayConfig {
+                    engine: trustbridge_enclave::engine::EngineChoice::Runtime(Default::default()),
+                    ..Default::default()
+                },
             };
             let provider = provider.clone();
             async move {

@@ -195,7 +195,9 @@ async fn run(rounds: usize, per_round: usize, floor: bool) -> Latencies {
             output: Default::default(),
             swap: Default::default(),
             gateway: GatewayConfig {
-                runtime: runtime_url.parse().unwrap(),
+                engine: trustbridge_enclave::engine::EngineChoice::Runtime(
+                    runtime_url.parse().unwrap(),
+                ),
                 ..GatewayConfig::default()
             },
         });

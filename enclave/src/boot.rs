@@ -26,11 +26,13 @@ pub use crate::failure::StepError;
 use crate::hydrate::Model;
 use crate::output::Published;
 
-/// What a Ready sentinel serves: the model, and what the runtime was given (withdrawn,
-/// wiped, when this is dropped).
+/// What a Ready sentinel serves: the model, the engine that answers with it, and what the
+/// runtime was given (withdrawn, wiped, when this is dropped).
 pub struct Serving {
     /// The decrypted model (its files are empty once handed to a tmpfs runtime).
     pub model: Arc<Model>,
+    /// What answers the API requests.
+    pub engine: Arc<dyn crate::engine::Engine>,
     /// What the runtime was given.
     pub published: Published,
 }
@@ -116,8 +118,13 @@ impl BootState {
 
     /// The model being served, when Ready.
     pub fn model(&self) -> Option<&Arc<Model>> {
+        self.serving().map(|s| &s.model)
+    }
+
+    /// What a Ready state serves.
+    pub fn serving(&self) -> Option<&Arc<Serving>> {
         match self {
-            Self::Ready(serving) => Some(&serving.model),
+            Self::Ready(serving) => Some(serving),
             _ => None,
         }
     }
@@ -384,6 +391,7 @@ mod tests {
                 manifest: SignedManifest::sign(manifest, &provider).unwrap(),
                 files: Arc::default(),
             }),
+            engine: Arc::new(crate::engine::RuntimeEngine::new(Default::default())),
             published: Published::default(),
         }))
     }

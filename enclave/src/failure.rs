@@ -42,6 +42,9 @@ pub enum FailureCode {
     BundleInvalid,
     /// The model could not be handed to the runtime (tmpfs, FIFOs).
     ModelOutput,
+    /// The built-in engine could not load the model (no chat or embeddings model in it, or
+    /// a malformed one).
+    ModelLoad,
     /// No re-authorization succeeded within the grace period (or the broker's lease).
     ReauthorizationOverdue,
     /// A re-authorization released another model (a new manifest or key): the sentinel
@@ -72,6 +75,7 @@ impl FailureCode {
             Self::BundleMissing => "bundle_missing",
             Self::BundleInvalid => "bundle_invalid",
             Self::ModelOutput => "model_output",
+            Self::ModelLoad => "model_load",
             Self::ReauthorizationOverdue => "reauthorization_overdue",
             Self::AssetChanged => "asset_changed",
             Self::Shutdown => "shutdown",

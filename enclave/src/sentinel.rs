@@ -143,6 +143,11 @@ impl Sentinel {
         self.state().model().cloned()
     }
 
+    /// The model and the engine answering with it, while Ready.
+    pub fn serving(&self) -> Option<Arc<Serving>> {
+        self.state().serving().cloned()
+    }
+
     /// SHA-256 of the key-release policy of the broker's latest release (signed by the
     /// broker; the receipts' `policy_digest`), once a release was granted.
     pub fn policy_digest(&self) -> Option<[u8; 32]> {
@@ -328,6 +333,23 @@ impl Sentinel {
             code: FailureCode::ModelOutput,
             detail: e.to_string(),
         })?;
+        // The engine, from the plaintext in memory (the built-in engine's models load
+        // here, before anything is served).
+        let (choice, id, files) = (
+            c.gateway.engine.clone(),
+            c.asset.clone(),
+            model.files.clone(),
+        );
+        let engine = tokio::task::spawn_blocking(move || choice.start(&id, &files))
+            .await
+            .map_err(|e| StepError::Fatal {
+                code: FailureCode::Internal,
+                detail: e.to_string(),
+            })?
+            .map_err(|e| StepError::Fatal {
+                code: FailureCode::ModelLoad,
+                detail: e.to_string(),
+            })?;
         let published =
             publish(&c.output, &model.files, &c.swap).map_err(|e| StepError::Fatal {
                 code: FailureCode::ModelOutput,
@@ -339,6 +361,7 @@ impl Sentinel {
         }
         self.go(BootState::Ready(Arc::new(Serving {
             model: Arc::new(model),
+            engine,
             published,
         })))?;
         Ok(lease)

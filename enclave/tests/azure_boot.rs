@@ -59,6 +59,8 @@ impl Sentinel {
             .arg("--azure-certs")
             .arg(certs)
             .args(["--retry-initial-ms", "50", "--reauth-interval-secs", "0"])
+            // The model is synthetic: no engine loads it.
+            .args(["--engine", "runtime"])
             .env("RUST_LOG", "info")
             .env("TSS2_LOG", "all+none")
             .stdout(Stdio::null())

@@ -9,43 +9,15 @@ mod support;
 #[path = "support/world.rs"]
 mod world;
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use support::{STREAM_EVENTS, Setup, http, setup};
-use trustbridge_client::session::{ChainTracker, Request, Session};
-use trustbridge_client::stream::ByteReader;
-use trustbridge_protocol::attestation_bundle::AttestationBundle;
-use trustbridge_protocol::ohttp::{ATTESTATION_PATH, CHUNKED_REQUEST_MEDIA_TYPE, GATEWAY_PATH};
-use trustbridge_verifier::client_policy::VerifiedBundle;
+use support::{STREAM_EVENTS, http, post_chunked, read, session, setup};
+use trustbridge_client::session::Request;
+use trustbridge_protocol::ohttp::{CHUNKED_REQUEST_MEDIA_TYPE, GATEWAY_PATH};
 use trustbridge_verifier::receipt::{check_chains, verify_against};
-use trustbridge_verifier::{check_binding, verify_nitro};
-
-/// A client session on the sentinel's verified bundle.
-async fn session(s: &Setup) -> Session {
-    let (_, _, bundle) = http(&s.relay, "GET", ATTESTATION_PATH, vec![]).await;
-    let bundle = AttestationBundle::from_json(&bundle).unwrap();
-    let evidence = verify_nitro(
-        &bundle.evidence,
-        &s.world.tee().trust_roots(),
-        SystemTime::now(),
-    )
-    .unwrap();
-    check_binding(&evidence, &bundle.binding).unwrap();
-    let model = bundle.binding.manifest_sha256.unwrap();
-    Session::new(
-        VerifiedBundle {
-            bundle,
-            evidence,
-            model,
-            verified_at: SystemTime::now(),
-        },
-        Arc::new(ChainTracker::new()),
-    )
-}
 
 fn stream_request(prompt: &str) -> Request {
     Request {
@@ -55,56 +27,6 @@ fn stream_request(prompt: &str) -> Request {
         body: format!(r#"{{"messages":[{{"role":"user","content":"{prompt}"}}],"stream":true}}"#)
             .into_bytes(),
     }
-}
-
-/// POSTs a chunked request to the relay: status, content type, and the body as the
-/// pieces (HTTP frames) it arrived in.
-async fn post_chunked(relay: &str, body: Vec<u8>) -> (u16, String, Vec<Bytes>) {
-    let stream = tokio::net::TcpStream::connect(relay).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let req = hyper::Request::post(GATEWAY_PATH)
-        .header("host", relay)
-        .header("content-type", CHUNKED_REQUEST_MEDIA_TYPE)
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    let status = resp.status().as_u16();
-    let media = resp.headers()["content-type"].to_str().unwrap().to_owned();
-    let mut body = resp.into_body();
-    let mut frames = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.unwrap();
-        assert!(
-            !frame.is_trailers() || frame.trailers_ref().unwrap().is_empty(),
-            "the relay forwards no trailer"
-        );
-        if let Ok(data) = frame.into_data() {
-            frames.push(data);
-        }
-    }
-    (status, media, frames)
-}
-
-fn reader(bytes: Vec<u8>) -> ByteReader {
-    Box::new(futures_util::io::Cursor::new(bytes))
-}
-
-/// Reads a whole streamed answer and checks it: the content, or the first failure.
-async fn read(
-    session: &Session,
-    pending: trustbridge_client::stream::ChunkedPending,
-    body: Vec<u8>,
-) -> Result<(Vec<u8>, trustbridge_protocol::receipt::Receipt), String> {
-    let mut answer = pending.open(reader(body)).map_err(|e| e.to_string())?;
-    let mut content = Vec::new();
-    while let Some(piece) = answer.next().await.map_err(|e| e.to_string())? {
-        content.extend(piece);
-    }
-    let (receipt, _) = answer.finish(session).map_err(|e| e.to_string())?;
-    Ok((content, receipt))
 }
 
 /// The encapsulated chunks of a chunked response: the nonce, then (length, ciphertext)

@@ -80,7 +80,11 @@ async fn start_sentinel(
         reauthorize,
         output: Default::default(),
         swap: Default::default(),
-        gateway: Default::default(),
+        // The model is synthetic: runtime-proxy mode (no engine loads it).
+        gateway: trustbridge_enclave::gateway::GatewayConfig {
+            engine: trustbridge_enclave::engine::EngineChoice::Runtime(Default::default()),
+            ..Default::default()
+        },
     });
     let provider: Arc<dyn AttestationProvider> =
         Arc::new(SimulatedProvider::new(w.tee(), SimulatedPlatform::Nitro));

@@ -254,3 +254,28 @@ fn a_sentinel_without_a_pinned_broker_key_refuses_to_start() {
         "no TEE was probed: {stderr}"
     );
 }
+
+#[test]
+fn the_built_in_engine_refuses_to_hand_the_model_to_files() {
+    // The built-in engine serves from memory: tmpfs or FIFO output would put plaintext
+    // where nothing reads it.
+    for output in ["tmpfs:/dev/shm/tb-model", "fifo:/run/tb-model"] {
+        let out = std::process::Command::new(trustbridge_tests::binary("tb-sentinel"))
+            .args([
+                "--kms-key",
+                &"11".repeat(32),
+                "--kms-url",
+                "http://127.0.0.1:1",
+            ])
+            .args(["--asset-id", "a/b@v1", "--contract-id", "c"])
+            .args(["--engine", "builtin", "--model-output", output])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{output}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--engine builtin") && err.contains("--engine runtime"),
+            "{err}"
+        );
+    }
+}

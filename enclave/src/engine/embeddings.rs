@@ -17,6 +17,7 @@ pub struct EmbeddingModel {
     model: BertModel,
     tokenizer: Tokenizer,
     device: Device,
+    dimensions: usize,
 }
 
 impl std::fmt::Debug for EmbeddingModel {
@@ -75,7 +76,13 @@ impl EmbeddingModel {
             model,
             tokenizer,
             device,
+            dimensions: config.hidden_size,
         })
+    }
+
+    /// Entries of each vector.
+    pub fn dimensions(&self) -> usize {
+        self.dimensions
     }
 
     /// The embedding of `text` (its first [`MAX_INPUT_TOKENS`] tokens).

@@ -91,7 +91,11 @@ impl From<EngineError> for ApiError {
                 param: None,
                 message: e.to_string(),
             },
-            EngineError::Model(_) | EngineError::Tokenizer(_) | EngineError::Metadata(_) => Self {
+            EngineError::Model(_)
+            | EngineError::Tokenizer(_)
+            | EngineError::Metadata(_)
+            | EngineError::NoModel
+            | EngineError::AmbiguousModel(_) => Self {
                 status: 500,
                 kind: "server_error",
                 code: None,

@@ -1,15 +1,20 @@
 //! Runtime-proxy mode: the decapsulated request goes to an external runtime (vLLM's
 //! OpenAI server in a confidential GPU VM) on the TEE's own loopback, and its answer comes
-//! back to be encapsulated.
+//! back, streamed, to be encapsulated. [`RuntimeEngine`] is this mode's [`Engine`].
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, StreamExt, TryStreamExt};
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+
+use super::{ApiAnswer, ApiRequest, Cut, Engine, Fields};
+use crate::engine::openai::ApiError;
 
 /// Where the runtime listens: `http://IP:PORT` with a loopback IP literal (127.0.0.0/8 or
 /// `[::1]`), inside the TEE. Plain HTTP is fine only because the loopback is inside the
@@ -83,26 +88,9 @@ pub enum RuntimeError {
         /// Why.
         detail: String,
     },
-    /// The runtime took longer than the time limit.
-    #[error("the runtime did not answer within {0:?}")]
-    Timeout(Duration),
-    /// The runtime's answer is larger than the limit.
-    #[error("the runtime's answer is larger than {0} bytes")]
-    TooLarge(usize),
     /// The request cannot be expressed as HTTP/1.1 (a bad method, path or header).
     #[error("the request is not valid HTTP: {0}")]
     BadRequest(String),
-}
-
-/// An answer of the runtime.
-#[derive(Debug)]
-pub struct RuntimeAnswer {
-    /// Its status.
-    pub status: u16,
-    /// Its header fields, hop-by-hop ones removed.
-    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Its content.
-    pub body: Bytes,
 }
 
 /// Header fields that describe one hop, or that this hop sets itself.
@@ -144,35 +132,6 @@ impl RuntimeClient {
     /// The runtime's URL.
     pub fn url(&self) -> &RuntimeUrl {
         &self.url
-    }
-
-    /// Sends one request and reads the whole answer (at most `max_len` bytes, within
-    /// `timeout` in all).
-    pub async fn send(
-        &self,
-        method: &[u8],
-        path: &[u8],
-        headers: &[(Vec<u8>, Vec<u8>)],
-        body: Vec<u8>,
-        timeout: Duration,
-        max_len: usize,
-    ) -> Result<RuntimeAnswer, RuntimeError> {
-        let exchange = async {
-            let opened = self.open(method, path, headers, body).await?;
-            let body = Limited::new(opened.body, max_len)
-                .collect()
-                .await
-                .map_err(|_| RuntimeError::TooLarge(max_len))?
-                .to_bytes();
-            Ok(RuntimeAnswer {
-                status: opened.status,
-                headers: opened.headers,
-                body,
-            })
-        };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| RuntimeError::Timeout(timeout))?
     }
 
     /// Sends one request and returns the answer's head with its body still to read (for
@@ -234,9 +193,86 @@ pub struct StreamedAnswer {
     /// Its status.
     pub status: u16,
     /// Its header fields, hop-by-hop ones removed.
-    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub headers: Fields,
     /// Its body.
     pub body: hyper::body::Incoming,
+}
+
+/// The runtime-proxy engine: every API request goes to the runtime, its answer comes
+/// back as the runtime streams it.
+#[derive(Clone, Debug)]
+pub struct RuntimeEngine {
+    client: RuntimeClient,
+}
+
+impl RuntimeEngine {
+    /// The engine for the runtime at `url`.
+    pub fn new(url: RuntimeUrl) -> Self {
+        Self {
+            client: RuntimeClient::new(url),
+        }
+    }
+}
+
+impl Engine for RuntimeEngine {
+    fn answer(&self, request: ApiRequest) -> BoxFuture<'_, ApiAnswer> {
+        async move {
+            let opened = tokio::time::timeout_at(
+                request.deadline,
+                self.client.open(
+                    &request.method,
+                    &request.path,
+                    &request.headers,
+                    request.body,
+                ),
+            )
+            .await;
+            match opened {
+                Err(_) => ApiAnswer::error(&ApiError {
+                    status: 504,
+                    kind: "runtime_error",
+                    code: Some("timeout"),
+                    param: None,
+                    message: "the runtime did not answer in time".into(),
+                }),
+                Ok(Err(e @ RuntimeError::BadRequest(_))) => {
+                    ApiAnswer::error(&ApiError::invalid(None, e.to_string()))
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "runtime request failed");
+                    ApiAnswer::error(&ApiError {
+                        status: 502,
+                        kind: "runtime_error",
+                        code: None,
+                        param: None,
+                        message: e.to_string(),
+                    })
+                }
+                Ok(Ok(a)) => ApiAnswer {
+                    status: a.status,
+                    headers: from_runtime(a.headers),
+                    body: a
+                        .body
+                        .into_data_stream()
+                        .map_err(|e| {
+                            tracing::warn!(error = %e, "the runtime's stream broke off");
+                            Cut { status: 502 }
+                        })
+                        .boxed(),
+                    usage: None,
+                },
+            }
+        }
+        .boxed()
+    }
+}
+
+/// Runtime header fields a client may see: the runtime cannot speak for the sentinel.
+fn from_runtime(headers: Fields) -> Fields {
+    headers
+        .into_iter()
+        .filter(|(n, _)| !n.to_ascii_lowercase().starts_with(b"trustbridge-"))
+        .collect()
 }
 
 #[cfg(test)]

@@ -15,11 +15,10 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
-use base64::Engine;
-use bytes::Bytes;
+use base64::Engine as _;
 use futures_util::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use futures_util::{StreamExt, TryStreamExt};
-use http_body_util::{BodyExt, StreamBody};
+use http_body_util::StreamBody;
 use hyper::body::Frame;
 use tokio_util::compat::TokioAsyncWriteCompatExt;
 use trustbridge_protocol::ohttp::MAX_REQUEST_LEN;
@@ -28,9 +27,10 @@ use trustbridge_protocol::receipt::{SALT_LEN, SaltedDigest, salted_digest};
 
 use super::attestation::Published;
 use super::{
-    Gateway, Inner, LOG_TRAILER_BUDGET, OuterError, RECEIPT_HEADER, RECEIPT_LOG_HEADER,
-    SALT_HEADER, from_runtime, parse_request, runtime_request,
+    Gateway, LOG_TRAILER_BUDGET, OuterError, RECEIPT_HEADER, RECEIPT_LOG_HEADER, SALT_HEADER,
+    api_request, parse_request,
 };
+use crate::engine::Engine;
 use crate::receipts::ReceiptFacts;
 
 /// What a streamed answer is about, fixed before the first byte.
@@ -40,6 +40,7 @@ struct Context {
     published: Arc<Published>,
     model: [u8; 32],
     policy: [u8; 32],
+    engine: Arc<dyn Engine>,
     deadline: tokio::time::Instant,
 }
 
@@ -62,12 +63,14 @@ impl Drop for Outstanding {
 
 impl Gateway {
     /// Answers a chunked request read from `src`: the `message/ohttp-chunked-res` body,
-    /// streamed. `model` is the served model's manifest digest; `policy` the digest of the
-    /// policy its key was released under. `trailers`: the hop asked for trailer fields
-    /// (`TE: trailers`); otherwise the receipt for the log goes with the next answer.
+    /// streamed. `engine` answers it; `model` is the served model's manifest digest;
+    /// `policy` the digest of the policy its key was released under. `trailers`: the hop
+    /// asked for trailer fields (`TE: trailers`); otherwise the receipt for the log goes
+    /// with the next answer.
     pub async fn answer_chunked<S>(
         self: &Arc<Self>,
         src: S,
+        engine: Arc<dyn Engine>,
         model: [u8; 32],
         policy: [u8; 32],
         trailers: bool,
@@ -117,6 +120,7 @@ impl Gateway {
             published,
             model,
             policy,
+            engine,
             deadline,
         };
         tokio::spawn(async move {
@@ -167,83 +171,61 @@ impl Gateway {
             hex::encode(cx.salt).into_bytes(),
         );
         let mut digest = SaltedDigest::new(&cx.salt);
-        let (nonce, opened) = match parse_request(&cx.plain) {
+        let (nonce, request) = match parse_request(&cx.plain) {
             Err(inner) => (None, Err(inner)),
-            Ok((nonce, m)) => match runtime_request(&m) {
-                Err(inner) => (nonce, Err(inner)),
-                Ok((method, path, headers)) => {
-                    let opened = tokio::time::timeout_at(
-                        deadline,
-                        self.runtime
-                            .open(&method, &path, &headers, m.content().to_vec()),
-                    )
-                    .await;
-                    let answer = match opened {
-                        Ok(Ok(a)) => Ok(a),
-                        Ok(Err(e)) => {
-                            tracing::warn!(error = %e, "runtime request failed");
-                            Err(Inner::error(502, "runtime_error", &e.to_string()))
-                        }
-                        Err(_) => Err(Inner::error(
-                            504,
-                            "runtime_error",
-                            "the runtime did not answer in time",
-                        )),
-                    };
-                    (nonce, answer)
-                }
-            },
+            Ok((nonce, m)) => (nonce, api_request(&m, deadline)),
         };
-        let status = match opened {
-            Err(inner) => {
-                let mut headers = inner.headers;
-                headers.push(salt_field);
-                digest.update(&inner.body);
-                send(&mut out, &encode_head(inner.status, &headers), deadline).await?;
-                send(&mut out, &encode_chunk(&inner.body), deadline).await?;
-                inner.status
-            }
-            Ok(answer) => {
-                let mut headers = from_runtime(answer.headers);
-                headers.push(salt_field);
-                send(&mut out, &encode_head(answer.status, &headers), deadline).await?;
-                let mut body = answer.body;
-                let mut sent = 0usize;
-                let mut status = answer.status;
-                loop {
-                    let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-                        Ok(Some(Ok(frame))) => frame,
-                        Ok(None) => break,
-                        Ok(Some(Err(e))) => {
-                            tracing::warn!(error = %e, "the runtime's stream broke off");
-                            status = 502;
-                            break;
-                        }
-                        Err(_) => {
-                            tracing::warn!("the runtime's stream ran past the time limit");
-                            status = 504;
-                            break;
-                        }
-                    };
-                    let Ok(data) = frame.into_data() else {
-                        continue;
-                    };
-                    let data: Bytes = data;
-                    if data.is_empty() {
-                        continue;
-                    }
-                    sent += data.len();
-                    if sent > self.config.max_response_len {
-                        tracing::warn!("the runtime's stream is larger than the limit: cut");
-                        status = 502;
-                        break;
-                    }
-                    digest.update(&data);
-                    send(&mut out, &encode_chunk(&data), deadline).await?;
+        let answer = match request {
+            Err(inner) => crate::engine::ApiAnswer::json(inner.status, inner.body, None),
+            Ok(request) => {
+                match tokio::time::timeout_at(deadline, cx.engine.answer(request)).await {
+                    Ok(answer) => answer,
+                    Err(_) => crate::engine::ApiAnswer::error(&crate::engine::openai::ApiError {
+                        status: 504,
+                        kind: "server_error",
+                        code: Some("timeout"),
+                        param: None,
+                        message: "the answer did not start in time".into(),
+                    }),
                 }
-                status
             }
         };
+        let mut headers = answer.headers;
+        headers.push(salt_field);
+        send(&mut out, &encode_head(answer.status, &headers), deadline).await?;
+        let mut body = answer.body;
+        let mut sent = 0usize;
+        let mut status = answer.status;
+        loop {
+            let data = match tokio::time::timeout_at(deadline, body.next()).await {
+                Ok(Some(Ok(data))) => data,
+                Ok(None) => break,
+                Ok(Some(Err(cut))) => {
+                    tracing::warn!(status = cut.status, "the answer broke off");
+                    status = cut.status;
+                    break;
+                }
+                Err(_) => {
+                    tracing::warn!("the answer ran past the time limit");
+                    status = 504;
+                    break;
+                }
+            };
+            if data.is_empty() {
+                continue;
+            }
+            sent += data.len();
+            if sent > self.config.max_response_len {
+                tracing::warn!("the answer is larger than the limit: cut");
+                status = 502;
+                break;
+            }
+            digest.update(&data);
+            send(&mut out, &encode_chunk(&data), deadline).await?;
+        }
+        // Dropping the body stops the work behind it.
+        drop(body);
+        let usage = answer.usage.and_then(|mut counted| counted.try_recv().ok());
         let receipt = self
             .receipts
             .sign(ReceiptFacts {
@@ -255,7 +237,7 @@ impl Gateway {
                 measurements: cx.published.measurements.clone(),
                 policy_digest: cx.policy,
                 status,
-                usage: None,
+                usage,
             })
             .map_err(|e| tracing::error!(error = %e, "no receipt for a streamed answer"))
             .ok()?;

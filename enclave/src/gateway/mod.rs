@@ -3,7 +3,8 @@
 //! - `GET /.well-known/ohttp-gateway`: the key configuration (`application/ohttp-keys`);
 //! - `POST /.well-known/ohttp-gateway` (`message/ohttp-req`): a request encapsulated to
 //!   that key. Inside is a Binary HTTP request for the sentinel's API (`/v1/...`), which
-//!   runtime-proxy mode forwards to the runtime ([`runtime`]). The answer goes back as a
+//!   the serving [`Engine`] answers (the built-in engine, or runtime-proxy mode's external
+//!   runtime: [`crate::engine`]). The answer goes back as a
 //!   Binary HTTP response, encapsulated (`message/ohttp-res`), with a signed receipt
 //!   (header `trustbridge-receipt`, base64url) and the salt of its digests
 //!   (`trustbridge-receipt-salt`, hex) inside the encryption;
@@ -18,22 +19,22 @@
 pub mod attestation;
 mod chunked;
 pub mod routes;
-pub mod runtime;
 
 use std::io::Cursor;
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
+use base64::Engine as _;
+use futures_util::StreamExt;
 use trustbridge_protocol::receipt::{SALT_LEN, SaltedDigest, Usage, salted_digest};
 
 use crate::attestation::AttestationProvider;
 use crate::authorize::Pins;
+use crate::engine::{ApiRequest, Engine, EngineChoice, Fields};
 use crate::hydrate::Model;
 use crate::keys::SentinelKeys;
 use crate::receipts::{ReceiptFacts, ReceiptSigner};
 use attestation::{AttestationConfig, Publisher};
-use runtime::{RuntimeClient, RuntimeError, RuntimeUrl};
 
 /// Inner response header: the receipt (base64url, no padding).
 pub const RECEIPT_HEADER: &str = "trustbridge-receipt";
@@ -48,25 +49,25 @@ const LOG_HEADER_BUDGET: usize = 48 << 10;
 /// Most bytes of receipts in one outer `trustbridge-receipt-log` trailer.
 const LOG_TRAILER_BUDGET: usize = 12 << 10;
 
-/// The gateway's limits and its runtime.
+/// The gateway's limits and what answers its requests.
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
-    /// Where runtime-proxy mode sends requests.
-    pub runtime: RuntimeUrl,
+    /// The engine that answers API requests: built in, or an external runtime.
+    pub engine: EngineChoice,
     /// Attestation bundle publishing.
     pub attestation: AttestationConfig,
     /// Requests handled at once; beyond it, 503 with `retry-after`.
     pub max_concurrent: usize,
-    /// Time for the runtime to answer one request.
+    /// Time for one request: reading it, the engine's work, writing the answer.
     pub request_timeout: Duration,
-    /// Largest runtime answer.
+    /// Largest answer.
     pub max_response_len: usize,
 }
 
 impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
-            runtime: RuntimeUrl::default(),
+            engine: EngineChoice::default(),
             attestation: AttestationConfig::default(),
             max_concurrent: 64,
             request_timeout: Duration::from_secs(300),
@@ -108,13 +109,12 @@ pub struct Exchange {
     pub log: String,
 }
 
-/// The gateway: keys, receipt chain, attestation publisher, runtime.
+/// The gateway: keys, receipt chain, attestation publisher, limits.
 pub struct Gateway {
     keys: Arc<SentinelKeys>,
     receipts: ReceiptSigner,
     publisher: Publisher,
     config: GatewayConfig,
-    runtime: RuntimeClient,
     permits: Arc<tokio::sync::Semaphore>,
     /// Receipts signed for streamed answers whose trailer never reached the relay; they
     /// go out with the next answer, so the relay's log has no gap.
@@ -123,18 +123,14 @@ pub struct Gateway {
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Gateway(runtime {}, {:?})",
-            self.config.runtime, self.receipts
-        )
+        write!(f, "Gateway({:?}, {:?})", self.config.engine, self.receipts)
     }
 }
 
 /// The inner answer before its receipt: status, fields, content, token counts.
 struct Inner {
     status: u16,
-    headers: Vec<(Vec<u8>, Vec<u8>)>,
+    headers: Fields,
     body: Vec<u8>,
     usage: Option<Usage>,
 }
@@ -165,7 +161,6 @@ impl Gateway {
             publisher: Publisher::new(keys.clone(), pins, provider, config.attestation),
             permits: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent.max(1))),
             outbox: std::sync::Mutex::new(Vec::new()),
-            runtime: RuntimeClient::new(config.runtime.clone()),
             keys,
             config,
         }
@@ -181,12 +176,13 @@ impl Gateway {
         &self.publisher
     }
 
-    /// Answers one encapsulated request with `model`, released under the policy whose
-    /// SHA-256 is `policy_digest`.
+    /// Answers one encapsulated request with `engine` serving `model`, released under
+    /// the policy whose SHA-256 is `policy_digest`.
     pub async fn answer(
         &self,
         encapsulated: &[u8],
         model: &Model,
+        engine: &dyn Engine,
         policy_digest: [u8; 32],
     ) -> Result<Exchange, OuterError> {
         let _permit = self.permits.try_acquire().map_err(|_| OuterError::Busy)?;
@@ -207,7 +203,7 @@ impl Gateway {
             .map_err(|_| OuterError::NoReceipt("no randomness".into()))?;
         let (nonce, inner) = match parse_request(&plain) {
             Err(inner) => (None, inner),
-            Ok((nonce, m)) => (nonce, self.forward(m).await),
+            Ok((nonce, m)) => (nonce, self.forward(engine, m).await),
         };
         let request_digest = salted_digest(&salt, &plain);
         let mut response_digest = SaltedDigest::new(&salt);
@@ -281,41 +277,47 @@ impl Gateway {
         }
     }
 
-    /// Runtime-proxy mode: the request to the runtime, its answer back.
-    async fn forward(&self, m: bhttp::Message) -> Inner {
-        let (method, path, headers) = match runtime_request(&m) {
+    /// The request to the engine, its whole answer back (within the time and size
+    /// limits).
+    async fn forward(&self, engine: &dyn Engine, m: bhttp::Message) -> Inner {
+        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
+        let request = match api_request(&m, deadline) {
             Ok(r) => r,
             Err(inner) => return inner,
         };
-        let sent = self
-            .runtime
-            .send(
-                &method,
-                &path,
-                &headers,
-                m.content().to_vec(),
-                self.config.request_timeout,
-                self.config.max_response_len,
-            )
-            .await;
-        match sent {
-            Ok(answer) => {
-                let headers = from_runtime(answer.headers);
-                Inner {
-                    status: answer.status,
-                    usage: usage(&answer.body),
-                    headers,
-                    body: answer.body.to_vec(),
+        let max = self.config.max_response_len;
+        let answered = tokio::time::timeout_at(deadline, async {
+            let answer = engine.answer(request).await;
+            let mut body = Vec::new();
+            let mut pieces = answer.body;
+            while let Some(piece) = pieces.next().await {
+                let piece = piece.map_err(|cut| {
+                    Inner::error(cut.status, "server_error", "the answer broke off")
+                })?;
+                if body.len() + piece.len() > max {
+                    return Err(Inner::error(
+                        502,
+                        "server_error",
+                        &format!("the answer is larger than {max} bytes"),
+                    ));
                 }
+                body.extend_from_slice(&piece);
             }
-            Err(e @ RuntimeError::Timeout(_)) => Inner::error(504, "runtime_error", &e.to_string()),
-            Err(e @ RuntimeError::BadRequest(_)) => {
-                Inner::error(400, "invalid_request_error", &e.to_string())
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "runtime request failed");
-                Inner::error(502, "runtime_error", &e.to_string())
-            }
+            let usage = match answer.usage {
+                Some(mut counted) => counted.try_recv().ok(),
+                None => usage(&body),
+            };
+            Ok(Inner {
+                status: answer.status,
+                headers: answer.headers,
+                body,
+                usage,
+            })
+        })
+        .await;
+        match answered {
+            Ok(Ok(inner) | Err(inner)) => inner,
+            Err(_) => Inner::error(504, "server_error", "the answer did not come in time"),
         }
     }
 }
@@ -340,12 +342,9 @@ fn parse_request(plain: &[u8]) -> Result<(Option<Vec<u8>>, bhttp::Message), Inne
     }
 }
 
-/// A request's method, path and header fields for the runtime (the nonce field removed),
-/// or the error answer for a request the runtime must not see.
-#[allow(clippy::type_complexity)]
-fn runtime_request(
-    m: &bhttp::Message,
-) -> Result<(Vec<u8>, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>), Inner> {
+/// The engine's request: method, path, header fields (the nonce field removed) and
+/// content, or the error answer for a request no engine may see.
+fn api_request(m: &bhttp::Message, deadline: tokio::time::Instant) -> Result<ApiRequest, Inner> {
     let (Some(method), Some(path)) = (m.control().method(), m.control().path()) else {
         return Err(Inner::error(
             400,
@@ -366,15 +365,13 @@ fn runtime_request(
         .filter(|f| !f.name().eq_ignore_ascii_case(NONCE_HEADER.as_bytes()))
         .map(|f| (f.name().to_vec(), f.value().to_vec()))
         .collect();
-    Ok((method.to_vec(), path.to_vec(), headers))
-}
-
-/// Runtime header fields a client may see: the runtime cannot speak for the sentinel.
-fn from_runtime(headers: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(Vec<u8>, Vec<u8>)> {
-    headers
-        .into_iter()
-        .filter(|(n, _)| !n.to_ascii_lowercase().starts_with(b"trustbridge-"))
-        .collect()
+    Ok(ApiRequest {
+        method: method.to_vec(),
+        path: path.to_vec(),
+        headers,
+        body: m.content().to_vec(),
+        deadline,
+    })
 }
 
 /// The client's receipt nonce, if it sent one (the field name in any case, at most once).

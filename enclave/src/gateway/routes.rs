@@ -86,9 +86,9 @@ async fn post(sentinel: &Sentinel, req: axum::extract::Request) -> Response {
 async fn chunked(sentinel: &Sentinel, body: axum::body::Body, trailers: bool) -> Response {
     use futures_util::TryStreamExt;
     use tokio_util::compat::TokioAsyncReadCompatExt;
-    let (Some(gateway), Some(model), Some(policy)) = (
+    let (Some(gateway), Some(serving), Some(policy)) = (
         sentinel.gateway(),
-        sentinel.model(),
+        sentinel.serving(),
         sentinel.policy_digest(),
     ) else {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "not ready");
@@ -97,7 +97,13 @@ async fn chunked(sentinel: &Sentinel, body: axum::body::Body, trailers: bool) ->
         tokio_util::io::StreamReader::new(body.into_data_stream().map_err(std::io::Error::other))
             .compat();
     match gateway
-        .answer_chunked(src, model.manifest.digest(), policy, trailers)
+        .answer_chunked(
+            src,
+            serving.engine.clone(),
+            serving.model.manifest.digest(),
+            policy,
+            trailers,
+        )
         .await
     {
         Ok(body) => (
@@ -114,14 +120,17 @@ async fn chunked(sentinel: &Sentinel, body: axum::body::Body, trailers: bool) ->
 }
 
 async fn request(sentinel: &Sentinel, _headers: &HeaderMap, body: &[u8]) -> Response {
-    let (Some(gateway), Some(model), Some(policy)) = (
+    let (Some(gateway), Some(serving), Some(policy)) = (
         sentinel.gateway(),
-        sentinel.model(),
+        sentinel.serving(),
         sentinel.policy_digest(),
     ) else {
         return plain(StatusCode::SERVICE_UNAVAILABLE, "not ready");
     };
-    match gateway.answer(body, &model, policy).await {
+    match gateway
+        .answer(body, &serving.model, serving.engine.as_ref(), policy)
+        .await
+    {
         Ok(exchange) => (
             [
                 (header::CONTENT_TYPE, RESPONSE_MEDIA_TYPE.to_owned()),

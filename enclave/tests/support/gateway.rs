@@ -72,7 +72,22 @@ pub async fn setup_gateway(
     reauthorize: trustbridge_enclave::sentinel::Reauthorization,
     limits: GatewayConfig,
 ) -> Setup {
-    let w = world(true).await;
+    let limits = GatewayConfig {
+        engine: trustbridge_enclave::engine::EngineChoice::Runtime(
+            runtime().await.parse().unwrap(),
+        ),
+        ..limits
+    };
+    setup_serving(world(true).await, reauthorize, limits).await
+}
+
+/// A Ready sentinel behind the relay's ingress, serving the world `w` with the gateway
+/// (and engine) `config`.
+pub async fn setup_serving(
+    w: World,
+    reauthorize: trustbridge_enclave::sentinel::Reauthorization,
+    config: GatewayConfig,
+) -> Setup {
     let backoff = Backoff {
         initial: Duration::from_millis(50),
         max: Duration::from_millis(200),
@@ -94,10 +109,7 @@ pub async fn setup_gateway(
         reauthorize,
         output: Default::default(),
         swap: Default::default(),
-        gateway: GatewayConfig {
-            runtime: runtime().await.parse().unwrap(),
-            ..limits
-        },
+        gateway: config,
     });
     let provider: Arc<dyn AttestationProvider> =
         Arc::new(SimulatedProvider::new(w.tee(), SimulatedPlatform::Nitro));
@@ -117,7 +129,11 @@ pub async fn setup_gateway(
     let started = Instant::now();
     while sentinel.model().is_none() {
         assert!(
-            started.elapsed() < Duration::from_secs(20),
+            started.elapsed() < Duration::from_secs(60)
+                && !matches!(
+                    sentinel.state(),
+                    trustbridge_enclave::boot::BootState::Failed { .. }
+                ),
             "not Ready: {}",
             sentinel.state()
         );
@@ -218,4 +234,84 @@ fn broken() -> axum::response::Response {
         axum::body::Body::from_stream(events),
     )
         .into_response()
+}
+
+/// A client session on the sentinel's verified bundle.
+pub async fn session(s: &Setup) -> trustbridge_client::session::Session {
+    use std::time::SystemTime;
+    use trustbridge_client::session::{ChainTracker, Session};
+    use trustbridge_protocol::attestation_bundle::AttestationBundle;
+    use trustbridge_protocol::ohttp::ATTESTATION_PATH;
+    use trustbridge_verifier::client_policy::VerifiedBundle;
+    use trustbridge_verifier::{check_binding, verify_nitro};
+    let (_, _, bundle) = http(&s.relay, "GET", ATTESTATION_PATH, vec![]).await;
+    let bundle = AttestationBundle::from_json(&bundle).unwrap();
+    let evidence = verify_nitro(
+        &bundle.evidence,
+        &s.world.tee().trust_roots(),
+        SystemTime::now(),
+    )
+    .unwrap();
+    check_binding(&evidence, &bundle.binding).unwrap();
+    let model = bundle.binding.manifest_sha256.unwrap();
+    Session::new(
+        VerifiedBundle {
+            bundle,
+            evidence,
+            model,
+            verified_at: SystemTime::now(),
+        },
+        Arc::new(ChainTracker::new()),
+    )
+}
+
+/// POSTs a chunked request to the relay: status, content type, and the body as the
+/// pieces (HTTP frames) it arrived in.
+pub async fn post_chunked(relay: &str, body: Vec<u8>) -> (u16, String, Vec<Bytes>) {
+    let stream = tokio::net::TcpStream::connect(relay).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    use trustbridge_protocol::ohttp::{CHUNKED_REQUEST_MEDIA_TYPE, GATEWAY_PATH};
+    let req = hyper::Request::post(GATEWAY_PATH)
+        .header("host", relay)
+        .header("content-type", CHUNKED_REQUEST_MEDIA_TYPE)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let media = resp.headers()["content-type"].to_str().unwrap().to_owned();
+    let mut body = resp.into_body();
+    let mut frames = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.unwrap();
+        assert!(
+            !frame.is_trailers() || frame.trailers_ref().unwrap().is_empty(),
+            "the relay forwards no trailer"
+        );
+        if let Ok(data) = frame.into_data() {
+            frames.push(data);
+        }
+    }
+    (status, media, frames)
+}
+
+pub fn reader(bytes: Vec<u8>) -> trustbridge_client::stream::ByteReader {
+    Box::new(futures_util::io::Cursor::new(bytes))
+}
+
+/// Reads a whole streamed answer and checks it: the content, or the first failure.
+pub async fn read(
+    session: &trustbridge_client::session::Session,
+    pending: trustbridge_client::stream::ChunkedPending,
+    body: Vec<u8>,
+) -> Result<(Vec<u8>, trustbridge_protocol::receipt::Receipt), String> {
+    let mut answer = pending.open(reader(body)).map_err(|e| e.to_string())?;
+    let mut content = Vec::new();
+    while let Some(piece) = answer.next().await.map_err(|e| e.to_string())? {
+        content.extend(piece);
+    }
+    let (receipt, _) = answer.finish(session).map_err(|e| e.to_string())?;
+    Ok((content, receipt))
 }

@@ -86,7 +86,17 @@ fn sets() -> String {
 /// Starts the world, egress (allowing the broker only when `allow_broker`) and bundle
 /// server on the current runtime, with [`MODEL`] as the bundle's one file.
 pub async fn world(allow_broker: bool) -> World {
-    start(allow_broker, None).await
+    start(
+        allow_broker,
+        None,
+        vec![("weights.bin".into(), MODEL.to_vec())],
+    )
+    .await
+}
+
+/// [`world`] with `files` (bundle path, contents) as the model.
+pub async fn world_of(allow_broker: bool, files: Vec<(String, Vec<u8>)>) -> World {
+    start(allow_broker, None, files).await
 }
 
 type Seal = Box<dyn FnOnce(&Path, &DataKey, &ProviderSigningKey) -> SignedManifest + Send>;
@@ -97,15 +107,20 @@ pub async fn world_with(
     allow_broker: bool,
     seal: impl FnOnce(&Path, &DataKey, &ProviderSigningKey) -> SignedManifest + Send + 'static,
 ) -> World {
-    start(allow_broker, Some(Box::new(seal))).await
+    start(
+        allow_broker,
+        Some(Box::new(seal)),
+        vec![("weights.bin".into(), MODEL.to_vec())],
+    )
+    .await
 }
 
-async fn start(allow_broker: bool, seal: Option<Seal>) -> World {
+async fn start(allow_broker: bool, seal: Option<Seal>, files: Vec<(String, Vec<u8>)>) -> World {
     let dir = tempfile::tempdir().unwrap();
     let spec = WorldSpec {
         asset: ASSET.into(),
         contract: CONTRACT.into(),
-        files: vec![("weights.bin".into(), MODEL.to_vec())],
+        files,
         sets: sets(),
         ..WorldSpec::default()
     };

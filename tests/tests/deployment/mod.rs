@@ -212,6 +212,12 @@ impl Deployment {
         concurrency: usize,
         extra: &[String],
     ) -> Proc {
+        // The model is synthetic: runtime-proxy mode, unless a test chooses.
+        let engine: Vec<String> = if extra.iter().any(|a| a == "--engine") {
+            vec![]
+        } else {
+            vec!["--engine".into(), "runtime".into()]
+        };
         spawn(
             "tb-sentinel",
             &[
@@ -247,6 +253,7 @@ impl Deployment {
                     "--retry-attempts".into(),
                     "60".into(),
                 ][..],
+                &engine,
                 &without_kms_key(extra),
             ]
             .concat()

@@ -12,12 +12,12 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use serde::Deserialize;
 use trustbridge_enclave::authorize::{BrokerKey, KmsTarget};
-use trustbridge_enclave::gateway::runtime::RuntimeUrl;
+use trustbridge_enclave::engine::runtime::RuntimeUrl;
 use trustbridge_enclave::output::ModelOutput;
 use trustbridge_protocol::bundle::ProviderPublicKey;
 use trustbridge_transport::Endpoint;
 
-use crate::{Args, SimPlatform, Tee};
+use crate::{Args, EngineKind, SimPlatform, Tee};
 use trustbridge_logging::LogFormat;
 
 /// The `--config` file.
@@ -52,6 +52,9 @@ struct FileConfig {
     allow_swap: Option<bool>,
     #[serde(default, deserialize_with = "parsed")]
     model_output: Option<ModelOutput>,
+    engine: Option<EngineKind>,
+    engine_workers: Option<usize>,
+    engine_queue: Option<usize>,
     #[serde(default, deserialize_with = "parsed")]
     runtime_url: Option<RuntimeUrl>,
     max_concurrent_requests: Option<usize>,
@@ -132,6 +135,9 @@ fn merge(args: &mut Args, matches: &ArgMatches, file: FileConfig) {
         reauth_grace_secs,
         allow_swap,
         model_output,
+        engine,
+        engine_workers,
+        engine_queue,
         runtime_url,
         max_concurrent_requests,
         request_timeout_secs,

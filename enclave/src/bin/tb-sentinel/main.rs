@@ -21,9 +21,11 @@ use trustbridge_enclave::attestation::azure_vtpm;
 use trustbridge_enclave::attestation::{AttestationProvider, Probe, TeeChoice, detect};
 use trustbridge_enclave::authorize::{BrokerKey, EgressLimits, KmsTarget, Pins};
 use trustbridge_enclave::boot::Backoff;
+use trustbridge_enclave::engine::EngineChoice;
+use trustbridge_enclave::engine::builtin::BuiltInLimits;
+use trustbridge_enclave::engine::runtime::RuntimeUrl;
 use trustbridge_enclave::gateway::GatewayConfig;
 use trustbridge_enclave::gateway::attestation::AttestationConfig;
-use trustbridge_enclave::gateway::runtime::RuntimeUrl;
 use trustbridge_enclave::hydrate::HydrateConfig;
 use trustbridge_enclave::output::{ModelOutput, SwapPolicy};
 use trustbridge_enclave::sentinel::{Reauthorization, Sentinel, SentinelConfig};
@@ -45,6 +47,18 @@ enum Tee {
     Azure,
     /// The simulated TEE (development only; needs --sim-ca).
     Simulated,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum EngineKind {
+    /// The built-in engine (candle on CPU): the model's chat model (a .gguf file) and
+    /// embeddings model (model.safetensors, tokenizer.json, config.json), loaded from the
+    /// decrypted memory. Needs --model-output memory.
+    Builtin,
+    /// An external runtime at --runtime-url (vLLM's OpenAI server in a confidential GPU
+    /// VM), given the model through --model-output tmpfs:DIR or fifo:DIR.
+    Runtime,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, serde::Deserialize)]
@@ -174,9 +188,18 @@ struct Args {
     /// machine.
     #[arg(long, env = "TB_ALLOW_SWAP")]
     allow_swap: bool,
-    /// The runtime that answers the API requests clients send through the Oblivious HTTP
-    /// gateway (runtime-proxy mode): http://HOST:PORT on the TEE's own network, e.g.
-    /// vLLM's OpenAI server bound to 127.0.0.1.
+    /// What answers the API requests clients send through the Oblivious HTTP gateway.
+    #[arg(long, env = "TB_ENGINE", value_enum, default_value = "builtin")]
+    engine: EngineKind,
+    /// Built-in engine: requests computed at once (each uses every core).
+    #[arg(long, env = "TB_ENGINE_WORKERS", default_value_t = 1)]
+    engine_workers: usize,
+    /// Built-in engine: requests waiting for their turn; beyond it, 429 (inside the
+    /// encryption).
+    #[arg(long, env = "TB_ENGINE_QUEUE", default_value_t = 32)]
+    engine_queue: usize,
+    /// The runtime that answers with --engine runtime: http://IP:PORT on the TEE's own
+    /// loopback, e.g. vLLM's OpenAI server bound to 127.0.0.1.
     #[arg(
         long,
         env = "TB_RUNTIME_URL",
@@ -187,7 +210,8 @@ struct Args {
     /// Requests the gateway handles at once; beyond it, 503 with retry-after.
     #[arg(long, env = "TB_MAX_CONCURRENT_REQUESTS", default_value_t = 64)]
     max_concurrent_requests: usize,
-    /// Seconds the runtime has to answer one request (then 504 inside the encryption).
+    /// Seconds one request may take, the engine's work included (then 504 inside the
+    /// encryption).
     #[arg(long, env = "TB_REQUEST_TIMEOUT_SECS", default_value_t = 300)]
     request_timeout_secs: u64,
     /// Seconds before the published attestation bundle is made anew (fresh evidence).
@@ -356,6 +380,22 @@ fn run(args: Args) -> Result<()> {
         .contract_id
         .clone()
         .ok_or_else(|| required("contract-id", "TB_CONTRACT_ID", "contract_id"))?;
+    let engine = match args.engine {
+        EngineKind::Builtin if args.model_output != ModelOutput::Memory => bail!(
+            "--engine builtin serves the model from the sentinel's memory: --model-output {} \
+             is for --engine runtime (an external runtime reading the files)",
+            match &args.model_output {
+                ModelOutput::Tmpfs(d) => format!("tmpfs:{}", d.display()),
+                ModelOutput::Fifo(d) => format!("fifo:{}", d.display()),
+                ModelOutput::Memory => "memory".into(),
+            }
+        ),
+        EngineKind::Builtin => EngineChoice::BuiltIn(BuiltInLimits {
+            workers: args.engine_workers.max(1),
+            max_queued: args.engine_queue,
+        }),
+        EngineKind::Runtime => EngineChoice::Runtime(args.runtime_url.clone()),
+    };
     let provider = provider(&args)?;
     let backoff = Backoff {
         initial: Duration::from_millis(args.retry_initial_ms),
@@ -387,7 +427,7 @@ fn run(args: Args) -> Result<()> {
             ..SwapPolicy::default()
         },
         gateway: GatewayConfig {
-            runtime: args.runtime_url.clone(),
+            engine,
             attestation: AttestationConfig {
                 max_age: Duration::from_secs(args.attestation_max_age_secs.max(1)),
                 nonce_per_minute: args.attestation_nonce_per_minute,
@@ -403,7 +443,7 @@ fn run(args: Args) -> Result<()> {
     runtime.block_on(async move {
         let listener = Listener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
         let sentinel = Sentinel::new(config);
-        tracing::info!(listen = %args.listen, provider = provider.name(), asset = %asset, output = ?args.model_output, "tb-sentinel starting");
+        tracing::info!(listen = %args.listen, provider = provider.name(), asset = %asset, engine = ?args.engine, output = ?args.model_output, "tb-sentinel starting");
         tokio::spawn(sentinel.clone().boot(provider));
         let stopping = sentinel.clone();
         let served = axum::serve(listener, sentinel.clone().router())
