@@ -127,6 +127,7 @@ fn main() {
                 reauthorize: Default::default(),
                 output: Default::default(),
                 swap: Default::default(),
+                ready_signal: None,
                 // The model is synthetic: runtime-proxy mode (no engine loads it).
                 gateway: trustbridge_enclave::gateway::GatewayConfig {
                     engine: trustbridge_enclave::engine::EngineChoice::Runtime(Default::default()),

@@ -194,6 +194,7 @@ async fn run(rounds: usize, per_round: usize, floor: bool) -> Latencies {
             reauthorize: Default::default(),
             output: Default::default(),
             swap: Default::default(),
+            ready_signal: None,
             gateway: GatewayConfig {
                 engine: trustbridge_enclave::engine::EngineChoice::Runtime(
                     runtime_url.parse().unwrap(),

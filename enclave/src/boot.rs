@@ -29,6 +29,8 @@ use crate::output::Published;
 /// What a Ready sentinel serves: the model, the engine that answers with it, and what the
 /// runtime was given (withdrawn, wiped, when this is dropped).
 pub struct Serving {
+    /// The ready signal, if one is configured (first: removed before the files go).
+    pub signal: Option<crate::ready_signal::ReadySignal>,
     /// The decrypted model (its files are empty once handed to a tmpfs runtime).
     pub model: Arc<Model>,
     /// What answers the API requests.
@@ -387,6 +389,7 @@ mod tests {
         .unwrap();
         let manifest = Manifest::new(asset, 0, provider.public(), &key, vec![entry]).unwrap();
         BootState::Ready(Arc::new(Serving {
+            signal: None,
             model: Arc::new(Model {
                 manifest: SignedManifest::sign(manifest, &provider).unwrap(),
                 files: Arc::default(),

@@ -31,6 +31,7 @@ pub mod hydrate;
 pub mod keys;
 pub mod memory;
 pub mod output;
+pub mod ready_signal;
 mod reauthorization;
 pub mod receipts;
 pub mod sentinel;

@@ -85,6 +85,22 @@ impl PlainBuffer {
     }
 }
 
+/// Makes this process undumpable and its core-dump size limit 0, so that no crash writes
+/// memory to disk: the engine's working copies of the weights (candle's tensors) and the
+/// requests being answered live in ordinary heap memory, which `MADV_DONTDUMP` does not
+/// cover. (Undumpable also keeps other processes of the same user from attaching to it.)
+pub fn forbid_core_dumps() -> io::Result<()> {
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)?;
+    rustix::process::setrlimit(
+        rustix::process::Resource::Core,
+        rustix::process::Rlimit {
+            current: Some(0),
+            maximum: Some(0),
+        },
+    )?;
+    Ok(())
+}
+
 /// Advises the page-aligned interior of `buf` as huge-page and never-dumped. Advice is
 /// best effort: a kernel without transparent huge pages just ignores it.
 fn advise(buf: &mut [u8]) {

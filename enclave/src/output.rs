@@ -47,6 +47,17 @@ pub enum ModelOutput {
 #[error("model output must be `memory`, `tmpfs:DIR` or `fifo:DIR`, not {0:?}")]
 pub struct BadModelOutput(String);
 
+impl std::fmt::Display for ModelOutput {
+    /// The `TB_MODEL_OUTPUT` form.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Memory => f.write_str("memory"),
+            Self::Tmpfs(dir) => write!(f, "tmpfs:{}", dir.display()),
+            Self::Fifo(dir) => write!(f, "fifo:{}", dir.display()),
+        }
+    }
+}
+
 impl FromStr for ModelOutput {
     type Err = BadModelOutput;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -29,6 +29,7 @@ use crate::gateway::{Gateway, GatewayConfig};
 use crate::hydrate::{HydrateConfig, Model, fetch_files, fetch_manifest, lock};
 use crate::keys::SentinelKeys;
 use crate::output::{ModelOutput, SwapPolicy, publish};
+use crate::ready_signal::ReadySignal;
 pub use crate::reauthorization::Reauthorization;
 
 /// What the sentinel needs to boot.
@@ -59,6 +60,9 @@ pub struct SentinelConfig {
     pub output: ModelOutput,
     /// Whether tmpfs output may be used while swap is active.
     pub swap: SwapPolicy,
+    /// A file that exists exactly while Ready (`TB_READY_SIGNAL`), for what starts an
+    /// external runtime.
+    pub ready_signal: Option<std::path::PathBuf>,
     /// The Oblivious HTTP gateway: runtime, limits, attestation publishing.
     pub gateway: GatewayConfig,
 }
@@ -170,6 +174,10 @@ impl Sentinel {
             })?;
             machine.transition(next)?
         };
+        if let BootState::Ready(serving) = &left {
+            // Requests in flight hold the engine: they stop now, not when they end.
+            serving.engine.stop();
+        }
         drop(left);
         Ok(())
     }
@@ -350,6 +358,11 @@ impl Sentinel {
                 code: FailureCode::ModelLoad,
                 detail: e.to_string(),
             })?;
+        if matches!(c.gateway.engine, crate::engine::EngineChoice::BuiltIn(_)) {
+            // The engine holds its own copy: the decrypted buffers are zeroized now rather
+            // than kept beside it.
+            model.files = Arc::default();
+        }
         let published =
             publish(&c.output, &model.files, &c.swap).map_err(|e| StepError::Fatal {
                 code: FailureCode::ModelOutput,
@@ -359,7 +372,26 @@ impl Sentinel {
             // The runtime reads the tmpfs files; no second copy stays here.
             model.files = Arc::default();
         }
+        let signal = match &c.ready_signal {
+            None => None,
+            Some(path) => {
+                let contents = json!({
+                    "state": "Ready",
+                    "asset": c.asset,
+                    "manifest_sha256": hex::encode(model.manifest.digest()),
+                    "model_output": c.output.to_string(),
+                    "files": model.manifest.manifest().files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+                });
+                Some(
+                    ReadySignal::raise(path, &contents).map_err(|e| StepError::Fatal {
+                        code: FailureCode::ModelOutput,
+                        detail: format!("cannot write the ready signal {}: {e}", path.display()),
+                    })?,
+                )
+            }
+        };
         self.go(BootState::Ready(Arc::new(Serving {
+            signal,
             model: Arc::new(model),
             engine,
             published,

@@ -320,3 +320,18 @@ async fn a_request_that_never_arrives_whole_gives_its_permit_back() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_chunked_request_is_refused() {
+    let s = setup().await;
+    let session = session(&s).await;
+    let sealed = session.seal_chunked(&stream_request("only once")).unwrap();
+    let (status, _, frames) = post_chunked(&s.relay, sealed.encapsulated.clone()).await;
+    assert_eq!(status, 200);
+    read(&session, sealed.pending, frames.concat())
+        .await
+        .unwrap();
+    let (status, _, body) = post_chunked(&s.relay, sealed.encapsulated).await;
+    assert_eq!(status, 400);
+    assert_eq!(body.concat(), b"the request was answered before");
+}

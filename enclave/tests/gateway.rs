@@ -148,6 +148,14 @@ async fn a_relay_that_tampers_or_replays_is_detected() {
     // Not an OHTTP request at all.
     let (status, _, _) = http(&s.relay, "POST", GATEWAY_PATH, b"plain text".to_vec()).await;
     assert_eq!(status, 400);
+
+    // A request sent again (the relay replays it): refused, not answered twice.
+    let (encapsulated, _) = encapsulate(&keys, &chat_request("v")).unwrap();
+    let (status, _, _) = http(&s.relay, "POST", GATEWAY_PATH, encapsulated.clone()).await;
+    assert_eq!(status, 200);
+    let (status, _, body) = http(&s.relay, "POST", GATEWAY_PATH, encapsulated).await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(body, b"the request was answered before");
 }
 
 fn pyhpke_available() -> bool {

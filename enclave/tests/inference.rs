@@ -21,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use support::{Setup, http, post_chunked, read, session, setup_serving};
 use trustbridge_client::session::{Request, Session, VerifiedAnswer};
-use trustbridge_enclave::engine::builtin::BuiltInLimits;
+use trustbridge_enclave::engine::builtin::{BuiltInLimits, EVENT_PADDING};
 use trustbridge_enclave::engine::{ChatMessage, ChatModel, EmbeddingModel, EngineChoice};
 use trustbridge_enclave::engine::{GenerationParams, embeddings};
 use trustbridge_enclave::gateway::GatewayConfig;
@@ -102,8 +102,13 @@ fn sse_text(content: &[u8]) -> (String, Value) {
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
     let mut out = String::new();
     let mut usage = Value::Null;
-    for event in text.split("\n\n").filter(|e| !e.is_empty()) {
-        let data = event.strip_prefix("data: ").unwrap();
+    for event in text.split_inclusive("\n\n") {
+        // Every event padded (a comment line first) to a multiple of the padding: its
+        // size tells the relay nothing about the token in it.
+        assert_eq!(event.len() % EVENT_PADDING, 0, "{event:?}");
+        let (comment, data) = event.split_once('\n').unwrap();
+        assert!(comment.starts_with(": "), "{event:?}");
+        let data = data.strip_prefix("data: ").unwrap().trim_end();
         if data == "[DONE]" {
             continue;
         }
@@ -428,6 +433,64 @@ async fn bad_input_gets_a_clear_error_and_the_sentinel_keeps_serving() {
         assert!(
             gone.elapsed() < Duration::from_secs(10),
             "the abandoned generation still holds the engine"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The abandoned answer has its receipt: status 499, with the tokens it cost, in the
+    // relay's log (postponed to a later answer).
+    let (_, _, log) = http(&s.relay, "GET", "/receipts", vec![]).await;
+    let log: Value = serde_json::from_slice(&log).unwrap();
+    let abandoned: Vec<_> = log["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            use base64::Engine as _;
+            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(r["receipt"].as_str().unwrap())
+                .unwrap();
+            trustbridge_protocol::receipt::UnverifiedReceipt::parse(&bytes)
+                .unwrap()
+                .claims()
+                .clone()
+        })
+        .filter(|c| c.status == 499)
+        .collect();
+    assert_eq!(abandoned.len(), 1, "{log}");
+    assert!(abandoned[0].usage.unwrap().completion_tokens > 0);
+
+    // A whole (not streamed) answer asked for over chunked OHTTP, its client gone before
+    // the answer: the work stops too.
+    let mut whole = long.clone();
+    whole["stream"] = json!(false);
+    let sealed = session
+        .seal_chunked(&post("/v1/chat/completions", &whole))
+        .unwrap();
+    let stream = tokio::net::TcpStream::connect(&s.relay).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = hyper::Request::post(GATEWAY_PATH)
+        .header("host", &s.relay)
+        .header("content-type", CHUNKED_REQUEST_MEDIA_TYPE)
+        .body(Full::new(Bytes::from(sealed.encapsulated)))
+        .unwrap();
+    let pending = tokio::spawn(async move { sender.send_request(req).await });
+    // Until the engine is busy with it, then hang up.
+    let started = Instant::now();
+    while ask(&s, &session, &embed).await.status != 429 {
+        assert!(started.elapsed() < Duration::from_secs(10), "never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pending.abort();
+    conn.abort();
+    let gone = Instant::now();
+    while ask(&s, &session, &embed).await.status != 200 {
+        assert!(
+            gone.elapsed() < Duration::from_secs(10),
+            "the abandoned whole answer still holds the engine"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -80,6 +80,7 @@ async fn start_sentinel(
         reauthorize,
         output: Default::default(),
         swap: Default::default(),
+        ready_signal: None,
         // The model is synthetic: runtime-proxy mode (no engine loads it).
         gateway: trustbridge_enclave::gateway::GatewayConfig {
             engine: trustbridge_enclave::engine::EngineChoice::Runtime(Default::default()),

@@ -186,7 +186,15 @@ fn pump(ingress: Arc<Ingress>, mut body: hyper::body::Incoming) -> Body {
         let mut gone: Option<(tokio::time::Instant, usize)> = None;
         loop {
             let frame = match gone {
-                None => body.frame().await,
+                // The client's departure starts the grace at once, not at the next frame.
+                None => tokio::select! {
+                    frame = body.frame() => frame,
+                    () = tx.closed() => {
+                        let grace = DRAIN_GRACE.min(ingress.config.timeout);
+                        gone = Some((tokio::time::Instant::now() + grace, 0));
+                        continue;
+                    }
+                },
                 Some((deadline, _)) => {
                     match tokio::time::timeout_at(deadline, body.frame()).await {
                         Ok(f) => f,

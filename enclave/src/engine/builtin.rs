@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
@@ -51,6 +51,9 @@ pub struct BuiltIn {
     slots: Arc<Semaphore>,
     admitted: Arc<AtomicUsize>,
     limits: BuiltInLimits,
+    /// Set when the sentinel stops serving this model: work in progress stops at its next
+    /// token, queued requests are refused.
+    stopped: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for BuiltIn {
@@ -122,6 +125,7 @@ impl BuiltIn {
             slots: Arc::new(Semaphore::new(limits.workers.max(1))),
             admitted: Arc::new(AtomicUsize::new(0)),
             limits,
+            stopped: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -139,6 +143,15 @@ impl BuiltIn {
     /// queue is full.
     async fn slot(&self, deadline: tokio::time::Instant) -> Result<Slot, ApiError> {
         let admitted = Admitted::new(self.admitted.clone());
+        if self.stopped.load(Ordering::SeqCst) {
+            return Err(ApiError {
+                status: 503,
+                kind: "server_error",
+                code: Some("model_withdrawn"),
+                param: None,
+                message: "the sentinel stopped serving this model".into(),
+            });
+        }
         if admitted.count > self.limits.workers.max(1) + self.limits.max_queued {
             return Err(ApiError {
                 status: 429,
@@ -153,7 +166,13 @@ impl BuiltIn {
                 _permit: permit,
                 _admitted: admitted,
             }),
-            Ok(Err(_)) => Err(server_error("the engine is shutting down")),
+            Ok(Err(_)) => Err(ApiError {
+                status: 503,
+                kind: "server_error",
+                code: Some("model_withdrawn"),
+                param: None,
+                message: "the sentinel stopped serving this model".into(),
+            }),
             Err(_) => Err(timeout_error(
                 "the request waited in the queue past its deadline",
             )),
@@ -174,7 +193,7 @@ impl BuiltIn {
                 None => return ApiAnswer::error(&server_error("no randomness")),
             }
         }
-        chat.params.deadline = Some(request.deadline.into_std());
+        chat.params.deadline = Some(engine_deadline(request.deadline));
         let Some(id) = random::<12>().map(|r| format!("chatcmpl-{}", hex::encode(r))) else {
             return ApiAnswer::error(&server_error("no randomness"));
         };
@@ -188,13 +207,16 @@ impl BuiltIn {
             model: self.id.clone(),
         };
         if chat.stream {
-            return stream(model, chat, reply, slot).await;
+            return stream(model, chat, reply, slot, self.stopped.clone()).await;
         }
         let (tx, rx) = oneshot::channel();
+        let stopped = self.stopped.clone();
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
             // A client gone (the answer dropped) stops the generation.
-            let generated = model.chat(&chat.messages, &chat.params, |_| !tx.is_closed());
+            let generated = model.chat(&chat.messages, &chat.params, |_| {
+                !tx.is_closed() && !stopped.load(Ordering::SeqCst)
+            });
             let _ = tx.send(generated);
         });
         match rx.await {
@@ -224,14 +246,18 @@ impl BuiltIn {
             Ok(s) => s,
             Err(e) => return ApiAnswer::error(&e),
         };
-        let deadline = request.deadline.into_std();
+        let deadline = engine_deadline(request.deadline);
         let (tx, rx) = oneshot::channel();
+        let stopped = self.stopped.clone();
         tokio::task::spawn_blocking(move || {
             let _slot = slot;
             let mut vectors = Vec::with_capacity(wanted.inputs.len());
             let mut tokens = 0;
             for input in &wanted.inputs {
-                if tx.is_closed() || std::time::Instant::now() >= deadline {
+                if tx.is_closed()
+                    || stopped.load(Ordering::SeqCst)
+                    || std::time::Instant::now() >= deadline
+                {
                     let _ = tx.send(Err(timeout_error(
                         "the embeddings ran past the request's deadline",
                     )));
@@ -262,7 +288,21 @@ impl BuiltIn {
     }
 }
 
+/// The engine's own deadline: a moment before the request's, so that the engine ends the
+/// work itself (and reports what it spent, for the receipt) before the gateway gives up.
+fn engine_deadline(request: tokio::time::Instant) -> std::time::Instant {
+    let margin = std::time::Duration::from_millis(500);
+    let now = tokio::time::Instant::now();
+    let left = request.saturating_duration_since(now);
+    std::time::Instant::now() + left.saturating_sub(margin)
+}
+
 impl Engine for BuiltIn {
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.slots.close();
+    }
+
     fn answer(&self, request: ApiRequest) -> BoxFuture<'_, ApiAnswer> {
         async move {
             let path = request.path.split(|b| *b == b'?').next().unwrap_or(&[]);
@@ -310,6 +350,25 @@ struct Slot {
     _admitted: Admitted,
 }
 
+/// Server-sent events are padded to a multiple of this many bytes: each event is its own
+/// encrypted chunk, and without padding its size would show the relay the length of every
+/// token (enough to guess much of a text from; Weiss et al., "What Was Your Prompt?", 2024).
+pub const EVENT_PADDING: usize = 256;
+
+/// `event` (a server-sent event, ending in a blank line) with a comment line in front
+/// (`: ` and spaces, which SSE readers ignore) that brings its length to a multiple of
+/// [`EVENT_PADDING`].
+fn padded(event: &[u8]) -> Bytes {
+    // The comment line is at least ": \n" (3 bytes).
+    let len = (event.len() + 3).next_multiple_of(EVENT_PADDING);
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(b": ");
+    out.resize(len - event.len() - 1, b' ');
+    out.push(b'\n');
+    out.extend_from_slice(event);
+    Bytes::from(out)
+}
+
 /// What every chunk of one answer repeats.
 struct Reply {
     id: String,
@@ -318,53 +377,107 @@ struct Reply {
 }
 
 impl Reply {
-    fn chunk(&self, delta: serde_json::Value, finish: Option<super::FinishReason>) -> Bytes {
-        Bytes::from(openai::chat_chunk(
+    /// A padded `chat.completion.chunk` event (with `usage`: the final usage chunk).
+    fn chunk(
+        &self,
+        delta: serde_json::Value,
+        finish: Option<super::FinishReason>,
+        usage: Option<serde_json::Value>,
+    ) -> Bytes {
+        padded(&openai::chat_chunk(
             &self.id,
             self.created,
             &self.model,
             delta,
             finish,
-            None,
+            usage,
         ))
+    }
+}
+
+/// The sending side of a streamed answer: unless it is finished, dropping it (a panic in
+/// the engine, say) cuts the answer with a 502, so a stream never ends cleanly without its
+/// end.
+struct Events {
+    tx: mpsc::UnboundedSender<Result<Bytes, Cut>>,
+    finished: bool,
+}
+
+impl Events {
+    /// Sends `event`; false when nobody reads the answer any more.
+    fn send(&self, event: Bytes) -> bool {
+        self.tx.send(Ok(event)).is_ok()
+    }
+
+    fn reader_gone(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Ends the answer with `cut`.
+    fn cut(mut self, cut: Cut) {
+        self.finished = true;
+        let _ = self.tx.send(Err(cut));
+    }
+
+    /// Ends the answer normally.
+    fn finish(mut self) {
+        self.finished = true;
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.tx.send(Err(Cut { status: 502 }));
+        }
     }
 }
 
 /// A streamed chat completion: server-sent events as the tokens come. The head waits
 /// until the request is known to be computable (the prompt fits), so a refusal is a
 /// plain error answer; after it, a failure cuts the stream (and the receipt says so).
+///
+/// The events are queued without bound (an answer is at most `max_tokens` events of a
+/// few hundred bytes): the generation runs at compute speed and frees its slot, however
+/// slowly the client reads; a client gone stops it at the next token.
 async fn stream(
     model: Arc<ChatModel>,
     chat: openai::ChatRequest,
     reply: Reply,
     slot: Slot,
+    stopped: Arc<AtomicBool>,
 ) -> ApiAnswer {
     let (head_tx, head_rx) = oneshot::channel::<Result<(), EngineError>>();
     let (usage_tx, usage_rx) = oneshot::channel();
-    // A few events of slack: the generation never waits on a slow reader for long, and
-    // a reader gone stops it.
-    let (tx, rx) = mpsc::channel::<Result<Bytes, Cut>>(16);
+    let (tx, rx) = mpsc::unbounded_channel::<Result<Bytes, Cut>>();
     tokio::task::spawn_blocking(move || {
         let _slot = slot;
+        let events = Events {
+            tx,
+            finished: false,
+        };
         let mut head = Some(head_tx);
         let generated = model.chat(&chat.messages, &chat.params, |text| {
+            if stopped.load(Ordering::SeqCst) {
+                return false;
+            }
             if let Some(h) = head.take() {
                 // The prompt is checked: the answer starts.
                 if h.send(Ok(())).is_err() {
                     return false;
                 }
-                let first = reply.chunk(json!({"role": "assistant", "content": ""}), None);
-                return tx.blocking_send(Ok(first)).is_ok();
+                let first = reply.chunk(json!({"role": "assistant", "content": ""}), None, None);
+                return events.send(first);
             }
             if text.is_empty() {
-                return !tx.is_closed();
+                return !events.reader_gone();
             }
-            tx.blocking_send(Ok(reply.chunk(json!({"content": text}), None)))
-                .is_ok()
+            events.send(reply.chunk(json!({"content": text}), None, None))
         });
         match generated {
             Err(e) => {
                 if let Some(h) = head.take() {
+                    events.finish();
                     let _ = h.send(Err(e));
                     return;
                 }
@@ -372,30 +485,25 @@ async fn stream(
                     let _ = usage_tx.send(u);
                 }
                 let status = ApiError::from(e).status;
-                let _ = tx.blocking_send(Err(Cut {
+                events.cut(Cut {
                     status: if status == 504 { 504 } else { 502 },
-                }));
+                });
             }
             Ok(g) => {
                 let u = usage(g.prompt_tokens, g.ids.len());
                 let _ = usage_tx.send(u);
-                let mut end = vec![reply.chunk(json!({}), Some(g.finish))];
+                let mut end = vec![reply.chunk(json!({}), Some(g.finish), None)];
                 if chat.include_usage {
-                    end.push(Bytes::from(openai::chat_chunk(
-                        &reply.id,
-                        reply.created,
-                        &reply.model,
-                        json!({}),
-                        None,
-                        Some(openai::usage(g.prompt_tokens, g.ids.len())),
-                    )));
+                    let counts = openai::usage(g.prompt_tokens, g.ids.len());
+                    end.push(reply.chunk(json!({}), None, Some(counts)));
                 }
-                end.push(Bytes::from_static(openai::STREAM_DONE));
+                end.push(padded(openai::STREAM_DONE));
                 for piece in end {
-                    if tx.blocking_send(Ok(piece)).is_err() {
-                        return;
+                    if !events.send(piece) {
+                        break;
                     }
                 }
+                events.finish();
             }
         }
     });
@@ -406,7 +514,7 @@ async fn stream(
                 (b"content-type".to_vec(), b"text/event-stream".to_vec()),
                 (b"cache-control".to_vec(), b"no-cache".to_vec()),
             ],
-            body: Box::pin(tokio_stream(rx)),
+            body: Box::pin(receiver_stream(rx)),
             usage: Some(usage_rx),
         },
         Ok(Err(e)) => ApiAnswer::error(&ApiError::from(e)),
@@ -415,8 +523,8 @@ async fn stream(
 }
 
 /// The receiver as a stream.
-fn tokio_stream<T: Send + 'static>(
-    mut rx: mpsc::Receiver<T>,
+fn receiver_stream<T: Send + 'static>(
+    mut rx: mpsc::UnboundedReceiver<T>,
 ) -> impl futures_util::Stream<Item = T> + Send {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }

@@ -57,6 +57,9 @@ pub struct GenerationParams {
     pub seed: u64,
     /// When the generation must have ended ([`EngineError::DeadlineExceeded`] after it).
     pub deadline: Option<std::time::Instant>,
+    /// `max_tokens` is a default, not the caller's: generate at most what the context
+    /// window leaves after the prompt (refused only when the prompt alone fills it).
+    pub fit_context: bool,
 }
 
 impl std::fmt::Debug for GenerationParams {
@@ -80,6 +83,7 @@ impl Default for GenerationParams {
             stop: Vec::new(),
             seed: 0,
             deadline: None,
+            fit_context: false,
         }
     }
 }
@@ -292,10 +296,18 @@ impl ChatModel {
                 "a prompt token id is out of range",
             ));
         }
-        if prompt.len().saturating_add(params.max_tokens) > self.context {
+        let max_tokens = if params.fit_context {
+            params
+                .max_tokens
+                .min(self.context.saturating_sub(prompt.len()))
+                .max(1)
+        } else {
+            params.max_tokens
+        };
+        if prompt.len().saturating_add(max_tokens) > self.context {
             return Err(EngineError::ContextExceeded {
                 prompt: prompt.len(),
-                max_tokens: params.max_tokens,
+                max_tokens,
                 limit: self.context,
             });
         }
@@ -347,7 +359,7 @@ impl ChatModel {
         let mut text = String::new();
         let mut ids = Vec::new();
         let mut finish = FinishReason::Length;
-        for step in 0..params.max_tokens {
+        for step in 0..max_tokens {
             if let Some(e) = late(ids.len()) {
                 return Err(e);
             }
@@ -376,7 +388,7 @@ impl ChatModel {
                     finish: FinishReason::Stop,
                 });
             }
-            if step + 1 < params.max_tokens {
+            if step + 1 < max_tokens {
                 let input = Tensor::new(&[next], &self.device)?.unsqueeze(0)?;
                 logits = model.forward(&input, prompt.len() + step)?.squeeze(0)?;
             }

@@ -77,6 +77,11 @@ pub trait Engine: Send + Sync + std::fmt::Debug {
     /// produced. Errors are answers too (OpenAI-shaped JSON with their status). Dropping
     /// the answer's body stops the work behind it.
     fn answer(&self, request: ApiRequest) -> BoxFuture<'_, ApiAnswer>;
+
+    /// The sentinel stops serving this model (suspension, shutdown, another model): work
+    /// in progress ends at its next step and nothing more is taken on, even by requests
+    /// that still hold the engine.
+    fn stop(&self) {}
 }
 
 /// One decapsulated API request. Its `Debug` shows no content.
@@ -152,9 +157,16 @@ impl ApiAnswer {
         }
     }
 
-    /// An OpenAI-shaped error answer.
+    /// An OpenAI-shaped error answer (with `retry-after` when retrying later can help:
+    /// 429 and 503).
     pub fn error(e: &openai::ApiError) -> Self {
-        Self::json(e.status, e.body(), None)
+        let mut answer = Self::json(e.status, e.body(), None);
+        if matches!(e.status, 429 | 503) {
+            answer
+                .headers
+                .push((b"retry-after".to_vec(), b"1".to_vec()));
+        }
+        answer
     }
 }
 

@@ -189,8 +189,7 @@ enum Stop {
 
 #[derive(Deserialize, Default)]
 struct StreamOptions {
-    #[serde(default)]
-    include_usage: bool,
+    include_usage: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -203,12 +202,10 @@ struct ChatRequestWire {
     top_p: Option<f64>,
     stop: Option<Stop>,
     seed: Option<i64>,
-    #[serde(default)]
-    stream: bool,
+    stream: Option<bool>,
     stream_options: Option<StreamOptions>,
     n: Option<u64>,
-    #[serde(default)]
-    logprobs: bool,
+    logprobs: Option<bool>,
     tools: Option<Value>,
     response_format: Option<Value>,
 }
@@ -253,7 +250,7 @@ pub fn chat_request(body: &[u8], served: &str) -> Result<ChatRequest, ApiError> 
     if w.n.is_some_and(|n| n != 1) {
         return Err(ApiError::invalid(Some("n"), "only n = 1 is supported"));
     }
-    if w.logprobs {
+    if w.logprobs == Some(true) {
         return Err(ApiError::invalid(
             Some("logprobs"),
             "logprobs are not supported",
@@ -273,6 +270,16 @@ pub fn chat_request(body: &[u8], served: &str) -> Result<ChatRequest, ApiError> 
     let mut text = 0usize;
     let mut messages = Vec::with_capacity(w.messages.len());
     for m in w.messages {
+        // Checked here, before the request waits for the engine.
+        if !matches!(
+            m.role.as_str(),
+            "system" | "developer" | "user" | "assistant"
+        ) {
+            return Err(ApiError::invalid(
+                Some("messages"),
+                "a message role must be system, developer, user or assistant (tools are not supported)",
+            ));
+        }
         let content = match m.content {
             None => String::new(),
             Some(Content::Text(t)) => t,
@@ -349,10 +356,14 @@ pub fn chat_request(body: &[u8], served: &str) -> Result<ChatRequest, ApiError> 
             // Two's complement: a negative seed is a seed too.
             seed: w.seed.map_or(0, |s| s as u64),
             deadline: None,
+            fit_context: w.max_completion_tokens.or(w.max_tokens).is_none(),
         },
         seeded: w.seed.is_some(),
-        stream: w.stream,
-        include_usage: w.stream_options.unwrap_or_default().include_usage,
+        stream: w.stream == Some(true),
+        include_usage: w
+            .stream_options
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false),
     })
 }
 

@@ -3,13 +3,15 @@
 //! The request (`message/ohttp-chunked-req`) is read whole (at most
 //! [`MAX_REQUEST_LEN`] bytes of plaintext); the answer (`message/ohttp-chunked-res`) is an
 //! indeterminate-length Binary HTTP response ([`bhttp_stream`]) written piece by piece as
-//! the runtime produces it, each piece an encrypted chunk sent at once. The receipt comes
+//! the engine produces it, each piece an encrypted chunk sent at once. The receipt comes
 //! last, in the trailer field `trustbridge-receipt`, and covers every piece (its response
 //! digest is over all the content, in order). The chunked encapsulation authenticates the
 //! order and the end of the chunks, so a cut, reordered or extended stream fails at the
 //! client. The relay gets the receipt for its log as an HTTP trailer of the outer
-//! response; if that trailer cannot be delivered (the client went away), the receipt goes
-//! out with the next answer.
+//! response; if that trailer cannot be delivered, the receipt goes out with the next
+//! answer. A client that goes away stops the work behind its answer at once, and the
+//! answer is signed with status 499 over what was sent (the log gets it with the next
+//! answer).
 
 use std::sync::Arc;
 
@@ -27,10 +29,11 @@ use trustbridge_protocol::receipt::{SALT_LEN, SaltedDigest, salted_digest};
 
 use super::attestation::Published;
 use super::{
-    Gateway, LOG_TRAILER_BUDGET, OuterError, RECEIPT_HEADER, RECEIPT_LOG_HEADER, SALT_HEADER,
-    api_request, parse_request,
+    Gateway, OuterError, RECEIPT_HEADER, RECEIPT_LOG_HEADER, SALT_HEADER, api_request, counted,
+    parse_request,
 };
-use crate::engine::Engine;
+use crate::engine::openai::ApiError;
+use crate::engine::{ApiAnswer, Engine};
 use crate::receipts::ReceiptFacts;
 
 /// What a streamed answer is about, fixed before the first byte.
@@ -49,6 +52,8 @@ struct Context {
 struct Outstanding {
     receipt: Option<tokio::sync::oneshot::Receiver<Vec<u8>>>,
     gateway: Arc<Gateway>,
+    /// Dropped with the outer response: tells the answer's task that nobody reads it.
+    _alive: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Drop for Outstanding {
@@ -86,6 +91,11 @@ impl Gateway {
         // One deadline for the whole exchange: reading the request, the runtime, and
         // writing the answer (a client that does not read its answer frees its permit).
         let deadline = tokio::time::Instant::now() + self.config.request_timeout;
+        let head = std::sync::Arc::new(std::sync::Mutex::new(Vec::with_capacity(64)));
+        let src = FirstBytes {
+            inner: src,
+            seen: head.clone(),
+        };
         let mut request = self.keys.gateway.server().clone().decapsulate_stream(src);
         let mut plain = Vec::new();
         tokio::time::timeout_at(
@@ -100,6 +110,14 @@ impl Gateway {
         if plain.len() > MAX_REQUEST_LEN {
             return Err(OuterError::Decapsulate);
         }
+        // Decapsulated, so a real request of a client: once only.
+        let enc = {
+            let head = head.lock().unwrap_or_else(|p| p.into_inner());
+            super::replay::ReplayGuard::enc_of(&head).ok_or(OuterError::Decapsulate)?
+        };
+        if !self.replays.first_time(enc) {
+            return Err(OuterError::Replayed);
+        }
         let published = self
             .publisher
             .published(Some(model))
@@ -113,6 +131,7 @@ impl Gateway {
             .response(writer.compat_write())
             .map_err(|_| OuterError::Encapsulate)?;
         let (receipt_tx, receipt_rx) = tokio::sync::oneshot::channel::<Vec<u8>>();
+        let (alive, gone) = tokio::sync::oneshot::channel::<()>();
         let gateway = self.clone();
         let context = Context {
             plain,
@@ -125,7 +144,7 @@ impl Gateway {
         };
         tokio::spawn(async move {
             let _permit = permit;
-            if let Some(receipt) = gateway.stream(context, response).await {
+            if let Some(receipt) = gateway.stream(context, response, gone).await {
                 if !trailers {
                     gateway.postpone(receipt);
                 } else if let Err(receipt) = receipt_tx.send(receipt) {
@@ -138,6 +157,7 @@ impl Gateway {
         let mut outstanding = Outstanding {
             receipt: Some(receipt_rx),
             gateway: self.clone(),
+            _alive: alive,
         };
         let trailer = futures_util::stream::once(async move {
             let mut fields = HeaderMap::new();
@@ -145,7 +165,10 @@ impl Gateway {
                 && let Ok(receipt) = rx.await
             {
                 outstanding.receipt = None;
-                let value = outstanding.gateway.log_value(&receipt, LOG_TRAILER_BUDGET);
+                // Only this answer's own receipt: postponed ones go with whole answers, whose
+                // header the relay logs before it forwards anything (a trailer can be lost
+                // if the relay drops the connection as it arrives).
+                let value = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&receipt);
                 match HeaderValue::from_str(&value) {
                     Ok(v) => {
                         fields.insert(HeaderName::from_static(RECEIPT_LOG_HEADER), v);
@@ -158,14 +181,26 @@ impl Gateway {
         Ok(Body::new(StreamBody::new(data.chain(trailer))))
     }
 
-    /// Writes the answer to `out`; the receipt, once its trailer is written. `None` when the
-    /// client went away or stopped reading before the end (nothing is signed for an answer
-    /// not delivered). An answer the runtime breaks off (an error, the deadline, the size
-    /// limit) is signed with status 502 or 504, not the runtime's: the receipt then
-    /// disagrees with the head the client received, which the client refuses, and the log
-    /// records the cut.
-    async fn stream<W: AsyncWrite + Unpin>(&self, cx: Context, mut out: W) -> Option<Vec<u8>> {
+    /// Writes the answer to `out`; the receipt, once its trailer is written. An answer the
+    /// engine breaks off (an error, the deadline, the size limit) is signed with status 502
+    /// or 504, not the head's: the receipt then disagrees with the head the client
+    /// received, which the client refuses, and the log records the cut.
+    ///
+    /// When the client goes away (`gone` resolves: the outer response was dropped, or a
+    /// write fails), the work stops at once and the answer is signed with status 499 over
+    /// what was sent, with the tokens the engine spent; that receipt goes to the log with
+    /// the next answer (`None`). Every decapsulated request thus has a receipt, and no
+    /// work goes unrecorded.
+    async fn stream<W: AsyncWrite + Unpin>(
+        &self,
+        cx: Context,
+        mut out: W,
+        gone: tokio::sync::oneshot::Receiver<()>,
+    ) -> Option<Vec<u8>> {
         let deadline = cx.deadline;
+        let mut gone = std::pin::pin!(async move {
+            let _ = gone.await;
+        });
         let salt_field: Field = (
             SALT_HEADER.as_bytes().to_vec(),
             hex::encode(cx.salt).into_bytes(),
@@ -176,56 +211,86 @@ impl Gateway {
             Ok((nonce, m)) => (nonce, api_request(&m, deadline)),
         };
         let answer = match request {
-            Err(inner) => crate::engine::ApiAnswer::json(inner.status, inner.body, None),
-            Ok(request) => {
-                match tokio::time::timeout_at(deadline, cx.engine.answer(request)).await {
-                    Ok(answer) => answer,
-                    Err(_) => crate::engine::ApiAnswer::error(&crate::engine::openai::ApiError {
+            Err(inner) => Some(ApiAnswer::json(inner.status, inner.body, None)),
+            Ok(request) => tokio::select! {
+                biased;
+                () = &mut gone => None,
+                answer = tokio::time::timeout_at(deadline, cx.engine.answer(request)) => {
+                    Some(answer.unwrap_or_else(|_| ApiAnswer::error(&ApiError {
                         status: 504,
                         kind: "server_error",
                         code: Some("timeout"),
                         param: None,
                         message: "the answer did not start in time".into(),
-                    }),
+                    })))
                 }
+            },
+        };
+        let (status, usage) = match answer {
+            // Gone while the request waited for the engine.
+            None => (CLIENT_GONE, None),
+            Some(answer) => {
+                let mut headers = answer.headers;
+                headers.push(salt_field);
+                let mut status = answer.status;
+                let mut body = answer.body;
+                let mut sent = 0usize;
+                if deliver(
+                    &mut out,
+                    &encode_head(status, &headers),
+                    deadline,
+                    &mut gone,
+                )
+                .await
+                {
+                    loop {
+                        let next = tokio::select! {
+                            biased;
+                            () = &mut gone => {
+                                status = CLIENT_GONE;
+                                break;
+                            }
+                            next = tokio::time::timeout_at(deadline, body.next()) => next,
+                        };
+                        let data = match next {
+                            Ok(Some(Ok(data))) => data,
+                            Ok(None) => break,
+                            Ok(Some(Err(cut))) => {
+                                tracing::warn!(status = cut.status, "the answer broke off");
+                                status = cut.status;
+                                break;
+                            }
+                            Err(_) => {
+                                tracing::warn!("the answer ran past the time limit");
+                                status = 504;
+                                break;
+                            }
+                        };
+                        if data.is_empty() {
+                            continue;
+                        }
+                        sent += data.len();
+                        if sent > self.config.max_response_len {
+                            tracing::warn!("the answer is larger than the limit: cut");
+                            status = 502;
+                            break;
+                        }
+                        if !deliver(&mut out, &encode_chunk(&data), deadline, &mut gone).await {
+                            status = CLIENT_GONE;
+                            break;
+                        }
+                        digest.update(&data);
+                    }
+                } else {
+                    status = CLIENT_GONE;
+                }
+                // Dropping the body stops the work behind it; the engine then reports what
+                // it spent (at its next step).
+                drop(body);
+                let usage = counted(answer.usage).await;
+                (status, usage)
             }
         };
-        let mut headers = answer.headers;
-        headers.push(salt_field);
-        send(&mut out, &encode_head(answer.status, &headers), deadline).await?;
-        let mut body = answer.body;
-        let mut sent = 0usize;
-        let mut status = answer.status;
-        loop {
-            let data = match tokio::time::timeout_at(deadline, body.next()).await {
-                Ok(Some(Ok(data))) => data,
-                Ok(None) => break,
-                Ok(Some(Err(cut))) => {
-                    tracing::warn!(status = cut.status, "the answer broke off");
-                    status = cut.status;
-                    break;
-                }
-                Err(_) => {
-                    tracing::warn!("the answer ran past the time limit");
-                    status = 504;
-                    break;
-                }
-            };
-            if data.is_empty() {
-                continue;
-            }
-            sent += data.len();
-            if sent > self.config.max_response_len {
-                tracing::warn!("the answer is larger than the limit: cut");
-                status = 502;
-                break;
-            }
-            digest.update(&data);
-            send(&mut out, &encode_chunk(&data), deadline).await?;
-        }
-        // Dropping the body stops the work behind it.
-        drop(body);
-        let usage = answer.usage.and_then(|mut counted| counted.try_recv().ok());
         let receipt = self
             .receipts
             .sign(ReceiptFacts {
@@ -242,6 +307,10 @@ impl Gateway {
             .map_err(|e| tracing::error!(error = %e, "no receipt for a streamed answer"))
             .ok()?;
         let bytes = receipt.as_bytes().to_vec();
+        if status == CLIENT_GONE {
+            self.postpone(bytes);
+            return None;
+        }
         let field: Field = (
             RECEIPT_HEADER.as_bytes().to_vec(),
             base64::engine::general_purpose::URL_SAFE_NO_PAD
@@ -265,18 +334,47 @@ impl Gateway {
     }
 }
 
+/// A reader that keeps a copy of the first bytes read through it (the request's header
+/// and `enc`, for replay refusal).
+struct FirstBytes<S> {
+    inner: S,
+    seen: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl<S: futures_util::io::AsyncRead + Unpin> futures_util::io::AsyncRead for FirstBytes<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = polled {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            let wanted = 64usize.saturating_sub(seen.len()).min(n);
+            seen.extend_from_slice(&buf[..wanted]);
+        }
+        polled
+    }
+}
+
+/// The status a receipt records for an answer whose client went away before its end.
+const CLIENT_GONE: u16 = 499;
+
 /// Writes `bytes` and flushes them (one encrypted chunk, sent at once), by `deadline`;
-/// `None` when the client stopped reading or went away.
-async fn send<W: AsyncWrite + Unpin>(
+/// false when the client stopped reading or went away.
+async fn deliver<W: AsyncWrite + Unpin>(
     out: &mut W,
     bytes: &[u8],
     deadline: tokio::time::Instant,
-) -> Option<()> {
-    tokio::time::timeout_at(deadline, async {
+    gone: &mut (impl std::future::Future<Output = ()> + Unpin),
+) -> bool {
+    let write = async {
         out.write_all(bytes).await?;
         out.flush().await
-    })
-    .await
-    .ok()?
-    .ok()
+    };
+    tokio::select! {
+        biased;
+        () = gone => false,
+        written = tokio::time::timeout_at(deadline, write) => matches!(written, Ok(Ok(()))),
+    }
 }

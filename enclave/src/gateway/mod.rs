@@ -18,6 +18,7 @@
 
 pub mod attestation;
 mod chunked;
+pub mod replay;
 pub mod routes;
 
 use std::io::Cursor;
@@ -46,8 +47,6 @@ pub use trustbridge_protocol::ohttp::RECEIPT_LOG_HEADER;
 
 /// Most bytes of receipts in one outer `trustbridge-receipt-log` header.
 const LOG_HEADER_BUDGET: usize = 48 << 10;
-/// Most bytes of receipts in one outer `trustbridge-receipt-log` trailer.
-const LOG_TRAILER_BUDGET: usize = 12 << 10;
 
 /// The gateway's limits and what answers its requests.
 #[derive(Clone, Debug)]
@@ -70,7 +69,7 @@ impl Default for GatewayConfig {
             engine: EngineChoice::default(),
             attestation: AttestationConfig::default(),
             max_concurrent: 64,
-            request_timeout: Duration::from_secs(300),
+            request_timeout: Duration::from_secs(290),
             max_response_len: 16 << 20,
         }
     }
@@ -83,6 +82,9 @@ pub enum OuterError {
     /// Not decapsulable with this gateway's key (or malformed): 400.
     #[error("the request cannot be decapsulated")]
     Decapsulate,
+    /// A request answered before, sent again (by the relay): 400.
+    #[error("the request was answered before")]
+    Replayed,
     /// Too many requests at once: 503, retry.
     #[error("too many requests at once")]
     Busy,
@@ -119,6 +121,8 @@ pub struct Gateway {
     /// Receipts signed for streamed answers whose trailer never reached the relay; they
     /// go out with the next answer, so the relay's log has no gap.
     outbox: std::sync::Mutex<Vec<Vec<u8>>>,
+    /// The requests answered already.
+    replays: replay::ReplayGuard,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -161,6 +165,7 @@ impl Gateway {
             publisher: Publisher::new(keys.clone(), pins, provider, config.attestation),
             permits: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent.max(1))),
             outbox: std::sync::Mutex::new(Vec::new()),
+            replays: replay::ReplayGuard::default(),
             keys,
             config,
         }
@@ -191,6 +196,11 @@ impl Gateway {
             .gateway
             .decapsulate(encapsulated)
             .map_err(|_| OuterError::Decapsulate)?;
+        // Decapsulated, so a real request of a client: once only.
+        let enc = replay::ReplayGuard::enc_of(encapsulated).ok_or(OuterError::Decapsulate)?;
+        if !self.replays.first_time(enc) {
+            return Err(OuterError::Replayed);
+        }
         let model_digest = model.manifest.digest();
         // The evidence the receipt names, before any work: no receipt, no answer.
         let published = self
@@ -249,10 +259,9 @@ impl Gateway {
         })
     }
 
-    /// The value of the outer receipt-log field: `receipt` and as many receipts waiting in
-    /// the outbox as fit in `budget` bytes (base64url, comma-separated); the others wait
-    /// for the next answer. (A trailer must stay small: hyper refuses trailer sections
-    /// over 16 KiB.)
+    /// The value of a whole answer's outer receipt-log field: `receipt` and as many
+    /// receipts waiting in the outbox as fit in `budget` bytes (base64url,
+    /// comma-separated); the others wait for the next answer.
     fn log_value(&self, receipt: &[u8], budget: usize) -> String {
         let engine = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let mut value = engine.encode(receipt);
@@ -291,9 +300,16 @@ impl Gateway {
             let mut body = Vec::new();
             let mut pieces = answer.body;
             while let Some(piece) = pieces.next().await {
-                let piece = piece.map_err(|cut| {
-                    Inner::error(cut.status, "server_error", "the answer broke off")
-                })?;
+                let piece = match piece {
+                    Ok(piece) => piece,
+                    Err(cut) => {
+                        drop(pieces);
+                        return Err(Inner {
+                            usage: counted(answer.usage).await,
+                            ..Inner::error(cut.status, "server_error", "the answer broke off")
+                        });
+                    }
+                };
                 if body.len() + piece.len() > max {
                     return Err(Inner::error(
                         502,
@@ -320,6 +336,18 @@ impl Gateway {
             Err(_) => Inner::error(504, "server_error", "the answer did not come in time"),
         }
     }
+}
+
+/// How long a stopped engine has to report what it spent.
+const USAGE_WAIT: Duration = Duration::from_secs(2);
+
+/// The tokens an engine counted for an answer, once it has stopped (it reports them at its
+/// next step; at most [`USAGE_WAIT`]).
+async fn counted(usage: Option<tokio::sync::oneshot::Receiver<Usage>>) -> Option<Usage> {
+    tokio::time::timeout(USAGE_WAIT, usage?)
+        .await
+        .ok()
+        .and_then(Result::ok)
 }
 
 /// The decapsulated request as Binary HTTP and its receipt nonce, or the error answer.

@@ -153,6 +153,7 @@ fn outer_error(e: OuterError) -> Response {
             StatusCode::BAD_REQUEST,
             "the request cannot be decapsulated",
         ),
+        OuterError::Replayed => plain(StatusCode::BAD_REQUEST, "the request was answered before"),
         OuterError::RequestTimeout => plain(
             StatusCode::REQUEST_TIMEOUT,
             "the request did not arrive in time",

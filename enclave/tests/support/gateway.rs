@@ -109,6 +109,7 @@ pub async fn setup_serving(
         reauthorize,
         output: Default::default(),
         swap: Default::default(),
+        ready_signal: None,
         gateway: config,
     });
     let provider: Arc<dyn AttestationProvider> =

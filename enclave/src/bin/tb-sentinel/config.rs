@@ -50,6 +50,7 @@ struct FileConfig {
     reauth_interval_secs: Option<u64>,
     reauth_grace_secs: Option<u64>,
     allow_swap: Option<bool>,
+    ready_signal: Option<std::path::PathBuf>,
     #[serde(default, deserialize_with = "parsed")]
     model_output: Option<ModelOutput>,
     engine: Option<EngineKind>,
@@ -134,6 +135,7 @@ fn merge(args: &mut Args, matches: &ArgMatches, file: FileConfig) {
         reauth_interval_secs,
         reauth_grace_secs,
         allow_swap,
+        ready_signal,
         model_output,
         engine,
         engine_workers,

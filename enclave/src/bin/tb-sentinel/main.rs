@@ -183,6 +183,11 @@ struct Args {
         default_value = "memory"
     )]
     model_output: ModelOutput,
+    /// A file written (JSON: asset, manifest digest, model output, files) when the sentinel
+    /// is Ready and removed when it stops being Ready, for what starts and stops an
+    /// external runtime (a systemd path unit, for example).
+    #[arg(long, env = "TB_READY_SIGNAL", value_name = "PATH")]
+    ready_signal: Option<PathBuf>,
     /// Accept tmpfs model output while swap is active. The kernel may write tmpfs pages,
     /// and so plaintext, to swap: only for swap encrypted with a key that never leaves the
     /// machine.
@@ -212,7 +217,7 @@ struct Args {
     max_concurrent_requests: usize,
     /// Seconds one request may take, the engine's work included (then 504 inside the
     /// encryption).
-    #[arg(long, env = "TB_REQUEST_TIMEOUT_SECS", default_value_t = 300)]
+    #[arg(long, env = "TB_REQUEST_TIMEOUT_SECS", default_value_t = 290)]
     request_timeout_secs: u64,
     /// Seconds before the published attestation bundle is made anew (fresh evidence).
     #[arg(long, env = "TB_ATTESTATION_MAX_AGE_SECS", default_value_t = 3600)]
@@ -341,6 +346,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<()> {
+    trustbridge_enclave::memory::forbid_core_dumps()
+        .context("cannot forbid core dumps (they would write the decrypted model to disk)")?;
     if args.download_concurrency == 0 || args.download_chunk_bytes == 0 {
         bail!("download concurrency and chunk size must be positive");
     }
@@ -384,11 +391,7 @@ fn run(args: Args) -> Result<()> {
         EngineKind::Builtin if args.model_output != ModelOutput::Memory => bail!(
             "--engine builtin serves the model from the sentinel's memory: --model-output {} \
              is for --engine runtime (an external runtime reading the files)",
-            match &args.model_output {
-                ModelOutput::Tmpfs(d) => format!("tmpfs:{}", d.display()),
-                ModelOutput::Fifo(d) => format!("fifo:{}", d.display()),
-                ModelOutput::Memory => "memory".into(),
-            }
+            args.model_output
         ),
         EngineKind::Builtin => EngineChoice::BuiltIn(BuiltInLimits {
             workers: args.engine_workers.max(1),
@@ -422,6 +425,7 @@ fn run(args: Args) -> Result<()> {
             grace: args.reauth_grace_secs.map(Duration::from_secs),
         },
         output: args.model_output.clone(),
+        ready_signal: args.ready_signal.clone(),
         swap: SwapPolicy {
             allow: args.allow_swap,
             ..SwapPolicy::default()
