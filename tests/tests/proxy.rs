@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use deployment::*;
-use trustbridge_tests::{Proc, binary, free_port, s};
+use trustbridge_tests::{Proc, binary, s};
 
 /// A deployment with a Ready sentinel behind the relay, and its stand-in runtime.
 fn ready() -> (Deployment, Proc, Proc) {
@@ -27,34 +27,6 @@ fn ready() -> (Deployment, Proc, Proc) {
     let st = d.wait_for(&["Ready", "Failed"]);
     assert_eq!(st["state"], "Ready", "{st}");
     (d, relay, sentinel)
-}
-
-/// Starts `trustbridge proxy` with `policy`; its port once it answers.
-fn proxy(d: &Deployment, policy: &str, extra: &[String]) -> (Proc, u16) {
-    let path = d.p(&format!("client-{}.toml", free_port()));
-    std::fs::write(&path, policy).unwrap();
-    let port = free_port();
-    let mut args = vec![
-        "proxy".to_owned(),
-        "--relay".into(),
-        format!("http://127.0.0.1:{}", d.ingress_port),
-        "--policy".into(),
-        s(&path),
-        "--listen".into(),
-        format!("127.0.0.1:{port}"),
-    ];
-    args.extend_from_slice(extra);
-    let p = spawn("trustbridge", &args, &d.p("proxy.log"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while get_tcp(port, "/trustbridge/status").is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "proxy did not start: {}",
-            std::fs::read_to_string(d.p("proxy.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (p, port)
 }
 
 /// POST a chat request: status, headers of interest, body.

@@ -11,5 +11,6 @@ pub(crate) mod kms_admin;
 pub(crate) mod policy;
 pub(crate) mod proxy;
 pub(crate) mod raw_stream;
+pub(crate) mod runtime;
 pub(crate) mod seal;
 pub(crate) mod unseal;

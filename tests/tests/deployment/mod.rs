@@ -100,18 +100,23 @@ impl Deployment {
     /// process, SQLite in the folder) with the bundle registered and contract `c-1`; the
     /// provider's and admin's keys in `provider.key` and `admin.key` for the CLI.
     pub fn new(model_bytes: usize) -> Self {
-        let dir = tempfile::tempdir().unwrap();
         let weights: Vec<u8> = MARKER.iter().copied().cycle().take(model_bytes).collect();
+        Self::with_files(vec![
+            ("weights.bin".into(), weights),
+            (
+                "config.json".into(),
+                b"{\"marker\": \"TRUSTBRIDGE-PLAINTEXT-MARKER-\"}".to_vec(),
+            ),
+        ])
+    }
+
+    /// [`Self::new`] with `files` (bundle path, contents) as the model.
+    pub fn with_files(files: Vec<(String, Vec<u8>)>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
         let spec = WorldSpec {
             asset: ASSET.into(),
             contract: "c-1".into(),
-            files: vec![
-                ("weights.bin".into(), weights),
-                (
-                    "config.json".into(),
-                    b"{\"marker\": \"TRUSTBRIDGE-PLAINTEXT-MARKER-\"}".to_vec(),
-                ),
-            ],
+            files,
             segment_size: SegmentSize::new(1 << 20).unwrap(),
             sets: format!("[[asset.nitro]]\npcr0 = \"{}\"\n", "10".repeat(48)),
             ..WorldSpec::default()
@@ -448,4 +453,32 @@ pub fn chat_through(ingress_port: u16, prompt: &str) -> (u16, Vec<u8>) {
     let answer = pending.decapsulate(&body).unwrap();
     let m = bhttp::Message::read_bhttp(&mut Cursor::new(&answer[..])).unwrap();
     (m.control().status().unwrap().code(), m.content().to_vec())
+}
+
+/// Starts `trustbridge proxy` with `policy`; its port once it answers.
+pub fn proxy(d: &Deployment, policy: &str, extra: &[String]) -> (Proc, u16) {
+    let path = d.p(&format!("client-{}.toml", free_port()));
+    std::fs::write(&path, policy).unwrap();
+    let port = free_port();
+    let mut args = vec![
+        "proxy".to_owned(),
+        "--relay".into(),
+        format!("http://127.0.0.1:{}", d.ingress_port),
+        "--policy".into(),
+        s(&path),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+    ];
+    args.extend_from_slice(extra);
+    let p = spawn("trustbridge", &args, &d.p("proxy.log"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get_tcp(port, "/trustbridge/status").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "proxy did not start: {}",
+            std::fs::read_to_string(d.p("proxy.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (p, port)
 }
