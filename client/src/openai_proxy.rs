@@ -47,6 +47,13 @@ pub async fn serve(
         .route("/trustbridge/status", get(status))
         .fallback(forward)
         .with_state(state);
+    // No Nagle: an answer of several segments would otherwise wait for the client's
+    // delayed ACK (40 ms) before its last one.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY refused");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

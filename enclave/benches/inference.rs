@@ -169,6 +169,10 @@ async fn run(files: Vec<(String, Vec<u8>)>, rounds: usize, max_tokens: usize) {
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     let ingress = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let relay_addr = ingress.local_addr().unwrap();
+    // As tb-relay's listener (trustbridge_transport) does: no Nagle.
+    let ingress = axum::serve::ListenerExt::tap_io(ingress, |tcp| {
+        tcp.set_nodelay(true).unwrap();
+    });
     tokio::spawn(async move {
         axum::serve(ingress, trustbridge_relay::ingress::router(api))
             .await

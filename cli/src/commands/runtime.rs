@@ -99,6 +99,11 @@ pub(crate) fn run(args: RuntimeArgs) -> Result<()> {
             .route("/health", axum::routing::get(|| async { "ok" }))
             .fallback(answer)
             .with_state((Arc::new(engine), timeout));
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY refused");
+            }
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await
