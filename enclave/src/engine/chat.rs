@@ -143,6 +143,29 @@ impl std::fmt::Debug for ChatModel {
     }
 }
 
+/// The tokens a completion of a `prompt`-token prompt may have in a `context`-token window:
+/// `max_tokens`, or (a default, `fit_context`) as many as the window leaves, at most
+/// `max_tokens`; an error when they do not fit.
+fn completion_budget(
+    context: usize,
+    prompt: usize,
+    params: &GenerationParams,
+) -> Result<usize, EngineError> {
+    let max_tokens = if params.fit_context {
+        params.max_tokens.min(context.saturating_sub(prompt)).max(1)
+    } else {
+        params.max_tokens
+    };
+    if prompt.saturating_add(max_tokens) > context {
+        return Err(EngineError::ContextExceeded {
+            prompt,
+            max_tokens,
+            limit: context,
+        });
+    }
+    Ok(max_tokens)
+}
+
 /// The default system message of a ChatML template, if it adds one when the
 /// conversation has none (SmolLM2's does).
 fn default_system(template: &str) -> Option<String> {
@@ -296,21 +319,7 @@ impl ChatModel {
                 "a prompt token id is out of range",
             ));
         }
-        let max_tokens = if params.fit_context {
-            params
-                .max_tokens
-                .min(self.context.saturating_sub(prompt.len()))
-                .max(1)
-        } else {
-            params.max_tokens
-        };
-        if prompt.len().saturating_add(max_tokens) > self.context {
-            return Err(EngineError::ContextExceeded {
-                prompt: prompt.len(),
-                max_tokens,
-                limit: self.context,
-            });
-        }
+        let max_tokens = completion_budget(self.context, prompt.len(), params)?;
         // A temperature this small is greedy decoding (dividing by it would overflow).
         let sampling = if params.temperature < 1e-5 {
             Sampling::ArgMax
@@ -409,6 +418,27 @@ impl ChatModel {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_default_max_tokens_fits_what_the_window_leaves() {
+        use super::{GenerationParams, completion_budget};
+        let asked = GenerationParams {
+            max_tokens: 256,
+            ..GenerationParams::default()
+        };
+        let default = GenerationParams {
+            fit_context: true,
+            ..asked.clone()
+        };
+        assert_eq!(completion_budget(4096, 100, &asked).ok(), Some(256));
+        assert_eq!(completion_budget(4096, 100, &default).ok(), Some(256));
+        // Asked for: refused when it does not fit; a default shrinks to what is left.
+        assert!(completion_budget(4096, 4000, &asked).is_err());
+        assert_eq!(completion_budget(4096, 4000, &default).ok(), Some(96));
+        // The prompt alone fills the window: refused either way.
+        assert!(completion_budget(4096, 4096, &default).is_err());
+        assert!(completion_budget(4096, 5000, &default).is_err());
+    }
+
     #[test]
     fn the_default_system_message_comes_from_the_template() {
         let t = r"{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are SmolLM<|im_end|>\n' }}{% endif %}";

@@ -208,6 +208,15 @@ struct ChatRequestWire {
     logprobs: Option<bool>,
     tools: Option<Value>,
     response_format: Option<Value>,
+    // Accepted only at their neutral values: anything else would change the answer in a
+    // way this engine cannot, so it is refused rather than ignored.
+    presence_penalty: Option<f64>,
+    frequency_penalty: Option<f64>,
+    logit_bias: Option<Value>,
+    top_logprobs: Option<Value>,
+    tool_choice: Option<Value>,
+    functions: Option<Value>,
+    function_call: Option<Value>,
 }
 
 /// A checked chat completion request.
@@ -258,6 +267,40 @@ pub fn chat_request(body: &[u8], served: &str) -> Result<ChatRequest, ApiError> 
     }
     if w.tools.as_ref().is_some_and(|t| !t.is_null()) {
         return Err(ApiError::invalid(Some("tools"), "tools are not supported"));
+    }
+    let set = |v: &Option<Value>| {
+        v.as_ref()
+            .is_some_and(|v| !(v.is_null() || v.as_object().is_some_and(serde_json::Map::is_empty)))
+    };
+    for (param, value) in [
+        ("logit_bias", &w.logit_bias),
+        ("top_logprobs", &w.top_logprobs),
+        ("functions", &w.functions),
+        ("function_call", &w.function_call),
+    ] {
+        if set(value) {
+            return Err(ApiError::invalid(
+                Some(param),
+                format!("{param} is not supported"),
+            ));
+        }
+    }
+    if set(&w.tool_choice) && w.tool_choice.as_ref().and_then(Value::as_str) != Some("none") {
+        return Err(ApiError::invalid(
+            Some("tool_choice"),
+            "tool_choice is not supported",
+        ));
+    }
+    for (param, value) in [
+        ("presence_penalty", w.presence_penalty),
+        ("frequency_penalty", w.frequency_penalty),
+    ] {
+        if value.is_some_and(|p| p != 0.0) {
+            return Err(ApiError::invalid(
+                Some(param),
+                format!("{param} is not supported (only 0)"),
+            ));
+        }
     }
     if let Some(f) = &w.response_format
         && f.get("type").and_then(Value::as_str) != Some("text")
@@ -606,6 +649,30 @@ mod tests {
                 r#"{"model":"acme/llm@v1","messages":[{"role":"user","content":[{"type":"image_url"}]}]}"#,
                 "messages",
             ),
+            (
+                r#"{"model":"acme/llm@v1","messages":[{"role":"tool","content":"x"}]}"#,
+                "messages",
+            ),
+            (
+                r#"{"model":"acme/llm@v1","messages":[{"role":"user","content":"x"}],"logit_bias":{"50256":-100}}"#,
+                "logit_bias",
+            ),
+            (
+                r#"{"model":"acme/llm@v1","messages":[{"role":"user","content":"x"}],"presence_penalty":0.5}"#,
+                "presence_penalty",
+            ),
+            (
+                r#"{"model":"acme/llm@v1","messages":[{"role":"user","content":"x"}],"frequency_penalty":-1}"#,
+                "frequency_penalty",
+            ),
+            (
+                r#"{"model":"acme/llm@v1","messages":[{"role":"user","content":"x"}],"tool_choice":"auto"}"#,
+                "tool_choice",
+            ),
+            (
+                r#"{"model":"acme/llm@v1","messages":[{"role":"user","content":"x"}],"functions":[{"name":"f"}]}"#,
+                "functions",
+            ),
         ] {
             assert_eq!(refused(body).param, Some(param), "{body}");
         }
@@ -615,6 +682,14 @@ mod tests {
         );
         assert_eq!(refused(&huge).code, Some("context_length_exceeded"));
         assert_eq!(refused(&" ".repeat(MAX_BODY + 1)).status, 413);
+        // Neutral values of the unsupported options, and nulls, are accepted.
+        let neutral = chat_request(
+            br#"{"model":"acme/llm@v1","messages":[{"role":"user","content":"x"}],"presence_penalty":0,"frequency_penalty":0.0,"logit_bias":{},"tool_choice":"none","functions":null,"stream":null,"logprobs":null,"stream_options":{"include_usage":null}}"#,
+            M,
+        )
+        .unwrap();
+        assert!(!neutral.stream && !neutral.include_usage);
+        assert!(neutral.params.fit_context, "no max_tokens: fit the context");
         // The error names no content.
         let secret = r#"{"model":"acme/llm@v1","messages":"my secret prompt"}"#;
         assert!(!refused(secret).message.contains("secret"));
