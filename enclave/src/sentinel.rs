@@ -26,7 +26,9 @@ use crate::authorize::{EgressLimits, KmsTarget, Pins, Released, authorize, bindi
 use crate::boot::{Backoff, BootMachine, BootState, InvalidTransition, Serving, StepError};
 use crate::failure::FailureCode;
 use crate::gateway::{Gateway, GatewayConfig};
-use crate::hydrate::{HydrateConfig, Model, fetch_files, fetch_manifest, lock};
+use crate::hydrate::{
+    HydrateConfig, HydrateProgress, Model, fetch_files_tracked, fetch_manifest, lock,
+};
 use crate::keys::SentinelKeys;
 use crate::output::{ModelOutput, SwapPolicy, publish};
 use crate::ready_signal::ReadySignal;
@@ -76,6 +78,8 @@ pub struct Sentinel {
     gateway: OnceLock<Arc<Gateway>>,
     /// SHA-256 of the policy the broker's latest release was decided under.
     policy: Mutex<Option<[u8; 32]>>,
+    /// How far the latest hydration got.
+    hydration: HydrateProgress,
 }
 
 impl std::fmt::Debug for Sentinel {
@@ -128,6 +132,7 @@ impl Sentinel {
             simulated: AtomicBool::new(false),
             gateway: OnceLock::new(),
             policy: Mutex::new(None),
+            hydration: HydrateProgress::default(),
         })
     }
 
@@ -318,7 +323,9 @@ impl Sentinel {
         self.go(BootState::Hydrate)?;
         // Hydrate verifies and decrypts every segment as it lands (see `hydrate`).
         let manifest = fetch_manifest(&c.bundles, released, &c.hydrate).await?;
-        let mut model = fetch_files(&c.bundles, released, manifest, &c.hydrate).await?;
+        let mut model =
+            fetch_files_tracked(&c.bundles, released, manifest, &c.hydrate, &self.hydration)
+                .await?;
         // Decrypt: every segment verified; the plaintext is pinned and published.
         self.go(BootState::Decrypt)?;
         let lease = if lease.expired() {
@@ -592,6 +599,8 @@ impl Sentinel {
             "requests": self.requests.load(Ordering::Relaxed),
             "simulated": self.simulated.load(Ordering::SeqCst),
             "files": state.model().map(|m| m.manifest.manifest().files.len()),
+            "hydrated_bytes": self.hydration.get().0,
+            "model_bytes": self.hydration.get().1,
         }))
         .into_response()
     }

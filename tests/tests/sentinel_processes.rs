@@ -30,6 +30,10 @@ fn boots_to_ready_and_the_relay_never_sees_plaintext() {
     assert_eq!(st["state"], "Ready", "{st}");
     assert_eq!(st["files"], 2);
     assert_eq!(st["simulated"], true);
+    // Hydration's progress, complete: every plaintext byte of the model.
+    let total: usize = d.world.spec.files.iter().map(|(_, b)| b.len()).sum();
+    assert_eq!(st["model_bytes"], total as u64, "{st}");
+    assert_eq!(st["hydrated_bytes"], st["model_bytes"], "{st}");
     // Through the relay's ingress, as a client would see it.
     let deadline = Instant::now() + Duration::from_secs(10);
     let health = loop {

@@ -39,6 +39,7 @@ pub(crate) async fn download(
     manifest: &Manifest,
     entry: &FileEntry,
     config: &HydrateConfig,
+    progress: &super::HydrateProgress,
 ) -> Result<PlainBuffer, StepError> {
     let header_end = (HEADER_LEN as u64)
         .min(entry.ciphertext_len)
@@ -92,7 +93,10 @@ pub(crate) async fn download(
     let mut done = Vec::with_capacity(tasks.len());
     while let Some(joined) = tasks.join_next().await {
         match joined.map_err(|e| fatal(FailureCode::Internal, e.to_string()))? {
-            Ok(piece) => done.push(piece),
+            Ok(piece) => {
+                progress.add(piece.1.len() as u64);
+                done.push(piece);
+            }
             // Dropping `tasks` cancels the other chunks; their pieces are zeroized.
             Err(e) => return Err(e),
         }

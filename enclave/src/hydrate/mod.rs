@@ -127,6 +127,38 @@ pub async fn fetch_manifest(
     Ok(manifest)
 }
 
+/// How far a hydration got, for `/status`: plaintext bytes verified and decrypted, of the
+/// model's total.
+#[derive(Debug, Default)]
+pub struct HydrateProgress {
+    done: std::sync::atomic::AtomicU64,
+    total: std::sync::atomic::AtomicU64,
+}
+
+impl HydrateProgress {
+    /// A new hydration of `total` bytes.
+    fn start(&self, total: u64) {
+        use std::sync::atomic::Ordering;
+        self.done.store(0, Ordering::Relaxed);
+        self.total.store(total, Ordering::Relaxed);
+    }
+
+    /// `bytes` more verified and decrypted.
+    pub(crate) fn add(&self, bytes: u64) {
+        self.done
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// (bytes done, total) of the latest hydration.
+    pub fn get(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering;
+        (
+            self.done.load(Ordering::Relaxed),
+            self.total.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// Downloads every file of `manifest`, verifying and decrypting each segment as it
 /// arrives.
 pub async fn fetch_files(
@@ -135,6 +167,32 @@ pub async fn fetch_files(
     manifest: SignedManifest,
     config: &HydrateConfig,
 ) -> Result<Model, StepError> {
+    fetch_files_tracked(
+        source,
+        released,
+        manifest,
+        config,
+        &HydrateProgress::default(),
+    )
+    .await
+}
+
+/// [`fetch_files`], counting the bytes done in `progress`.
+pub async fn fetch_files_tracked(
+    source: &Endpoint,
+    released: &Released,
+    manifest: SignedManifest,
+    config: &HydrateConfig,
+    progress: &HydrateProgress,
+) -> Result<Model, StepError> {
+    progress.start(
+        manifest
+            .manifest()
+            .files
+            .iter()
+            .map(|e| e.plaintext_len)
+            .sum(),
+    );
     let mut files = BTreeMap::new();
     for entry in &manifest.manifest().files {
         let started = std::time::Instant::now();
@@ -146,6 +204,7 @@ pub async fn fetch_files(
             manifest.manifest(),
             entry,
             config,
+            progress,
         )
         .await?;
         tracing::info!(path = %entry.path, bytes = entry.ciphertext_len, ms = started.elapsed().as_millis() as u64, "sealed file downloaded and verified");

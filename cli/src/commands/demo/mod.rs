@@ -200,6 +200,7 @@ pub(crate) fn run(args: DemoArgs, quiet: bool) -> Result<()> {
         &dir.join("sentinel.sock"),
         &relay_url,
         &interrupted,
+        quiet,
     )?;
 
     // The proxy, on the client policy the provisioning wrote.
@@ -275,7 +276,8 @@ pub(crate) fn run(args: DemoArgs, quiet: bool) -> Result<()> {
     Ok(())
 }
 
-/// Waits for the sentinel to be Ready (printing each boot state) and the relay to answer.
+/// Waits for the sentinel to be Ready (printing each boot state, with a progress bar
+/// while it hydrates) and the relay to answer.
 fn boot(
     out: &mut impl Write,
     relay: &mut Daemon,
@@ -283,10 +285,12 @@ fn boot(
     socket: &Path,
     relay_url: &str,
     interrupted: &AtomicBool,
+    quiet: bool,
 ) -> Result<()> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(120);
     let mut last = String::new();
+    let mut hydrating: Option<indicatif::ProgressBar> = None;
     loop {
         if interrupted.load(Ordering::SeqCst) {
             bail!("interrupted while the sentinel was booting");
@@ -297,6 +301,19 @@ fn boot(
             .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
         {
             let state = status["state"].as_str().unwrap_or_default().to_owned();
+            // The bundle's plaintext as the sentinel verifies and decrypts it.
+            let (done, total) = (
+                status["hydrated_bytes"].as_u64().unwrap_or(0),
+                status["model_bytes"].as_u64().unwrap_or(0),
+            );
+            if state == "Hydrate" && total > 0 {
+                hydrating
+                    .get_or_insert_with(|| crate::progress::bytes_bar(total, "hydrate", quiet))
+                    .set_position(done);
+            } else if let Some(bar) = hydrating.take() {
+                bar.set_position(total);
+                bar.finish_and_clear();
+            }
             if state != last {
                 writeln!(
                     out,
