@@ -352,7 +352,9 @@ async fn sentinel_receipt_key(relay: &std::net::SocketAddr) -> ed25519_dalek::Ve
 /// verification.
 fn crypto_floor(request: &[u8]) {
     use trustbridge_protocol::ohttp::gateway::GatewayKey;
-    use trustbridge_protocol::receipt::{Claims, GENESIS, Receipt, receipt_key_id};
+    use trustbridge_protocol::receipt::{
+        Claims, GENESIS, Receipt, ReceiptSigningKey, receipt_key_id,
+    };
     let gateway = GatewayKey::derive(&[7; 32]).unwrap();
     let keys_local = gateway.keys().to_vec();
     let n = 300;
@@ -387,7 +389,8 @@ fn crypto_floor(request: &[u8]) {
         status: 200,
         usage: None,
     };
-    let sign = time(&mut || drop(Receipt::sign(claims.clone(), &key).unwrap()));
+    let signer = ReceiptSigningKey::new(&key).unwrap();
+    let sign = time(&mut || drop(Receipt::sign_with(claims.clone(), &signer).unwrap()));
     let r = Receipt::sign(claims.clone(), &key).unwrap();
     let vk = key.verifying_key();
     let verify = time(&mut || {

@@ -1,10 +1,13 @@
 //! The sentinel's boot-time keys, generated in TEE memory and bound into its evidence.
 
+use std::sync::Arc;
+
 use ed25519_dalek::SigningKey;
 use trustbridge_protocol::key_release::HpkeKeyPair;
 use trustbridge_protocol::key_release::client::BoundKeys;
 use trustbridge_protocol::ohttp::gateway::GatewayKey;
 use trustbridge_protocol::ohttp::ohttp_keys_sha256;
+use trustbridge_protocol::receipt::ReceiptSigningKey;
 use zeroize::Zeroizing;
 
 /// The boot-time keys could not be generated.
@@ -16,6 +19,9 @@ pub enum KeyGenerationError {
     /// The OHTTP library refused to build the gateway key configuration.
     #[error("the OHTTP gateway key configuration could not be built")]
     Gateway,
+    /// The signature library refused the receipt key.
+    #[error("the receipt signing key could not be loaded")]
+    Receipt,
 }
 
 /// The OHTTP gateway key, the receipt-signing key and the key-release key.
@@ -23,7 +29,7 @@ pub struct SentinelKeys {
     /// X25519 key of the Oblivious HTTP gateway (clients encrypt requests to it).
     pub gateway: GatewayKey,
     /// Ed25519 key that signs execution receipts.
-    pub receipt: SigningKey,
+    pub receipt: Arc<ReceiptSigningKey>,
     /// X25519 key the key broker seals the data key to.
     pub release: HpkeKeyPair,
 }
@@ -32,10 +38,7 @@ impl std::fmt::Debug for SentinelKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SentinelKeys")
             .field("gateway", &self.gateway)
-            .field(
-                "receipt",
-                &hex::encode(self.receipt.verifying_key().to_bytes()),
-            )
+            .field("receipt", &hex::encode(self.receipt.public_key()))
             .field("release", &hex::encode(self.release.public_key()))
             .finish_non_exhaustive()
     }
@@ -61,12 +64,13 @@ impl SentinelKeys {
                 Err(KeyGenerationError::Random)
             }
         };
-        let receipt = SigningKey::from_bytes(&*seed()?);
+        let receipt = ReceiptSigningKey::new(&SigningKey::from_bytes(&*seed()?))
+            .map_err(|_| KeyGenerationError::Receipt)?;
         let gateway = GatewayKey::derive(&*seed()?).map_err(|_| KeyGenerationError::Gateway)?;
         let release = HpkeKeyPair::derive(seed()?.as_ref());
         Ok(Self {
             gateway,
-            receipt,
+            receipt: Arc::new(receipt),
             release,
         })
     }
@@ -75,7 +79,7 @@ impl SentinelKeys {
     pub fn bound_keys(&self) -> BoundKeys {
         BoundKeys {
             ohttp_keys_sha256: ohttp_keys_sha256(self.gateway.keys()),
-            receipt_key: self.receipt.verifying_key().to_bytes(),
+            receipt_key: self.receipt.public_key(),
             release_key: self.release.public_key(),
         }
     }
@@ -102,7 +106,7 @@ mod tests {
         assert!(SentinelKeys::generate_with(third_fails).is_err());
         let a = SentinelKeys::generate().unwrap();
         let b = SentinelKeys::generate().unwrap();
-        assert_ne!(a.receipt.verifying_key(), b.receipt.verifying_key());
+        assert_ne!(a.receipt.public_key(), b.receipt.public_key());
         assert_ne!(a.release.public_key(), b.release.public_key());
         assert_ne!(a.gateway.keys(), b.gateway.keys());
     }

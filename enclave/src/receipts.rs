@@ -2,17 +2,16 @@
 //!
 //! Every answer gets the next sequence number and names the digest of the receipt before
 //! it ([`trustbridge_protocol::receipt`]). Signing happens under one lock, so the chain has
-//! exactly one order however many requests run at once; signing is about 20 µs, so the
+//! exactly one order however many requests run at once; signing is about 10 µs, so the
 //! lock is never held long.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ed25519_dalek::SigningKey;
 use trustbridge_protocol::KeyId;
 use trustbridge_protocol::receipt::{
-    Claims, GENESIS, Receipt, ReceiptError, Usage, receipt_key_id,
+    Claims, GENESIS, Receipt, ReceiptError, ReceiptSigningKey, Usage,
 };
 
 /// A receipt could not be signed.
@@ -62,7 +61,7 @@ struct Tip {
 
 /// Signs receipts with the boot's receipt key, chaining them.
 pub struct ReceiptSigner {
-    key: SigningKey,
+    key: Arc<ReceiptSigningKey>,
     issuer: KeyId,
     tip: Mutex<Tip>,
 }
@@ -75,9 +74,9 @@ impl std::fmt::Debug for ReceiptSigner {
 
 impl ReceiptSigner {
     /// A signer whose first receipt has sequence 0.
-    pub fn new(key: SigningKey) -> Self {
+    pub fn new(key: Arc<ReceiptSigningKey>) -> Self {
         Self {
-            issuer: receipt_key_id(&key.verifying_key().to_bytes()),
+            issuer: key.id(),
             key,
             tip: Mutex::new(Tip {
                 sequence: 0,
@@ -99,7 +98,7 @@ impl ReceiptSigner {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let mut tip = self.tip.lock().map_err(|_| SignError::Poisoned)?;
-        let receipt = Receipt::sign(
+        let receipt = Receipt::sign_with(
             Claims {
                 issuer: self.issuer,
                 issued_at,
@@ -131,7 +130,10 @@ mod tests {
 
     #[test]
     fn receipts_chain_in_signing_order_even_from_many_threads() {
-        let signer = std::sync::Arc::new(ReceiptSigner::new(SigningKey::from_bytes(&[3; 32])));
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        let signer = Arc::new(ReceiptSigner::new(Arc::new(
+            ReceiptSigningKey::new(&key).unwrap(),
+        )));
         let facts = ReceiptFacts {
             nonce: None,
             model: [1; 32],

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use ed25519_dalek::SigningKey;
 use trustbridge_protocol::cbor::CborError;
 use trustbridge_protocol::receipt::{
-    Claims, GENESIS, Receipt, ReceiptError, UnverifiedReceipt, Usage, receipt_key_id, salted_digest,
+    Claims, GENESIS, Receipt, ReceiptError, ReceiptSigningKey, UnverifiedReceipt, Usage,
+    receipt_key_id, salted_digest,
 };
 
 fn key(seed: u8) -> SigningKey {
@@ -61,6 +62,25 @@ fn a_signed_receipt_verifies_and_round_trips() {
     let r = Receipt::sign(c.clone(), &k).unwrap();
     assert_eq!(verify(r.as_bytes(), &k).unwrap().claims(), &c);
     assert_ne!(r.digest(), receipt.digest());
+}
+
+#[test]
+fn the_signature_is_the_one_ed25519_dalek_makes() {
+    // Receipts are signed by aws-lc; RFC 8032 signing is deterministic, so the receipt
+    // is byte for byte the one an independent implementation (ed25519-dalek, through
+    // `sign_payload`) makes with the same key, and a key signs with its own id only.
+    for seed in [1, 2, 0xff] {
+        let k = key(seed);
+        let signer = ReceiptSigningKey::new(&k).unwrap();
+        assert_eq!(signer.public_key(), k.verifying_key().to_bytes());
+        let receipt = Receipt::sign_with(claims(&k), &signer).unwrap();
+        let payload = claims(&k).encode().unwrap();
+        assert_eq!(receipt.as_bytes(), sign_payload(&payload, &k));
+        assert!(matches!(
+            Receipt::sign_with(claims(&key(seed ^ 1)), &signer),
+            Err(ReceiptError::Issuer { .. })
+        ));
+    }
 }
 
 #[test]

@@ -38,7 +38,7 @@ mod envelope;
 
 pub use batch::verify_batch;
 pub use claims::{Claims, NONCE_LEN, Usage};
-pub use envelope::{Receipt, UnverifiedReceipt, has_our_envelope};
+pub use envelope::{Receipt, ReceiptSigningKey, UnverifiedReceipt, has_our_envelope};
 
 use aws_lc_rs::digest;
 
@@ -121,6 +121,10 @@ pub enum ReceiptError {
     /// The signature does not verify under the given key.
     #[error("signature does not verify under receipt key {0}")]
     BadSignature(String),
+    /// aws-lc refused the receipt key, or derived another public key from it than
+    /// ed25519-dalek.
+    #[error("the receipt signing key could not be loaded")]
+    SigningKey,
 }
 
 /// `SHA-256(salt ‖ data)`: the request and response digests of a receipt.
