@@ -72,9 +72,45 @@ pub fn verify_against(
     bundle: &AttestationBundle,
     evidence: &VerifiedEvidence,
 ) -> Result<Receipt, ReceiptCheckError> {
-    let receipt = UnverifiedReceipt::parse(bytes)?.verify(&receipt_key(bundle)?)?;
-    check_bound(receipt.claims(), bundle, evidence)?;
-    Ok(receipt)
+    ReceiptAnchor::new(bundle).verify(bytes, bundle, evidence)
+}
+
+/// What [`verify_against`] derives from a bundle (its receipt key, decoded, and the
+/// digest of its evidence), derived once for a client that checks many receipts against
+/// the same verified bundle.
+#[derive(Clone, Debug)]
+pub struct ReceiptAnchor {
+    key: Option<VerifyingKey>,
+    evidence_digest: [u8; 32],
+}
+
+impl ReceiptAnchor {
+    /// The anchor of `bundle` (a receipt key that is not an Ed25519 public key makes
+    /// every receipt checked against it fail with [`ReceiptCheckError::BadKey`]).
+    pub fn new(bundle: &AttestationBundle) -> Self {
+        Self {
+            key: receipt_key(bundle).ok(),
+            evidence_digest: bundle.evidence_digest(),
+        }
+    }
+
+    /// SHA-256 of the bundle's evidence.
+    pub fn evidence_digest(&self) -> [u8; 32] {
+        self.evidence_digest
+    }
+
+    /// [`verify_against`] with this anchor, which must be `bundle`'s.
+    pub fn verify(
+        &self,
+        bytes: &[u8],
+        bundle: &AttestationBundle,
+        evidence: &VerifiedEvidence,
+    ) -> Result<Receipt, ReceiptCheckError> {
+        let key = self.key.as_ref().ok_or(ReceiptCheckError::BadKey)?;
+        let receipt = UnverifiedReceipt::parse(bytes)?.verify(key)?;
+        check_claims(receipt.claims(), &self.evidence_digest, bundle, evidence)?;
+        Ok(receipt)
+    }
 }
 
 /// The claims of a receipt the bundle's key signed, against the bundle and its verified
@@ -84,8 +120,17 @@ pub fn check_bound(
     bundle: &AttestationBundle,
     evidence: &VerifiedEvidence,
 ) -> Result<(), ReceiptCheckError> {
-    let actual = bundle.evidence_digest();
-    if claims.evidence_digest != actual {
+    check_claims(claims, &bundle.evidence_digest(), bundle, evidence)
+}
+
+/// [`check_bound`], with the digest of the bundle's evidence given.
+fn check_claims(
+    claims: &Claims,
+    actual: &[u8; 32],
+    bundle: &AttestationBundle,
+    evidence: &VerifiedEvidence,
+) -> Result<(), ReceiptCheckError> {
+    if claims.evidence_digest != *actual {
         return Err(ReceiptCheckError::OtherEvidence {
             claimed: hex::encode(claims.evidence_digest),
             actual: hex::encode(actual),
