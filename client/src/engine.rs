@@ -23,6 +23,7 @@ use trustbridge_protocol::receipt::{Receipt, SALT_LEN};
 use trustbridge_verifier::client_policy::{BundleRefused, ClientPolicy};
 use trustbridge_verifier::{Checks, TrustRoots};
 
+use crate::prepared::Preparer;
 use crate::session::{ChainTracker, Request, Session, VerificationError, VerifiedAnswer};
 use crate::stream::{ByteReader, StreamedAnswer};
 
@@ -85,16 +86,23 @@ pub struct ClientConfig {
     pub timeout: Duration,
     /// Largest encapsulated answer read.
     pub max_response_len: usize,
+    /// Requests' HPKE contexts kept set up ahead, on a thread of the client's own, for
+    /// the current sentinel's key configuration (0: each request sets up its own): a
+    /// fresh ephemeral key and its Diffie-Hellman with the gateway's key, most of what
+    /// encapsulation costs, off the request's path ([`crate::session::Prepared`]).
+    pub prepared: usize,
 }
 
 impl ClientConfig {
-    /// A configuration with the default limits (300 s, 16 MiB).
+    /// A configuration with the default limits (300 s, 16 MiB) and 8 contexts prepared
+    /// ahead.
     pub fn new(relay: impl Into<String>, policy: ClientPolicy) -> Self {
         Self {
             relay: relay.into(),
             policy,
             timeout: Duration::from_secs(300),
             max_response_len: (16 << 20) + 4096,
+            prepared: 8,
         }
     }
 }
@@ -121,6 +129,7 @@ pub struct Client {
     chain: Arc<ChainTracker>,
     record: Mutex<Record>,
     refreshing: tokio::sync::Mutex<()>,
+    preparer: Preparer,
 }
 
 impl std::fmt::Debug for Client {
@@ -147,13 +156,14 @@ impl Client {
             .build(connector);
         Ok(Self {
             roots: config.policy.trust_roots(),
-            config,
             base,
             http,
             session: RwLock::new(None),
             chain: Arc::new(ChainTracker::new()),
             record: Mutex::new(Record::default()),
             refreshing: tokio::sync::Mutex::new(()),
+            preparer: Preparer::new(config.prepared),
+            config,
         })
     }
 
@@ -270,7 +280,8 @@ impl Client {
         let mut session = self.session().await?;
         let mut retried = false;
         loop {
-            let sealed = session.seal(request)?;
+            let prepared = self.preparer.take(&session.verified().bundle.ohttp_keys);
+            let sealed = session.seal_prepared(request, prepared)?;
             if sealed.encapsulated.len() > MAX_REQUEST_LEN {
                 return Err(ClientError::RequestTooLarge);
             }
@@ -287,7 +298,7 @@ impl Client {
                 other => other?,
             };
             let opened = sealed.pending.open(&body)?;
-            let evidence = session.verified().bundle.evidence_digest();
+            let evidence = session.evidence_digest();
             if opened.claimed_evidence().is_some_and(|e| e != evidence) {
                 // The sentinel refreshed its evidence: verify the current bundle, then
                 // the receipt against it.
@@ -334,7 +345,7 @@ impl Client {
         answer: &mut StreamedAnswer,
     ) -> Result<(Receipt, [u8; SALT_LEN]), ClientError> {
         let mut session = session;
-        let evidence = session.verified().bundle.evidence_digest();
+        let evidence = session.evidence_digest();
         if answer.claimed_evidence().is_some_and(|e| e != evidence) {
             session = self.refresh(Some(&session)).await?;
         }

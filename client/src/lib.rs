@@ -6,6 +6,8 @@
 //!   configuration its evidence binds; answers opened and released only with a receipt
 //!   that verifies against that evidence, the exact request and response, a fresh nonce
 //!   and the sentinel's hash chain.
+//! - requests' HPKE contexts are set up ahead, off the request's path, on a thread of the
+//!   client's own (`ClientConfig::prepared`; [`session::Prepared`]).
 //! - [`engine`]: the same with HTTP to the relay, bundle refresh when the sentinel's
 //!   evidence changes, and a status report. `trustbridge proxy` serves an OpenAI-compatible
 //!   API on it; a Rust program can use [`Client`] directly:
@@ -30,6 +32,7 @@
 pub mod engine;
 #[cfg(feature = "proxy")]
 pub mod openai_proxy;
+mod prepared;
 pub mod session;
 pub mod stream;
 

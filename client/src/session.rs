@@ -21,10 +21,10 @@ use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use trustbridge_protocol::KeyId;
-use trustbridge_protocol::ohttp::gateway::{ClientResponse, OhttpError, encapsulate};
+use trustbridge_protocol::ohttp::gateway::{ClientResponse, OhttpError, PreparedRequest, prepare};
 use trustbridge_protocol::receipt::{Receipt, SALT_LEN, salted_digest};
 use trustbridge_verifier::client_policy::VerifiedBundle;
-use trustbridge_verifier::receipt::{ReceiptCheckError, check_digest_values, verify_against};
+use trustbridge_verifier::receipt::{ReceiptAnchor, ReceiptCheckError, check_digest_values};
 
 /// Inner request header: the client's nonce, which the receipt must carry.
 pub const NONCE_HEADER: &str = "trustbridge-receipt-nonce";
@@ -228,10 +228,34 @@ impl Opened {
     }
 }
 
+/// One request's HPKE context (a fresh ephemeral X25519 key and its Diffie-Hellman with
+/// the gateway's key) set up before the request is known, for the key configuration it
+/// names. Used for one request at most, and only by a session bound to that
+/// configuration ([`Session::seal_prepared`]).
+pub struct Prepared {
+    pub(crate) keys: Arc<[u8]>,
+    pub(crate) context: PreparedRequest,
+}
+
+impl Prepared {
+    /// A context for the first usable key of the `application/ohttp-keys` list `keys`.
+    pub fn new(keys: Arc<[u8]>) -> Result<Self, OhttpError> {
+        let context = prepare(&keys)?;
+        Ok(Self { keys, context })
+    }
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Prepared({} byte key configuration)", self.keys.len())
+    }
+}
+
 /// A verified sentinel and the receipts seen from it.
 #[derive(Debug)]
 pub struct Session {
     verified: Arc<VerifiedBundle>,
+    anchor: ReceiptAnchor,
     chain: Arc<ChainTracker>,
 }
 
@@ -240,6 +264,7 @@ impl Session {
     /// (a refreshed bundle of the same sentinel continues its chain).
     pub fn new(verified: VerifiedBundle, chain: Arc<ChainTracker>) -> Self {
         Self {
+            anchor: ReceiptAnchor::new(&verified.bundle),
             verified: Arc::new(verified),
             chain,
         }
@@ -250,12 +275,34 @@ impl Session {
         &self.verified
     }
 
+    /// SHA-256 of the verified bundle's evidence (what receipts must name).
+    pub fn evidence_digest(&self) -> [u8; 32] {
+        self.anchor.evidence_digest()
+    }
+
     /// Encodes `request` as Binary HTTP with a fresh receipt nonce and encapsulates it to
     /// the bound key configuration.
     pub fn seal(&self, request: &Request) -> Result<Sealed, VerificationError> {
+        self.seal_prepared(request, None)
+    }
+
+    /// [`Self::seal`], with the encapsulation's HPKE context set up ahead
+    /// ([`Prepared`]) when there is one for this session's bound key configuration; any
+    /// other is dropped unused and a context set up now.
+    pub fn seal_prepared(
+        &self,
+        request: &Request,
+        prepared: Option<Prepared>,
+    ) -> Result<Sealed, VerificationError> {
         let (plain, nonce) = encode_request(request)?;
-        let (encapsulated, response) = encapsulate(&self.verified.bundle.ohttp_keys, &plain)
-            .map_err(VerificationError::Encapsulate)?;
+        let keys = &self.verified.bundle.ohttp_keys;
+        let context = match prepared {
+            Some(p) if p.keys[..] == keys[..] => p.context,
+            _ => prepare(keys).map_err(VerificationError::Encapsulate)?,
+        };
+        let (encapsulated, response) = context
+            .encapsulate(&plain)
+            .map_err(|e| VerificationError::Encapsulate(e.into()))?;
         Ok(Sealed {
             encapsulated,
             pending: Pending {
@@ -307,7 +354,7 @@ impl Session {
         response_digest: [u8; 32],
     ) -> Result<Receipt, VerificationError> {
         let v = &self.verified;
-        let receipt = verify_against(receipt, &v.bundle, &v.evidence)?;
+        let receipt = self.anchor.verify(receipt, &v.bundle, &v.evidence)?;
         let claims = receipt.claims();
         if claims.nonce.as_deref() != Some(&nonce[..]) {
             return Err(VerificationError::Nonce);

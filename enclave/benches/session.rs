@@ -8,7 +8,9 @@
 //!   OpenAI server on loopback) and reads the answer;
 //! - confidential: the client POSTs the same request to `trustbridge proxy`'s API
 //!   (`trustbridge_client::openai_proxy`, verifying the sentinel against a client policy),
-//!   which encapsulates it as Binary HTTP in Oblivious HTTP and POSTs it to the relay's
+//!   which encapsulates it as Binary HTTP in Oblivious HTTP (its HPKE context set up
+//!   ahead of the request on the client's own thread, as `trustbridge proxy` does: see
+//!   docs/CLIENT.md) and POSTs it to the relay's
 //!   ingress, which forwards it to the sentinel over a Unix socket; the sentinel
 //!   decapsulates, forwards to the same runtime, signs the receipt, encapsulates; the proxy
 //!   decapsulates and verifies the receipt fully (signature, evidence, digests, nonce,
@@ -24,7 +26,9 @@
 //! VM is most of the figure), then in one single-threaded runtime, where a hop costs what
 //! its software costs, with the cryptography's own cost measured beside it
 //! (`session crypto: ...`), ending with `session: direct_us=X confidential_us=Y added_us=Z`.
-//! TB_BENCH_REQUESTS sets requests per round (default 500), TB_BENCH_ROUNDS rounds (5).
+//! TB_BENCH_REQUESTS sets requests per round (default 500), TB_BENCH_ROUNDS rounds (5),
+//! TB_BENCH_PREPARED the client's contexts prepared ahead (`ClientConfig::prepared`,
+//! default 4; 0 to measure without).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -238,13 +242,10 @@ async fn run(rounds: usize, per_round: usize, floor: bool) -> Latencies {
             crypto_floor(&request);
         }
         let policy = trustbridge_client::ClientPolicy::from_toml(&w.client_policy(false)).unwrap();
-        let client = Arc::new(
-            trustbridge_client::Client::new(trustbridge_client::ClientConfig::new(
-                format!("http://{relay_addr}"),
-                policy,
-            ))
-            .unwrap(),
-        );
+        let mut config =
+            trustbridge_client::ClientConfig::new(format!("http://{relay_addr}"), policy);
+        config.prepared = env_usize("TB_BENCH_PREPARED", config.prepared);
+        let client = Arc::new(trustbridge_client::Client::new(config).unwrap());
         let proxy = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy_addr = proxy.local_addr().unwrap();
         tokio::spawn(trustbridge_client::openai_proxy::serve(
@@ -366,6 +367,10 @@ fn crypto_floor(request: &[u8]) {
         t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
     };
     let enc = time(&mut || drop(encapsulate(&keys_local, request).unwrap()));
+    // The part of it a client sets up ahead of the request (trustbridge_client's
+    // prepared contexts), and what is left on the request's path.
+    let prepare =
+        time(&mut || drop(trustbridge_protocol::ohttp::gateway::prepare(&keys_local).unwrap()));
     let (e, _) = encapsulate(&keys_local, request).unwrap();
     let dec = time(&mut || drop(gateway.decapsulate(&e).unwrap()));
     let resp = time(&mut || {
@@ -401,8 +406,9 @@ fn crypto_floor(request: &[u8]) {
                 .unwrap(),
         )
     });
+    let total = enc + dec + resp + sign + verify;
     println!(
-        "session crypto: encapsulate_us={enc:.0} decapsulate_us={dec:.0} response_us={resp:.0} receipt_sign_us={sign:.0} receipt_verify_us={verify:.0} total_us={:.0}",
-        enc + dec + resp + sign + verify
+        "session crypto: encapsulate_us={enc:.0} (prepared ahead: {prepare:.0}) decapsulate_us={dec:.0} response_us={resp:.0} receipt_sign_us={sign:.0} receipt_verify_us={verify:.0} total_us={total:.0} on_path_us={:.0}",
+        total - prepare
     );
 }

@@ -118,6 +118,39 @@ async fn a_client_gets_an_answer_only_it_can_read_with_a_receipt_that_verifies()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_context_prepared_for_other_keys_is_never_used() {
+    use std::sync::Arc;
+    use trustbridge_client::session::{Prepared, Request};
+    use trustbridge_protocol::ohttp::gateway::GatewayKey;
+    let s = setup().await;
+    let session = support::session(&s).await;
+    let request = Request {
+        method: "POST".into(),
+        path: "/v1/chat/completions".into(),
+        headers: vec![("content-type".into(), b"application/json".to_vec())],
+        body: serde_json::json!({"model": world::ASSET, "messages": [{"role": "user", "content": "hi"}]})
+            .to_string()
+            .into_bytes(),
+    };
+    // A context set up for another key configuration (the one the relay serves, say) is
+    // dropped: the request is sealed to the configuration the evidence binds, which the
+    // other key cannot open and the sentinel answers.
+    let other = GatewayKey::derive(&[5; 32]).unwrap();
+    let foreign = Prepared::new(Arc::from(other.keys())).unwrap();
+    let sealed = session.seal_prepared(&request, Some(foreign)).unwrap();
+    assert!(other.decapsulate(&sealed.encapsulated).is_err());
+    let (status, _, body) = http(&s.relay, "POST", GATEWAY_PATH, sealed.encapsulated).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    session.open(sealed.pending, &body).unwrap();
+    // One set up for the bound configuration seals a request the sentinel answers.
+    let own = Prepared::new(Arc::from(&session.verified().bundle.ohttp_keys[..])).unwrap();
+    let sealed = session.seal_prepared(&request, Some(own)).unwrap();
+    let (status, _, body) = http(&s.relay, "POST", GATEWAY_PATH, sealed.encapsulated).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    session.open(sealed.pending, &body).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_that_tampers_or_replays_is_detected() {
     let s = setup().await;
     let (_, _, keys) = http(&s.relay, "GET", GATEWAY_PATH, vec![]).await;

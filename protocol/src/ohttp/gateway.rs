@@ -2,7 +2,7 @@
 
 use ohttp::hpke::{Aead, Kdf, Kem};
 
-pub use ohttp::{ClientResponse, ServerResponse};
+pub use ohttp::{ClientResponse, PreparedRequest, ServerResponse};
 use ohttp::{KeyConfig, SymmetricSuite};
 
 use super::KEY_ID;
@@ -69,7 +69,15 @@ impl GatewayKey {
 
 /// Encapsulates `request` to the first usable key of an `application/ohttp-keys` list.
 pub fn encapsulate(keys: &[u8], request: &[u8]) -> Result<(Vec<u8>, ClientResponse), OhttpError> {
-    Ok(client_for(keys)?.encapsulate(request)?)
+    Ok(prepare(keys)?.encapsulate(request)?)
+}
+
+/// The HPKE context of one request to the first usable key of an `application/ohttp-keys`
+/// list, set up before the request is known: a fresh ephemeral X25519 key and its
+/// Diffie-Hellman with the gateway's key, the costly part of an encapsulation.
+/// [`PreparedRequest::encapsulate`] then seals the one request it is for.
+pub fn prepare(keys: &[u8]) -> Result<PreparedRequest, OhttpError> {
+    Ok(client_for(keys)?.prepare()?)
 }
 
 /// A client request (complete or chunked) to the first usable key of an
