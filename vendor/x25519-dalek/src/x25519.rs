@@ -200,17 +200,62 @@ impl ZeroizeOnDrop for ReusableSecret {}
 /// [`EphemeralSecret`] at all times, as that type enforces at compile-time that
 /// secret keys are never reused, which can have very serious security
 /// implications for many protocols.
+///
+/// TrustBridge patch: the secret carries its public key, computed once when the secret is
+/// made (a static key's holder, an HPKE recipient, derives it for every message it opens).
 #[cfg(feature = "static_secrets")]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[derive(Clone)]
-pub struct StaticSecret([u8; 32]);
+pub struct StaticSecret {
+    secret: [u8; 32],
+    public: PublicKey,
+}
+
+#[cfg(feature = "static_secrets")]
+impl StaticSecret {
+    /// TrustBridge patch: the one constructor, which computes the public key.
+    fn with_public(secret: [u8; 32]) -> Self {
+        let public = PublicKey(mul_base_clamped(&secret));
+        StaticSecret { secret, public }
+    }
+}
+
+/// TrustBridge patch: serialized as upstream's `StaticSecret([u8; 32])` was (a newtype
+/// struct of the secret bytes); the public key is computed again when read.
+#[cfg(all(feature = "static_secrets", feature = "serde"))]
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename = "StaticSecret")]
+struct StaticSecretRepr([u8; 32]);
+
+#[cfg(all(feature = "static_secrets", feature = "serde"))]
+impl serde::Serialize for StaticSecret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[allow(unused_mut)]
+        let mut repr = StaticSecretRepr(self.secret);
+        let result = repr.serialize(serializer);
+        #[cfg(feature = "zeroize")]
+        repr.0.zeroize();
+        result
+    }
+}
+
+#[cfg(all(feature = "static_secrets", feature = "serde"))]
+impl<'de> serde::Deserialize<'de> for StaticSecret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[allow(unused_mut)]
+        let mut repr = StaticSecretRepr::deserialize(deserializer)?;
+        let secret = StaticSecret::with_public(repr.0);
+        #[cfg(feature = "zeroize")]
+        repr.0.zeroize();
+        Ok(secret)
+    }
+}
 
 #[cfg(feature = "static_secrets")]
 impl StaticSecret {
     /// Perform a Diffie-Hellman key agreement between `self` and
     /// `their_public` key to produce a `SharedSecret`.
     pub fn diffie_hellman(&self, their_public: &PublicKey) -> SharedSecret {
-        SharedSecret(mul_clamped(&their_public.0, &self.0))
+        SharedSecret(mul_clamped(&their_public.0, &self.secret))
     }
 
     /// Generate a new [`StaticSecret`] with the supplied RNG.
@@ -218,7 +263,10 @@ impl StaticSecret {
         // The secret key is random bytes. Clamping is done later.
         let mut bytes = [0u8; 32];
         csprng.fill_bytes(&mut bytes);
-        StaticSecret(bytes)
+        let secret = StaticSecret::with_public(bytes);
+        #[cfg(feature = "zeroize")]
+        bytes.zeroize();
+        secret
     }
 
     /// Generate a new [`StaticSecret`].
@@ -227,19 +275,22 @@ impl StaticSecret {
         // The secret key is random bytes. Clamping is done later.
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).expect("getrandom failure");
-        StaticSecret(bytes)
+        let secret = StaticSecret::with_public(bytes);
+        #[cfg(feature = "zeroize")]
+        bytes.zeroize();
+        secret
     }
 
     /// Extract this key's bytes for serialization.
     #[inline]
     pub fn to_bytes(&self) -> [u8; 32] {
-        self.0
+        self.secret
     }
 
     /// View this key as a byte array.
     #[inline]
     pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
+        &self.secret
     }
 }
 
@@ -247,15 +298,16 @@ impl StaticSecret {
 impl From<[u8; 32]> for StaticSecret {
     /// Load a secret key from a byte array.
     fn from(bytes: [u8; 32]) -> StaticSecret {
-        StaticSecret(bytes)
+        StaticSecret::with_public(bytes)
     }
 }
 
 #[cfg(feature = "static_secrets")]
 impl<'a> From<&'a StaticSecret> for PublicKey {
     /// Given an x25519 [`StaticSecret`] key, compute its corresponding [`PublicKey`].
+    /// (TrustBridge patch: computed when the secret was made.)
     fn from(secret: &'a StaticSecret) -> PublicKey {
-        PublicKey(mul_base_clamped(&secret.0))
+        secret.public
     }
 }
 
@@ -272,7 +324,7 @@ impl AsRef<[u8]> for StaticSecret {
 impl Drop for StaticSecret {
     fn drop(&mut self) {
         #[cfg(feature = "zeroize")]
-        self.0.zeroize();
+        self.secret.zeroize();
     }
 }
 
