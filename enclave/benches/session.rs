@@ -28,7 +28,7 @@
 //! (`session crypto: ...`), ending with `session: direct_us=X confidential_us=Y added_us=Z`.
 //! TB_BENCH_REQUESTS sets requests per round (default 500), TB_BENCH_ROUNDS rounds (5),
 //! TB_BENCH_PREPARED the client's contexts prepared ahead (`ClientConfig::prepared`,
-//! default 4; 0 to measure without).
+//! default 8; 0 to measure without).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -18,7 +18,9 @@ use trustbridge_enclave::gateway::{RECEIPT_HEADER, RECEIPT_LOG_HEADER, SALT_HEAD
 use trustbridge_protocol::attestation_bundle::AttestationBundle;
 use trustbridge_protocol::ohttp::gateway::encapsulate;
 use trustbridge_protocol::ohttp::{ATTESTATION_PATH, GATEWAY_PATH};
-use trustbridge_verifier::receipt::{check_chains, check_digests, verify_against};
+use trustbridge_verifier::receipt::{
+    ReceiptAnchor, ReceiptCheckError, check_chains, check_digests, verify_against,
+};
 use trustbridge_verifier::{check_binding, verify_nitro};
 
 fn header<'a>(m: &'a bhttp::Message, name: &str) -> &'a [u8] {
@@ -108,6 +110,21 @@ async fn a_client_gets_an_answer_only_it_can_read_with_a_receipt_that_verifies()
     let second = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(header(&m2, RECEIPT_HEADER))
         .unwrap();
+    // An anchor is its bundle's: one made from a bundle naming another receipt key
+    // verifies nothing, even when handed the right bundle.
+    let mut other = bundle.clone();
+    other.binding.receipt_key = ed25519_dalek::SigningKey::from_bytes(&[3; 32])
+        .verifying_key()
+        .to_bytes();
+    assert!(matches!(
+        ReceiptAnchor::new(&other).verify(&second, &bundle, &evidence),
+        Err(ReceiptCheckError::BadKey)
+    ));
+    assert!(
+        ReceiptAnchor::new(&bundle)
+            .verify(&second, &bundle, &evidence)
+            .is_ok()
+    );
     let second = verify_against(&second, &bundle, &evidence).unwrap();
     assert_eq!(check_chains(&[verified, second]).unwrap()[0].count, 2);
     let (_, _, log) = http(&s.relay, "GET", "/receipts?after=0", vec![]).await;

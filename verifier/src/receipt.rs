@@ -99,14 +99,19 @@ impl ReceiptAnchor {
         self.evidence_digest
     }
 
-    /// [`verify_against`] with this anchor, which must be `bundle`'s.
+    /// [`verify_against`] with this anchor, which must be `bundle`'s: an anchor whose key
+    /// is not the one `bundle` binds verifies nothing ([`ReceiptCheckError::BadKey`]).
     pub fn verify(
         &self,
         bytes: &[u8],
         bundle: &AttestationBundle,
         evidence: &VerifiedEvidence,
     ) -> Result<Receipt, ReceiptCheckError> {
-        let key = self.key.as_ref().ok_or(ReceiptCheckError::BadKey)?;
+        let key = self
+            .key
+            .as_ref()
+            .filter(|k| k.as_bytes() == &bundle.binding.receipt_key)
+            .ok_or(ReceiptCheckError::BadKey)?;
         let receipt = UnverifiedReceipt::parse(bytes)?.verify(key)?;
         check_claims(receipt.claims(), &self.evidence_digest, bundle, evidence)?;
         Ok(receipt)
