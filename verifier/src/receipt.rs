@@ -13,7 +13,8 @@ use ed25519_dalek::VerifyingKey;
 use trustbridge_protocol::KeyId;
 use trustbridge_protocol::attestation_bundle::AttestationBundle;
 use trustbridge_protocol::receipt::{
-    Claims, GENESIS, Receipt, ReceiptError, SALT_LEN, UnverifiedReceipt, salted_digest,
+    Claims, GENESIS, Receipt, ReceiptError, ReceiptVerifyingKey, SALT_LEN, UnverifiedReceipt,
+    salted_digest,
 };
 
 use crate::VerifiedEvidence;
@@ -80,7 +81,7 @@ pub fn verify_against(
 /// the same verified bundle.
 #[derive(Clone, Debug)]
 pub struct ReceiptAnchor {
-    key: Option<VerifyingKey>,
+    key: Option<ReceiptVerifyingKey>,
     evidence_digest: [u8; 32],
 }
 
@@ -89,7 +90,9 @@ impl ReceiptAnchor {
     /// every receipt checked against it fail with [`ReceiptCheckError::BadKey`]).
     pub fn new(bundle: &AttestationBundle) -> Self {
         Self {
-            key: receipt_key(bundle).ok(),
+            key: receipt_key(bundle)
+                .ok()
+                .map(|k| ReceiptVerifyingKey::new(&k)),
             evidence_digest: bundle.evidence_digest(),
         }
     }
@@ -110,9 +113,9 @@ impl ReceiptAnchor {
         let key = self
             .key
             .as_ref()
-            .filter(|k| k.as_bytes() == &bundle.binding.receipt_key)
+            .filter(|k| k.public_key() == bundle.binding.receipt_key)
             .ok_or(ReceiptCheckError::BadKey)?;
-        let receipt = UnverifiedReceipt::parse(bytes)?.verify(key)?;
+        let receipt = UnverifiedReceipt::parse(bytes)?.verify_with(key)?;
         check_claims(receipt.claims(), &self.evidence_digest, bundle, evidence)?;
         Ok(receipt)
     }

@@ -38,7 +38,9 @@ mod envelope;
 
 pub use batch::verify_batch;
 pub use claims::{Claims, NONCE_LEN, Usage};
-pub use envelope::{Receipt, ReceiptSigningKey, UnverifiedReceipt, has_our_envelope};
+pub use envelope::{
+    Receipt, ReceiptSigningKey, ReceiptVerifyingKey, UnverifiedReceipt, has_our_envelope,
+};
 
 use aws_lc_rs::digest;
 
