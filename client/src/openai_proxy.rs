@@ -127,8 +127,13 @@ async fn forward(State(p): State<Arc<Proxy>>, req: HttpRequest) -> Response {
 
 /// Whether the request asks for a streamed answer (`"stream": true`).
 fn wants_stream(body: &[u8]) -> bool {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .is_ok_and(|v| v.get("stream") == Some(&serde_json::Value::Bool(true)))
+    /// The one field read here (the others are skipped, not built into values).
+    #[derive(serde::Deserialize)]
+    struct Request {
+        stream: Option<serde_json::Value>,
+    }
+    serde_json::from_slice::<Request>(body)
+        .is_ok_and(|r| r.stream == Some(serde_json::Value::Bool(true)))
 }
 
 impl Proxy {
@@ -477,5 +482,22 @@ mod tests {
     fn the_hold_is_bounded() {
         let mut h = SseHold::new(16);
         assert!(h.push(&[b'x'; 17]).is_err());
+    }
+
+    #[test]
+    fn only_stream_true_asks_for_a_stream() {
+        assert!(wants_stream(
+            br#"{"model":"m","stream":true,"messages":[{"x":[1]}]}"#
+        ));
+        for body in [
+            &br#"{"model":"m","stream":false}"#[..],
+            br#"{"model":"m"}"#,
+            br#"{"stream":"true"}"#,
+            br#"{"stream":1}"#,
+            br#"[{"stream":true}]"#,
+            b"not json",
+        ] {
+            assert!(!wants_stream(body), "{}", String::from_utf8_lossy(body));
+        }
     }
 }

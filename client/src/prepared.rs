@@ -141,18 +141,22 @@ fn fill(keys: &Arc<[u8]>, shared: &Shared, depth: usize) {
         }
         let missing = depth - state.ready.len();
         drop(state);
+        // Set up apart, handed over under one lock: the requests that take contexts
+        // meanwhile (half the pool is still ready) never wait for this thread.
+        let mut made = Vec::with_capacity(missing);
         for _ in 0..missing {
             let Ok(prepared) = Prepared::new(keys.clone()) else {
                 return;
             };
-            let Some(mut state) = shared.lock() else {
-                return;
-            };
-            if state.stopped {
-                return;
-            }
-            state.ready.push_back(prepared);
+            made.push(prepared);
         }
+        let Some(mut state) = shared.lock() else {
+            return;
+        };
+        if state.stopped {
+            return;
+        }
+        state.ready.extend(made);
     }
 }
 

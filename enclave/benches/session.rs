@@ -17,7 +17,9 @@
 //!   chain) before it answers;
 //! - for the record, the same without the proxy's HTTP hop and checks: a hand-rolled
 //!   client that encapsulates, decapsulates and verifies only the receipt's signature
-//!   (`session without proxy: ohttp_us=...`).
+//!   (`session without proxy: ohttp_us=...`);
+//! - for the record too, what plain HTTP hops cost here: `GET /health` through the relay
+//!   to the sentinel, two hops with nothing decrypted or signed (`session hops: ...`).
 //!
 //! Rounds interleave the paths; per-request latencies are pooled and the medians
 //! reported. Two runs, each with its own world: first every component in one
@@ -28,7 +30,8 @@
 //! (`session crypto: ...`), ending with `session: direct_us=X confidential_us=Y added_us=Z`.
 //! TB_BENCH_REQUESTS sets requests per round (default 500), TB_BENCH_ROUNDS rounds (5),
 //! TB_BENCH_PREPARED the client's contexts prepared ahead (`ClientConfig::prepared`,
-//! default 8; 0 to measure without).
+//! default 8; 0 to measure without); TB_BENCH_MULTI=0 skips the multi-threaded run (to
+//! profile the headline alone).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -99,6 +102,22 @@ impl Conn {
         Self(sender)
     }
 
+    async fn get(&mut self, path: &str) -> Vec<u8> {
+        self.0.ready().await.unwrap();
+        let req = hyper::Request::get(path)
+            .header("host", "bench")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = self.0.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec()
+    }
+
     async fn post(&mut self, path: &str, media: &str, body: Vec<u8>) -> Vec<u8> {
         self.0.ready().await.unwrap();
         let req = hyper::Request::post(path)
@@ -125,6 +144,9 @@ struct Latencies {
     direct: Vec<f64>,
     confidential: Vec<f64>,
     without_proxy: Vec<f64>,
+    /// `GET /health` through the relay: two plain HTTP hops (relay, sentinel), nothing
+    /// decrypted or signed, for the record of what a hop costs here.
+    plain_hops: Vec<f64>,
 }
 
 fn main() {
@@ -137,13 +159,15 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let mut m = multi.block_on(run(rounds, per_round, false));
+    if env_usize("TB_BENCH_MULTI", 1) != 0 {
+        let mut m = multi.block_on(run(rounds, per_round, false));
+        let (direct_us, confidential_us) = (median(&mut m.direct), median(&mut m.confidential));
+        println!(
+            "session (multi-thread runtime): direct_us={direct_us:.0} confidential_us={confidential_us:.0} added_us={:.0}",
+            confidential_us - direct_us
+        );
+    }
     drop(multi);
-    let (direct_us, confidential_us) = (median(&mut m.direct), median(&mut m.confidential));
-    println!(
-        "session (multi-thread runtime): direct_us={direct_us:.0} confidential_us={confidential_us:.0} added_us={:.0}",
-        confidential_us - direct_us
-    );
     // The headline: one thread runs every component, so a hop costs what its software
     // costs (sockets, HTTP, our code) and the difference is the confidential path's own.
     let single = tokio::runtime::Builder::new_current_thread()
@@ -154,6 +178,10 @@ fn main() {
     println!(
         "session without proxy: ohttp_us={:.0}",
         median(&mut s.without_proxy)
+    );
+    println!(
+        "session hops: relay_and_sentinel_health_us={:.0} (two plain HTTP hops, nothing decrypted)",
+        median(&mut s.plain_hops)
     );
     let p99 = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
@@ -257,13 +285,14 @@ async fn run(rounds: usize, per_round: usize, floor: bool) -> Latencies {
         let mut direct = Conn::open(runtime_addr).await;
         let mut proxied = Conn::open(proxy_addr).await;
         let mut confidential = Conn::open(relay_addr).await;
+        let mut hops = Conn::open(relay_addr).await;
         println!(
             "session bench: {rounds} rounds of {per_round} requests each way, {} byte request",
             BODY.len()
         );
-        let (mut d, mut c, mut o) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut d, mut c, mut o, mut h) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for round in 0..=rounds {
-            let (mut dr, mut cr, mut or) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut dr, mut cr, mut or, mut hr) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             for _ in 0..per_round {
                 let t = Instant::now();
                 let answer = direct
@@ -307,18 +336,24 @@ async fn run(rounds: usize, per_round: usize, floor: bool) -> Latencies {
                     .verify(&receipt_key)
                     .unwrap();
                 or.push(t.elapsed().as_secs_f64() * 1e6);
+
+                let t = Instant::now();
+                assert!(!hops.get("/health").await.is_empty());
+                hr.push(t.elapsed().as_secs_f64() * 1e6);
             }
             if round > 0 {
                 // Round 0 warms up connections, caches and the attestation bundle.
                 d.extend(dr);
                 c.extend(cr);
                 o.extend(or);
+                h.extend(hr);
             }
         }
         Latencies {
             direct: d,
             confidential: c,
             without_proxy: o,
+            plain_hops: h,
         }
     }
 }
@@ -397,12 +432,13 @@ fn crypto_floor(request: &[u8]) {
     let signer = ReceiptSigningKey::new(&key).unwrap();
     let sign = time(&mut || drop(Receipt::sign_with(claims.clone(), &signer).unwrap()));
     let r = Receipt::sign(claims.clone(), &key).unwrap();
-    let vk = key.verifying_key();
+    // As a client holds it: prepared once per session (`ReceiptAnchor`).
+    let vk = trustbridge_protocol::receipt::ReceiptVerifyingKey::new(&key.verifying_key());
     let verify = time(&mut || {
         drop(
             UnverifiedReceipt::parse(r.as_bytes())
                 .unwrap()
-                .verify(&vk)
+                .verify_with(&vk)
                 .unwrap(),
         )
     });
