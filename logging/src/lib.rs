@@ -4,8 +4,13 @@
 //! per line for log collectors (`--log-format json`). `RUST_LOG` selects what is logged, in
 //! the `tracing_subscriber::EnvFilter` syntax; without it the level is `info`. A `RUST_LOG`
 //! that does not parse is an error rather than a silently different level.
+//!
+//! Each daemon also stops on the same signals, SIGINT or SIGTERM ([`shutdown_signal`]).
 #![forbid(unsafe_code)]
 
+mod shutdown;
+
+pub use shutdown::shutdown_signal;
 use tracing_subscriber::EnvFilter;
 
 /// The environment variable that selects what is logged.

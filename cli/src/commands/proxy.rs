@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use trustbridge_client::openai_proxy::serve;
 use trustbridge_client::{Client, ClientConfig, ClientPolicy};
+use trustbridge_logging::shutdown_signal;
 
 /// Serve an OpenAI-compatible API on this machine that talks to a remote sentinel only
 /// through verified, end-to-end encrypted sessions.
@@ -85,10 +86,8 @@ pub(crate) fn run(args: ProxyArgs) -> Result<()> {
             args.listen,
             client.relay()
         );
-        let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
-        serve(client, listener, args.receipts, shutdown)
+        let stop = shutdown_signal().context("cannot catch SIGINT and SIGTERM")?;
+        serve(client, listener, args.receipts, stop)
             .await
             .context("the proxy server failed")
     })

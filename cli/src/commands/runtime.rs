@@ -24,6 +24,7 @@ use trustbridge_enclave::engine::builtin::BuiltInLimits;
 use trustbridge_enclave::engine::openai::MAX_BODY;
 use trustbridge_enclave::engine::{ApiRequest, BuiltIn, Engine};
 use trustbridge_enclave::memory::PlainBuffer;
+use trustbridge_logging::shutdown_signal;
 use zeroize::Zeroizing;
 
 /// Serve the built-in engine as an external runtime: the OpenAI API (/v1/models,
@@ -104,8 +105,9 @@ pub(crate) fn run(args: RuntimeArgs) -> Result<()> {
                 tracing::debug!(error = %e, "TCP_NODELAY refused");
             }
         });
+        let stop = shutdown_signal().context("cannot catch SIGINT and SIGTERM")?;
         axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(stop)
             .await
             .context("serving the runtime")
     })
@@ -235,20 +237,4 @@ fn read_whole(mut file: std::fs::File) -> std::io::Result<PlainBuffer> {
         at += piece.len();
     }
     Ok(plain)
-}
-
-/// SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
 }

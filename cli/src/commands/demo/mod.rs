@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 use trustbridge_client::{Client, ClientConfig};
+use trustbridge_logging::shutdown_signal;
 
 use super::proxy::read_policy;
 use crate::key_files::write_file_atomic;
@@ -82,16 +83,9 @@ pub(crate) fn run(args: DemoArgs, quiet: bool) -> Result<()> {
         let interrupted = interrupted.clone();
         let stop_tx = stop_tx.clone();
         runtime.block_on(async {
-            let ctrl_c = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-                .context("cannot catch Ctrl-C")?;
-            let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .context("cannot catch SIGTERM")?;
+            let stop = shutdown_signal().context("cannot catch Ctrl-C and SIGTERM")?;
             tokio::spawn(async move {
-                let (mut ctrl_c, mut term) = (ctrl_c, term);
-                tokio::select! {
-                    _ = ctrl_c.recv() => {}
-                    _ = term.recv() => {}
-                }
+                stop.await;
                 interrupted.store(true, Ordering::SeqCst);
                 let _ = stop_tx.send(true);
             });

@@ -29,7 +29,7 @@ use trustbridge_enclave::gateway::attestation::AttestationConfig;
 use trustbridge_enclave::hydrate::HydrateConfig;
 use trustbridge_enclave::output::{ModelOutput, SwapPolicy};
 use trustbridge_enclave::sentinel::{Reauthorization, Sentinel, SentinelConfig};
-use trustbridge_logging::LogFormat;
+use trustbridge_logging::{LogFormat, shutdown_signal};
 use trustbridge_protocol::bundle::ProviderPublicKey;
 use trustbridge_transport::{Endpoint, Listener};
 
@@ -450,9 +450,10 @@ fn run(args: Args) -> Result<()> {
         tracing::info!(listen = %args.listen, provider = provider.name(), asset = %asset, engine = ?args.engine, output = ?args.model_output, "tb-sentinel starting");
         tokio::spawn(sentinel.clone().boot(provider));
         let stopping = sentinel.clone();
+        let stop = shutdown_signal().context("cannot catch SIGINT and SIGTERM")?;
         let served = axum::serve(listener, sentinel.clone().router())
             .with_graceful_shutdown(async move {
-                shutdown_signal().await;
+                stop.await;
                 // At the signal, not after open connections drain: wipes what the runtime
                 // was given (tmpfs files, FIFOs) and the model.
                 stopping.shut_down();
@@ -463,22 +464,6 @@ fn run(args: Args) -> Result<()> {
         tracing::info!("tb-sentinel stopped");
         served
     })
-}
-
-/// SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
 }
 
 #[cfg(test)]

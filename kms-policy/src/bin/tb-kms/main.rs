@@ -17,7 +17,7 @@ use trustbridge_kms::broker::decision_log::verify_log;
 use trustbridge_kms::broker::kek::{KEK_ENV, Kek};
 use trustbridge_kms::broker::store::{SqliteStore, Store};
 use trustbridge_kms::broker::{Broker, service};
-use trustbridge_logging::LogFormat;
+use trustbridge_logging::{LogFormat, shutdown_signal};
 
 /// The TrustBridge key broker: releases model data keys only to attested sentinels.
 #[derive(Debug, Parser)]
@@ -199,28 +199,12 @@ fn serve(args: ServeArgs) -> Result<bool> {
             simulation = info.simulation,
             "tb-kms serving"
         );
-        service::serve(listener, broker, shutdown_signal()).await?;
+        let stop = shutdown_signal().context("cannot catch SIGINT and SIGTERM")?;
+        service::serve(listener, broker, stop).await?;
         tracing::info!("tb-kms stopped");
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(true)
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        () = term => {}
-    }
 }
 
 fn audit_verify(args: AuditVerifyArgs) -> Result<bool> {
