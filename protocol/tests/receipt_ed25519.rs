@@ -1,9 +1,10 @@
 //! The Ed25519 check that receipts are verified with ([`ReceiptVerifyingKey`]:
 //! ed25519-dalek 3, on curve25519-dalek 5's AVX-512 IFMA, AVX2 or portable backend as the
 //! CPU allows) is RFC 8032's as Wycheproof tests it (its 151 vectors: malleated and
-//! non-canonical `S`, edge-case `R`, truncated and extended signatures), and gives the
-//! same answer as aws-lc's on every vector and on random signatures and their tampered
-//! twins.
+//! non-canonical `S`, edge-case `R`, truncated and extended signatures), gives the same
+//! answer as aws-lc's on every vector and on random signatures and their tampered twins,
+//! and refuses the keys plain Ed25519 lets forge: the eight points of small order, and
+//! encodings that are not canonical.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
@@ -54,6 +55,17 @@ fn wycheproof_ed25519() {
     let Some(bytes) = read_vector("wycheproof_ed25519", "wycheproof/ed25519_test.json") else {
         return;
     };
+    #[cfg(target_arch = "x86_64")]
+    eprintln!(
+        "curve25519-dalek backend on this CPU: {}",
+        if std::arch::is_x86_feature_detected!("avx512ifma") {
+            "AVX-512 IFMA"
+        } else if std::arch::is_x86_feature_detected!("avx2") {
+            "AVX2"
+        } else {
+            "portable"
+        }
+    );
     let file: File = serde_json::from_slice(&bytes).unwrap();
     let (mut valid, mut invalid) = (0, 0);
     for group in &file.test_groups {
@@ -113,15 +125,63 @@ fn agrees_with_aws_lc_on_random_signatures_and_their_tampered_twins() {
 }
 
 #[test]
-fn a_key_of_small_order_or_no_point_verifies_nothing() {
-    // The identity (y = 1) "signs" any message with R = identity, S = 0.
-    let mut identity = [0u8; 32];
-    identity[0] = 1;
+fn keys_of_small_order_are_refused_though_plain_ed25519_accepts_their_forgeries() {
+    use curve25519_dalek_5::constants::EIGHT_TORSION;
+    use ed25519_dalek_3::Verifier;
+    // R = the identity, S = 0: [S]B = R + [k]A holds whenever [k]A is the identity,
+    // for one message in at most eight under a key A of small order.
     let mut forged = [0u8; 64];
-    forged[0] = 1;
-    let key = ReceiptVerifyingKey::from_bytes(&identity);
-    assert!(!key.verify_signature(b"any message", &forged));
-    // The first y that is no point of the curve.
+    forged[..32].copy_from_slice(EIGHT_TORSION[0].compress().as_bytes());
+    let signature = ed25519_dalek_3::Signature::from_bytes(&forged);
+    for (i, point) in EIGHT_TORSION.iter().enumerate() {
+        let public = point.compress().to_bytes();
+        let ours = ReceiptVerifyingKey::from_bytes(&public);
+        assert!(!ours.is_usable(), "torsion point {i}");
+        let plain = ed25519_dalek_3::VerifyingKey::from_bytes(&public).unwrap();
+        let message = (0u32..1000)
+            .map(u32::to_le_bytes)
+            .find(|m| plain.verify(m, &signature).is_ok())
+            .unwrap_or_else(|| panic!("no forgery found for torsion point {i}"));
+        assert!(
+            !ours.verify_signature(&message, &forged),
+            "torsion point {i}"
+        );
+    }
+}
+
+#[test]
+fn keys_not_canonically_encoded_are_refused() {
+    // y = p + r (p = 2^255 - 19): points that decoders reducing y accept, and RFC 8032's
+    // decoding (aws-lc's) refuses.
+    let mut refused = 0;
+    for r in 0u8..19 {
+        let mut bytes = [0xff; 32];
+        bytes[0] = 0xed + r;
+        for sign in [0, 0x80] {
+            let mut encoding = bytes;
+            encoding[31] = 0x7f | sign;
+            let lenient = ed25519_dalek_3::VerifyingKey::from_bytes(&encoding);
+            if lenient.is_ok_and(|k| !k.is_weak()) {
+                assert!(!ReceiptVerifyingKey::from_bytes(&encoding).is_usable());
+                assert!(
+                    UnparsedPublicKey::new(&ED25519, encoding)
+                        .verify(b"m", &[0; 64])
+                        .is_err()
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "no such encoding found");
+    // The other non-canonical encodings, a sign bit on x = 0, are of y = ±1: points of
+    // small order, refused as such. An honest key is usable.
+    let pair = Ed25519KeyPair::from_seed_unchecked(&[5; 32]).unwrap();
+    let public: [u8; 32] = pair.public_key().as_ref().try_into().unwrap();
+    assert!(ReceiptVerifyingKey::from_bytes(&public).is_usable());
+}
+
+#[test]
+fn a_string_that_is_no_point_verifies_nothing() {
     let none = (2u8..)
         .map(|y| {
             let mut b = [0u8; 32];
@@ -134,5 +194,5 @@ fn a_key_of_small_order_or_no_point_verifies_nothing() {
                 .is_none()
         })
         .unwrap();
-    assert!(!ReceiptVerifyingKey::from_bytes(&none).verify_signature(b"m", &forged));
+    assert!(!ReceiptVerifyingKey::from_bytes(&none).is_usable());
 }

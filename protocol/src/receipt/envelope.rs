@@ -80,10 +80,11 @@ impl std::fmt::Debug for ReceiptSigningKey {
 /// checked once. Ed25519 (RFC 8032) as ed25519-dalek 3 computes it: the cofactorless
 /// equation `[S]B = R + [k]A` checked on the encodings (aws-lc's and RFC 8032's), a
 /// non-canonical `S` refused. A key of small order (which "signs" many messages with one
-/// signature) or that is no curve point verifies nothing.
+/// signature), not canonically encoded or that is no curve point verifies nothing.
 #[derive(Clone)]
 pub struct ReceiptVerifyingKey {
-    /// `None` for a key of small order or that is no point: every check fails.
+    /// `None` for a key that is no point, not canonically encoded or of small order:
+    /// every check fails.
     key: Option<ed25519_dalek_3::VerifyingKey>,
     public: [u8; 32],
     id: KeyId,
@@ -95,12 +96,13 @@ impl ReceiptVerifyingKey {
         Self::from_bytes(key.as_bytes())
     }
 
-    /// The verifier for the Ed25519 public key `public` (a key that is no point, or of
-    /// small order, verifies nothing).
+    /// The verifier for the Ed25519 public key `public`. A key that is no point, is not
+    /// the canonical encoding of its point (`y ≥ p`, or a sign bit on `x = 0`: RFC 8032
+    /// decoding, as aws-lc's, refuses those), or is of small order verifies nothing.
     pub fn from_bytes(public: &[u8; 32]) -> Self {
         let key = ed25519_dalek_3::VerifyingKey::from_bytes(public)
             .ok()
-            .filter(|k| !k.is_weak());
+            .filter(|k| k.to_edwards().compress().as_bytes() == public && !k.is_weak());
         Self {
             key,
             public: *public,
@@ -116,6 +118,12 @@ impl ReceiptVerifyingKey {
     /// The key's id: the `iss` claim of every receipt it signed.
     pub fn id(&self) -> KeyId {
         self.id
+    }
+
+    /// Whether the key can verify anything: a canonically encoded curve point not of
+    /// small order.
+    pub fn is_usable(&self) -> bool {
+        self.key.is_some()
     }
 
     /// Whether `signature` is this key's Ed25519 signature of `message`.
