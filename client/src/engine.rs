@@ -89,7 +89,8 @@ pub struct ClientConfig {
     /// Requests' HPKE contexts kept set up ahead, on a thread of the client's own, for
     /// the current sentinel's key configuration (0: each request sets up its own): a
     /// fresh ephemeral key and its Diffie-Hellman with the gateway's key, most of what
-    /// encapsulation costs, off the request's path ([`crate::session::Prepared`]).
+    /// encapsulation costs, off the request's path ([`crate::session::Prepared`]). At
+    /// most 64 are kept, whatever is asked.
     pub prepared: usize,
 }
 

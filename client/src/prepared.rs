@@ -70,7 +70,7 @@ impl Preparer {
     /// one wake-up per `depth / 2` requests rather than one each.
     pub(crate) fn new(depth: usize) -> Self {
         Self {
-            depth,
+            depth: depth.min(MAX_DEPTH),
             pool: Mutex::new(None),
         }
     }
@@ -98,6 +98,10 @@ impl Preparer {
         None
     }
 }
+
+/// Most contexts kept ready (a larger depth asked for is this one): a few hundred bytes
+/// each, and more than a burst of requests needs.
+pub(crate) const MAX_DEPTH: usize = 64;
 
 /// The number of ready contexts at which the thread tops them up.
 fn low_mark(depth: usize) -> usize {

@@ -439,27 +439,19 @@ fn api_endpoint(method: &[u8], path: &[u8]) -> bool {
 /// Token counts from an OpenAI-shaped JSON answer (`usage.prompt_tokens`,
 /// `usage.completion_tokens`), when it has them.
 fn usage(body: &[u8]) -> Option<Usage> {
-    /// What of an OpenAI-shaped answer the receipt reports (other fields are skipped
-    /// unparsed into values: no allocation for them).
-    #[derive(serde::Deserialize)]
-    struct Answer {
-        usage: Option<Reported>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Reported {
-        prompt_tokens: u64,
-        // Embeddings generate nothing and report no completion tokens; a value that is
-        // there must be a count.
-        #[serde(default)]
-        completion_tokens: u64,
-    }
     if body.first() != Some(&b'{') {
         return None;
     }
-    let u = serde_json::from_slice::<Answer>(body).ok()?.usage?;
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let u = v.get("usage")?;
     Some(Usage {
-        prompt_tokens: u.prompt_tokens,
-        completion_tokens: u.completion_tokens,
+        prompt_tokens: u.get("prompt_tokens")?.as_u64()?,
+        // Embeddings generate nothing and report no completion tokens; a value that is
+        // there must be a count.
+        completion_tokens: match u.get("completion_tokens") {
+            None => 0,
+            Some(c) => c.as_u64()?,
+        },
     })
 }
 
@@ -534,6 +526,7 @@ mod tests {
         assert!(usage(br#"{"usage":null,"id":"x"}"#).is_none());
         assert!(usage(br#"{"usage":{"prompt_tokens":-1}}"#).is_none());
         assert!(usage(br#"{"usage":{"prompt_tokens":2.5}}"#).is_none());
+        assert!(usage(br#"{"usage":[3,4]}"#).is_none());
         let u = usage(br#"{"id":"x","choices":[{"a":[1,{"b":null}]}],"usage":{"completion_tokens":1,"prompt_tokens":2,"total_tokens":3}}"#).unwrap();
         assert_eq!((u.prompt_tokens, u.completion_tokens), (2, 1));
     }
