@@ -445,12 +445,14 @@ fn run(args: Args) -> Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        // First: a signal from here on stops the sentinel cleanly (wiping what it wrote),
+        // and a sentinel whose handlers cannot be installed never starts its boot.
+        let stop = shutdown_signal().context("cannot catch SIGINT and SIGTERM")?;
         let listener = Listener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
         let sentinel = Sentinel::new(config);
         tracing::info!(listen = %args.listen, provider = provider.name(), asset = %asset, engine = ?args.engine, output = ?args.model_output, "tb-sentinel starting");
         tokio::spawn(sentinel.clone().boot(provider));
         let stopping = sentinel.clone();
-        let stop = shutdown_signal().context("cannot catch SIGINT and SIGTERM")?;
         let served = axum::serve(listener, sentinel.clone().router())
             .with_graceful_shutdown(async move {
                 stop.await;
