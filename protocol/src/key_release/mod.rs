@@ -17,6 +17,8 @@
 //!   `info` = [`release_info`] (label, asset id and nonce), so a sealed key opens only for
 //!   the attested sentinel, for that asset and that challenge.
 
+mod answer;
+mod broker_info;
 pub mod client;
 mod denial;
 mod hpke;
