@@ -9,13 +9,12 @@
 
 use std::time::SystemTime;
 
-use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
     ECDSA_P384_SHA384_FIXED, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair, KeyPair,
     UnparsedPublicKey,
 };
 use ciborium::Value;
-use coset::{CborSerializable, CoseSign1, CoseSign1Builder, HeaderBuilder, iana};
+use coset::{CborSerializable, CoseSign1, iana};
 use trustbridge_verifier::x509::ParsedCertificate;
 use x509_cert::der::pem::LineEnding;
 
@@ -100,28 +99,13 @@ impl Signer {
 
     /// The signature section for an image whose PCR0 is `pcr0`.
     pub fn section(&self, pcr0: &[u8; PCR_LEN]) -> Result<Vec<u8>, SignatureError> {
-        let protected = HeaderBuilder::new()
-            .algorithm(iana::Algorithm::ES384)
-            .build();
-        let rng = SystemRandom::new();
-        let mut failed = false;
-        let sign1 = CoseSign1Builder::new()
-            .protected(protected)
-            .payload(encode(&pcr_info(pcr0))?)
-            .create_signature(&[], |tbs| match self.key.sign(&rng, tbs) {
-                Ok(sig) => sig.as_ref().to_vec(),
-                Err(_) => {
-                    failed = true;
-                    Vec::new()
-                }
-            })
-            .build();
-        if failed {
-            return Err(SignatureError::Sign);
-        }
-        let cose = sign1
-            .to_vec()
-            .map_err(|_| SignatureError::Malformed("COSE encoding"))?;
+        let payload = encode(&pcr_info(pcr0))?;
+        let cose = trustbridge_protocol::cose_es384::sign1_es384(&self.key, payload).map_err(
+            |e| match e {
+                trustbridge_protocol::cose_es384::CoseSignError::Sign => SignatureError::Sign,
+                _ => SignatureError::Malformed("COSE encoding"),
+            },
+        )?;
         let pem = x509_cert::der::pem::encode_string(
             "CERTIFICATE",
             LineEnding::LF,

@@ -19,6 +19,7 @@ pub mod attestation_bundle;
 pub mod binding;
 pub mod bundle;
 pub mod cbor;
+pub mod cose_es384;
 mod key_id;
 pub mod key_release;
 pub mod ohttp;

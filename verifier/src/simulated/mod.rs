@@ -21,7 +21,6 @@ use std::collections::BTreeMap;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair};
 use ciborium::Value;
-use coset::{CborSerializable, CoseSign1Builder, HeaderBuilder, iana};
 use rcgen::{
     BasicConstraints, CertificateParams, CustomExtension, DnType, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, PKCS_ECDSA_P384_SHA384,
@@ -414,27 +413,8 @@ impl SimulatedTee {
         ]);
         let mut encoded = Vec::new();
         ciborium::into_writer(&payload, &mut encoded).map_err(|_| SimError::Signing)?;
-        let rng = SystemRandom::new();
-        let mut failed = false;
-        let sign1 = CoseSign1Builder::new()
-            .protected(
-                HeaderBuilder::new()
-                    .algorithm(iana::Algorithm::ES384)
-                    .build(),
-            )
-            .payload(encoded)
-            .create_signature(&[], |tbs| match self.nitro_key.sign(&rng, tbs) {
-                Ok(sig) => sig.as_ref().to_vec(),
-                Err(_) => {
-                    failed = true;
-                    Vec::new()
-                }
-            })
-            .build();
-        if failed {
-            return Err(SimError::Signing);
-        }
-        sign1.to_vec().map_err(|_| SimError::Signing)
+        trustbridge_protocol::cose_es384::sign1_es384(&self.nitro_key, encoded)
+            .map_err(|_| SimError::Signing)
     }
 
     /// An SNP report (version 3, VCEK-signed) and the certificates that accompany it.
