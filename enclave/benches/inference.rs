@@ -31,6 +31,8 @@
     missing_docs
 )] // bench binary
 
+#[path = "../tests/support/gateway.rs"]
+mod gateway;
 #[path = "../tests/support/world.rs"]
 mod world;
 
@@ -44,16 +46,11 @@ use futures_util::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use trustbridge_enclave::attestation::{SimulatedPlatform, SimulatedProvider};
-use trustbridge_enclave::boot::Backoff;
 use trustbridge_enclave::engine::builtin::BuiltInLimits;
 use trustbridge_enclave::engine::{ApiRequest, BuiltIn, Engine, EngineChoice};
 use trustbridge_enclave::gateway::GatewayConfig;
-use trustbridge_enclave::hydrate::HydrateConfig;
 use trustbridge_enclave::memory::PlainBuffer;
-use trustbridge_enclave::sentinel::{Sentinel, SentinelConfig};
-use trustbridge_transport::{Endpoint, Listener};
-use world::{ASSET, CONTRACT, world_of};
+use world::{ASSET, world_of};
 
 const PROMPTS: [&str; 4] = [
     "What is the capital of France?",
@@ -134,59 +131,18 @@ fn direct_engine(files: &[(String, Vec<u8>)]) -> BuiltIn {
 async fn run(files: Vec<(String, Vec<u8>)>, rounds: usize, max_tokens: usize) {
     let direct = direct_engine(&files);
     let w = world_of(true, files).await;
-    let backoff = Backoff {
-        initial: Duration::from_millis(50),
-        max: Duration::from_millis(200),
-        attempts: 5,
-    };
-    let sentinel = Sentinel::new(SentinelConfig {
-        asset: ASSET.into(),
-        contract: CONTRACT.into(),
-        kms: w.kms.clone(),
-        pins: w.pins,
-        egress_limits: Default::default(),
-        egress: w.egress.clone(),
-        bundles: w.bundles.clone(),
-        hydrate: HydrateConfig {
-            backoff,
-            ..HydrateConfig::default()
-        },
-        backoff,
-        reauthorize: Default::default(),
-        output: Default::default(),
-        swap: Default::default(),
-        ready_signal: None,
-        gateway: GatewayConfig {
+    let setup = gateway::serve(
+        w,
+        Default::default(),
+        GatewayConfig {
             engine: EngineChoice::BuiltIn(BuiltInLimits::default()),
             ..GatewayConfig::default()
         },
-    });
-    let provider = Arc::new(SimulatedProvider::new(w.tee(), SimulatedPlatform::Nitro));
-    tokio::spawn(sentinel.clone().boot(provider));
-    let api = Endpoint::Unix(w.path("sentinel.sock"));
-    let listener = Listener::bind(&api).await.unwrap();
-    let router = sentinel.clone().router();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    let ingress = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let relay_addr = ingress.local_addr().unwrap();
-    // As tb-relay's listener (trustbridge_transport) does: no Nagle.
-    let ingress = axum::serve::ListenerExt::tap_io(ingress, |tcp| {
-        tcp.set_nodelay(true).unwrap();
-    });
-    tokio::spawn(async move {
-        axum::serve(ingress, trustbridge_relay::ingress::router(api))
-            .await
-            .unwrap()
-    });
-    let started = Instant::now();
-    while sentinel.model().is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "not Ready: {}",
-            sentinel.state()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        false,
+    )
+    .await;
+    let w = setup.world;
+    let relay_addr: std::net::SocketAddr = setup.relay.parse().unwrap();
     let policy = trustbridge_client::ClientPolicy::from_toml(&w.client_policy(false)).unwrap();
     let client = Arc::new(
         trustbridge_client::Client::new(trustbridge_client::ClientConfig::new(

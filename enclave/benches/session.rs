@@ -39,26 +39,23 @@
     missing_docs
 )] // bench binary
 
+#[path = "../tests/support/gateway.rs"]
+mod gateway;
 #[path = "../tests/support/world.rs"]
 mod world;
 
 use std::io::Cursor;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use trustbridge_enclave::attestation::{SimulatedPlatform, SimulatedProvider};
-use trustbridge_enclave::boot::Backoff;
 use trustbridge_enclave::gateway::{GatewayConfig, RECEIPT_HEADER};
-use trustbridge_enclave::hydrate::HydrateConfig;
-use trustbridge_enclave::sentinel::{Sentinel, SentinelConfig};
 use trustbridge_protocol::ohttp::gateway::encapsulate;
 use trustbridge_protocol::receipt::UnverifiedReceipt;
-use trustbridge_transport::{Endpoint, Listener};
-use world::{ASSET, CONTRACT, world};
+use world::world;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -205,51 +202,20 @@ async fn run(rounds: usize, per_round: usize, floor: bool) -> Latencies {
     {
         let w = world(true).await;
         let (runtime_url, runtime_addr) = runtime().await;
-        let backoff = Backoff {
-            initial: Duration::from_millis(50),
-            max: Duration::from_millis(200),
-            attempts: 5,
-        };
-        let sentinel = Sentinel::new(SentinelConfig {
-            asset: ASSET.into(),
-            contract: CONTRACT.into(),
-            kms: w.kms.clone(),
-            pins: w.pins,
-            egress_limits: Default::default(),
-            egress: w.egress.clone(),
-            bundles: w.bundles.clone(),
-            hydrate: HydrateConfig {
-                backoff,
-                ..HydrateConfig::default()
-            },
-            backoff,
-            reauthorize: Default::default(),
-            output: Default::default(),
-            swap: Default::default(),
-            ready_signal: None,
-            gateway: GatewayConfig {
+        let setup = gateway::serve(
+            w,
+            Default::default(),
+            GatewayConfig {
                 engine: trustbridge_enclave::engine::EngineChoice::Runtime(
                     runtime_url.parse().unwrap(),
                 ),
                 ..GatewayConfig::default()
             },
-        });
-        let provider = Arc::new(SimulatedProvider::new(w.tee(), SimulatedPlatform::Nitro));
-        tokio::spawn(sentinel.clone().boot(provider));
-        let api = Endpoint::Unix(w.path("sentinel.sock"));
-        let listener = Listener::bind(&api).await.unwrap();
-        let router = sentinel.clone().router();
-        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-        let ingress = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let relay_addr = ingress.local_addr().unwrap();
-        tokio::spawn(async move {
-            axum::serve(ingress, trustbridge_relay::ingress::router(api))
-                .await
-                .unwrap()
-        });
-        while sentinel.model().is_none() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            false,
+        )
+        .await;
+        let (w, sentinel) = (setup.world, setup.sentinel);
+        let relay_addr: std::net::SocketAddr = setup.relay.parse().unwrap();
         let gateway = sentinel.gateway().unwrap();
         let keys = gateway.ohttp_keys().to_vec();
         let receipt_key = sentinel_receipt_key(&relay_addr).await;

@@ -82,11 +82,23 @@ pub async fn setup_gateway(
 }
 
 /// A Ready sentinel behind the relay's ingress, serving the world `w` with the gateway
-/// (and engine) `config`.
+/// (and engine) `config`; the relay keeps a receipt log.
 pub async fn setup_serving(
     w: World,
     reauthorize: trustbridge_enclave::sentinel::Reauthorization,
     config: GatewayConfig,
+) -> Setup {
+    serve(w, reauthorize, config, true).await
+}
+
+/// [`setup_serving`], the relay keeping a receipt log or not: a log appends and fsyncs
+/// each receipt before its answer goes on, which the benchmarks of the request path
+/// leave out. The relay's listener is as `tb-relay`'s (no Nagle).
+pub async fn serve(
+    w: World,
+    reauthorize: trustbridge_enclave::sentinel::Reauthorization,
+    config: GatewayConfig,
+    keep_log: bool,
 ) -> Setup {
     let backoff = Backoff {
         initial: Duration::from_millis(50),
@@ -121,16 +133,21 @@ pub async fn setup_serving(
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     let ingress = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let relay = format!("127.0.0.1:{}", ingress.local_addr().unwrap().port());
-    let log = trustbridge_relay::receipt_log::ReceiptLog::open(&w.path("receipts.log")).unwrap();
+    let ingress = axum::serve::ListenerExt::tap_io(ingress, |tcp| {
+        tcp.set_nodelay(true).unwrap();
+    });
+    let log = keep_log.then(|| {
+        Arc::new(trustbridge_relay::receipt_log::ReceiptLog::open(&w.path("receipts.log")).unwrap())
+    });
     let app = trustbridge_relay::ingress::router_with(trustbridge_relay::ingress::IngressConfig {
-        log: Some(Arc::new(log)),
+        log,
         ..trustbridge_relay::ingress::IngressConfig::new(api)
     });
     tokio::spawn(async move { axum::serve(ingress, app).await.unwrap() });
     let started = Instant::now();
     while sentinel.model().is_none() {
         assert!(
-            started.elapsed() < Duration::from_secs(60)
+            started.elapsed() < Duration::from_secs(120)
                 && !matches!(
                     sentinel.state(),
                     trustbridge_enclave::boot::BootState::Failed { .. }
