@@ -5,13 +5,13 @@
 
 use serde::de::DeserializeOwned;
 
-use super::{DenialCode, MAX_LEASE_SECS, NONCE_TTL_SECS};
 use super::client::MAX_ANSWER_BYTES;
 use super::denial::UnknownDenialCode;
 use super::hpke::HpkeError;
 use super::messages::ErrorBody;
 use super::statement::Statement;
 use super::vocabulary::{BrokerKey, parse32};
+use super::{DenialCode, MAX_LEASE_SECS, NONCE_TTL_SECS};
 
 /// Which broker answer an error is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
