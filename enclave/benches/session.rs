@@ -100,28 +100,25 @@ impl Conn {
     }
 
     async fn get(&mut self, path: &str) -> Vec<u8> {
-        self.0.ready().await.unwrap();
         let req = hyper::Request::get(path)
             .header("host", "bench")
             .body(Full::new(Bytes::new()))
             .unwrap();
-        let resp = self.0.send_request(req).await.unwrap();
-        assert_eq!(resp.status(), 200);
-        resp.into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec()
+        self.send(req).await
     }
 
     async fn post(&mut self, path: &str, media: &str, body: Vec<u8>) -> Vec<u8> {
-        self.0.ready().await.unwrap();
         let req = hyper::Request::post(path)
             .header("host", "bench")
             .header("content-type", media)
             .body(Full::new(Bytes::from(body)))
             .unwrap();
+        self.send(req).await
+    }
+
+    /// Sends `req`, expects 200, and reads the whole answer.
+    async fn send(&mut self, req: hyper::Request<Full<Bytes>>) -> Vec<u8> {
+        self.0.ready().await.unwrap();
         let resp = self.0.send_request(req).await.unwrap();
         assert_eq!(resp.status(), 200);
         resp.into_body()
