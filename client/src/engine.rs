@@ -8,9 +8,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client as HttpClient;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 use trustbridge_protocol::attestation_bundle::{
     AttestationBundle, BundleFormatError, MAX_BUNDLE_LEN,
@@ -20,6 +17,8 @@ use trustbridge_protocol::ohttp::{
     MAX_REQUEST_LEN, REQUEST_MEDIA_TYPE, RESPONSE_MEDIA_TYPE,
 };
 use trustbridge_protocol::receipt::{Receipt, SALT_LEN};
+use trustbridge_transport::Endpoint;
+use trustbridge_transport::http1::{Http1Pool, PoolConfig};
 use trustbridge_verifier::client_policy::{BundleRefused, ClientPolicy};
 use trustbridge_verifier::{Checks, TrustRoots};
 
@@ -125,7 +124,7 @@ pub struct Client {
     config: ClientConfig,
     base: String,
     roots: TrustRoots,
-    http: HttpClient<HttpConnector, Full<Bytes>>,
+    http: Http1Pool<Full<Bytes>>,
     session: RwLock<Option<Arc<Session>>>,
     chain: Arc<ChainTracker>,
     record: Mutex<Record>,
@@ -147,14 +146,14 @@ impl Client {
             .strip_prefix("http://")
             .filter(|a| !a.is_empty() && !a.contains('/'))
             .ok_or_else(|| ClientError::RelayUrl(config.relay.clone()))?;
-        let _: hyper::http::uri::Authority = authority
-            .parse()
-            .map_err(|_| ClientError::RelayUrl(config.relay.clone()))?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let http = HttpClient::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
+        let bad = || ClientError::RelayUrl(config.relay.clone());
+        let authority: hyper::http::uri::Authority = authority.parse().map_err(|_| bad())?;
+        let host = hyper::header::HeaderValue::from_str(authority.as_str()).map_err(|_| bad())?;
+        let endpoint = Endpoint::Tcp {
+            host: authority.host().to_owned(),
+            port: authority.port_u16().unwrap_or(80),
+        };
+        let http = Http1Pool::new(endpoint, host, PoolConfig::default());
         Ok(Self {
             roots: config.policy.trust_roots(),
             base,
@@ -373,12 +372,12 @@ impl Client {
         use futures_util::TryStreamExt;
         use tokio_util::compat::TokioAsyncReadCompatExt;
         let what = "the chunked request";
-        let req = hyper::Request::post(format!("{}{GATEWAY_PATH}", self.base))
+        let req = hyper::Request::post(GATEWAY_PATH)
             .header("content-type", CHUNKED_REQUEST_MEDIA_TYPE)
             .header("accept", CHUNKED_RESPONSE_MEDIA_TYPE)
             .body(Full::new(Bytes::from(body)))
             .map_err(|_| ClientError::RelayUrl(self.base.clone()))?;
-        let resp = tokio::time::timeout(self.config.timeout, self.http.request(req))
+        let resp = tokio::time::timeout(self.config.timeout, self.http.send(req))
             .await
             .map_err(|_| ClientError::Unreachable(format!("no answer to {what} in time")))?
             .map_err(|e| ClientError::Unreachable(e.to_string()))?;
@@ -399,7 +398,7 @@ impl Client {
         what: &'static str,
         limit: usize,
     ) -> Result<Vec<u8>, ClientError> {
-        let req = hyper::Request::get(format!("{}{path}", self.base))
+        let req = hyper::Request::get(path)
             .body(Full::new(Bytes::new()))
             .map_err(|_| ClientError::RelayUrl(self.base.clone()))?;
         self.exchange(req, what, limit).await
@@ -411,7 +410,7 @@ impl Client {
         content_type: &str,
         accept: &str,
     ) -> Result<Vec<u8>, ClientError> {
-        let req = hyper::Request::post(format!("{}{GATEWAY_PATH}", self.base))
+        let req = hyper::Request::post(GATEWAY_PATH)
             .header("content-type", content_type)
             .header("accept", accept)
             .body(Full::new(Bytes::from(body)))
@@ -433,7 +432,7 @@ impl Client {
         let work = async {
             let resp = self
                 .http
-                .request(req)
+                .send(req)
                 .await
                 .map_err(|e| ClientError::Unreachable(e.to_string()))?;
             let status = resp.status().as_u16();

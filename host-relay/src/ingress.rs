@@ -21,8 +21,8 @@ use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
-use hyper_util::client::legacy::Client;
 use trustbridge_transport::Endpoint;
+use trustbridge_transport::http1::{Http1Pool, PooledBody};
 
 use crate::receipt_log::ReceiptLog;
 
@@ -59,7 +59,7 @@ impl IngressConfig {
 struct Ingress {
     config: IngressConfig,
     permits: tokio::sync::Semaphore,
-    sentinel: Client<crate::sentinel_link::Connector, Body>,
+    sentinel: Http1Pool<Body>,
 }
 
 /// The ingress router: everything goes to `sentinel`, with the default limits.
@@ -113,19 +113,9 @@ async fn forward(State(ingress): State<Arc<Ingress>>, mut req: Request) -> Respo
     // This hop accepts trailer fields: a streamed answer's receipt for the log comes in one.
     req.headers_mut()
         .insert(header::TE, header::HeaderValue::from_static("trailers"));
-    // The pooling client takes the connection from the endpoint, the path from the URI.
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/", hyper::http::uri::PathAndQuery::as_str)
-        .to_owned();
-    match format!("http://sentinel{path}").parse() {
-        Ok(uri) => *req.uri_mut() = uri,
-        Err(_) => return (StatusCode::BAD_REQUEST, "bad request target").into_response(),
-    }
     // A body without a declared length is cut off at the limit too.
     let req = req.map(|b| Body::new(http_body_util::Limited::new(b, max as usize)));
-    let sent = tokio::time::timeout(ingress.config.timeout, ingress.sentinel.request(req)).await;
+    let sent = tokio::time::timeout(ingress.config.timeout, ingress.sentinel.send(req)).await;
     match sent {
         Ok(Ok(resp)) => {
             let (mut parts, body) = resp.into_parts();
@@ -178,7 +168,7 @@ const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// then the sentinel's connection is dropped, which stops the work behind the answer (an
 /// answer not delivered is not signed, and a receipt whose trailer could not be delivered
 /// goes out with the sentinel's next answer, so the log has no gap either way).
-fn pump(ingress: Arc<Ingress>, mut body: hyper::body::Incoming) -> Body {
+fn pump(ingress: Arc<Ingress>, mut body: PooledBody<Body>) -> Body {
     use http_body_util::BodyExt;
     let (tx, mut rx) =
         tokio::sync::mpsc::channel::<Result<hyper::body::Frame<bytes::Bytes>, hyper::Error>>(16);

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod endpoint;
+pub mod http1;
 mod listener;
 mod stream;
 

@@ -3,15 +3,13 @@
 //! back, streamed, to be encapsulated. [`RuntimeEngine`] is this mode's [`Engine`].
 
 use std::str::FromStr;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use trustbridge_transport::Endpoint;
+use trustbridge_transport::http1::{Http1Pool, PoolConfig, PooledBody};
 
 use super::{ApiAnswer, ApiRequest, Cut, Engine, Fields};
 use crate::engine::openai::ApiError;
@@ -114,19 +112,21 @@ pub(crate) fn is_hop_field(name: &[u8]) -> bool {
 #[derive(Clone, Debug)]
 pub struct RuntimeClient {
     url: RuntimeUrl,
-    client: Client<HttpConnector, Full<Bytes>>,
+    pool: Http1Pool<Full<Bytes>>,
 }
 
 impl RuntimeClient {
     /// A client of the runtime at `url`.
     pub fn new(url: RuntimeUrl) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
-        Self { url, client }
+        let endpoint = Endpoint::Tcp {
+            host: url.host.clone(),
+            port: url.port,
+        };
+        // The URL is an IP literal and a port: a valid Host value.
+        let host = hyper::header::HeaderValue::from_str(&format!("{}:{}", url.host, url.port))
+            .unwrap_or_else(|_| hyper::header::HeaderValue::from_static("localhost"));
+        let pool = Http1Pool::new(endpoint, host, PoolConfig::default());
+        Self { url, pool }
     }
 
     /// The runtime's URL.
@@ -155,7 +155,7 @@ impl RuntimeClient {
                 hyper::Method::from_bytes(method)
                     .map_err(|e| RuntimeError::BadRequest(e.to_string()))?,
             )
-            .uri(format!("http://{}:{}{path}", url.host, url.port));
+            .uri(path);
         for (name, value) in headers {
             if !is_hop_field(name) {
                 req = req.header(name.as_slice(), value.as_slice());
@@ -165,8 +165,8 @@ impl RuntimeClient {
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| RuntimeError::BadRequest(e.to_string()))?;
         let resp = self
-            .client
-            .request(req)
+            .pool
+            .send(req)
             .await
             .map_err(|e| RuntimeError::Unreachable {
                 url: url.to_string(),
@@ -195,7 +195,7 @@ pub struct StreamedAnswer {
     /// Its header fields, hop-by-hop ones removed.
     pub headers: Fields,
     /// Its body.
-    pub body: hyper::body::Incoming,
+    pub body: PooledBody<Full<Bytes>>,
 }
 
 /// The runtime-proxy engine: every API request goes to the runtime, its answer comes

@@ -1,0 +1,200 @@
+//! The HTTP/1.1 pool reuses a connection whose answer was read to the end, and only such a
+//! connection; it survives a peer that closes idle connections; it sends origin-form
+//! targets with a Host.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, Uri};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use trustbridge_transport::Endpoint;
+use trustbridge_transport::http1::{Http1Pool, PoolConfig, SendError};
+
+/// A server that records each request's peer (one per connection), target and Host.
+struct Server {
+    endpoint: Endpoint,
+    seen: Arc<Mutex<Vec<(SocketAddr, String, String)>>>,
+}
+
+impl Server {
+    async fn start() -> Self {
+        let seen: Arc<Mutex<Vec<(SocketAddr, String, String)>>> = Arc::default();
+        let (record, long) = (seen.clone(), seen.clone());
+        let app = axum::Router::new()
+            .route(
+                "/small",
+                axum::routing::get(
+                    move |ConnectInfo(peer): ConnectInfo<SocketAddr>,
+                          uri: Uri,
+                          headers: HeaderMap| async move {
+                        let host = headers
+                            .get("host")
+                            .map(|h| h.to_str().unwrap().to_owned())
+                            .unwrap_or_default();
+                        record.lock().unwrap().push((peer, uri.to_string(), host));
+                        "ok"
+                    },
+                ),
+            )
+            .route(
+                "/empty",
+                axum::routing::get(|| async { axum::http::StatusCode::NO_CONTENT }),
+            )
+            .route(
+                "/closing",
+                axum::routing::get(|| async { ([("connection", "close")], "bye") }),
+            )
+            .route(
+                "/long",
+                axum::routing::get(
+                    move |ConnectInfo(peer): ConnectInfo<SocketAddr>| async move {
+                        long.lock()
+                            .unwrap()
+                            .push((peer, "/long".into(), String::new()));
+                        // Two frames a while apart, so a client can leave after the first.
+                        axum::body::Body::from_stream(futures_stream())
+                    },
+                ),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await
+            .unwrap();
+        });
+        Self {
+            endpoint: Endpoint::Tcp {
+                host: addr.ip().to_string(),
+                port: addr.port(),
+            },
+            seen,
+        }
+    }
+
+    fn connections(&self) -> usize {
+        let seen = self.seen.lock().unwrap();
+        seen.iter()
+            .map(|(p, _, _)| *p)
+            .collect::<BTreeSet<_>>()
+            .len()
+    }
+}
+
+/// "first", then "second" 300 ms later.
+fn futures_stream() -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+    tokio::spawn(async move {
+        let _ = tx.send(Ok(Bytes::from_static(b"first"))).await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let _ = tx.send(Ok(Bytes::from_static(b"second"))).await;
+    });
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+fn pool(server: &Server) -> Http1Pool<Full<Bytes>> {
+    Http1Pool::new(
+        server.endpoint.clone(),
+        axum::http::HeaderValue::from_static("upstream"),
+        PoolConfig::default(),
+    )
+}
+
+fn get(target: &str) -> axum::http::Request<Full<Bytes>> {
+    axum::http::Request::get(target)
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+async fn read(pool: &Http1Pool<Full<Bytes>>, req: axum::http::Request<Full<Bytes>>) -> Bytes {
+    let resp = pool.send(req).await.unwrap();
+    resp.into_body().collect().await.unwrap().to_bytes()
+}
+
+#[tokio::test]
+async fn answers_read_to_the_end_leave_their_connection_for_the_next_request() {
+    let server = Server::start().await;
+    let pool = pool(&server);
+    for _ in 0..20 {
+        assert_eq!(read(&pool, get("/small")).await, "ok");
+    }
+    // An answer without content ends at its head.
+    for _ in 0..5 {
+        let resp = pool.send(get("/empty")).await.unwrap();
+        assert_eq!(resp.status(), 204);
+        drop(resp);
+    }
+    assert_eq!(read(&pool, get("/small")).await, "ok");
+    assert_eq!(server.connections(), 1);
+}
+
+#[tokio::test]
+async fn targets_are_origin_form_and_carry_a_host() {
+    let server = Server::start().await;
+    let pool = pool(&server);
+    read(&pool, get("http://elsewhere.example/small?x=1")).await;
+    let mut own = get("/small");
+    own.headers_mut()
+        .insert("host", axum::http::HeaderValue::from_static("mine"));
+    read(&pool, own).await;
+    let seen = server.seen.lock().unwrap().clone();
+    assert_eq!(seen[0].1, "/small?x=1");
+    assert_eq!(seen[0].2, "upstream");
+    assert_eq!(seen[1].2, "mine");
+}
+
+#[tokio::test]
+async fn an_answer_left_half_read_closes_its_connection() {
+    let server = Server::start().await;
+    let pool = pool(&server);
+    let resp = pool.send(get("/long")).await.unwrap();
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(first, "first");
+    drop(body);
+    // Not reused: its answer is still coming. The next two share a new one.
+    assert_eq!(read(&pool, get("/small")).await, "ok");
+    assert_eq!(read(&pool, get("/small")).await, "ok");
+    let seen = server.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3);
+    assert_ne!(seen[0].0, seen[1].0);
+    assert_eq!(seen[1].0, seen[2].0);
+}
+
+#[tokio::test]
+async fn a_connection_its_peer_closed_is_not_used_again() {
+    let server = Server::start().await;
+    let pool = pool(&server);
+    for _ in 0..3 {
+        assert_eq!(read(&pool, get("/closing")).await, "bye");
+        assert_eq!(read(&pool, get("/small")).await, "ok");
+    }
+    // Each /closing ends the connection it took; the /small after it opens another.
+    assert_eq!(server.connections(), 3);
+}
+
+#[tokio::test]
+async fn nothing_listening_is_a_connect_error_naming_the_endpoint() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let endpoint = Endpoint::Tcp {
+        host: "127.0.0.1".into(),
+        port,
+    };
+    let pool: Http1Pool<Full<Bytes>> = Http1Pool::new(
+        endpoint,
+        axum::http::HeaderValue::from_static("x"),
+        PoolConfig::default(),
+    );
+    let err = pool.send(get("/")).await.unwrap_err();
+    assert!(matches!(err, SendError::Connect { .. }), "{err}");
+    assert!(err.to_string().contains(&format!("127.0.0.1:{port}")));
+}
