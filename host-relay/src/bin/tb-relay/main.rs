@@ -8,7 +8,10 @@
 //! - Bundles (`--bundle-listen`): the sealed bundle in `--bundle-dir`, with range requests;
 //!   with `--bundle-source`, first mirrored there from S3, Azure Blob or HTTP(S).
 //!
-//! It can be restarted at any time: the sentinel retries and resumes.
+//! It can be restarted at any time: the sentinel retries and resumes. At SIGINT or SIGTERM
+//! it stops taking requests and lets those in flight finish (at most `--drain-secs`; a
+//! second signal stops it at once), so an answer under way, and its receipt for the log,
+//! is not cut.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -18,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use trustbridge_logging::LogFormat;
+use trustbridge_logging::{LogFormat, shutdown_signal};
 use trustbridge_relay::bundles::BundleServer;
 use trustbridge_relay::egress::{AllowList, EgressConfig, serve_egress};
 use trustbridge_relay::ingress::{self, IngressConfig};
@@ -118,6 +121,11 @@ struct Args {
     /// Seconds the sentinel has to begin an answer (then 504).
     #[arg(long, env = "TB_RELAY_REQUEST_TIMEOUT_SECS", default_value_t = 300)]
     request_timeout_secs: u64,
+    /// At SIGINT or SIGTERM: how long the requests in flight may take to finish before the
+    /// relay stops anyway (a second signal stops it at once). New requests are refused from
+    /// the first signal.
+    #[arg(long, env = "TB_RELAY_DRAIN_SECS", default_value_t = 30)]
+    drain_secs: u64,
     /// Log format on stderr; RUST_LOG selects what is logged (default info).
     #[arg(long, env = "TB_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -179,7 +187,10 @@ fn run(args: Args) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let drain = Duration::from_secs(args.drain_secs);
     runtime.block_on(async move {
+        // First: a signal from here on stops the relay cleanly.
+        let stop = shutdown_signal().context("cannot catch SIGINT and SIGTERM")?;
         let ingress_l = Listener::bind(&args.ingress).await.with_context(|| format!("cannot listen on {}", args.ingress))?;
         let egress_l = Listener::bind(&args.egress_listen).await.with_context(|| format!("cannot listen on {}", args.egress_listen))?;
         let bundle_l = Listener::bind(&args.bundle_listen).await.with_context(|| format!("cannot listen on {}", args.bundle_listen))?;
@@ -188,19 +199,44 @@ fn run(args: Args) -> Result<()> {
         config.max_connections = args.egress_max_connections;
         let egress = tokio::spawn(serve_egress(egress_l, config));
         let bundles = tokio::spawn(bundle_server.clone().serve(bundle_l));
-        let ingress = tokio::spawn(async move { axum::serve(ingress_l, ingress::router_with(ingress_config)).await });
-        if let Some(source) = source {
-            tracing::info!(source = %source.url, dir = %args.bundle_dir.display(), "mirroring the bundle");
-            let report = mirror(&source, &args.bundle_dir, mirror_config)
+        let (draining, drain_now) = tokio::sync::oneshot::channel::<()>();
+        let mut ingress = tokio::spawn(async move {
+            axum::serve(ingress_l, ingress::router_with(ingress_config))
+                .with_graceful_shutdown(async move {
+                    let _ = drain_now.await;
+                })
                 .await
-                .with_context(|| format!("cannot mirror {}", source.url))?;
-            tracing::info!(?report, "bundle mirrored; serving it");
-            bundle_server.mark_ready();
-        }
+        });
+        let work = async {
+            if let Some(source) = source {
+                tracing::info!(source = %source.url, dir = %args.bundle_dir.display(), "mirroring the bundle");
+                let report = mirror(&source, &args.bundle_dir, mirror_config)
+                    .await
+                    .with_context(|| format!("cannot mirror {}", source.url))?;
+                tracing::info!(?report, "bundle mirrored; serving it");
+                bundle_server.mark_ready();
+            }
+            tokio::select! {
+                r = egress => r?.context("egress"),
+                r = bundles => r?.context("bundles"),
+                r = &mut ingress => r?.context("ingress"),
+            }
+        };
         tokio::select! {
-            r = egress => r?.context("egress"),
-            r = bundles => r?.context("bundles"),
-            r = ingress => r?.context("ingress"),
+            r = work => return r,
+            () = stop => {}
         }
+        tracing::info!(drain_secs = drain.as_secs(), "stopping: new requests refused, those in flight finishing");
+        let _ = draining.send(());
+        let again = shutdown_signal().context("cannot catch SIGINT and SIGTERM")?;
+        tokio::select! {
+            r = tokio::time::timeout(drain, &mut ingress) => match r {
+                Ok(served) => served?.context("ingress")?,
+                Err(_) => tracing::warn!("requests still in flight after the drain time: stopping anyway"),
+            },
+            () = again => tracing::warn!("second signal: stopping without waiting for requests in flight"),
+        }
+        tracing::info!("tb-relay stopped");
+        Ok(())
     })
 }

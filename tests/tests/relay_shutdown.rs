@@ -1,0 +1,182 @@
+//! tb-relay stops cleanly: at SIGTERM it refuses new requests and lets the one in flight
+//! finish before it exits; a second signal, or the end of `--drain-secs`, stops it without
+//! waiting.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use trustbridge_tests::{binary, free_port, s};
+
+/// A stand-in sentinel on TCP that answers each request `delay` after reading it, and
+/// reports each request it reads.
+fn slow_sentinel(delay: Duration) -> (u16, mpsc::Receiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (arrived, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let arrived = arrived.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream);
+                let mut line = String::new();
+                // The head ends with an empty line; the test's requests have no body.
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    if line == "\r\n" {
+                        let _ = arrived.send(());
+                        std::thread::sleep(delay);
+                        let _ = reader.get_mut().write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\nconnection: close\r\n\r\ndone",
+                        );
+                        return;
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    (port, rx)
+}
+
+struct Relay {
+    child: Child,
+    ingress: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Relay {
+    fn start(sentinel: u16, drain_secs: u64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ingress = free_port();
+        let child = Command::new(binary("tb-relay"))
+            .args([
+                "--ingress",
+                &format!("tcp://127.0.0.1:{ingress}"),
+                "--sentinel",
+                &format!("tcp://127.0.0.1:{sentinel}"),
+                "--egress-listen",
+                &format!("unix://{}", s(&dir.path().join("egress.sock"))),
+                "--bundle-listen",
+                &format!("unix://{}", s(&dir.path().join("bundles.sock"))),
+                "--bundle-dir",
+                &s(dir.path()),
+                "--drain-secs",
+                &drain_secs.to_string(),
+            ])
+            .env_remove("RUST_LOG")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", ingress)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "tb-relay did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            ingress,
+            _dir: dir,
+        }
+    }
+
+    /// A request through the ingress, answered on another thread.
+    fn request(&self) -> std::thread::JoinHandle<Result<String, String>> {
+        let url = format!("http://127.0.0.1:{}/slow", self.ingress);
+        std::thread::spawn(move || {
+            ureq::get(&url)
+                .call()
+                .map_err(|e| e.to_string())?
+                .body_mut()
+                .read_to_string()
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn signal(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// The exit status within `limit`, and what it wrote on stderr.
+    fn exit_within(&mut self, limit: Duration) -> (ExitStatus, String) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut stderr = String::new();
+                self.child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut stderr)
+                    .unwrap();
+                return (status, stderr);
+            }
+            assert!(
+                start.elapsed() < limit,
+                "tb-relay still running {limit:?} after the signal"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn at_sigterm_the_request_in_flight_finishes_and_the_relay_exits() {
+    let (sentinel, arrived) = slow_sentinel(Duration::from_millis(1500));
+    let mut relay = Relay::start(sentinel, 30);
+    let answer = relay.request();
+    arrived.recv_timeout(Duration::from_secs(10)).unwrap();
+    relay.signal();
+    assert_eq!(answer.join().unwrap().unwrap(), "done");
+    let (status, stderr) = relay.exit_within(Duration::from_secs(10));
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stderr.contains("tb-relay stopped"), "{stderr}");
+    assert!(TcpStream::connect(("127.0.0.1", relay.ingress)).is_err());
+}
+
+#[test]
+fn a_second_signal_stops_the_relay_without_waiting() {
+    let (sentinel, arrived) = slow_sentinel(Duration::from_secs(120));
+    let mut relay = Relay::start(sentinel, 300);
+    let _answer = relay.request();
+    arrived.recv_timeout(Duration::from_secs(10)).unwrap();
+    relay.signal();
+    // Draining: still there while the request is in flight.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(relay.child.try_wait().unwrap().is_none(), "did not drain");
+    relay.signal();
+    let (status, stderr) = relay.exit_within(Duration::from_secs(10));
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stderr.contains("second signal"), "{stderr}");
+}
+
+#[test]
+fn the_drain_time_bounds_the_wait() {
+    let (sentinel, arrived) = slow_sentinel(Duration::from_secs(120));
+    let mut relay = Relay::start(sentinel, 1);
+    let _answer = relay.request();
+    arrived.recv_timeout(Duration::from_secs(10)).unwrap();
+    let signalled = Instant::now();
+    relay.signal();
+    let (status, stderr) = relay.exit_within(Duration::from_secs(10));
+    assert!(signalled.elapsed() >= Duration::from_secs(1), "{stderr}");
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(stderr.contains("after the drain time"), "{stderr}");
+}
