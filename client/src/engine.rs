@@ -148,10 +148,16 @@ impl Client {
             .ok_or_else(|| ClientError::RelayUrl(config.relay.clone()))?;
         let bad = || ClientError::RelayUrl(config.relay.clone());
         let authority: hyper::http::uri::Authority = authority.parse().map_err(|_| bad())?;
-        let host = hyper::header::HeaderValue::from_str(authority.as_str()).map_err(|_| bad())?;
+        let port = authority.port_u16().unwrap_or(80);
+        // Host as a browser sends it: no user information, no default port.
+        let host = match port {
+            80 => authority.host().to_owned(),
+            _ => format!("{}:{port}", authority.host()),
+        };
+        let host = hyper::header::HeaderValue::from_str(&host).map_err(|_| bad())?;
         let endpoint = Endpoint::Tcp {
             host: authority.host().to_owned(),
-            port: authority.port_u16().unwrap_or(80),
+            port,
         };
         let http = Http1Pool::new(endpoint, host, PoolConfig::default());
         Ok(Self {

@@ -98,6 +98,9 @@ async fn forward(State(ingress): State<Arc<Ingress>>, mut req: Request) -> Respo
         )
             .into_response();
     };
+    if req.method() == axum::http::Method::CONNECT {
+        return (StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not forwarded").into_response();
+    }
     let max = ingress.config.max_request_bytes;
     let declared = req
         .headers()

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::header::{HOST, HeaderValue};
-use hyper::{Request, Response, Uri};
+use hyper::{Method, Request, Response, Uri};
 use hyper_util::rt::TokioIo;
 
 use crate::Endpoint;
@@ -100,9 +100,10 @@ struct Idle<B> {
     since: Instant,
 }
 
-/// How long a returned connection may take to be ready for its next request (its
-/// connection task has yet to see the end of the previous answer) before it is dropped.
-const READY_WAIT: Duration = Duration::from_millis(250);
+/// How long a connection whose answer has ended may take to be ready for its next request
+/// (its connection task has yet to see the end of the answer, or is still writing a
+/// request body that the peer answered early) before it is closed rather than pooled.
+const READY_WAIT: Duration = Duration::from_secs(1);
 
 impl<B> Http1Pool<B>
 where
@@ -131,26 +132,38 @@ where
     /// Sends `req` (its URI's path and query are the request target; any scheme and
     /// authority in it are ignored) and returns the answer's head, its body still to read.
     pub async fn send(&self, mut req: Request<B>) -> Result<Response<PooledBody<B>>, SendError> {
+        if req.method() == Method::CONNECT {
+            return Err(SendError::Connect {
+                endpoint: self.shared.endpoint.to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    "CONNECT is not sent over a pooled connection",
+                ),
+            });
+        }
         let target = req.uri().path_and_query().cloned();
         *req.uri_mut() = target.map_or_else(|| Uri::from_static("/"), Uri::from);
         if !req.headers().contains_key(HOST) {
             req.headers_mut().insert(HOST, self.shared.host.clone());
         }
         loop {
-            let (mut sender, reused) = match self.checkout().await {
+            let (mut sender, reused) = match self.checkout() {
                 Some(sender) => (sender, true),
                 None => (self.connect().await?, false),
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => {
                     let (parts, incoming) = resp.into_parts();
+                    let ended = incoming.is_end_stream();
                     let mut body = PooledBody {
                         inner: Some(incoming),
                         sender: Some(sender),
                         pool: Arc::downgrade(&self.shared),
                     };
                     // An answer without content has already ended.
-                    body.release_if_ended();
+                    if ended {
+                        body.release();
+                    }
                     return Ok(Response::from_parts(parts, body));
                 }
                 Err(mut e) => match e.take_message() {
@@ -168,19 +181,13 @@ where
         }
     }
 
-    /// An idle connection ready for a request, if there is one.
-    async fn checkout(&self) -> Option<SendRequest<B>> {
+    /// An idle connection ready for a request, if there is one (never waits: only ready
+    /// connections are pooled).
+    fn checkout(&self) -> Option<SendRequest<B>> {
         loop {
             let idle = self.shared.lock().pop_back()?;
-            if idle.since.elapsed() > self.shared.config.idle_timeout || idle.sender.is_closed() {
-                continue;
-            }
-            let mut sender = idle.sender;
-            if sender.is_ready() {
-                return Some(sender);
-            }
-            if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, sender.ready()).await {
-                return Some(sender);
+            if !self.shared.expired(&idle) && idle.sender.is_ready() {
+                return Some(idle.sender);
             }
         }
     }
@@ -216,6 +223,26 @@ impl<B> Shared<B> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    /// Whether an idle connection is closed or past its time.
+    fn expired(&self, idle: &Idle<B>) -> bool {
+        idle.sender.is_closed() || idle.since.elapsed() > self.config.idle_timeout
+    }
+
+    /// Pools a connection ready for its next request, first closing the oldest ones that
+    /// are past their time (so none stays open long after the idle timeout).
+    fn park(&self, sender: SendRequest<B>) {
+        let mut idle = self.lock();
+        while idle.front().is_some_and(|oldest| self.expired(oldest)) {
+            idle.pop_front();
+        }
+        if idle.len() < self.config.max_idle {
+            idle.push_back(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
 }
 
 /// An answer's body; its connection goes back to the pool once it has been read to the
@@ -232,27 +259,35 @@ impl<B> std::fmt::Debug for PooledBody<B> {
     }
 }
 
-impl<B> PooledBody<B> {
-    /// Returns the connection to the pool once the answer has ended.
-    fn release_if_ended(&mut self) {
-        let ended = self.inner.as_ref().is_none_or(Body::is_end_stream);
-        if !ended {
-            return;
-        }
-        let (Some(sender), Some(pool)) = (self.sender.take(), self.pool.upgrade()) else {
+impl<B: Send + 'static> PooledBody<B> {
+    /// Hands the connection back: its answer has ended. A connection not yet ready for the
+    /// next request is pooled once it is (within [`READY_WAIT`]), never before.
+    fn release(&mut self) {
+        let (Some(mut sender), Some(pool)) = (self.sender.take(), self.pool.upgrade()) else {
             return;
         };
-        let mut idle = pool.lock();
-        if idle.len() < pool.config.max_idle && !sender.is_closed() {
-            idle.push_back(Idle {
-                sender,
-                since: Instant::now(),
-            });
+        if sender.is_ready() {
+            pool.park(sender);
+            return;
         }
+        if sender.is_closed() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let pool = Arc::downgrade(&pool);
+        runtime.spawn(async move {
+            if let Ok(Ok(())) = tokio::time::timeout(READY_WAIT, sender.ready()).await
+                && let Some(pool) = pool.upgrade()
+            {
+                pool.park(sender);
+            }
+        });
     }
 }
 
-impl<B> Body for PooledBody<B> {
+impl<B: Send + 'static> Body for PooledBody<B> {
     type Data = bytes::Bytes;
     type Error = hyper::Error;
 
@@ -267,10 +302,16 @@ impl<B> Body for PooledBody<B> {
         let polled = Pin::new(inner).poll_frame(cx);
         match &polled {
             Poll::Ready(None) => {
-                this.release_if_ended();
                 this.inner = None;
+                this.release();
             }
-            Poll::Ready(Some(Ok(_))) => this.release_if_ended(),
+            // Trailers end an answer; so does the last byte of a known length (a reader may
+            // stop at `is_end_stream` without asking for more).
+            Poll::Ready(Some(Ok(frame))) => {
+                if frame.is_trailers() || this.inner.as_ref().is_some_and(Body::is_end_stream) {
+                    this.release();
+                }
+            }
             // A broken answer: its connection is not reused.
             Poll::Ready(Some(Err(_))) => this.sender = None,
             Poll::Pending => {}

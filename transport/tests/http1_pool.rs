@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Uri};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use trustbridge_transport::Endpoint;
 use trustbridge_transport::http1::{Http1Pool, PoolConfig, SendError};
 
@@ -60,6 +61,31 @@ impl Server {
                     },
                 ),
             );
+        let chunked_seen = seen.clone();
+        let app = app.route(
+            "/chunked",
+            axum::routing::get(
+                move |ConnectInfo(peer): ConnectInfo<SocketAddr>| async move {
+                    chunked_seen
+                        .lock()
+                        .unwrap()
+                        .push((peer, "/chunked".into(), String::new()));
+                    // No length: chunked, its last field in a trailer (as a streamed answer's
+                    // receipt comes to the relay).
+                    let mut trailers = HeaderMap::new();
+                    trailers.insert("x-receipt", "r1".parse().unwrap());
+                    let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![
+                        Ok(Frame::data(Bytes::from_static(b"a"))),
+                        Ok(Frame::data(Bytes::from_static(b"b"))),
+                        Ok(Frame::trailers(trailers)),
+                    ];
+                    (
+                        [("trailer", "x-receipt")],
+                        axum::body::Body::new(StreamBody::new(futures_util::stream::iter(frames))),
+                    )
+                },
+            ),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -197,4 +223,91 @@ async fn nothing_listening_is_a_connect_error_naming_the_endpoint() {
     let err = pool.send(get("/")).await.unwrap_err();
     assert!(matches!(err, SendError::Connect { .. }), "{err}");
     assert!(err.to_string().contains(&format!("127.0.0.1:{port}")));
+}
+
+fn with_trailers(target: &str) -> axum::http::Request<Full<Bytes>> {
+    let mut req = get(target);
+    req.headers_mut()
+        .insert("te", axum::http::HeaderValue::from_static("trailers"));
+    req
+}
+
+#[tokio::test]
+async fn chunked_answers_keep_their_trailers_and_their_connection() {
+    let server = Server::start().await;
+    let pool = pool(&server);
+    for _ in 0..3 {
+        let resp = pool.send(with_trailers("/chunked")).await.unwrap();
+        let collected = resp.into_body().collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["x-receipt"], "r1");
+        assert_eq!(collected.to_bytes(), "ab");
+    }
+    // A reader that stops at the trailers (as the relay's does) hands it back too.
+    let resp = pool.send(with_trailers("/chunked")).await.unwrap();
+    let mut body = resp.into_body();
+    loop {
+        let frame = body.frame().await.unwrap().unwrap();
+        if frame.is_trailers() {
+            break;
+        }
+    }
+    drop(body);
+    assert_eq!(read(&pool, get("/small")).await, "ok");
+    assert_eq!(server.connections(), 1);
+}
+
+#[tokio::test]
+async fn a_peer_that_closes_idle_connections_costs_no_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Answers one request per connection with keep-alive, then closes it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.ends_with(b"\r\n\r\n") {
+                    let n = stream.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        return;
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                }
+                stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await
+                    .unwrap();
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            });
+        }
+    });
+    let pool: Http1Pool<Full<Bytes>> = Http1Pool::new(
+        Endpoint::Tcp {
+            host: "127.0.0.1".into(),
+            port,
+        },
+        axum::http::HeaderValue::from_static("x"),
+        PoolConfig::default(),
+    );
+    for _ in 0..3 {
+        assert_eq!(read(&pool, get("/")).await, "ok");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn connect_is_refused() {
+    let server = Server::start().await;
+    let pool = pool(&server);
+    let req = axum::http::Request::connect("example.com:443")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert!(pool.send(req).await.is_err());
+    assert_eq!(server.connections(), 0);
 }

@@ -10,8 +10,8 @@
 //!
 //! It can be restarted at any time: the sentinel retries and resumes. At SIGINT or SIGTERM
 //! it stops taking requests and lets those in flight finish (at most `--drain-secs`; a
-//! second signal stops it at once), so an answer under way, and its receipt for the log,
-//! is not cut.
+//! second signal stops it at once, with an error status), so an answer under way, and its
+//! receipt for the log, is not cut.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
@@ -226,15 +226,17 @@ fn run(args: Args) -> Result<()> {
             r = work => return r,
             () = stop => {}
         }
+        // At once, so that a second signal is not lost while the drain begins.
+        let again = shutdown_signal().context("cannot catch SIGINT and SIGTERM")?;
         tracing::info!(drain_secs = drain.as_secs(), "stopping: new requests refused, those in flight finishing");
         let _ = draining.send(());
-        let again = shutdown_signal().context("cannot catch SIGINT and SIGTERM")?;
+        // A drain cut short is an error exit, so a supervisor knows answers were cut.
         tokio::select! {
             r = tokio::time::timeout(drain, &mut ingress) => match r {
                 Ok(served) => served?.context("ingress")?,
-                Err(_) => tracing::warn!("requests still in flight after the drain time: stopping anyway"),
+                Err(_) => anyhow::bail!("stopped with requests still in flight after the drain time ({} s)", drain.as_secs()),
             },
-            () = again => tracing::warn!("second signal: stopping without waiting for requests in flight"),
+            () = again => anyhow::bail!("stopped at a second signal with requests still in flight"),
         }
         tracing::info!("tb-relay stopped");
         Ok(())
