@@ -57,6 +57,10 @@ pub enum SendError {
         /// Why.
         source: std::io::Error,
     },
+    /// The request cannot be sent over a pooled connection (CONNECT, whose connection
+    /// becomes a tunnel).
+    #[error("{0} is not sent over a pooled connection")]
+    Unsupported(&'static str),
     /// The request failed on its connection (the peer closed it, sent no valid answer,
     /// or the request could not be written).
     #[error("HTTP/1.1 exchange with {endpoint} failed: {source}")]
@@ -93,6 +97,8 @@ struct Shared<B> {
     config: PoolConfig,
     /// Most recently returned last: the warmest connection is taken first.
     idle: Mutex<VecDeque<Idle<B>>>,
+    /// Whether the task that closes idle connections past their time runs.
+    sweeping: std::sync::atomic::AtomicBool,
 }
 
 struct Idle<B> {
@@ -120,6 +126,7 @@ where
                 host,
                 config,
                 idle: Mutex::new(VecDeque::new()),
+                sweeping: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -133,13 +140,7 @@ where
     /// authority in it are ignored) and returns the answer's head, its body still to read.
     pub async fn send(&self, mut req: Request<B>) -> Result<Response<PooledBody<B>>, SendError> {
         if req.method() == Method::CONNECT {
-            return Err(SendError::Connect {
-                endpoint: self.shared.endpoint.to_string(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::Unsupported,
-                    "CONNECT is not sent over a pooled connection",
-                ),
-            });
+            return Err(SendError::Unsupported("CONNECT"));
         }
         let target = req.uri().path_and_query().cloned();
         *req.uri_mut() = target.map_or_else(|| Uri::from_static("/"), Uri::from);
@@ -229,19 +230,60 @@ impl<B> Shared<B> {
         idle.sender.is_closed() || idle.since.elapsed() > self.config.idle_timeout
     }
 
-    /// Pools a connection ready for its next request, first closing the oldest ones that
-    /// are past their time (so none stays open long after the idle timeout).
-    fn park(&self, sender: SendRequest<B>) {
-        let mut idle = self.lock();
+    /// Closes the idle connections past their time (the oldest are at the front).
+    fn prune(&self, idle: &mut VecDeque<Idle<B>>) {
         while idle.front().is_some_and(|oldest| self.expired(oldest)) {
             idle.pop_front();
         }
+    }
+
+    /// Pools a connection ready for its next request.
+    fn park(&self, sender: SendRequest<B>) {
+        let mut idle = self.lock();
+        self.prune(&mut idle);
         if idle.len() < self.config.max_idle {
             idle.push_back(Idle {
                 sender,
                 since: Instant::now(),
             });
         }
+    }
+}
+
+impl<B: Send + 'static> Shared<B> {
+    /// Starts, once, a task that closes idle connections past their time even when no
+    /// request comes (it ends with the pool).
+    fn sweep(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        if self.sweeping.load(Ordering::Relaxed) || self.sweeping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.sweeping.store(false, Ordering::Relaxed);
+            return;
+        };
+        /// Lets another sweeper start if this one ends with its runtime.
+        struct Stopped<B>(Weak<Shared<B>>);
+        impl<B> Drop for Stopped<B> {
+            fn drop(&mut self) {
+                if let Some(pool) = self.0.upgrade() {
+                    pool.sweeping.store(false, Ordering::Relaxed);
+                }
+            }
+        }
+        let pool = Arc::downgrade(self);
+        let every = (self.config.idle_timeout / 2).max(Duration::from_millis(10));
+        runtime.spawn(async move {
+            let _stopped = Stopped(pool.clone());
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(pool) = pool.upgrade() else {
+                    return;
+                };
+                let mut idle = pool.lock();
+                pool.prune(&mut idle);
+            }
+        });
     }
 }
 
@@ -266,6 +308,7 @@ impl<B: Send + 'static> PooledBody<B> {
         let (Some(mut sender), Some(pool)) = (self.sender.take(), self.pool.upgrade()) else {
             return;
         };
+        pool.sweep();
         if sender.is_ready() {
             pool.park(sender);
             return;

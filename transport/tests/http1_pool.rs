@@ -302,12 +302,66 @@ async fn a_peer_that_closes_idle_connections_costs_no_request() {
 }
 
 #[tokio::test]
+async fn idle_connections_past_their_time_are_closed_even_without_requests() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Answers every request on a connection; reports when the client closes it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (closed, mut closes) = tokio::sync::mpsc::unbounded_channel::<()>();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let closed = closed.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let mut head = Vec::new();
+                loop {
+                    let n = stream.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        let _ = closed.send(());
+                        return;
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                    if head.ends_with(b"\r\n\r\n") {
+                        head.clear();
+                        stream
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .await
+                            .unwrap();
+                    }
+                }
+            });
+        }
+    });
+    let pool: Http1Pool<Full<Bytes>> = Http1Pool::new(
+        Endpoint::Tcp {
+            host: "127.0.0.1".into(),
+            port,
+        },
+        axum::http::HeaderValue::from_static("x"),
+        PoolConfig {
+            idle_timeout: std::time::Duration::from_millis(100),
+            max_idle: 8,
+        },
+    );
+    assert_eq!(read(&pool, get("/")).await, "ok");
+    // No request follows: the pool closes the connection itself.
+    tokio::time::timeout(std::time::Duration::from_secs(10), closes.recv())
+        .await
+        .expect("the idle connection was not closed")
+        .unwrap();
+    // The next request opens another and is answered.
+    assert_eq!(read(&pool, get("/")).await, "ok");
+}
+
+#[tokio::test]
 async fn connect_is_refused() {
     let server = Server::start().await;
     let pool = pool(&server);
     let req = axum::http::Request::connect("example.com:443")
         .body(Full::new(Bytes::new()))
         .unwrap();
-    assert!(pool.send(req).await.is_err());
+    let err = pool.send(req).await.unwrap_err();
+    assert!(matches!(err, SendError::Unsupported("CONNECT")), "{err}");
     assert_eq!(server.connections(), 0);
 }
