@@ -5,12 +5,16 @@
 //! the `tracing_subscriber::EnvFilter` syntax; without it the level is `info`. A `RUST_LOG`
 //! that does not parse is an error rather than a silently different level.
 //!
-//! Each daemon also stops on the same signals, SIGINT or SIGTERM ([`shutdown_signal`]).
+//! Each daemon also stops on the same signals, SIGINT or SIGTERM ([`shutdown_signal`]), and
+//! drains the same way: requests in flight get a bounded time to finish, a second signal
+//! stops at once ([`serve_until_stopped`]).
 #![forbid(unsafe_code)]
 
 mod shutdown;
 
-pub use shutdown::shutdown_signal;
+pub use shutdown::{
+    Cut, DEFAULT_DRAIN, StopSignals, StopTaking, serve_until_stopped, shutdown_signal, stop_signals,
+};
 use tracing_subscriber::EnvFilter;
 
 /// The environment variable that selects what is logged.

@@ -3,10 +3,10 @@
 //! it without waiting, with an error status that says answers were cut.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use trustbridge_tests::{binary, free_port, s};
@@ -45,6 +45,9 @@ fn slow_sentinel(delay: Duration) -> (u16, mpsc::Receiver<()>) {
 struct Relay {
     child: Child,
     ingress: u16,
+    /// Its stderr so far, read as it comes.
+    stderr: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
     _dir: tempfile::TempDir,
 }
 
@@ -59,7 +62,7 @@ impl Relay {
     fn start(sentinel: u16, drain_secs: u64) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ingress = free_port();
-        let child = Command::new(binary("tb-relay"))
+        let mut child = Command::new(binary("tb-relay"))
             .args([
                 "--ingress",
                 &format!("tcp://127.0.0.1:{ingress}"),
@@ -78,6 +81,16 @@ impl Relay {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut sink = sink.lock().unwrap();
+                sink.push_str(&line);
+                sink.push('\n');
+            }
+        });
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", ingress)).is_err() {
             assert!(
@@ -89,6 +102,8 @@ impl Relay {
         Self {
             child,
             ingress,
+            stderr,
+            reader: Some(reader),
             _dir: dir,
         }
     }
@@ -106,6 +121,19 @@ impl Relay {
         })
     }
 
+    /// Waits until its stderr says `text`.
+    fn wait_for(&self, text: &str) {
+        let start = Instant::now();
+        while !self.stderr.lock().unwrap().contains(text) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "tb-relay never said {text:?}: {}",
+                self.stderr.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn signal(&self) {
         let status = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
@@ -119,14 +147,10 @@ impl Relay {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                let mut stderr = String::new();
-                self.child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut stderr)
-                    .unwrap();
-                return (status, stderr);
+                if let Some(reader) = self.reader.take() {
+                    reader.join().unwrap();
+                }
+                return (status, self.stderr.lock().unwrap().clone());
             }
             assert!(
                 start.elapsed() < limit,
@@ -159,7 +183,7 @@ fn a_second_signal_stops_the_relay_without_waiting() {
     arrived.recv_timeout(Duration::from_secs(10)).unwrap();
     relay.signal();
     // Draining: still there while the request is in flight.
-    std::thread::sleep(Duration::from_millis(500));
+    relay.wait_for("stopping: new requests refused");
     assert!(relay.child.try_wait().unwrap().is_none(), "did not drain");
     relay.signal();
     let (status, stderr) = relay.exit_within(Duration::from_secs(10));
@@ -183,7 +207,7 @@ fn the_drain_time_bounds_the_wait() {
     assert!(signalled.elapsed() >= Duration::from_secs(1), "{stderr}");
     assert!(!status.success(), "{status}: {stderr}");
     assert!(
-        stderr.contains("requests still in flight after the drain time (1 s)"),
+        stderr.contains("requests still in flight after the drain time (1s)"),
         "{stderr}"
     );
 }

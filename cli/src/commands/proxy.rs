@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use trustbridge_client::openai_proxy::serve;
 use trustbridge_client::{Client, ClientConfig, ClientPolicy};
-use trustbridge_logging::shutdown_signal;
+use trustbridge_logging::{DEFAULT_DRAIN, serve_until_stopped, stop_signals};
 
 /// Serve an OpenAI-compatible API on this machine that talks to a remote sentinel only
 /// through verified, end-to-end encrypted sessions.
@@ -86,9 +86,12 @@ pub(crate) fn run(args: ProxyArgs) -> Result<()> {
             args.listen,
             client.relay()
         );
-        let stop = shutdown_signal().context("cannot catch SIGINT and SIGTERM")?;
-        serve(client, listener, args.receipts, stop)
-            .await
-            .context("the proxy server failed")
+        let stop = stop_signals().context("cannot catch SIGINT and SIGTERM")?;
+        // Requests in flight get DEFAULT_DRAIN to finish; a drain cut short is an error.
+        serve_until_stopped(stop, DEFAULT_DRAIN, |stop_taking| {
+            serve(client, listener, args.receipts, stop_taking)
+        })
+        .await?
+        .context("the proxy server failed")
     })
 }

@@ -8,6 +8,7 @@
 //! and serves the OpenAI API on a loopback address.
 
 use std::collections::BTreeMap;
+use std::future::IntoFuture;
 use std::io::Read;
 use std::net::SocketAddr;
 use std::os::unix::fs::FileTypeExt;
@@ -24,7 +25,7 @@ use trustbridge_enclave::engine::builtin::BuiltInLimits;
 use trustbridge_enclave::engine::openai::MAX_BODY;
 use trustbridge_enclave::engine::{ApiRequest, BuiltIn, Engine};
 use trustbridge_enclave::memory::PlainBuffer;
-use trustbridge_logging::shutdown_signal;
+use trustbridge_logging::{DEFAULT_DRAIN, serve_until_stopped, stop_signals};
 use zeroize::Zeroizing;
 
 /// Serve the built-in engine as an external runtime: the OpenAI API (/v1/models,
@@ -105,11 +106,15 @@ pub(crate) fn run(args: RuntimeArgs) -> Result<()> {
                 tracing::debug!(error = %e, "TCP_NODELAY refused");
             }
         });
-        let stop = shutdown_signal().context("cannot catch SIGINT and SIGTERM")?;
-        axum::serve(listener, app)
-            .with_graceful_shutdown(stop)
-            .await
-            .context("serving the runtime")
+        let stop = stop_signals().context("cannot catch SIGINT and SIGTERM")?;
+        // Requests in flight get DEFAULT_DRAIN to finish; a drain cut short is an error.
+        serve_until_stopped(stop, DEFAULT_DRAIN, |stop_taking| {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop_taking)
+                .into_future()
+        })
+        .await?
+        .context("serving the runtime")
     })
 }
 

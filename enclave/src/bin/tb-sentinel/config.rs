@@ -60,6 +60,7 @@ struct FileConfig {
     runtime_url: Option<RuntimeUrl>,
     max_concurrent_requests: Option<usize>,
     request_timeout_secs: Option<u64>,
+    drain_secs: Option<u64>,
     attestation_max_age_secs: Option<u64>,
     attestation_nonce_per_minute: Option<u32>,
     log_format: Option<LogFormat>,
@@ -143,6 +144,7 @@ fn merge(args: &mut Args, matches: &ArgMatches, file: FileConfig) {
         runtime_url,
         max_concurrent_requests,
         request_timeout_secs,
+        drain_secs,
         attestation_max_age_secs,
         attestation_nonce_per_minute,
         log_format,
@@ -177,8 +179,10 @@ mod tests {
                 listen = "unix:///run/tb.sock"
                 tpm_tcti = "swtpm:host=127.0.0.1,port=2321"
                 azure_certs = "/run/trustbridge/thim.json"
+                drain_secs = 120
             "#,
         );
+        assert_eq!(args.drain_secs, 120);
         assert_eq!(args.tpm_tcti, "swtpm:host=127.0.0.1,port=2321");
         assert_eq!(
             args.azure_certs.as_deref(),

@@ -9,6 +9,7 @@
 
 mod config;
 
+use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -29,7 +30,7 @@ use trustbridge_enclave::gateway::attestation::AttestationConfig;
 use trustbridge_enclave::hydrate::HydrateConfig;
 use trustbridge_enclave::output::{ModelOutput, SwapPolicy};
 use trustbridge_enclave::sentinel::{Reauthorization, Sentinel, SentinelConfig};
-use trustbridge_logging::{LogFormat, shutdown_signal};
+use trustbridge_logging::{DEFAULT_DRAIN, LogFormat, serve_until_stopped, stop_signals};
 use trustbridge_protocol::bundle::ProviderPublicKey;
 use trustbridge_transport::{Endpoint, Listener};
 
@@ -219,6 +220,11 @@ struct Args {
     /// encryption).
     #[arg(long, env = "TB_REQUEST_TIMEOUT_SECS", default_value_t = 290)]
     request_timeout_secs: u64,
+    /// At SIGINT or SIGTERM: seconds the requests in flight may take to finish before the
+    /// sentinel stops anyway, with an error status (a second signal stops it at once). New
+    /// requests are refused, and what the runtime was given is wiped, from the first signal.
+    #[arg(long, env = "TB_DRAIN_SECS", default_value_t = DEFAULT_DRAIN.as_secs())]
+    drain_secs: u64,
     /// Seconds before the published attestation bundle is made anew (fresh evidence).
     #[arg(long, env = "TB_ATTESTATION_MAX_AGE_SECS", default_value_t = 3600)]
     attestation_max_age_secs: u64,
@@ -444,28 +450,36 @@ fn run(args: Args) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         // First: a signal from here on stops the sentinel cleanly (wiping what it wrote),
         // and a sentinel whose handlers cannot be installed never starts its boot.
-        let stop = shutdown_signal().context("cannot catch SIGINT and SIGTERM")?;
+        let stop = stop_signals().context("cannot catch SIGINT and SIGTERM")?;
         let listener = Listener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
         let sentinel = Sentinel::new(config);
         tracing::info!(listen = %args.listen, provider = provider.name(), asset = %asset, engine = ?args.engine, output = ?args.model_output, "tb-sentinel starting");
         tokio::spawn(sentinel.clone().boot(provider));
         let stopping = sentinel.clone();
-        let served = axum::serve(listener, sentinel.clone().router())
-            .with_graceful_shutdown(async move {
-                stop.await;
-                // At the signal, not after open connections drain: wipes what the runtime
-                // was given (tmpfs files, FIFOs) and the model.
-                stopping.shut_down();
-            })
-            .await
-            .context("serving the health API");
+        let served = serve_until_stopped(stop, Duration::from_secs(args.drain_secs.max(1)), |stop_taking| {
+            axum::serve(listener, sentinel.clone().router())
+                .with_graceful_shutdown(async move {
+                    stop_taking.await;
+                    // At the signal, not after open connections drain: wipes what the
+                    // runtime was given (tmpfs files, FIFOs) and the model.
+                    stopping.shut_down();
+                })
+                .into_future()
+        })
+        .await;
         sentinel.shut_down();
+        // A drain cut short is an error exit, so a supervisor knows answers were cut.
+        served?.context("serving the health API")?;
         tracing::info!("tb-sentinel stopped");
-        served
-    })
+        Ok(())
+    });
+    // Blocking work still running after a stop (an attestation report, a log append)
+    // does not hold the exit up for long.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! receipt for the log, is not cut.
 #![forbid(unsafe_code)]
 
+use std::future::IntoFuture;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use trustbridge_logging::{LogFormat, shutdown_signal};
+use trustbridge_logging::{LogFormat, serve_until_stopped, stop_signals};
 use trustbridge_relay::bundles::BundleServer;
 use trustbridge_relay::egress::{AllowList, EgressConfig, serve_egress};
 use trustbridge_relay::ingress::{self, IngressConfig};
@@ -187,10 +188,10 @@ fn run(args: Args) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let drain = Duration::from_secs(args.drain_secs);
-    runtime.block_on(async move {
+    let drain = Duration::from_secs(args.drain_secs.max(1));
+    let result = runtime.block_on(async move {
         // First: a signal from here on stops the relay cleanly.
-        let stop = shutdown_signal().context("cannot catch SIGINT and SIGTERM")?;
+        let stop = stop_signals().context("cannot catch SIGINT and SIGTERM")?;
         let ingress_l = Listener::bind(&args.ingress).await.with_context(|| format!("cannot listen on {}", args.ingress))?;
         let egress_l = Listener::bind(&args.egress_listen).await.with_context(|| format!("cannot listen on {}", args.egress_listen))?;
         let bundle_l = Listener::bind(&args.bundle_listen).await.with_context(|| format!("cannot listen on {}", args.bundle_listen))?;
@@ -199,46 +200,39 @@ fn run(args: Args) -> Result<()> {
         config.max_connections = args.egress_max_connections;
         let egress = tokio::spawn(serve_egress(egress_l, config));
         let bundles = tokio::spawn(bundle_server.clone().serve(bundle_l));
-        let (draining, drain_now) = tokio::sync::oneshot::channel::<()>();
-        let mut ingress = tokio::spawn(async move {
-            axum::serve(ingress_l, ingress::router_with(ingress_config))
-                .with_graceful_shutdown(async move {
-                    let _ = drain_now.await;
-                })
-                .await
-        });
-        let work = async {
-            if let Some(source) = source {
-                tracing::info!(source = %source.url, dir = %args.bundle_dir.display(), "mirroring the bundle");
-                let report = mirror(&source, &args.bundle_dir, mirror_config)
-                    .await
-                    .with_context(|| format!("cannot mirror {}", source.url))?;
-                tracing::info!(?report, "bundle mirrored; serving it");
-                bundle_server.mark_ready();
-            }
+        let served = serve_until_stopped(stop, drain, |stop_taking| async move {
+            let mut ingress = tokio::spawn(
+                axum::serve(ingress_l, ingress::router_with(ingress_config))
+                    .with_graceful_shutdown(stop_taking)
+                    .into_future(),
+            );
+            // Mirroring stops with the ingress; only its failure ends the relay.
+            let mirrored = async {
+                if let Some(source) = source {
+                    tracing::info!(source = %source.url, dir = %args.bundle_dir.display(), "mirroring the bundle");
+                    let report = mirror(&source, &args.bundle_dir, mirror_config)
+                        .await
+                        .with_context(|| format!("cannot mirror {}", source.url))?;
+                    tracing::info!(?report, "bundle mirrored; serving it");
+                    bundle_server.mark_ready();
+                }
+                std::future::pending::<Result<()>>().await
+            };
             tokio::select! {
                 r = egress => r?.context("egress"),
                 r = bundles => r?.context("bundles"),
                 r = &mut ingress => r?.context("ingress"),
+                r = mirrored => r,
             }
-        };
-        tokio::select! {
-            r = work => return r,
-            () = stop => {}
-        }
-        // At once, so that a second signal is not lost while the drain begins.
-        let again = shutdown_signal().context("cannot catch SIGINT and SIGTERM")?;
-        tracing::info!(drain_secs = drain.as_secs(), "stopping: new requests refused, those in flight finishing");
-        let _ = draining.send(());
+        })
+        .await;
         // A drain cut short is an error exit, so a supervisor knows answers were cut.
-        tokio::select! {
-            r = tokio::time::timeout(drain, &mut ingress) => match r {
-                Ok(served) => served?.context("ingress")?,
-                Err(_) => anyhow::bail!("stopped with requests still in flight after the drain time ({} s)", drain.as_secs()),
-            },
-            () = again => anyhow::bail!("stopped at a second signal with requests still in flight"),
-        }
+        served??;
         tracing::info!("tb-relay stopped");
         Ok(())
-    })
+    });
+    // Blocking work still running after a stop (an attestation report, a log append)
+    // does not hold the exit up for long.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
 }

@@ -17,7 +17,7 @@ use trustbridge_kms::broker::decision_log::verify_log;
 use trustbridge_kms::broker::kek::{KEK_ENV, Kek};
 use trustbridge_kms::broker::store::{SqliteStore, Store};
 use trustbridge_kms::broker::{Broker, service};
-use trustbridge_logging::{LogFormat, shutdown_signal};
+use trustbridge_logging::{DEFAULT_DRAIN, LogFormat, serve_until_stopped, stop_signals};
 
 /// The TrustBridge key broker: releases model data keys only to attested sentinels.
 #[derive(Debug, Parser)]
@@ -199,8 +199,12 @@ fn serve(args: ServeArgs) -> Result<bool> {
             simulation = info.simulation,
             "tb-kms serving"
         );
-        let stop = shutdown_signal().context("cannot catch SIGINT and SIGTERM")?;
-        service::serve(listener, broker, stop).await?;
+        let stop = stop_signals().context("cannot catch SIGINT and SIGTERM")?;
+        // Requests in flight get DEFAULT_DRAIN to finish; a drain cut short is an error.
+        serve_until_stopped(stop, DEFAULT_DRAIN, |stop_taking| {
+            service::serve(listener, broker, stop_taking)
+        })
+        .await??;
         tracing::info!("tb-kms stopped");
         Ok::<_, anyhow::Error>(())
     })?;
