@@ -161,12 +161,22 @@ impl Relay {
     }
 }
 
+/// A relay with `--drain-secs drain` and one request in flight at a sentinel that answers
+/// after `answer`.
+fn in_flight(
+    answer: Duration,
+    drain: u64,
+) -> (Relay, std::thread::JoinHandle<Result<String, String>>) {
+    let (sentinel, arrived) = slow_sentinel(answer);
+    let relay = Relay::start(sentinel, drain);
+    let request = relay.request();
+    arrived.recv_timeout(Duration::from_secs(10)).unwrap();
+    (relay, request)
+}
+
 #[test]
 fn at_sigterm_the_request_in_flight_finishes_and_the_relay_exits() {
-    let (sentinel, arrived) = slow_sentinel(Duration::from_millis(1500));
-    let mut relay = Relay::start(sentinel, 30);
-    let answer = relay.request();
-    arrived.recv_timeout(Duration::from_secs(10)).unwrap();
+    let (mut relay, answer) = in_flight(Duration::from_millis(1500), 30);
     relay.signal();
     assert_eq!(answer.join().unwrap().unwrap(), "done");
     let (status, stderr) = relay.exit_within(Duration::from_secs(10));
@@ -177,10 +187,7 @@ fn at_sigterm_the_request_in_flight_finishes_and_the_relay_exits() {
 
 #[test]
 fn a_second_signal_stops_the_relay_without_waiting() {
-    let (sentinel, arrived) = slow_sentinel(Duration::from_secs(120));
-    let mut relay = Relay::start(sentinel, 300);
-    let _answer = relay.request();
-    arrived.recv_timeout(Duration::from_secs(10)).unwrap();
+    let (mut relay, _answer) = in_flight(Duration::from_secs(120), 300);
     relay.signal();
     // Draining: still there while the request is in flight.
     relay.wait_for("stopping: new requests refused");
@@ -197,10 +204,7 @@ fn a_second_signal_stops_the_relay_without_waiting() {
 
 #[test]
 fn the_drain_time_bounds_the_wait() {
-    let (sentinel, arrived) = slow_sentinel(Duration::from_secs(120));
-    let mut relay = Relay::start(sentinel, 1);
-    let _answer = relay.request();
-    arrived.recv_timeout(Duration::from_secs(10)).unwrap();
+    let (mut relay, _answer) = in_flight(Duration::from_secs(120), 1);
     let signalled = Instant::now();
     relay.signal();
     let (status, stderr) = relay.exit_within(Duration::from_secs(10));

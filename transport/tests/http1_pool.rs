@@ -133,6 +133,18 @@ fn pool(server: &Server) -> Http1Pool<Full<Bytes>> {
     )
 }
 
+/// A pool of connections to 127.0.0.1:`port`.
+fn pool_on(port: u16, config: PoolConfig) -> Http1Pool<Full<Bytes>> {
+    Http1Pool::new(
+        Endpoint::Tcp {
+            host: "127.0.0.1".into(),
+            port,
+        },
+        axum::http::HeaderValue::from_static("x"),
+        config,
+    )
+}
+
 fn get(target: &str) -> axum::http::Request<Full<Bytes>> {
     axum::http::Request::get(target)
         .body(Full::new(Bytes::new()))
@@ -211,15 +223,7 @@ async fn nothing_listening_is_a_connect_error_naming_the_endpoint() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     drop(listener);
-    let endpoint = Endpoint::Tcp {
-        host: "127.0.0.1".into(),
-        port,
-    };
-    let pool: Http1Pool<Full<Bytes>> = Http1Pool::new(
-        endpoint,
-        axum::http::HeaderValue::from_static("x"),
-        PoolConfig::default(),
-    );
+    let pool = pool_on(port, PoolConfig::default());
     let err = pool.send(get("/")).await.unwrap_err();
     assert!(matches!(err, SendError::Connect { .. }), "{err}");
     assert!(err.to_string().contains(&format!("127.0.0.1:{port}")));
@@ -286,14 +290,7 @@ async fn a_peer_that_closes_idle_connections_costs_no_request() {
             });
         }
     });
-    let pool: Http1Pool<Full<Bytes>> = Http1Pool::new(
-        Endpoint::Tcp {
-            host: "127.0.0.1".into(),
-            port,
-        },
-        axum::http::HeaderValue::from_static("x"),
-        PoolConfig::default(),
-    );
+    let pool = pool_on(port, PoolConfig::default());
     for _ in 0..3 {
         assert_eq!(read(&pool, get("/")).await, "ok");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -333,12 +330,8 @@ async fn idle_connections_past_their_time_are_closed_even_without_requests() {
             });
         }
     });
-    let pool: Http1Pool<Full<Bytes>> = Http1Pool::new(
-        Endpoint::Tcp {
-            host: "127.0.0.1".into(),
-            port,
-        },
-        axum::http::HeaderValue::from_static("x"),
+    let pool = pool_on(
+        port,
         PoolConfig {
             idle_timeout: std::time::Duration::from_millis(100),
             max_idle: 8,
