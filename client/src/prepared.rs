@@ -7,6 +7,12 @@
 //! for the current session's bound configuration, and a request pays only for the AEAD.
 //! A request that finds none ready sets one up itself, as before.
 //!
+//! Waking a sleeping thread costs the waker a cross-CPU interrupt (about 25 µs on a
+//! virtual machine), so a busy request path never does it: while requests come, the
+//! thread tops the pool up on its own every [`TICK`]. Only after [`IDLE_TICKS`] ticks
+//! without a request does it sleep until woken, and then the request that leaves the
+//! pool at its low mark wakes it (once per idle spell), as does one that empties it.
+//!
 //! Each context is used once (the `ohttp` crate's type is consumed by the encapsulation)
 //! and is for the configuration it was set up for: when the session's bound configuration
 //! changes, the thread for the old one is stopped and its contexts dropped, and
@@ -15,8 +21,15 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use crate::session::Prepared;
+
+/// How often the thread tops the pool up while requests come.
+pub(crate) const TICK: Duration = Duration::from_millis(1);
+
+/// Ticks without a request after which the thread sleeps until a request wakes it.
+pub(crate) const IDLE_TICKS: u32 = 100;
 
 /// Contexts ready for one key configuration, kept topped up by a thread.
 struct Pool {
@@ -27,13 +40,19 @@ struct Pool {
 /// What the pool and its thread share.
 struct Shared {
     state: Mutex<State>,
-    /// Wakes the thread: the pool fell to its low mark, or was dropped.
+    /// Wakes the thread: it sleeps and the pool fell to its low mark, or the pool ran
+    /// dry, or was dropped.
     wake: Condvar,
 }
 
 struct State {
     ready: VecDeque<Prepared>,
     stopped: bool,
+    /// The thread sleeps until woken (no request for [`IDLE_TICKS`] ticks); otherwise
+    /// it wakes by itself every [`TICK`].
+    asleep: bool,
+    /// Wake-ups asked of the thread by requests (for the tests).
+    wakes: u64,
 }
 
 impl Shared {
@@ -66,8 +85,7 @@ impl std::fmt::Debug for Preparer {
 
 impl Preparer {
     /// A preparer that keeps `depth` contexts ready (0: none, every request sets its own
-    /// up). The thread sleeps until half of them are used, then tops them up in one go:
-    /// one wake-up per `depth / 2` requests rather than one each.
+    /// up).
     pub(crate) fn new(depth: usize) -> Self {
         Self {
             depth: depth.min(MAX_DEPTH),
@@ -86,8 +104,12 @@ impl Preparer {
         if let Some(p) = pool.as_ref().filter(|p| p.keys[..] == *keys) {
             let mut state = p.shared.lock()?;
             let prepared = state.ready.pop_front();
-            // Crossing the low mark wakes the thread (once, not on every request).
-            if prepared.is_some() && state.ready.len() == low_mark(self.depth) {
+            // A thread that tops up by itself is left alone unless the pool ran dry (a
+            // burst faster than its ticks); a sleeping one is woken at the low mark.
+            let left = state.ready.len();
+            if (state.asleep && left <= low_mark(self.depth)) || left == 0 {
+                state.asleep = false;
+                state.wakes += 1;
                 p.shared.wake.notify_one();
             }
             return prepared;
@@ -97,13 +119,25 @@ impl Preparer {
         *pool = start(Arc::from(keys), self.depth);
         None
     }
+
+    /// `f` of the current pool's state (for the tests): wake-ups asked, contexts ready.
+    #[cfg(test)]
+    fn inspect<T: Default>(&self, f: impl FnOnce(&State) -> T) -> T {
+        let pool = self
+            .pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        pool.as_ref()
+            .and_then(|p| p.shared.lock().map(|s| f(&s)))
+            .unwrap_or_default()
+    }
 }
 
 /// Most contexts kept ready (a larger depth asked for is this one): a few hundred bytes
 /// each, and more than a burst of requests needs.
 pub(crate) const MAX_DEPTH: usize = 64;
 
-/// The number of ready contexts at which the thread tops them up.
+/// The number of ready contexts at which a request wakes a sleeping thread.
 fn low_mark(depth: usize) -> usize {
     depth / 2
 }
@@ -115,6 +149,8 @@ fn start(keys: Arc<[u8]>, depth: usize) -> Option<Pool> {
         state: Mutex::new(State {
             ready: VecDeque::with_capacity(depth),
             stopped: false,
+            asleep: false,
+            wakes: 0,
         }),
         wake: Condvar::new(),
     });
@@ -126,19 +162,37 @@ fn start(keys: Arc<[u8]>, depth: usize) -> Option<Pool> {
     Some(Pool { keys, shared })
 }
 
-/// Tops the pool up to `depth` contexts for `keys` whenever it is at its low mark or
-/// below, until the pool is dropped. A configuration the `ohttp` crate refuses ends the
-/// thread: each request then sets up its own context and reports the error.
+/// Tops the pool up to `depth` contexts for `keys` every [`TICK`] while requests take
+/// them, and sleeps until woken after [`IDLE_TICKS`] ticks without one, until the pool is
+/// dropped. A configuration the `ohttp` crate refuses ends the thread: each request then
+/// sets up its own context and reports the error.
 fn fill(keys: &Arc<[u8]>, shared: &Shared, depth: usize) {
+    let mut idle_ticks = 0;
     loop {
         let Some(mut state) = shared.lock() else {
             return;
         };
-        while !state.stopped && state.ready.len() > low_mark(depth) {
-            let Ok(woken) = shared.wake.wait(state) else {
+        while !state.stopped && state.ready.len() == depth {
+            if idle_ticks >= IDLE_TICKS {
+                state.asleep = true;
+                while !state.stopped && state.asleep {
+                    let Ok(woken) = shared.wake.wait(state) else {
+                        return;
+                    };
+                    state = woken;
+                }
+                idle_ticks = 0;
+                continue;
+            }
+            let Ok((woken, _)) = shared.wake.wait_timeout(state, TICK) else {
                 return;
             };
             state = woken;
+            idle_ticks = if state.ready.len() == depth {
+                idle_ticks + 1
+            } else {
+                0
+            };
         }
         if state.stopped {
             return;
@@ -146,7 +200,7 @@ fn fill(keys: &Arc<[u8]>, shared: &Shared, depth: usize) {
         let missing = depth - state.ready.len();
         drop(state);
         // Set up apart, handed over under one lock: the requests that take contexts
-        // meanwhile (half the pool is still ready) never wait for this thread.
+        // meanwhile never wait for this thread.
         let mut made = Vec::with_capacity(missing);
         for _ in 0..missing {
             let Ok(prepared) = Prepared::new(keys.clone()) else {
@@ -214,6 +268,56 @@ mod tests {
         assert_eq!(&p.keys[..], b.keys());
         let (req, _) = p.context.encapsulate(b"to b").unwrap();
         assert_eq!(b.decapsulate(&req).unwrap().0, b"to b");
+    }
+
+    /// Waits until `f` holds of the preparer's state.
+    fn until(preparer: &Preparer, what: &str, f: impl Fn(&State) -> bool) {
+        let start = Instant::now();
+        while !preparer.inspect(|s| f(s)) {
+            assert!(start.elapsed() < Duration::from_secs(10), "never {what}");
+            std::thread::sleep(TICK);
+        }
+    }
+
+    #[test]
+    fn requests_never_wake_a_thread_that_tops_up_by_itself() {
+        let a = GatewayKey::derive(&[3; 32]).unwrap();
+        let preparer = Preparer::new(8);
+        assert!(preparer.take(a.keys()).is_none());
+        until(&preparer, "full", |s| s.ready.len() == 8);
+        let before = preparer.inspect(|s| s.wakes);
+        // Seven of eight taken, past the low mark: the thread, which wakes by itself every
+        // tick, is not woken (waking it at the low mark cost a wake-up per four requests).
+        for _ in 0..7 {
+            assert!(preparer.take(a.keys()).is_some());
+        }
+        assert_eq!(preparer.inspect(|s| s.wakes), before);
+        // And it tops the pool up by itself.
+        until(&preparer, "topped up", |s| s.ready.len() == 8);
+        assert_eq!(preparer.inspect(|s| s.wakes), before);
+        // A burst that empties the pool wakes it at once.
+        while preparer.take(a.keys()).is_some() {}
+        assert!(preparer.inspect(|s| s.wakes) > before);
+        until(&preparer, "topped up after the burst", |s| {
+            s.ready.len() == 8
+        });
+    }
+
+    #[test]
+    fn an_idle_thread_sleeps_and_the_low_mark_wakes_it() {
+        let a = GatewayKey::derive(&[4; 32]).unwrap();
+        let preparer = Preparer::new(4);
+        assert!(preparer.take(a.keys()).is_none());
+        until(&preparer, "full", |s| s.ready.len() == 4);
+        // No request for the idle spell: the thread sleeps until woken.
+        until(&preparer, "asleep", |s| s.asleep);
+        let before = preparer.inspect(|s| s.wakes);
+        // Two taken of four: the low mark wakes it once, and it fills the pool again.
+        assert!(preparer.take(a.keys()).is_some());
+        assert_eq!(preparer.inspect(|s| s.wakes), before);
+        assert!(preparer.take(a.keys()).is_some());
+        assert_eq!(preparer.inspect(|s| s.wakes), before + 1);
+        until(&preparer, "topped up", |s| s.ready.len() == 4);
     }
 
     #[test]
