@@ -1,6 +1,12 @@
 //! The public receipt log: every receipt the sentinel hands the relay, appended to a file,
 //! fsync'd before the append returns, and served at `GET /receipts?after=SEQ`.
 //!
+//! Appends commit in groups: an append writes its line and then either syncs the file
+//! itself, or, while another append's fsync is running, waits for it and then for one
+//! more that covers its own line. Concurrent appends share fsyncs (one per group, not
+//! one each), and none returns before its line is on disk. Only lines on disk are
+//! served or counted.
+//!
 //! One JSON object per line: `{"seq": N, "receipt": "<base64url>"}`, `seq` counting from 0
 //! in the order the relay received them. Receipts are public by design (their digests are
 //! salted with a salt only the client has), so the log is plain. It is evidence, not a
@@ -14,7 +20,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -51,6 +57,10 @@ pub enum LogError {
     /// The lock is poisoned.
     #[error("receipt log lock poisoned")]
     Poisoned,
+    /// The receipt was written, but the fsync of its group failed (the append that ran
+    /// it got the I/O error): its line was cut off again and it is not in the log.
+    #[error("receipt log {0}: the fsync that was to make this receipt durable failed")]
+    GroupSyncFailed(PathBuf),
 }
 
 /// One entry.
@@ -64,16 +74,43 @@ pub struct Entry {
 }
 
 struct Inner {
-    file: File,
-    /// Byte offset of each entry's line.
+    /// Byte offset of each entry's line, written or durable.
     offsets: Vec<u64>,
+    /// Bytes written.
     end: u64,
+    /// Entries on disk: those with `seq < durable`.
+    durable: u64,
+    /// Bytes on disk.
+    durable_end: u64,
+    /// An append is running an fsync (without the lock).
+    syncing: bool,
+    /// Counts the times lines not yet on disk were cut off (a write or an fsync
+    /// failed): an append that sees it change while it waits has lost its line.
+    cuts: u64,
+    /// fsyncs run (for the tests and the benchmark).
+    syncs: u64,
+}
+
+impl Inner {
+    /// Cuts every line not yet on disk off the file and the index.
+    fn cut_to_durable(&mut self, file: &File) {
+        // Best effort: if even this fails, the next open cuts or refuses what is left.
+        let _ = file.set_len(self.durable_end);
+        self.offsets.truncate(self.durable as usize);
+        self.end = self.durable_end;
+        self.cuts += 1;
+    }
 }
 
 /// The append-only receipt log.
 pub struct ReceiptLog {
     path: PathBuf,
+    /// Opened for appending: every write lands at the end. Written under `inner`'s
+    /// lock, synced without it.
+    file: File,
     inner: Mutex<Inner>,
+    /// Signalled when an fsync ends.
+    synced: Condvar,
 }
 
 impl std::fmt::Debug for ReceiptLog {
@@ -127,48 +164,90 @@ impl ReceiptLog {
         drop(reader);
         file.set_len(end).map_err(io)?;
         file.seek(SeekFrom::End(0)).map_err(io)?;
+        let durable = offsets.len() as u64;
         Ok(Self {
             path: path.to_owned(),
-            inner: Mutex::new(Inner { file, offsets, end }),
+            file,
+            inner: Mutex::new(Inner {
+                offsets,
+                end,
+                durable,
+                durable_end: end,
+                syncing: false,
+                cuts: 0,
+                syncs: 0,
+            }),
+            synced: Condvar::new(),
         })
     }
 
-    /// Appends a receipt and returns its `seq` once it is on disk (fsync'd).
+    /// Appends a receipt and returns its `seq` once it is on disk (fsync'd), sharing
+    /// the fsync with the appends running at the same time.
     pub fn append(&self, receipt: &[u8]) -> Result<u64, LogError> {
         if receipt.len() > MAX_RECEIPT_LEN {
             return Err(LogError::TooLarge(receipt.len()));
         }
+        let io = |source| LogError::Io {
+            path: self.path.clone(),
+            source,
+        };
         let mut inner = self.inner.lock().map_err(|_| LogError::Poisoned)?;
         let seq = inner.offsets.len() as u64;
         let entry = Entry {
             seq,
             receipt: URL_SAFE_NO_PAD.encode(receipt),
         };
-        let mut line = serde_json::to_string(&entry).map_err(|e| LogError::Io {
-            path: self.path.clone(),
-            source: std::io::Error::other(e),
-        })?;
+        let mut line = serde_json::to_string(&entry).map_err(|e| io(std::io::Error::other(e)))?;
         line.push('\n');
-        let io = |source| LogError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        let written = inner
-            .file
-            .write_all(line.as_bytes())
-            .and_then(|()| inner.file.sync_data());
-        if let Err(e) = written {
-            // Cut whatever part of the line reached the file, so the log stays what its
-            // index says it is; the next append starts where this one did.
-            let end = inner.end;
-            let _ = inner.file.set_len(end);
-            let _ = inner.file.seek(SeekFrom::End(0));
+        if let Err(e) = (&self.file).write_all(line.as_bytes()) {
+            // Cut whatever part of the line reached the file (and the lines of the
+            // group waiting for an fsync, whose appends then fail), so the log stays what
+            // its index says it is.
+            inner.cut_to_durable(&self.file);
+            self.synced.notify_all();
             return Err(io(e));
         }
         let at = inner.end;
         inner.offsets.push(at);
         inner.end += line.len() as u64;
-        Ok(seq)
+        let cuts = inner.cuts;
+        loop {
+            if inner.cuts != cuts {
+                return Err(LogError::GroupSyncFailed(self.path.clone()));
+            }
+            if inner.durable > seq {
+                return Ok(seq);
+            }
+            if inner.syncing {
+                // Another append's fsync is running: it may not cover this line, so wait
+                // for it to end and look again.
+                inner = self.synced.wait(inner).map_err(|_| LogError::Poisoned)?;
+                continue;
+            }
+            // Sync every line written so far, this one included, without the lock:
+            // appends that come meanwhile write theirs and wait for the next fsync.
+            inner.syncing = true;
+            let (count, end) = (inner.offsets.len() as u64, inner.end);
+            drop(inner);
+            let synced = self.file.sync_data();
+            inner = self.inner.lock().map_err(|_| LogError::Poisoned)?;
+            inner.syncing = false;
+            inner.syncs += 1;
+            self.synced.notify_all();
+            match synced {
+                // Unless a failed write cut the group's lines meanwhile (then the loop's
+                // first check fails this append).
+                Ok(()) if inner.cuts == cuts => {
+                    inner.durable = inner.durable.max(count);
+                    inner.durable_end = inner.durable_end.max(end);
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    inner.cut_to_durable(&self.file);
+                    return Err(io(e));
+                }
+            }
+        }
     }
 
     /// Entries after `after` (all from the start when `None`), at most [`PAGE`].
@@ -176,13 +255,15 @@ impl ReceiptLog {
         let (start, offset, end) = {
             let inner = self.inner.lock().map_err(|_| LogError::Poisoned)?;
             let start = after.map_or(0, |a| a.saturating_add(1));
+            // Only what is on disk is served.
             let Some(offset) = usize::try_from(start)
                 .ok()
+                .filter(|&s| (s as u64) < inner.durable)
                 .and_then(|s| inner.offsets.get(s))
             else {
                 return Ok(Vec::new());
             };
-            (start, *offset, inner.end)
+            (start, *offset, inner.durable_end)
         };
         let io = |source| LogError::Io {
             path: self.path.clone(),
@@ -203,14 +284,15 @@ impl ReceiptLog {
         Ok(out)
     }
 
-    /// How many entries the log holds.
+    /// How many entries the log holds (on disk).
     pub fn len(&self) -> Result<u64, LogError> {
-        Ok(self
-            .inner
-            .lock()
-            .map_err(|_| LogError::Poisoned)?
-            .offsets
-            .len() as u64)
+        Ok(self.inner.lock().map_err(|_| LogError::Poisoned)?.durable)
+    }
+
+    /// How many fsyncs the log has run since it was opened: fewer than its appends when
+    /// appends came at the same time.
+    pub fn syncs(&self) -> Result<u64, LogError> {
+        Ok(self.inner.lock().map_err(|_| LogError::Poisoned)?.syncs)
     }
 
     /// Whether the log is empty.
@@ -256,5 +338,63 @@ mod tests {
             ReceiptLog::open(&path),
             Err(LogError::Corrupt { line: 2, .. })
         ));
+    }
+
+    #[test]
+    fn concurrent_appends_share_fsyncs_and_every_one_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("receipts.log");
+        let log = std::sync::Arc::new(ReceiptLog::open(&path).unwrap());
+        let (threads, each) = (8, 40);
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    (0..each)
+                        .map(|i| {
+                            let receipt = format!("receipt {t}-{i}");
+                            let seq = log.append(receipt.as_bytes()).unwrap();
+                            // Acknowledged means served.
+                            assert!(log.len().unwrap() > seq);
+                            (seq, receipt)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut acked: Vec<(u64, String)> = handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect();
+        acked.sort();
+        let total = threads * each;
+        // Every sequence number once, each for the receipt it was given for.
+        assert_eq!(
+            acked.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            (0..total as u64).collect::<Vec<_>>()
+        );
+        let syncs = log.syncs().unwrap();
+        assert!(
+            syncs < total as u64,
+            "{syncs} fsyncs for {total} appends: none shared"
+        );
+        drop(log);
+        let log = ReceiptLog::open(&path).unwrap();
+        let mut served = Vec::new();
+        let mut after = None;
+        loop {
+            let page = log.after(after).unwrap();
+            let Some(last) = page.last() else { break };
+            after = Some(last.seq);
+            served.extend(page);
+        }
+        assert_eq!(served.len(), total);
+        for (entry, (seq, receipt)) in served.iter().zip(&acked) {
+            assert_eq!(entry.seq, *seq);
+            assert_eq!(
+                URL_SAFE_NO_PAD.decode(&entry.receipt).unwrap(),
+                receipt.as_bytes()
+            );
+        }
     }
 }
