@@ -1,5 +1,6 @@
 //! The ingress limits, each a plain status: a body over the limit is 413, more requests
-//! than allowed at once 503 with retry-after, a sentinel that does not answer in time 504.
+//! than allowed at once 503 with retry-after, a sentinel that does not answer in time 504,
+//! CONNECT (a tunnel to the sentinel) 405.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use std::time::Duration;
@@ -74,4 +75,17 @@ async fn oversized_crowded_and_slow_requests_get_their_status() {
     );
     assert_eq!(slow.await.unwrap(), 504);
     assert_eq!(status(&relay, "/echo", vec![1]).await.0, 200);
+    // No tunnel through the relay: CONNECT is refused before anything is forwarded.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut raw = tokio::net::TcpStream::connect(&relay).await.unwrap();
+    raw.write_all(b"CONNECT sentinel:443 HTTP/1.1\r\nhost: sentinel:443\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 64];
+    let n = raw.read(&mut head).await.unwrap();
+    assert!(
+        head[..n].starts_with(b"HTTP/1.1 405"),
+        "{}",
+        String::from_utf8_lossy(&head[..n])
+    );
 }
