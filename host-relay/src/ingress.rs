@@ -21,6 +21,7 @@ use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
+use tokio_util::task::TaskTracker;
 use trustbridge_transport::Endpoint;
 use trustbridge_transport::http1::{Http1Pool, PooledBody};
 
@@ -60,6 +61,23 @@ struct Ingress {
     config: IngressConfig,
     permits: tokio::sync::Semaphore,
     sentinel: Http1Pool<Body>,
+    lingering: TaskTracker,
+}
+
+/// What an ingress still does after its answers have gone out: reading the rest of a
+/// streamed answer whose client left, for at most a second, to log the receipt in its
+/// trailer. A server that drained its connections has not finished this: a relay
+/// that stops waits for [`Lingering::finished`] too, or those receipts are lost.
+#[derive(Clone, Debug)]
+pub struct Lingering(TaskTracker);
+
+impl Lingering {
+    /// Resolves once every such read has ended (each within a second of its client's
+    /// departure). Reads the ingress starts later are waited for too.
+    pub async fn finished(&self) {
+        self.0.close();
+        self.0.wait().await;
+    }
 }
 
 /// The ingress router: everything goes to `sentinel`, with the default limits.
@@ -69,15 +87,24 @@ pub fn router(sentinel: Endpoint) -> Router {
 
 /// The ingress router with `config`.
 pub fn router_with(config: IngressConfig) -> Router {
+    lingering_router(config).0
+}
+
+/// The ingress router with `config`, and its [`Lingering`] work, for a server that stops
+/// without losing receipts.
+pub fn lingering_router(config: IngressConfig) -> (Router, Lingering) {
+    let lingering = TaskTracker::new();
     let state = Arc::new(Ingress {
         permits: tokio::sync::Semaphore::new(config.max_concurrent.max(1)),
         sentinel: crate::sentinel_link::client(config.sentinel.clone()),
         config,
+        lingering: lingering.clone(),
     });
-    Router::new()
+    let router = Router::new()
         .route("/receipts", get(receipts))
         .fallback(forward)
-        .with_state(state)
+        .with_state(state);
+    (router, Lingering(lingering))
 }
 
 /// Headers that describe one hop and must not be forwarded.
@@ -175,7 +202,8 @@ fn pump(ingress: Arc<Ingress>, mut body: PooledBody<Body>) -> Body {
     use http_body_util::BodyExt;
     let (tx, mut rx) =
         tokio::sync::mpsc::channel::<Result<hyper::body::Frame<bytes::Bytes>, hyper::Error>>(16);
-    tokio::spawn(async move {
+    let lingering = ingress.lingering.clone();
+    lingering.spawn(async move {
         let mut gone: Option<(tokio::time::Instant, usize)> = None;
         loop {
             let frame = match gone {

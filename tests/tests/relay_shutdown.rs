@@ -1,6 +1,7 @@
 //! tb-relay stops cleanly: at SIGTERM it refuses new requests and lets the one in flight
-//! finish before it exits (status 0); a second signal, or the end of `--drain-secs`, stops
-//! it without waiting, with an error status that says answers were cut.
+//! finish before it exits (status 0), and still logs the receipt of a streamed answer whose
+//! client left; a second signal, or the end of `--drain-secs`, stops it without waiting,
+//! with an error status that says answers were cut.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
 use std::io::{BufRead, BufReader, Write};
@@ -42,9 +43,41 @@ fn slow_sentinel(delay: Duration) -> (u16, mpsc::Receiver<()>) {
     (port, rx)
 }
 
+/// A stand-in sentinel on TCP that streams one answer (chunked, its receipt for the log
+/// announced as a trailer): a first chunk at once, the rest and the trailer carrying
+/// `receipt` (base64url) `delay` later. Reports when the first chunk went out.
+fn streaming_sentinel(delay: Duration, receipt: &'static str) -> (u16, mpsc::Receiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (first_sent, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+            line.clear();
+        }
+        let stream = reader.get_mut();
+        let _ = stream.write_all(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: trustbridge-receipt-log\r\n\r\n5\r\nfirst\r\n",
+        );
+        let _ = first_sent.send(());
+        std::thread::sleep(delay);
+        let _ = stream.write_all(
+            format!("4\r\nrest\r\n0\r\ntrustbridge-receipt-log: {receipt}\r\n\r\n").as_bytes(),
+        );
+        std::thread::sleep(Duration::from_secs(5));
+    });
+    (port, rx)
+}
+
 struct Relay {
     child: Child,
     ingress: u16,
+    /// Its `--receipt-log`.
+    log: std::path::PathBuf,
     /// Its stderr so far, read as it comes.
     stderr: Arc<Mutex<String>>,
     reader: Option<std::thread::JoinHandle<()>>,
@@ -62,6 +95,7 @@ impl Relay {
     fn start(sentinel: u16, drain_secs: u64) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let ingress = free_port();
+        let log = dir.path().join("receipts.log");
         let mut child = Command::new(binary("tb-relay"))
             .args([
                 "--ingress",
@@ -76,6 +110,8 @@ impl Relay {
                 &s(dir.path()),
                 "--drain-secs",
                 &drain_secs.to_string(),
+                "--receipt-log",
+                &s(&log),
             ])
             .env_remove("RUST_LOG")
             .stderr(Stdio::piped())
@@ -102,6 +138,7 @@ impl Relay {
         Self {
             child,
             ingress,
+            log,
             stderr,
             reader: Some(reader),
             _dir: dir,
@@ -214,4 +251,33 @@ fn the_drain_time_bounds_the_wait() {
         stderr.contains("requests still in flight after the drain time (1s)"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_streamed_answer_whose_client_left_still_logs_its_receipt_at_sigterm() {
+    let (sentinel, first_sent) = streaming_sentinel(Duration::from_millis(500), "cmVjZWlwdA");
+    let mut relay = Relay::start(sentinel, 30);
+    // A client reads the first chunk of a streamed answer and leaves.
+    let mut client = TcpStream::connect(("127.0.0.1", relay.ingress)).unwrap();
+    client
+        .write_all(
+            b"POST /.well-known/ohttp-gateway HTTP/1.1\r\nhost: relay\r\ncontent-length: 0\r\n\r\n",
+        )
+        .unwrap();
+    first_sent.recv_timeout(Duration::from_secs(10)).unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&seen).contains("first") {
+        let n = std::io::Read::read(&mut client, &mut buf).unwrap();
+        assert!(n > 0, "the relay closed before the first chunk");
+        seen.extend_from_slice(&buf[..n]);
+    }
+    drop(client);
+    // The relay stops with nothing in flight on its side, but it is still reading the rest
+    // of that answer for the receipt in its trailer: it logs it before it exits.
+    relay.signal();
+    let (status, stderr) = relay.exit_within(Duration::from_secs(10));
+    assert!(status.success(), "{status}: {stderr}");
+    let log = std::fs::read_to_string(&relay.log).unwrap();
+    assert_eq!(log, "{\"seq\":0,\"receipt\":\"cmVjZWlwdA\"}\n", "{stderr}");
 }

@@ -201,11 +201,16 @@ fn run(args: Args) -> Result<()> {
         let egress = tokio::spawn(serve_egress(egress_l, config));
         let bundles = tokio::spawn(bundle_server.clone().serve(bundle_l));
         let served = serve_until_stopped(stop, drain, |stop_taking| async move {
-            let mut ingress = tokio::spawn(
-                axum::serve(ingress_l, ingress::router_with(ingress_config))
+            let (router, lingering) = ingress::lingering_router(ingress_config);
+            let mut ingress = tokio::spawn(async move {
+                axum::serve(ingress_l, router)
                     .with_graceful_shutdown(stop_taking)
-                    .into_future(),
-            );
+                    .into_future()
+                    .await?;
+                // Streamed answers whose clients left are still read for their receipts.
+                lingering.finished().await;
+                Ok::<(), std::io::Error>(())
+            });
             // Mirroring stops with the ingress; only its failure ends the relay.
             let mirrored = async {
                 if let Some(source) = source {
