@@ -8,10 +8,11 @@
 //! A request that finds none ready sets one up itself, as before.
 //!
 //! Waking a sleeping thread costs the waker a cross-CPU interrupt (about 25 µs on a
-//! virtual machine), so a busy request path never does it: while requests come, the
-//! thread tops the pool up on its own every [`TICK`]. Only after [`IDLE_TICKS`] ticks
-//! without a request does it sleep until woken, and then the request that leaves the
-//! pool at its low mark wakes it (once per idle spell), as does one that empties it.
+//! virtual machine), so a steady request path does not do it: while requests come, the
+//! thread wakes by itself every [`TICK`] (a thousand times a second, on its own core) and
+//! tops the pool up. Only after [`IDLE_TICKS`] ticks without a request does it sleep
+//! until woken; then the request that leaves the pool at its low mark wakes it (once per
+//! idle spell). A burst that takes the last context also wakes it, at once.
 //!
 //! Each context is used once (the `ohttp` crate's type is consumed by the encapsulation)
 //! and is for the configuration it was set up for: when the session's bound configuration
@@ -74,6 +75,8 @@ impl Drop for Pool {
 /// Keeps up to `depth` contexts ready for the key configuration last asked for.
 pub(crate) struct Preparer {
     depth: usize,
+    /// Ticks without a request before the thread sleeps ([`IDLE_TICKS`]).
+    idle_ticks: u32,
     pool: Mutex<Option<Pool>>,
 }
 
@@ -89,6 +92,7 @@ impl Preparer {
     pub(crate) fn new(depth: usize) -> Self {
         Self {
             depth: depth.min(MAX_DEPTH),
+            idle_ticks: IDLE_TICKS,
             pool: Mutex::new(None),
         }
     }
@@ -107,7 +111,7 @@ impl Preparer {
             // A thread that tops up by itself is left alone unless the pool ran dry (a
             // burst faster than its ticks); a sleeping one is woken at the low mark.
             let left = state.ready.len();
-            if (state.asleep && left <= low_mark(self.depth)) || left == 0 {
+            if (state.asleep && left <= low_mark(self.depth)) || (prepared.is_some() && left == 0) {
                 state.asleep = false;
                 state.wakes += 1;
                 p.shared.wake.notify_one();
@@ -116,8 +120,18 @@ impl Preparer {
         }
         // A new configuration (or the first): dropping the old pool stops its thread and
         // drops its contexts.
-        *pool = start(Arc::from(keys), self.depth);
+        *pool = start(Arc::from(keys), self.depth, self.idle_ticks);
         None
+    }
+
+    /// A preparer whose thread sleeps after `idle_ticks` ticks without a request (for the
+    /// tests: timing on a loaded machine must not decide when it sleeps).
+    #[cfg(test)]
+    fn with_idle_ticks(depth: usize, idle_ticks: u32) -> Self {
+        Self {
+            idle_ticks,
+            ..Self::new(depth)
+        }
     }
 
     /// `f` of the current pool's state (for the tests): wake-ups asked, contexts ready.
@@ -144,7 +158,7 @@ fn low_mark(depth: usize) -> usize {
 
 /// A thread that keeps `depth` contexts for `keys` ready until the pool is dropped, or
 /// `None` when no thread can be started (every request then sets up its own).
-fn start(keys: Arc<[u8]>, depth: usize) -> Option<Pool> {
+fn start(keys: Arc<[u8]>, depth: usize, idle_ticks: u32) -> Option<Pool> {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             ready: VecDeque::with_capacity(depth),
@@ -157,23 +171,23 @@ fn start(keys: Arc<[u8]>, depth: usize) -> Option<Pool> {
     let (for_thread, shared_for_thread) = (keys.clone(), shared.clone());
     std::thread::Builder::new()
         .name("tb-ohttp-prepare".into())
-        .spawn(move || fill(&for_thread, &shared_for_thread, depth))
+        .spawn(move || fill(&for_thread, &shared_for_thread, depth, idle_ticks))
         .ok()?;
     Some(Pool { keys, shared })
 }
 
 /// Tops the pool up to `depth` contexts for `keys` every [`TICK`] while requests take
-/// them, and sleeps until woken after [`IDLE_TICKS`] ticks without one, until the pool is
+/// them, and sleeps until woken after `idle_limit` ticks without one, until the pool is
 /// dropped. A configuration the `ohttp` crate refuses ends the thread: each request then
 /// sets up its own context and reports the error.
-fn fill(keys: &Arc<[u8]>, shared: &Shared, depth: usize) {
+fn fill(keys: &Arc<[u8]>, shared: &Shared, depth: usize, idle_limit: u32) {
     let mut idle_ticks = 0;
     loop {
         let Some(mut state) = shared.lock() else {
             return;
         };
         while !state.stopped && state.ready.len() == depth {
-            if idle_ticks >= IDLE_TICKS {
+            if idle_ticks >= idle_limit {
                 state.asleep = true;
                 while !state.stopped && state.asleep {
                     let Ok(woken) = shared.wake.wait(state) else {
@@ -189,7 +203,7 @@ fn fill(keys: &Arc<[u8]>, shared: &Shared, depth: usize) {
             };
             state = woken;
             idle_ticks = if state.ready.len() == depth {
-                idle_ticks + 1
+                idle_ticks.saturating_add(1)
             } else {
                 0
             };
@@ -282,7 +296,8 @@ mod tests {
     #[test]
     fn requests_never_wake_a_thread_that_tops_up_by_itself() {
         let a = GatewayKey::derive(&[3; 32]).unwrap();
-        let preparer = Preparer::new(8);
+        // A thread that never sleeps, however slowly this test runs.
+        let preparer = Preparer::with_idle_ticks(8, u32::MAX);
         assert!(preparer.take(a.keys()).is_none());
         until(&preparer, "full", |s| s.ready.len() == 8);
         let before = preparer.inspect(|s| s.wakes);
@@ -306,7 +321,7 @@ mod tests {
     #[test]
     fn an_idle_thread_sleeps_and_the_low_mark_wakes_it() {
         let a = GatewayKey::derive(&[4; 32]).unwrap();
-        let preparer = Preparer::new(4);
+        let preparer = Preparer::with_idle_ticks(4, 20);
         assert!(preparer.take(a.keys()).is_none());
         until(&preparer, "full", |s| s.ready.len() == 4);
         // No request for the idle spell: the thread sleeps until woken.
