@@ -5,7 +5,8 @@
 //! itself, or, while another append's fsync is running, waits for it and then for one
 //! more that covers its own line. Concurrent appends share fsyncs (one per group, not
 //! one each), and none returns before its line is on disk. Only lines on disk are
-//! served or counted.
+//! served or counted. A failed fsync stops the log ([`LogError::Broken`]) until a
+//! restart reads it back.
 //!
 //! One JSON object per line: `{"seq": N, "receipt": "<base64url>"}`, `seq` counting from 0
 //! in the order the relay received them. Receipts are public by design (their digests are
@@ -15,7 +16,8 @@
 //!
 //! On open, the file is read back; a torn last line (a crash in the middle of an append,
 //! before its fsync returned) is cut off, so every acknowledged receipt survives and no
-//! half-written one is served.
+//! half-written one is served. Whole lines whose fsync had not returned at a crash (a
+//! group in flight) may survive too: they are genuine receipts, in sequence, and are kept.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -57,10 +59,14 @@ pub enum LogError {
     /// The lock is poisoned.
     #[error("receipt log lock poisoned")]
     Poisoned,
-    /// The receipt was written, but the fsync of its group failed (the append that ran
-    /// it got the I/O error): its line was cut off again and it is not in the log.
-    #[error("receipt log {0}: the fsync that was to make this receipt durable failed")]
-    GroupSyncFailed(PathBuf),
+    /// An fsync of the log failed (the append that ran it got the I/O error), or a
+    /// failed write could not be cut off again: what the file holds is no longer known,
+    /// so the log takes no more appends (those waiting for that fsync included) until the
+    /// relay restarts and reads it back. After a failed fsync Linux may have dropped the
+    /// unsynced lines while reporting later fsyncs as successful, so carrying on could
+    /// acknowledge receipts that are not on disk.
+    #[error("receipt log {0}: a write or fsync failed; no more appends until a restart")]
+    Broken(PathBuf),
 }
 
 /// One entry.
@@ -84,22 +90,10 @@ struct Inner {
     durable_end: u64,
     /// An append is running an fsync (without the lock).
     syncing: bool,
-    /// Counts the times lines not yet on disk were cut off (a write or an fsync
-    /// failed): an append that sees it change while it waits has lost its line.
-    cuts: u64,
+    /// A write or fsync failed beyond repair ([`LogError::Broken`]).
+    broken: bool,
     /// fsyncs run (for the tests and the benchmark).
     syncs: u64,
-}
-
-impl Inner {
-    /// Cuts every line not yet on disk off the file and the index.
-    fn cut_to_durable(&mut self, file: &File) {
-        // Best effort: if even this fails, the next open cuts or refuses what is left.
-        let _ = file.set_len(self.durable_end);
-        self.offsets.truncate(self.durable as usize);
-        self.end = self.durable_end;
-        self.cuts += 1;
-    }
 }
 
 /// The append-only receipt log.
@@ -174,7 +168,7 @@ impl ReceiptLog {
                 durable,
                 durable_end: end,
                 syncing: false,
-                cuts: 0,
+                broken: false,
                 syncs: 0,
             }),
             synced: Condvar::new(),
@@ -192,6 +186,9 @@ impl ReceiptLog {
             source,
         };
         let mut inner = self.inner.lock().map_err(|_| LogError::Poisoned)?;
+        if inner.broken {
+            return Err(LogError::Broken(self.path.clone()));
+        }
         let seq = inner.offsets.len() as u64;
         let entry = Entry {
             seq,
@@ -200,23 +197,24 @@ impl ReceiptLog {
         let mut line = serde_json::to_string(&entry).map_err(|e| io(std::io::Error::other(e)))?;
         line.push('\n');
         if let Err(e) = (&self.file).write_all(line.as_bytes()) {
-            // Cut whatever part of the line reached the file (and the lines of the
-            // group waiting for an fsync, whose appends then fail), so the log stays what
-            // its index says it is.
-            inner.cut_to_durable(&self.file);
-            self.synced.notify_all();
+            // Cut whatever part of this line reached the file (the whole lines before it
+            // stay, for their fsync), so the file stays what the index says; appends land
+            // at its end. If even that fails, what the file holds is unknown: stop.
+            if self.file.set_len(inner.end).is_err() {
+                inner.broken = true;
+                self.synced.notify_all();
+            }
             return Err(io(e));
         }
         let at = inner.end;
         inner.offsets.push(at);
         inner.end += line.len() as u64;
-        let cuts = inner.cuts;
         loop {
-            if inner.cuts != cuts {
-                return Err(LogError::GroupSyncFailed(self.path.clone()));
-            }
             if inner.durable > seq {
                 return Ok(seq);
+            }
+            if inner.broken {
+                return Err(LogError::Broken(self.path.clone()));
             }
             if inner.syncing {
                 // Another append's fsync is running: it may not cover this line, so wait
@@ -230,20 +228,22 @@ impl ReceiptLog {
             let (count, end) = (inner.offsets.len() as u64, inner.end);
             drop(inner);
             let synced = self.file.sync_data();
-            inner = self.inner.lock().map_err(|_| LogError::Poisoned)?;
+            // Nothing panics while holding the lock; should something, the appends
+            // waiting for this fsync must still hear that it ended.
+            inner = self
+                .inner
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             inner.syncing = false;
             inner.syncs += 1;
             self.synced.notify_all();
             match synced {
-                // Unless a failed write cut the group's lines meanwhile (then the loop's
-                // first check fails this append).
-                Ok(()) if inner.cuts == cuts => {
+                Ok(()) => {
                     inner.durable = inner.durable.max(count);
                     inner.durable_end = inner.durable_end.max(end);
                 }
-                Ok(()) => {}
                 Err(e) => {
-                    inner.cut_to_durable(&self.file);
+                    inner.broken = true;
                     return Err(io(e));
                 }
             }
