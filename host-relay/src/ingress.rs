@@ -64,10 +64,11 @@ struct Ingress {
     lingering: TaskTracker,
 }
 
-/// What an ingress still does after its answers have gone out: reading the rest of a
-/// streamed answer whose client left, for at most a second, to log the receipt in its
-/// trailer. A server that drained its connections has not finished this: a relay
-/// that stops waits for [`Lingering::finished`] too, or those receipts are lost.
+/// The tasks that carry an ingress's streamed answers to their clients and log the
+/// receipts in their trailers. When a client leaves, its task still reads the rest for at
+/// most a second to reach that receipt, after the connection is gone: a server that
+/// drained its connections has not finished this, so a relay that stops waits for
+/// [`Lingering::finished`] too, or those receipts are lost.
 #[derive(Clone, Debug)]
 pub struct Lingering(TaskTracker);
 

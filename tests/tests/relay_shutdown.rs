@@ -6,11 +6,11 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::process::Command;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use trustbridge_tests::{binary, free_port, s};
+use trustbridge_tests::{Daemon, binary, free_port, s};
 
 /// A stand-in sentinel on TCP that answers each request `delay` after reading it, and
 /// reports each request it reads.
@@ -74,21 +74,11 @@ fn streaming_sentinel(delay: Duration, receipt: &'static str) -> (u16, mpsc::Rec
 }
 
 struct Relay {
-    child: Child,
+    daemon: Daemon,
     ingress: u16,
     /// Its `--receipt-log`.
     log: std::path::PathBuf,
-    /// Its stderr so far, read as it comes.
-    stderr: Arc<Mutex<String>>,
-    reader: Option<std::thread::JoinHandle<()>>,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Relay {
@@ -96,37 +86,24 @@ impl Relay {
         let dir = tempfile::tempdir().unwrap();
         let ingress = free_port();
         let log = dir.path().join("receipts.log");
-        let mut child = Command::new(binary("tb-relay"))
-            .args([
-                "--ingress",
-                &format!("tcp://127.0.0.1:{ingress}"),
-                "--sentinel",
-                &format!("tcp://127.0.0.1:{sentinel}"),
-                "--egress-listen",
-                &format!("unix://{}", s(&dir.path().join("egress.sock"))),
-                "--bundle-listen",
-                &format!("unix://{}", s(&dir.path().join("bundles.sock"))),
-                "--bundle-dir",
-                &s(dir.path()),
-                "--drain-secs",
-                &drain_secs.to_string(),
-                "--receipt-log",
-                &s(&log),
-            ])
-            .env_remove("RUST_LOG")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut sink = sink.lock().unwrap();
-                sink.push_str(&line);
-                sink.push('\n');
-            }
-        });
+        let mut command = Command::new(binary("tb-relay"));
+        command.args([
+            "--ingress",
+            &format!("tcp://127.0.0.1:{ingress}"),
+            "--sentinel",
+            &format!("tcp://127.0.0.1:{sentinel}"),
+            "--egress-listen",
+            &format!("unix://{}", s(&dir.path().join("egress.sock"))),
+            "--bundle-listen",
+            &format!("unix://{}", s(&dir.path().join("bundles.sock"))),
+            "--bundle-dir",
+            &s(dir.path()),
+            "--drain-secs",
+            &drain_secs.to_string(),
+            "--receipt-log",
+            &s(&log),
+        ]);
+        let daemon = Daemon::spawn("tb-relay", command);
         let start = Instant::now();
         while TcpStream::connect(("127.0.0.1", ingress)).is_err() {
             assert!(
@@ -136,11 +113,9 @@ impl Relay {
             std::thread::sleep(Duration::from_millis(20));
         }
         Self {
-            child,
+            daemon,
             ingress,
             log,
-            stderr,
-            reader: Some(reader),
             _dir: dir,
         }
     }
@@ -156,45 +131,6 @@ impl Relay {
                 .read_to_string()
                 .map_err(|e| e.to_string())
         })
-    }
-
-    /// Waits until its stderr says `text`.
-    fn wait_for(&self, text: &str) {
-        let start = Instant::now();
-        while !self.stderr.lock().unwrap().contains(text) {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "tb-relay never said {text:?}: {}",
-                self.stderr.lock().unwrap()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn signal(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// The exit status within `limit`, and what it wrote on stderr.
-    fn exit_within(&mut self, limit: Duration) -> (ExitStatus, String) {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                if let Some(reader) = self.reader.take() {
-                    reader.join().unwrap();
-                }
-                return (status, self.stderr.lock().unwrap().clone());
-            }
-            assert!(
-                start.elapsed() < limit,
-                "tb-relay still running {limit:?} after the signal"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 }
 
@@ -214,9 +150,9 @@ fn in_flight(
 #[test]
 fn at_sigterm_the_request_in_flight_finishes_and_the_relay_exits() {
     let (mut relay, answer) = in_flight(Duration::from_millis(1500), 30);
-    relay.signal();
+    relay.daemon.terminate();
     assert_eq!(answer.join().unwrap().unwrap(), "done");
-    let (status, stderr) = relay.exit_within(Duration::from_secs(10));
+    let (status, stderr) = relay.daemon.exit_within(Duration::from_secs(10));
     assert!(status.success(), "{status}: {stderr}");
     assert!(stderr.contains("tb-relay stopped"), "{stderr}");
     assert!(TcpStream::connect(("127.0.0.1", relay.ingress)).is_err());
@@ -225,12 +161,12 @@ fn at_sigterm_the_request_in_flight_finishes_and_the_relay_exits() {
 #[test]
 fn a_second_signal_stops_the_relay_without_waiting() {
     let (mut relay, _answer) = in_flight(Duration::from_secs(120), 300);
-    relay.signal();
+    relay.daemon.terminate();
     // Draining: still there while the request is in flight.
-    relay.wait_for("stopping: new requests refused");
-    assert!(relay.child.try_wait().unwrap().is_none(), "did not drain");
-    relay.signal();
-    let (status, stderr) = relay.exit_within(Duration::from_secs(10));
+    relay.daemon.wait_for("stopping: new requests refused");
+    assert!(relay.daemon.running(), "did not drain");
+    relay.daemon.terminate();
+    let (status, stderr) = relay.daemon.exit_within(Duration::from_secs(10));
     // Answers were cut: not a clean exit.
     assert!(!status.success(), "{status}: {stderr}");
     assert!(
@@ -243,8 +179,8 @@ fn a_second_signal_stops_the_relay_without_waiting() {
 fn the_drain_time_bounds_the_wait() {
     let (mut relay, _answer) = in_flight(Duration::from_secs(120), 1);
     let signalled = Instant::now();
-    relay.signal();
-    let (status, stderr) = relay.exit_within(Duration::from_secs(10));
+    relay.daemon.terminate();
+    let (status, stderr) = relay.daemon.exit_within(Duration::from_secs(10));
     assert!(signalled.elapsed() >= Duration::from_secs(1), "{stderr}");
     assert!(!status.success(), "{status}: {stderr}");
     assert!(
@@ -255,7 +191,7 @@ fn the_drain_time_bounds_the_wait() {
 
 #[test]
 fn a_streamed_answer_whose_client_left_still_logs_its_receipt_at_sigterm() {
-    let (sentinel, first_sent) = streaming_sentinel(Duration::from_millis(500), "cmVjZWlwdA");
+    let (sentinel, first_sent) = streaming_sentinel(Duration::from_millis(200), "cmVjZWlwdA");
     let mut relay = Relay::start(sentinel, 30);
     // A client reads the first chunk of a streamed answer and leaves.
     let mut client = TcpStream::connect(("127.0.0.1", relay.ingress)).unwrap();
@@ -275,8 +211,8 @@ fn a_streamed_answer_whose_client_left_still_logs_its_receipt_at_sigterm() {
     drop(client);
     // The relay stops with nothing in flight on its side, but it is still reading the rest
     // of that answer for the receipt in its trailer: it logs it before it exits.
-    relay.signal();
-    let (status, stderr) = relay.exit_within(Duration::from_secs(10));
+    relay.daemon.terminate();
+    let (status, stderr) = relay.daemon.exit_within(Duration::from_secs(10));
     assert!(status.success(), "{status}: {stderr}");
     let log = std::fs::read_to_string(&relay.log).unwrap();
     assert_eq!(log, "{\"seq\":0,\"receipt\":\"cmVjZWlwdA\"}\n", "{stderr}");
