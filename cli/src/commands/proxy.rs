@@ -48,6 +48,11 @@ pub(crate) struct ProxyArgs {
     /// Time for one answer, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     timeout_secs: u64,
+    /// At SIGINT or SIGTERM: seconds the requests in flight may take to finish before the
+    /// proxy stops anyway, with an error status (a second signal stops it at once). New
+    /// requests are refused from the first signal.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_DRAIN.as_secs())]
+    drain_secs: u64,
 }
 
 /// Reads and validates a client policy file.
@@ -66,13 +71,24 @@ pub(crate) fn run(args: ProxyArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    let drain = Duration::from_secs(args.drain_secs.max(1));
+    let result = runtime.block_on(async move {
+        // First: a signal from here on (the verification below included) stops it cleanly.
+        let mut stop = stop_signals().context("cannot catch SIGINT and SIGTERM")?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         // Verify before serving: a policy that refuses the sentinel is reported now, not
-        // at the first request (which would retry it).
-        match client.session().await {
+        // at the first request (which would retry it). A signal while the verification
+        // waits on the relay stops the proxy at once.
+        let verified = tokio::select! {
+            verified = client.session() => verified,
+            () = stop.recv() => {
+                eprintln!("trustbridge proxy stopped before serving");
+                return Ok(());
+            }
+        };
+        match verified {
             Ok(s) => eprintln!(
                 "sentinel verified: {} evidence, model {}",
                 s.verified().bundle.platform,
@@ -86,12 +102,15 @@ pub(crate) fn run(args: ProxyArgs) -> Result<()> {
             args.listen,
             client.relay()
         );
-        let stop = stop_signals().context("cannot catch SIGINT and SIGTERM")?;
-        // Requests in flight get DEFAULT_DRAIN to finish; a drain cut short is an error.
-        serve_until_stopped(stop, DEFAULT_DRAIN, |stop_taking| {
+        // Requests in flight get --drain-secs to finish; a drain cut short is an error.
+        serve_until_stopped(stop, drain, |stop_taking| {
             serve(client, listener, args.receipts, stop_taking)
         })
         .await?
         .context("the proxy server failed")
-    })
+    });
+    // Blocking work still running after a cut drain (a receipt being stored)
+    // does not hold the exit up for long.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
 }

@@ -58,6 +58,11 @@ pub(crate) struct RuntimeArgs {
     /// Seconds one request may take, waiting included (then 504).
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     request_timeout_secs: u64,
+    /// At SIGINT or SIGTERM: seconds the requests in flight may take to finish before the
+    /// runtime stops anyway, with an error status (a second signal stops it at once). New
+    /// requests are refused from the first signal.
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_DRAIN.as_secs())]
+    drain_secs: u64,
 }
 
 pub(crate) fn run(args: RuntimeArgs) -> Result<()> {
@@ -87,7 +92,9 @@ pub(crate) fn run(args: RuntimeArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    let drain = Duration::from_secs(args.drain_secs.max(1));
+    let result = runtime.block_on(async move {
+        let stop = stop_signals().context("cannot catch SIGINT and SIGTERM")?;
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -106,16 +113,19 @@ pub(crate) fn run(args: RuntimeArgs) -> Result<()> {
                 tracing::debug!(error = %e, "TCP_NODELAY refused");
             }
         });
-        let stop = stop_signals().context("cannot catch SIGINT and SIGTERM")?;
-        // Requests in flight get DEFAULT_DRAIN to finish; a drain cut short is an error.
-        serve_until_stopped(stop, DEFAULT_DRAIN, |stop_taking| {
+        // Requests in flight get --drain-secs to finish; a drain cut short is an error.
+        serve_until_stopped(stop, drain, |stop_taking| {
             axum::serve(listener, app)
                 .with_graceful_shutdown(stop_taking)
                 .into_future()
         })
         .await?
         .context("serving the runtime")
-    })
+    });
+    // Blocking work still running after a cut drain (a generation an engine worker is computing)
+    // does not hold the exit up for long.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 /// One API request for the engine.
