@@ -1,7 +1,8 @@
 //! The sentinel as an Oblivious HTTP gateway, through the relay's ingress, in
 //! runtime-proxy mode: a client gets an answer only it can read, with a receipt that
 //! verifies against the attestation bundle; a relay that flips, truncates or replays
-//! messages is detected; the runtime cannot forge receipt headers.
+//! messages is detected; the runtime cannot forge receipt headers; a runtime on a Unix
+//! socket answers as one on the loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 #[path = "support/gateway.rs"]
@@ -13,7 +14,8 @@ use std::io::Cursor;
 use std::time::{Duration, Instant, SystemTime};
 
 use base64::Engine;
-use support::{chat_request, http, setup, setup_with};
+use support::{chat_request, http, runtime_on_unix, setup, setup_serving, setup_with};
+use trustbridge_enclave::gateway::GatewayConfig;
 use trustbridge_enclave::gateway::{RECEIPT_HEADER, RECEIPT_LOG_HEADER, SALT_HEADER};
 use trustbridge_protocol::attestation_bundle::AttestationBundle;
 use trustbridge_protocol::ohttp::gateway::encapsulate;
@@ -22,6 +24,7 @@ use trustbridge_verifier::receipt::{
     ReceiptAnchor, ReceiptCheckError, check_chains, check_digests, verify_against,
 };
 use trustbridge_verifier::{check_binding, verify_nitro};
+use world::world;
 
 fn header<'a>(m: &'a bhttp::Message, name: &str) -> &'a [u8] {
     m.header().get(name.as_bytes()).unwrap()
@@ -132,6 +135,36 @@ async fn a_client_gets_an_answer_only_it_can_read_with_a_receipt_that_verifies()
     assert_eq!(log["receipts"].as_array().unwrap().len(), 1);
     assert_eq!(log["receipts"][0]["seq"], 1);
     assert!(s.sentinel.model().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_on_a_unix_socket_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = runtime_on_unix(&dir.path().join("runtime.sock")).await;
+    let s = setup_serving(
+        world(true).await,
+        Default::default(),
+        GatewayConfig {
+            engine: trustbridge_enclave::engine::EngineChoice::Runtime(url.parse().unwrap()),
+            ..GatewayConfig::default()
+        },
+    )
+    .await;
+    let (_, _, keys) = http(&s.relay, "GET", GATEWAY_PATH, vec![]).await;
+    let (encapsulated, pending) = encapsulate(&keys, &chat_request("over a socket")).unwrap();
+    let (status, _, body) = http(&s.relay, "POST", GATEWAY_PATH, encapsulated).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let response = pending.decapsulate(&body).unwrap();
+    let m = bhttp::Message::read_bhttp(&mut Cursor::new(&response[..])).unwrap();
+    assert_eq!(m.control().status().unwrap().code(), 200);
+    let answer: serde_json::Value = serde_json::from_slice(m.content()).unwrap();
+    assert!(
+        answer["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("heard"),
+        "{answer}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

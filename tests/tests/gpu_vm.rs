@@ -1,7 +1,7 @@
 //! The confidential GPU VM path, without a GPU: `tb-sentinel --engine runtime` decrypts
 //! the real models to tmpfs (files mode 0600), raises its ready signal, and proxies the
-//! API to `trustbridge runtime` (the built-in engine as an external runtime, standing
-//! where vLLM stands) reading those files; answers reach a client through `trustbridge
+//! API, over a Unix socket, to `trustbridge runtime` (the built-in engine as an external
+//! runtime, standing where vLLM stands) reading those files; answers reach a client through `trustbridge
 //! proxy` verified, their receipts covering the proxied exchange (token counts included);
 //! on shutdown the signal and the plaintext files are gone.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use deployment::*;
-use trustbridge_tests::{free_port, s};
+use trustbridge_tests::s;
 
 const GGUF: &str = "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
 
@@ -40,12 +40,12 @@ fn a_runtime_beside_the_sentinel_answers_through_it_with_receipts() {
     let out = tempfile::Builder::new().tempdir_in("/dev/shm").unwrap();
     std::fs::set_permissions(out.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
     let signal = d.p("ready.json");
-    let runtime_port = free_port();
+    let runtime_socket = d.p("runtime.sock");
     let mut args = vec![
         "--engine".to_owned(),
         "runtime".into(),
         "--runtime-url".into(),
-        format!("http://127.0.0.1:{runtime_port}"),
+        format!("unix://{}", s(&runtime_socket)),
         "--model-output".into(),
         format!("tmpfs:{}", s(out.path())),
         "--ready-signal".into(),
@@ -100,14 +100,14 @@ fn a_runtime_beside_the_sentinel_answers_through_it_with_receipts() {
             "--model-dir".into(),
             s(out.path()),
             "--listen".into(),
-            format!("127.0.0.1:{runtime_port}"),
+            format!("unix://{}", s(&runtime_socket)),
             "--model-id".into(),
             ASSET.into(),
         ],
         &d.p("runtime.log"),
     );
     let started = Instant::now();
-    while get_tcp(runtime_port, "/health").is_none() {
+    while !healthy(&runtime_socket) {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "the runtime did not start: {}",
@@ -190,4 +190,19 @@ fn a_runtime_beside_the_sentinel_answers_through_it_with_receipts() {
             "{name} outlived the sentinel"
         );
     }
+}
+
+/// Whether the runtime on the Unix socket `path` answers `GET /health` with 200.
+fn healthy(path: &std::path::Path) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::os::unix::net::UnixStream::connect(path) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut answer = Vec::new();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nhost: runtime\r\nconnection: close\r\n\r\n")
+        .and_then(|()| stream.read_to_end(&mut answer))
+        .is_ok()
+        && answer.starts_with(b"HTTP/1.1 200")
 }

@@ -26,6 +26,7 @@ use trustbridge_enclave::engine::openai::MAX_BODY;
 use trustbridge_enclave::engine::{ApiRequest, BuiltIn, Engine};
 use trustbridge_enclave::memory::PlainBuffer;
 use trustbridge_logging::{DEFAULT_DRAIN, serve_until_stopped, stop_signals};
+use trustbridge_transport::{Endpoint, Listener};
 use zeroize::Zeroizing;
 
 /// Serve the built-in engine as an external runtime: the OpenAI API (/v1/models,
@@ -42,10 +43,12 @@ pub(crate) struct RuntimeArgs {
     /// The folder the sentinel decrypted the model into.
     #[arg(long, value_name = "DIR")]
     model_dir: PathBuf,
-    /// Where to serve: a loopback address (the runtime sees plaintext prompts; only the
-    /// sentinel beside it may reach it).
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8081")]
-    listen: SocketAddr,
+    /// Where to serve: a loopback address, or `unix:///ABSOLUTE/PATH`, a Unix socket (mode
+    /// 0600: run the runtime as the sentinel's user). The runtime sees plaintext prompts;
+    /// only the sentinel beside it may reach it, which the socket's permissions enforce
+    /// and a loopback port does not (any process in the VM may connect to it).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8081", value_parser = listen_endpoint)]
+    listen: Endpoint,
     /// The model id requests must name: the asset id, as the sentinel serves it.
     #[arg(long, value_name = "ID", env = "TB_ASSET_ID")]
     model_id: String,
@@ -65,14 +68,36 @@ pub(crate) struct RuntimeArgs {
     drain_secs: u64,
 }
 
-pub(crate) fn run(args: RuntimeArgs) -> Result<()> {
-    if !args.listen.ip().is_loopback() {
-        bail!(
-            "--listen {}: the runtime sees plaintext prompts and answers; it must listen on \
-             the loopback (127.0.0.1 or [::1]), where only the sentinel beside it reaches it",
-            args.listen
-        );
+/// `--listen`: a loopback `IP:PORT`, or `unix:///ABSOLUTE/PATH`.
+fn listen_endpoint(s: &str) -> Result<Endpoint, String> {
+    if let Some(path) = s.strip_prefix("unix://") {
+        if !path.starts_with('/') {
+            return Err(format!(
+                "{s}: a Unix socket needs an absolute path, unix:///PATH"
+            ));
+        }
+        return Ok(Endpoint::Unix(path.into()));
     }
+    let addr: SocketAddr = s
+        .parse()
+        .map_err(|_| format!("{s}: neither IP:PORT nor unix:///PATH"))?;
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "{s}: the runtime sees plaintext prompts and answers; it must listen on the \
+             loopback (127.0.0.1 or [::1]) or a Unix socket, where only the sentinel beside \
+             it reaches it"
+        ));
+    }
+    Ok(Endpoint::Tcp {
+        host: match addr.ip() {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip @ std::net::IpAddr::V4(_) => ip.to_string(),
+        },
+        port: addr.port(),
+    })
+}
+
+pub(crate) fn run(args: RuntimeArgs) -> Result<()> {
     trustbridge_enclave::memory::forbid_core_dumps()
         .context("cannot forbid core dumps (they would write the model to disk)")?;
     let files = read_model(&args.model_dir)?;
@@ -95,24 +120,22 @@ pub(crate) fn run(args: RuntimeArgs) -> Result<()> {
     let drain = Duration::from_secs(args.drain_secs.max(1));
     let result = runtime.block_on(async move {
         let stop = stop_signals().context("cannot catch SIGINT and SIGTERM")?;
-        let listener = tokio::net::TcpListener::bind(args.listen)
+        let listener = Listener::bind(&args.listen)
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
+        let url = match &args.listen {
+            Endpoint::Tcp { host, port } => format!("http://{host}:{port}"),
+            other => other.to_string(),
+        };
         eprintln!(
-            "trustbridge runtime: serving {} from {} on http://{}",
+            "trustbridge runtime: serving {} from {} on {url}",
             args.model_id,
             args.model_dir.display(),
-            args.listen
         );
         let app = axum::Router::new()
             .route("/health", axum::routing::get(|| async { "ok" }))
             .fallback(answer)
             .with_state((Arc::new(engine), timeout));
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "TCP_NODELAY refused");
-            }
-        });
         // Requests in flight get --drain-secs to finish; a drain cut short is an error.
         serve_until_stopped(stop, drain, |stop_taking| {
             axum::serve(listener, app)

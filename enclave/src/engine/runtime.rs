@@ -14,28 +14,46 @@ use trustbridge_transport::http1::{Http1Pool, PoolConfig, PooledBody};
 use super::{ApiAnswer, ApiRequest, Cut, Engine, Fields};
 use crate::engine::openai::ApiError;
 
-/// Where the runtime listens: `http://IP:PORT` with a loopback IP literal (127.0.0.0/8 or
-/// `[::1]`), inside the TEE. Plain HTTP is fine only because the loopback is inside the
-/// trust boundary; on SEV-SNP and Azure the host writes the sentinel's configuration, so a
-/// host name (resolved through files the host controls) or any other address would let
-/// the host receive every decrypted prompt. Anything else is refused.
+/// Where the runtime listens, inside the TEE: `http://IP:PORT` with a loopback IP literal
+/// (127.0.0.0/8 or `[::1]`), or `unix:///ABSOLUTE/PATH`, a Unix socket.
+///
+/// Plain HTTP is fine only because both stay inside the trust boundary. On SEV-SNP and
+/// Azure the host writes the sentinel's configuration, so a host name (resolved through
+/// files the host controls) or any other address would let the host receive every
+/// decrypted prompt; anything else is refused. A Unix socket's peer is always a process
+/// of the same (guest) kernel, whatever file system holds the path, so the host cannot be
+/// it either; and unlike a loopback port, which any process in the VM may connect to, the
+/// socket's file permissions decide who reaches the runtime. It is also the faster hop.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RuntimeUrl {
-    host: String,
-    port: u16,
+pub struct RuntimeUrl(Where);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Where {
+    Tcp { host: String, port: u16 },
+    Unix(std::path::PathBuf),
 }
 
-/// A runtime URL that is not `http://HOST:PORT`.
+/// A runtime URL that is neither `http://IP:PORT` on the loopback nor
+/// `unix:///ABSOLUTE/PATH`.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
-    "runtime URL {0:?} must be http://IP:PORT with a loopback IP (127.0.0.0/8 or [::1]) and no path, e.g. http://127.0.0.1:8081: the runtime must run inside the TEE"
+    "runtime URL {0:?} must be http://IP:PORT with a loopback IP (127.0.0.0/8 or [::1]) and no path, e.g. http://127.0.0.1:8081, or unix:///ABSOLUTE/PATH (at most 107 bytes): the runtime must run inside the TEE"
 )]
 pub struct BadRuntimeUrl(pub String);
+
+/// Longest Unix socket path (`sun_path` holds 108 bytes with its terminating NUL).
+const MAX_SOCKET_PATH: usize = 107;
 
 impl FromStr for RuntimeUrl {
     type Err = BadRuntimeUrl;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || BadRuntimeUrl(s.to_owned());
+        if let Some(path) = s.strip_prefix("unix://") {
+            if !path.starts_with('/') || path.len() > MAX_SOCKET_PATH || path.contains('\0') {
+                return Err(bad());
+            }
+            return Ok(Self(Where::Unix(path.into())));
+        }
         let rest = s.strip_prefix("http://").ok_or_else(bad)?;
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
@@ -48,10 +66,10 @@ impl FromStr for RuntimeUrl {
         if !ip.is_loopback() {
             return Err(bad());
         }
-        Ok(Self {
+        Ok(Self(Where::Tcp {
             host: host.to_owned(),
             port: port.parse().map_err(|_| bad())?,
-        })
+        }))
     }
 }
 
@@ -61,16 +79,19 @@ pub const DEFAULT_RUNTIME: &str = "http://127.0.0.1:8081";
 impl Default for RuntimeUrl {
     /// [`DEFAULT_RUNTIME`]: vLLM's OpenAI server on the loopback.
     fn default() -> Self {
-        Self {
+        Self(Where::Tcp {
             host: "127.0.0.1".to_owned(),
             port: 8081,
-        }
+        })
     }
 }
 
 impl std::fmt::Display for RuntimeUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "http://{}:{}", self.host, self.port)
+        match &self.0 {
+            Where::Tcp { host, port } => write!(f, "http://{host}:{port}"),
+            Where::Unix(path) => write!(f, "unix://{}", path.display()),
+        }
     }
 }
 
@@ -118,13 +139,19 @@ pub struct RuntimeClient {
 impl RuntimeClient {
     /// A client of the runtime at `url`.
     pub fn new(url: RuntimeUrl) -> Self {
-        let endpoint = Endpoint::Tcp {
-            host: url.host.clone(),
-            port: url.port,
+        let localhost = || hyper::header::HeaderValue::from_static("localhost");
+        let (endpoint, host) = match &url.0 {
+            Where::Tcp { host, port } => (
+                Endpoint::Tcp {
+                    host: host.clone(),
+                    port: *port,
+                },
+                // An IP literal and a port: a valid Host value.
+                hyper::header::HeaderValue::from_str(&format!("{host}:{port}"))
+                    .unwrap_or_else(|_| localhost()),
+            ),
+            Where::Unix(path) => (Endpoint::Unix(path.clone()), localhost()),
         };
-        // The URL is an IP literal and a port: a valid Host value.
-        let host = hyper::header::HeaderValue::from_str(&format!("{}:{}", url.host, url.port))
-            .unwrap_or_else(|_| hyper::header::HeaderValue::from_static("localhost"));
         let pool = Http1Pool::new(endpoint, host, PoolConfig::default());
         Self { url, pool }
     }
@@ -281,11 +308,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn runtime_urls_are_plain_http_host_and_port() {
+    fn runtime_urls_are_plain_http_on_the_loopback_or_a_unix_socket() {
         let u: RuntimeUrl = "http://127.0.0.1:8081".parse().unwrap();
         assert_eq!(u.to_string(), "http://127.0.0.1:8081");
         assert_eq!(RuntimeUrl::default(), DEFAULT_RUNTIME.parse().unwrap());
-        assert_eq!("http://127.0.0.1:9/".parse::<RuntimeUrl>().unwrap().port, 9);
+        assert_eq!(
+            "http://127.0.0.1:9/"
+                .parse::<RuntimeUrl>()
+                .unwrap()
+                .to_string(),
+            "http://127.0.0.1:9"
+        );
+        let u: RuntimeUrl = "unix:///run/tb/runtime.sock".parse().unwrap();
+        assert_eq!(u.to_string(), "unix:///run/tb/runtime.sock");
+        assert_eq!(u.0, Where::Unix("/run/tb/runtime.sock".into()));
         assert!("http://[::1]:8081".parse::<RuntimeUrl>().is_ok());
         assert!("http://127.8.9.10:1".parse::<RuntimeUrl>().is_ok());
         for bad in [
@@ -301,6 +337,12 @@ mod tests {
             "http://192.168.1.1:8081",
             "http://[2001:db8::1]:8081",
             "http://runtime.internal:8081",
+            // A Unix socket: an absolute path that fits in sun_path.
+            "unix://run/tb/runtime.sock",
+            "unix://",
+            "unix:/run/tb/runtime.sock",
+            "unix:///run/tb/\0.sock",
+            &format!("unix:///{}", "a".repeat(107)),
         ] {
             assert!(bad.parse::<RuntimeUrl>().is_err(), "{bad}");
         }

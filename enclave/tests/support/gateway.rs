@@ -21,10 +21,26 @@ use trustbridge_transport::{Endpoint, Listener};
 
 use super::world::{ASSET, CONTRACT, World, world};
 
-/// A stand-in for vLLM's OpenAI server: echoes the request size, reports usage, and tries
-/// to inject a receipt header of its own.
+/// A stand-in for vLLM's OpenAI server on the loopback: echoes the request size, reports
+/// usage, and tries to inject a receipt header of its own.
 pub async fn runtime() -> String {
-    let app = axum::Router::new().route(
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, runtime_app()).await.unwrap() });
+    format!("http://{addr}")
+}
+
+/// The same stand-in on the Unix socket `path`: its runtime URL.
+pub async fn runtime_on_unix(path: &std::path::Path) -> String {
+    let listener = Listener::bind(&Endpoint::Unix(path.to_owned()))
+        .await
+        .unwrap();
+    tokio::spawn(async move { axum::serve(listener, runtime_app()).await.unwrap() });
+    format!("unix://{}", path.display())
+}
+
+fn runtime_app() -> axum::Router {
+    axum::Router::new().route(
         "/v1/chat/completions",
         post(|body: Bytes| async move {
             if body.windows(9).any(|w| w == b"break off") {
@@ -44,11 +60,7 @@ pub async fn runtime() -> String {
             )
                 .into_response()
         }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    format!("http://{addr}")
+    )
 }
 
 pub struct Setup {
