@@ -330,6 +330,11 @@ fn azure(_: &Args) -> Result<Arc<dyn AttestationProvider>> {
     )
 }
 
+/// mimalloc: the request path allocates and frees many small buffers, and glibc's malloc
+/// and free were 9% of it (`cargo bench -p trustbridge-enclave --bench session`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = match config::load() {
         Ok(args) => args,
