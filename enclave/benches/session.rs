@@ -12,7 +12,9 @@
 //!   ahead of the request on the client's own thread, as `trustbridge proxy` does: see
 //!   docs/CLIENT.md) and POSTs it to the relay's
 //!   ingress, which forwards it to the sentinel over a Unix socket; the sentinel
-//!   decapsulates, forwards to the same runtime, signs the receipt, encapsulates; the proxy
+//!   decapsulates, forwards to the same runtime (on a Unix socket beside it,
+//!   `TB_RUNTIME_URL=unix:///...`, as a deployment should: see docs/SENTINEL.md), signs the
+//!   receipt, encapsulates; the proxy
 //!   decapsulates and verifies the receipt fully (signature, evidence, digests, nonce,
 //!   chain) before it answers;
 //! - for the record, the same without the proxy's HTTP hop and checks: a hand-rolled
@@ -57,6 +59,11 @@ use trustbridge_protocol::ohttp::gateway::encapsulate;
 use trustbridge_protocol::receipt::UnverifiedReceipt;
 use world::world;
 
+/// The daemons' allocator (tb-sentinel, tb-relay and `trustbridge` use it), for every
+/// component here.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -69,7 +76,9 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-async fn runtime() -> (String, std::net::SocketAddr) {
+/// The stand-in runtime, on the loopback (for the direct path) and on the Unix socket
+/// `path` (for the sentinel): its loopback address and the sentinel's runtime URL.
+async fn runtime(path: &std::path::Path) -> (std::net::SocketAddr, String) {
     let app = axum::Router::new().route(
         "/v1/chat/completions",
         axum::routing::post(|_: Bytes| async {
@@ -81,8 +90,20 @@ async fn runtime() -> (String, std::net::SocketAddr) {
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}"), addr)
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    tokio::spawn({
+        let app = app.clone();
+        async move { axum::serve(listener, app).await.unwrap() }
+    });
+    let unix = trustbridge_transport::Listener::bind(&trustbridge_transport::Endpoint::Unix(
+        path.to_owned(),
+    ))
+    .await
+    .unwrap();
+    tokio::spawn(async move { axum::serve(unix, app).await.unwrap() });
+    (addr, format!("unix://{}", path.display()))
 }
 
 /// A kept-alive HTTP/1.1 connection.
@@ -198,7 +219,7 @@ fn main() {
 async fn run(rounds: usize, per_round: usize, floor: bool) -> Latencies {
     {
         let w = world(true).await;
-        let (runtime_url, runtime_addr) = runtime().await;
+        let (runtime_addr, runtime_url) = runtime(&w.path("runtime.sock")).await;
         let setup = gateway::serve(
             w,
             Default::default(),
