@@ -12,9 +12,9 @@
 //!   ahead of the request on the client's own thread, as `trustbridge proxy` does: see
 //!   docs/CLIENT.md) and POSTs it to the relay's
 //!   ingress, which forwards it to the sentinel over a Unix socket; the sentinel
-//!   decapsulates, forwards to the same runtime (on a Unix socket beside it,
-//!   `TB_RUNTIME_URL=unix:///...`, as a deployment should: see docs/SENTINEL.md), signs the
-//!   receipt, encapsulates; the proxy
+//!   decapsulates, forwards to the same runtime (over loopback TCP, as the default
+//!   `TB_RUNTIME_URL` and the Terraform module have it; a Unix socket,
+//!   `unix:///PATH`, is a few µs faster), signs the receipt, encapsulates; the proxy
 //!   decapsulates and verifies the receipt fully (signature, evidence, digests, nonce,
 //!   chain) before it answers;
 //! - for the record, the same without the proxy's HTTP hop and checks: a hand-rolled
@@ -76,9 +76,9 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// The stand-in runtime, on the loopback (for the direct path) and on the Unix socket
-/// `path` (for the sentinel): its loopback address and the sentinel's runtime URL.
-async fn runtime(path: &std::path::Path) -> (std::net::SocketAddr, String) {
+/// The stand-in runtime on the loopback (TCP_NODELAY, as vLLM's server sets it): its
+/// URL and address.
+async fn runtime() -> (String, std::net::SocketAddr) {
     let app = axum::Router::new().route(
         "/v1/chat/completions",
         axum::routing::post(|_: Bytes| async {
@@ -93,17 +93,8 @@ async fn runtime(path: &std::path::Path) -> (std::net::SocketAddr, String) {
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    tokio::spawn({
-        let app = app.clone();
-        async move { axum::serve(listener, app).await.unwrap() }
-    });
-    let unix = trustbridge_transport::Listener::bind(&trustbridge_transport::Endpoint::Unix(
-        path.to_owned(),
-    ))
-    .await
-    .unwrap();
-    tokio::spawn(async move { axum::serve(unix, app).await.unwrap() });
-    (addr, format!("unix://{}", path.display()))
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), addr)
 }
 
 /// A kept-alive HTTP/1.1 connection.
@@ -219,7 +210,7 @@ fn main() {
 async fn run(rounds: usize, per_round: usize, floor: bool) -> Latencies {
     {
         let w = world(true).await;
-        let (runtime_addr, runtime_url) = runtime(&w.path("runtime.sock")).await;
+        let (runtime_url, runtime_addr) = runtime().await;
         let setup = gateway::serve(
             w,
             Default::default(),
