@@ -23,8 +23,9 @@ use zeroize::Zeroize;
 pub struct PlainBuffer(BytesMut);
 
 impl PlainBuffer {
-    /// A buffer of `len` zero bytes. The memory comes fresh from the kernel (no page is
-    /// touched yet) and is advised as huge-page, never-dumped.
+    /// A buffer of `len` zero bytes, advised as huge-page, never-dumped. New memory comes
+    /// fresh from the kernel (no page touched yet); memory the allocator reuses (mimalloc
+    /// keeps freed buffers of up to 2 GiB in its arenas) it zeroes itself.
     pub fn zeroed(len: usize) -> Self {
         let mut buf = vec![0u8; len];
         advise(&mut buf);
@@ -74,7 +75,8 @@ impl PlainBuffer {
             return Ok(());
         }
         // SAFETY: the range is exactly this buffer's memory, which stays allocated while
-        // `self` lives; `mlock` only pins pages (the kernel drops the lock on free).
+        // `self` lives; `mlock` only pins pages. The allocator may keep the memory mapped
+        // after it is freed, so `Drop` unlocks it again.
         unsafe { rustix::mm::mlock(self.0.as_ptr().cast_mut().cast(), self.0.len()) }
             .map_err(io::Error::from)
     }
@@ -146,6 +148,20 @@ impl std::ops::DerefMut for PlainBuffer {
 impl Drop for PlainBuffer {
     fn drop(&mut self) {
         self.0.as_mut().zeroize();
+        // Unpin the pages wholly inside this piece (none that a neighbour shares): an
+        // allocator that keeps freed memory mapped would otherwise keep them locked, and
+        // count them against RLIMIT_MEMLOCK, for the life of the process.
+        let start = self.0.as_ptr() as usize;
+        let aligned = start.next_multiple_of(page_size());
+        let end = (start + self.0.len()) / page_size() * page_size();
+        if end > aligned {
+            let ptr = self.0.as_mut_ptr().wrapping_add(aligned - start).cast();
+            // SAFETY: `ptr..ptr + (end - aligned)` lies inside this buffer's memory, still
+            // allocated here; `munlock` only unpins pages (a page never locked is a no-op).
+            if let Err(e) = unsafe { rustix::mm::munlock(ptr, end - aligned) } {
+                tracing::debug!(error = %e, "munlock refused");
+            }
+        }
     }
 }
 

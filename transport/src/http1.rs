@@ -33,14 +33,19 @@ pub struct PoolConfig {
     pub idle_timeout: Duration,
     /// Idle connections kept at most (more are closed as their answers end).
     pub max_idle: usize,
+    /// For a Unix socket endpoint: the user id the process at the other end must run
+    /// under (read from the socket, `SO_PEERCRED`); a connection to any other is closed
+    /// before anything is written on it. `None`: any peer.
+    pub unix_peer_uid: Option<u32>,
 }
 
 impl Default for PoolConfig {
-    /// 60 s, 64 connections.
+    /// 60 s, 64 connections, any peer.
     fn default() -> Self {
         Self {
             idle_timeout: Duration::from_secs(60),
             max_idle: 64,
+            unix_peer_uid: None,
         }
     }
 }
@@ -56,6 +61,17 @@ pub enum SendError {
         endpoint: String,
         /// Why.
         source: std::io::Error,
+    },
+    /// The process at the other end of the Unix socket runs under another user id than
+    /// [`PoolConfig::unix_peer_uid`] (or its id could not be read): nothing was sent.
+    #[error("{endpoint}: the peer runs as uid {peer:?}, not {expected}: refused")]
+    WrongPeer {
+        /// The endpoint.
+        endpoint: String,
+        /// The peer's user id, if it could be read.
+        peer: Option<u32>,
+        /// The user id required.
+        expected: u32,
     },
     /// The request cannot be sent over a pooled connection (CONNECT, whose connection
     /// becomes a tunnel).
@@ -202,6 +218,18 @@ where
                 endpoint: endpoint.to_string(),
                 source,
             })?;
+        if let (Some(expected), crate::Stream::Unix(unix)) =
+            (self.shared.config.unix_peer_uid, &stream)
+        {
+            let peer = unix.peer_cred().ok().map(|c| c.uid());
+            if peer != Some(expected) {
+                return Err(SendError::WrongPeer {
+                    endpoint: endpoint.to_string(),
+                    peer,
+                    expected,
+                });
+            }
+        }
         let (sender, conn) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|source| SendError::Exchange {

@@ -1,6 +1,6 @@
 //! The HTTP/1.1 pool reuses a connection whose answer was read to the end, and only such a
 //! connection; it survives a peer that closes idle connections; it sends origin-form
-//! targets with a Host.
+//! targets with a Host; on a Unix socket it talks only to a peer of the user it requires.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
 use std::collections::BTreeSet;
@@ -335,6 +335,7 @@ async fn idle_connections_past_their_time_are_closed_even_without_requests() {
         PoolConfig {
             idle_timeout: std::time::Duration::from_millis(100),
             max_idle: 8,
+            ..PoolConfig::default()
         },
     );
     assert_eq!(read(&pool, get("/")).await, "ok");
@@ -357,4 +358,44 @@ async fn connect_is_refused() {
     let err = pool.send(req).await.unwrap_err();
     assert!(matches!(err, SendError::Unsupported("CONNECT")), "{err}");
     assert_eq!(server.connections(), 0);
+}
+
+#[tokio::test]
+async fn a_unix_peer_under_another_user_is_refused_before_anything_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("peer.sock");
+    let listener = trustbridge_transport::Listener::bind(&Endpoint::Unix(path.clone()))
+        .await
+        .unwrap();
+    let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = requests.clone();
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || async move {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            "ok"
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    // This process's user id, as a socket reports it.
+    let (a, _b) = tokio::net::UnixStream::pair().unwrap();
+    let me = a.peer_cred().unwrap().uid();
+    let requiring = |uid| {
+        Http1Pool::new(
+            Endpoint::Unix(path.clone()),
+            axum::http::HeaderValue::from_static("localhost"),
+            PoolConfig {
+                unix_peer_uid: Some(uid),
+                ..PoolConfig::default()
+            },
+        )
+    };
+    assert_eq!(read(&requiring(me), get("/")).await, "ok");
+    let other = me.wrapping_add(1);
+    let err = requiring(other).send(get("/")).await.unwrap_err();
+    assert!(
+        matches!(err, SendError::WrongPeer { peer: Some(p), expected, .. } if p == me && expected == other),
+        "{err}"
+    );
+    assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 1);
 }

@@ -22,8 +22,10 @@ use crate::engine::openai::ApiError;
 /// files the host controls) or any other address would let the host receive every
 /// decrypted prompt; anything else is refused. A Unix socket's peer is always a process
 /// of the same (guest) kernel, whatever file system holds the path, so the host cannot be
-/// it either; and unlike a loopback port, which any process in the VM may connect to, the
-/// socket's file permissions decide who reaches the runtime. It is also the faster hop.
+/// it either. The host chooses the path, though, so it could name a socket that another
+/// user or service of the guest bound: the sentinel talks only to a peer that runs under
+/// its own user id (`SO_PEERCRED`, `PoolConfig::unix_peer_uid`), which a loopback port
+/// cannot tell. It is also the faster hop.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuntimeUrl(Where);
 
@@ -37,7 +39,7 @@ enum Where {
 /// `unix:///ABSOLUTE/PATH`.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
-    "runtime URL {0:?} must be http://IP:PORT with a loopback IP (127.0.0.0/8 or [::1]) and no path, e.g. http://127.0.0.1:8081, or unix:///ABSOLUTE/PATH (at most 107 bytes): the runtime must run inside the TEE"
+    "runtime URL {0:?} must be http://IP:PORT with a loopback IP (127.0.0.0/8 or [::1]) and no path, e.g. http://127.0.0.1:8081, or unix:///ABSOLUTE/PATH (plain, at most 107 bytes): the runtime must run inside the TEE"
 )]
 pub struct BadRuntimeUrl(pub String);
 
@@ -49,7 +51,17 @@ impl FromStr for RuntimeUrl {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || BadRuntimeUrl(s.to_owned());
         if let Some(path) = s.strip_prefix("unix://") {
-            if !path.starts_with('/') || path.len() > MAX_SOCKET_PATH || path.contains('\0') {
+            // An absolute path to a file, spelt plainly: no `.` or `..` component, no
+            // trailing or doubled slash, no NUL (an abstract socket), short enough for
+            // sun_path.
+            let plain = path.len() > 1
+                && path.starts_with('/')
+                && !path.contains('\0')
+                && path
+                    .split('/')
+                    .skip(1)
+                    .all(|c| !matches!(c, "" | "." | ".."));
+            if !plain || path.len() > MAX_SOCKET_PATH {
                 return Err(bad());
             }
             return Ok(Self(Where::Unix(path.into())));
@@ -152,7 +164,15 @@ impl RuntimeClient {
             ),
             Where::Unix(path) => (Endpoint::Unix(path.clone()), localhost()),
         };
-        let pool = Http1Pool::new(endpoint, host, PoolConfig::default());
+        let config = match &url.0 {
+            // Only a runtime of the sentinel's own user may have the plaintext.
+            Where::Unix(_) => PoolConfig {
+                unix_peer_uid: Some(rustix::process::geteuid().as_raw()),
+                ..PoolConfig::default()
+            },
+            Where::Tcp { .. } => PoolConfig::default(),
+        };
+        let pool = Http1Pool::new(endpoint, host, config);
         Self { url, pool }
     }
 
@@ -322,6 +342,8 @@ mod tests {
         let u: RuntimeUrl = "unix:///run/tb/runtime.sock".parse().unwrap();
         assert_eq!(u.to_string(), "unix:///run/tb/runtime.sock");
         assert_eq!(u.0, Where::Unix("/run/tb/runtime.sock".into()));
+        let longest = format!("unix:///{}", "a".repeat(106));
+        assert!(longest.parse::<RuntimeUrl>().is_ok(), "107 bytes fit");
         assert!("http://[::1]:8081".parse::<RuntimeUrl>().is_ok());
         assert!("http://127.8.9.10:1".parse::<RuntimeUrl>().is_ok());
         for bad in [
@@ -342,6 +364,11 @@ mod tests {
             "unix://",
             "unix:/run/tb/runtime.sock",
             "unix:///run/tb/\0.sock",
+            "unix:///",
+            "unix:///run/tb/",
+            "unix:///run/tb/../tb/runtime.sock",
+            "unix:///run/./runtime.sock",
+            "unix:///run//runtime.sock",
             &format!("unix:///{}", "a".repeat(107)),
         ] {
             assert!(bad.parse::<RuntimeUrl>().is_err(), "{bad}");
