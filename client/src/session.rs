@@ -22,7 +22,9 @@ use std::sync::{Arc, Mutex};
 use base64::Engine;
 use trustbridge_protocol::KeyId;
 use trustbridge_protocol::ohttp::gateway::{ClientResponse, OhttpError, PreparedRequest, prepare};
-use trustbridge_protocol::receipt::{Receipt, SALT_LEN, salted_digest};
+use trustbridge_protocol::receipt::{
+    Receipt, ReceiptError, SALT_LEN, UnverifiedReceipt, salted_digest,
+};
 use trustbridge_verifier::client_policy::VerifiedBundle;
 use trustbridge_verifier::receipt::{ReceiptAnchor, ReceiptCheckError, check_digest_values};
 
@@ -181,7 +183,9 @@ pub struct Opened {
     status: u16,
     headers: Vec<(Vec<u8>, Vec<u8>)>,
     body: Vec<u8>,
-    receipt: Vec<u8>,
+    /// Parsed once, when the answer is opened; a receipt that does not parse fails
+    /// [`Session::check`].
+    receipt: Result<UnverifiedReceipt, ReceiptError>,
     salt: [u8; SALT_LEN],
     plain: Vec<u8>,
     nonce: [u8; NONCE_BYTES],
@@ -222,7 +226,8 @@ impl Opened {
     /// The evidence digest the receipt claims (without verifying it), so a caller whose
     /// bundle names other evidence knows to fetch the sentinel's current bundle.
     pub fn claimed_evidence(&self) -> Option<[u8; 32]> {
-        trustbridge_protocol::receipt::UnverifiedReceipt::parse(&self.receipt)
+        self.receipt
+            .as_ref()
             .ok()
             .map(|r| r.claims().evidence_digest)
     }
@@ -325,8 +330,8 @@ impl Session {
     /// Checks an opened answer's receipt against this session's bundle and chain.
     pub fn check(&self, opened: Opened) -> Result<VerifiedAnswer, VerificationError> {
         let response_digest = salted_digest(&opened.salt, &opened.body);
-        let receipt = self.check_streamed(
-            &opened.receipt,
+        let receipt = self.check_parsed(
+            opened.receipt.map_err(ReceiptCheckError::from)?,
             &opened.salt,
             &opened.plain,
             &opened.nonce,
@@ -353,8 +358,22 @@ impl Session {
         status: u16,
         response_digest: [u8; 32],
     ) -> Result<Receipt, VerificationError> {
+        let receipt = UnverifiedReceipt::parse(receipt).map_err(ReceiptCheckError::from)?;
+        self.check_parsed(receipt, salt, plain, nonce, status, response_digest)
+    }
+
+    /// [`Self::check_streamed`] of a receipt already parsed.
+    fn check_parsed(
+        &self,
+        receipt: UnverifiedReceipt,
+        salt: &[u8; SALT_LEN],
+        plain: &[u8],
+        nonce: &[u8; NONCE_BYTES],
+        status: u16,
+        response_digest: [u8; 32],
+    ) -> Result<Receipt, VerificationError> {
         let v = &self.verified;
-        let receipt = self.anchor.verify(receipt, &v.bundle, &v.evidence)?;
+        let receipt = self.anchor.verify_parsed(receipt, &v.bundle, &v.evidence)?;
         let claims = receipt.claims();
         if claims.nonce.as_deref() != Some(&nonce[..]) {
             return Err(VerificationError::Nonce);
@@ -428,8 +447,9 @@ impl Pending {
                 headers.push((name.to_vec(), f.value().to_vec()));
             }
         }
-        let receipt =
-            decode_receipt(&receipt.ok_or(VerificationError::MissingReceipt("receipt"))?)?;
+        let receipt = UnverifiedReceipt::parse(&decode_receipt(
+            &receipt.ok_or(VerificationError::MissingReceipt("receipt"))?,
+        )?);
         let salt = decode_salt(&salt.ok_or(VerificationError::MissingReceipt("receipt salt"))?)?;
         Ok(Opened {
             status,

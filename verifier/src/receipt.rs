@@ -110,12 +110,23 @@ impl ReceiptAnchor {
         bundle: &AttestationBundle,
         evidence: &VerifiedEvidence,
     ) -> Result<Receipt, ReceiptCheckError> {
+        self.verify_parsed(UnverifiedReceipt::parse(bytes)?, bundle, evidence)
+    }
+
+    /// [`Self::verify`] of a receipt already parsed (a client that read its claimed
+    /// evidence first parses it once).
+    pub fn verify_parsed(
+        &self,
+        receipt: UnverifiedReceipt,
+        bundle: &AttestationBundle,
+        evidence: &VerifiedEvidence,
+    ) -> Result<Receipt, ReceiptCheckError> {
         let key = self
             .key
             .as_ref()
             .filter(|k| k.public_key() == bundle.binding.receipt_key)
             .ok_or(ReceiptCheckError::BadKey)?;
-        let receipt = UnverifiedReceipt::parse(bytes)?.verify_with(key)?;
+        let receipt = receipt.verify_with(key)?;
         check_claims(receipt.claims(), &self.evidence_digest, bundle, evidence)?;
         Ok(receipt)
     }
