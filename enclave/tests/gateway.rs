@@ -26,6 +26,19 @@ use trustbridge_verifier::receipt::{
 use trustbridge_verifier::{check_binding, verify_nitro};
 use world::world;
 
+/// Asserts that `m` is the stand-in runtime's answer: 200, "heard N bytes".
+fn assert_heard(m: &bhttp::Message) {
+    assert_eq!(m.control().status().unwrap().code(), 200);
+    let answer: serde_json::Value = serde_json::from_slice(m.content()).unwrap();
+    assert!(
+        answer["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("heard"),
+        "{answer}"
+    );
+}
+
 fn header<'a>(m: &'a bhttp::Message, name: &str) -> &'a [u8] {
     m.header().get(name.as_bytes()).unwrap()
 }
@@ -46,14 +59,7 @@ async fn a_client_gets_an_answer_only_it_can_read_with_a_receipt_that_verifies()
     assert!(headers.get(RECEIPT_LOG_HEADER).is_none());
     let response = pending.decapsulate(&body).unwrap();
     let m = bhttp::Message::read_bhttp(&mut Cursor::new(&response[..])).unwrap();
-    assert_eq!(m.control().status().unwrap().code(), 200);
-    let answer: serde_json::Value = serde_json::from_slice(m.content()).unwrap();
-    assert!(
-        answer["choices"][0]["message"]["content"]
-            .as_str()
-            .unwrap()
-            .starts_with("heard")
-    );
+    assert_heard(&m);
 
     // The receipt: the runtime's forged header is gone; the sentinel's one is the one
     // the relay logged.
@@ -156,15 +162,7 @@ async fn a_runtime_on_a_unix_socket_answers() {
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let response = pending.decapsulate(&body).unwrap();
     let m = bhttp::Message::read_bhttp(&mut Cursor::new(&response[..])).unwrap();
-    assert_eq!(m.control().status().unwrap().code(), 200);
-    let answer: serde_json::Value = serde_json::from_slice(m.content()).unwrap();
-    assert!(
-        answer["choices"][0]["message"]["content"]
-            .as_str()
-            .unwrap()
-            .starts_with("heard"),
-        "{answer}"
-    );
+    assert_heard(&m);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
