@@ -10,11 +10,15 @@
 //! - [`receipt`]: execution receipts (COSE_Sign1 over a closed CWT claims set).
 //! - [`cbor`]: deterministic CBOR used by every signed structure.
 //! - [`rfc3339`]: strict RFC 3339 times (contract windows, verification times).
+//! - [`ahead`]: values made ahead of need by a thread of their own (HPKE contexts,
+//!   signing nonces).
 //!
 //! This crate does no file-system or network I/O and has no async: it reads and writes
-//! only through the `std::io` streams its callers hand it.
+//! only through the `std::io` streams its callers hand it ([`ahead`] starts a thread,
+//! which computes and nothing else).
 #![forbid(unsafe_code)]
 
+pub mod ahead;
 pub mod attestation_bundle;
 pub mod binding;
 pub mod bundle;
