@@ -65,21 +65,42 @@ fn a_signed_receipt_verifies_and_round_trips() {
 }
 
 #[test]
-fn the_signature_is_the_one_ed25519_dalek_makes() {
-    // Receipts are signed by aws-lc; RFC 8032 signing is deterministic, so the receipt
-    // is byte for byte the one an independent implementation (ed25519-dalek, through
-    // `sign_payload`) makes with the same key, and a key signs with its own id only.
+fn the_signature_is_one_ed25519_dalek_verifies_on_the_envelope_it_would_make() {
+    // Receipts are signed with nonces made ahead (not RFC 8032's deterministic ones), so
+    // two signatures of one claims set differ; each is an Ed25519 signature that an
+    // independent implementation (ed25519-dalek, strictly) verifies, in exactly the
+    // envelope `sign_payload` builds, and a key signs with its own id only.
     for seed in [1, 2, 0xff] {
         let k = key(seed);
         let signer = ReceiptSigningKey::new(&k).unwrap();
         assert_eq!(signer.public_key(), k.verifying_key().to_bytes());
         let receipt = Receipt::sign_with(claims(&k), &signer).unwrap();
+        let again = Receipt::sign_with(claims(&k), &signer).unwrap();
+        assert_ne!(receipt.as_bytes(), again.as_bytes());
         let payload = claims(&k).encode().unwrap();
-        assert_eq!(receipt.as_bytes(), sign_payload(&payload, &k));
+        let reference = sign_payload(&payload, &k);
+        let body = reference.len() - 64;
+        for r in [&receipt, &again] {
+            assert_eq!(r.as_bytes().len(), reference.len());
+            assert_eq!(r.as_bytes()[..body], reference[..body]);
+            let parsed = UnverifiedReceipt::parse(r.as_bytes()).unwrap();
+            k.verifying_key()
+                .verify_strict(parsed.signed_message(), parsed.signature())
+                .unwrap();
+        }
         assert!(matches!(
             Receipt::sign_with(claims(&key(seed ^ 1)), &signer),
             Err(ReceiptError::Issuer { .. })
         ));
+        // A nonce made ahead signs too, for its own key only.
+        let nonce = signer.nonce().unwrap();
+        let ahead = Receipt::sign_with_nonce(claims(&k), &signer, nonce).unwrap();
+        assert_eq!(verify(ahead.as_bytes(), &k).unwrap(), ahead);
+        let other = ReceiptSigningKey::new(&key(seed ^ 1)).unwrap();
+        assert_eq!(
+            Receipt::sign_with_nonce(claims(&k), &signer, other.nonce().unwrap()),
+            Err(ReceiptError::NonceKey)
+        );
     }
 }
 

@@ -105,14 +105,26 @@ fn gaps_forks_broken_links_and_false_starts_are_refused() {
     let log = vec![c[0].clone(), c[2].clone(), c[1].clone(), c[3].clone()];
     assert_eq!(check_chains(&log).unwrap()[0].count, 4);
     // A fork: another receipt 1 that does not chain to receipt 0.
-    let other = chain(&a, 2); // same key, same claims: identical chain...
-    assert_eq!(other[1].digest(), c[1].digest());
+    // The same claims signed again are another receipt (each signature has a fresh
+    // nonce), so a copy of one that names the same previous receipt is a fork too:
+    let other = chain(&a, 2);
+    assert_ne!(other[1].digest(), c[1].digest());
+    let log = vec![c[0].clone(), c[1].clone(), other[1].clone()];
+    assert!(matches!(
+        check_chains(&log),
+        Err(LogError::Fork {
+            index: 2,
+            sequence: 1,
+            ..
+        })
+    ));
+    // A second branch that differs in its claims:
     let mut forked = Vec::new();
     let mut previous = c[0].digest();
     for r in &c[1..3] {
         let mut claims = r.claims().clone();
         claims.previous = previous;
-        claims.status = 500; // ...so make a second branch that differs
+        claims.status = 500;
         let r = Receipt::sign(claims, &a).unwrap();
         previous = r.digest();
         forked.push(r);

@@ -1,11 +1,12 @@
 //! The COSE_Sign1 envelope of a receipt: its one encoding, signing and verification.
 
-use aws_lc_rs::signature::KeyPair;
 use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 
 use crate::cbor::strict::{Reader, Writer};
 
-use super::{Claims, MAX_RECEIPT_LEN, ReceiptError, receipt_key_id, sha256};
+use super::{
+    Claims, MAX_RECEIPT_LEN, ReceiptError, ReceiptSigningKey, SigningNonce, receipt_key_id, sha256,
+};
 use crate::KeyId;
 
 /// CBOR tag of a COSE_Sign1.
@@ -31,49 +32,6 @@ pub fn has_our_envelope(bytes: &[u8]) -> bool {
     bytes.len() > 3 + PROTECTED.len()
         && bytes[..3] == [0xd2, 0x84, 0x40 | PROTECTED.len() as u8]
         && bytes[3..3 + PROTECTED.len()] == *PROTECTED
-}
-
-/// The receipt key, ready to sign many receipts: Ed25519 (RFC 8032) computed by aws-lc,
-/// which signs in about 60% of ed25519-dalek's time here. RFC 8032 signatures are
-/// deterministic, so the signatures are the ones any implementation makes with the key.
-pub struct ReceiptSigningKey {
-    pair: aws_lc_rs::signature::Ed25519KeyPair,
-    public: [u8; 32],
-    id: KeyId,
-}
-
-impl ReceiptSigningKey {
-    /// The signer for `key` (its public key and id computed once).
-    pub fn new(key: &SigningKey) -> Result<Self, ReceiptError> {
-        let pair = aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(key.as_bytes())
-            .map_err(|_| ReceiptError::SigningKey)?;
-        let public = key.verifying_key().to_bytes();
-        // Both implementations derive the public key from the seed: they must agree.
-        if pair.public_key().as_ref() != public {
-            return Err(ReceiptError::SigningKey);
-        }
-        Ok(Self {
-            pair,
-            public,
-            id: receipt_key_id(&public),
-        })
-    }
-
-    /// The Ed25519 public key (what the evidence binding carries).
-    pub fn public_key(&self) -> [u8; 32] {
-        self.public
-    }
-
-    /// The key's id: the `iss` claim of every receipt it signs.
-    pub fn id(&self) -> KeyId {
-        self.id
-    }
-}
-
-impl std::fmt::Debug for ReceiptSigningKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ReceiptSigningKey({})", self.id)
-    }
 }
 
 /// The receipt key, ready to verify many receipts: the point decoded, its order and id
@@ -156,23 +114,49 @@ impl Receipt {
         Self::sign_with(claims, &ReceiptSigningKey::new(key)?)
     }
 
-    /// Signs `claims` with the receipt key, whose id must be the `iss` claim.
+    /// Signs `claims` with the receipt key, whose id must be the `iss` claim, with a nonce
+    /// made now ([`ReceiptSigningKey::nonce_for`] the message). A signer on a request's
+    /// path makes its nonces ahead and calls [`Receipt::sign_with_nonce`].
     pub fn sign_with(claims: Claims, key: &ReceiptSigningKey) -> Result<Self, ReceiptError> {
-        if claims.issuer != key.id {
+        Self::sign_made(claims, key, None)
+    }
+
+    /// Signs `claims` with the receipt key, whose id must be the `iss` claim, and `nonce`,
+    /// made ahead by that key ([`ReceiptSigningKey::nonce`]).
+    pub fn sign_with_nonce(
+        claims: Claims,
+        key: &ReceiptSigningKey,
+        nonce: SigningNonce,
+    ) -> Result<Self, ReceiptError> {
+        Self::sign_made(claims, key, Some(nonce))
+    }
+
+    /// Signs with `nonce`, or with one made now for the message.
+    fn sign_made(
+        claims: Claims,
+        key: &ReceiptSigningKey,
+        nonce: Option<SigningNonce>,
+    ) -> Result<Self, ReceiptError> {
+        if claims.issuer != key.id() {
             return Err(ReceiptError::Issuer {
                 claimed: claims.issuer.to_string(),
-                key: key.id.to_string(),
+                key: key.id().to_string(),
             });
         }
         let payload = claims.encode()?;
-        let signature = key.pair.sign(&to_be_signed(&payload));
+        let message = to_be_signed(&payload);
+        let nonce = match nonce {
+            Some(nonce) => nonce,
+            None => key.nonce_for(&message)?,
+        };
+        let signature = key.sign(&message, nonce)?;
         let mut w = Writer::with_capacity(payload.len() + PROTECTED.len() + 80);
         w.tag(COSE_SIGN1_TAG)
             .array(4)
             .bytes(PROTECTED)
             .map(0)
             .bytes(&payload)
-            .bytes(signature.as_ref());
+            .bytes(&signature);
         Ok(Self {
             claims,
             encoded: w.into_vec(),

@@ -35,12 +35,12 @@
 mod batch;
 mod claims;
 mod envelope;
+mod signing;
 
 pub use batch::verify_batch;
 pub use claims::{Claims, NONCE_LEN, Usage};
-pub use envelope::{
-    Receipt, ReceiptSigningKey, ReceiptVerifyingKey, UnverifiedReceipt, has_our_envelope,
-};
+pub use envelope::{Receipt, ReceiptVerifyingKey, UnverifiedReceipt, has_our_envelope};
+pub use signing::{ReceiptSigningKey, SigningNonce};
 
 use aws_lc_rs::digest;
 
@@ -123,10 +123,16 @@ pub enum ReceiptError {
     /// The signature does not verify under the given key.
     #[error("signature does not verify under receipt key {0}")]
     BadSignature(String),
-    /// aws-lc refused the receipt key, or derived another public key from it than
-    /// ed25519-dalek.
+    /// The receipt key's public key, derived from its seed, is not the one ed25519-dalek
+    /// derives.
     #[error("the receipt signing key could not be loaded")]
     SigningKey,
+    /// The system random number generator failed: no signing nonce.
+    #[error("the system random number generator failed: no signing nonce")]
+    Random,
+    /// A signing nonce made for another key.
+    #[error("the signing nonce was made for another receipt key")]
+    NonceKey,
 }
 
 /// `SHA-256(salt ‖ data)`: the request and response digests of a receipt.
