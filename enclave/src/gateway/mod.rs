@@ -239,10 +239,9 @@ impl Gateway {
         for (name, value) in inner.headers {
             message.put_header(name, value);
         }
-        message.put_header(
-            RECEIPT_HEADER,
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&receipt_bytes),
-        );
+        // One encoding for both: the client's header and the relay's log field.
+        let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&receipt_bytes);
+        message.put_header(RECEIPT_HEADER, encoded.as_bytes());
         message.put_header(SALT_HEADER, hex::encode(salt));
         message.write_content(&inner.body);
         let mut bhttp_response = Vec::with_capacity(inner.body.len() + 512);
@@ -254,17 +253,17 @@ impl Gateway {
             .map_err(|_| OuterError::Encapsulate)?;
         Ok(Exchange {
             encapsulated,
-            log: self.log_value(&receipt_bytes, LOG_HEADER_BUDGET),
+            log: self.log_value(encoded, LOG_HEADER_BUDGET),
             receipt: receipt_bytes,
         })
     }
 
-    /// The value of a whole answer's outer receipt-log field: `receipt` and as many
-    /// receipts waiting in the outbox as fit in `budget` bytes (base64url,
-    /// comma-separated); the others wait for the next answer.
-    fn log_value(&self, receipt: &[u8], budget: usize) -> String {
+    /// The value of a whole answer's outer receipt-log field: the receipt (`encoded`,
+    /// base64url) and as many receipts waiting in the outbox as fit in `budget` bytes
+    /// (base64url, comma-separated); the others wait for the next answer.
+    fn log_value(&self, encoded: String, budget: usize) -> String {
         let engine = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let mut value = engine.encode(receipt);
+        let mut value = encoded;
         let mut outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(next) = outbox.first() {
             if value.len() + 1 + next.len().div_ceil(3) * 4 > budget {
