@@ -96,12 +96,37 @@ struct Inner {
     syncs: u64,
 }
 
+/// What an append does to the file, apart so that the tests can make each step fail.
+trait Appendable: Send + Sync {
+    /// Writes `bytes` at the end of the file.
+    fn append(&self, bytes: &[u8]) -> std::io::Result<()>;
+    /// Cuts the file to `len` bytes.
+    fn truncate(&self, len: u64) -> std::io::Result<()>;
+    /// Puts what was written on disk.
+    fn sync(&self) -> std::io::Result<()>;
+}
+
+impl Appendable for File {
+    fn append(&self, bytes: &[u8]) -> std::io::Result<()> {
+        // Opened for appending: the write lands at the end.
+        (&*self).write_all(bytes)
+    }
+
+    fn truncate(&self, len: u64) -> std::io::Result<()> {
+        self.set_len(len)
+    }
+
+    fn sync(&self) -> std::io::Result<()> {
+        self.sync_data()
+    }
+}
+
 /// The append-only receipt log.
 pub struct ReceiptLog {
     path: PathBuf,
     /// Opened for appending: every write lands at the end. Written under `inner`'s
     /// lock, synced without it.
-    file: File,
+    file: Box<dyn Appendable>,
     inner: Mutex<Inner>,
     /// Signalled when an fsync ends.
     synced: Condvar,
@@ -116,6 +141,14 @@ impl std::fmt::Debug for ReceiptLog {
 impl ReceiptLog {
     /// Opens (or creates) the log at `path`.
     pub fn open(path: &Path) -> Result<Self, LogError> {
+        Self::open_with(path, |file| Box::new(file))
+    }
+
+    /// Opens the log at `path`, appending through `appender` of the opened file.
+    fn open_with(
+        path: &Path,
+        appender: impl FnOnce(File) -> Box<dyn Appendable>,
+    ) -> Result<Self, LogError> {
         let io = |source| LogError::Io {
             path: path.to_owned(),
             source,
@@ -161,7 +194,7 @@ impl ReceiptLog {
         let durable = offsets.len() as u64;
         Ok(Self {
             path: path.to_owned(),
-            file,
+            file: appender(file),
             inner: Mutex::new(Inner {
                 offsets,
                 end,
@@ -196,11 +229,11 @@ impl ReceiptLog {
         };
         let mut line = serde_json::to_string(&entry).map_err(|e| io(std::io::Error::other(e)))?;
         line.push('\n');
-        if let Err(e) = (&self.file).write_all(line.as_bytes()) {
+        if let Err(e) = self.file.append(line.as_bytes()) {
             // Cut whatever part of this line reached the file (the whole lines before it
             // stay, for their fsync), so the file stays what the index says; appends land
             // at its end. If even that fails, what the file holds is unknown: stop.
-            if self.file.set_len(inner.end).is_err() {
+            if self.file.truncate(inner.end).is_err() {
                 inner.broken = true;
                 self.synced.notify_all();
             }
@@ -227,7 +260,7 @@ impl ReceiptLog {
             inner.syncing = true;
             let (count, end) = (inner.offsets.len() as u64, inner.end);
             drop(inner);
-            let synced = self.file.sync_data();
+            let synced = self.file.sync();
             // Nothing panics while holding the lock; should something, the appends
             // waiting for this fsync must still hear that it ended.
             inner = self
@@ -305,6 +338,8 @@ impl ReceiptLog {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
     #[test]
     fn appends_survive_a_restart_and_a_torn_line_is_cut() {
@@ -338,6 +373,127 @@ mod tests {
             ReceiptLog::open(&path),
             Err(LogError::Corrupt { line: 2, .. })
         ));
+    }
+
+    /// Which of an append's steps fail.
+    #[derive(Default)]
+    struct Faults {
+        write: AtomicBool,
+        truncate: AtomicBool,
+        sync: AtomicBool,
+    }
+
+    /// The log's file, failing the steps `faults` names: a failed write leaves half its
+    /// bytes in the file, as a full disk can.
+    struct Faulty {
+        file: File,
+        faults: Arc<Faults>,
+    }
+
+    impl Appendable for Faulty {
+        fn append(&self, bytes: &[u8]) -> std::io::Result<()> {
+            if self.faults.write.load(Ordering::SeqCst) {
+                (&self.file).write_all(&bytes[..bytes.len() / 2])?;
+                return Err(std::io::Error::other("injected: the disk is full"));
+            }
+            (&self.file).write_all(bytes)
+        }
+
+        fn truncate(&self, len: u64) -> std::io::Result<()> {
+            if self.faults.truncate.load(Ordering::SeqCst) {
+                return Err(std::io::Error::other("injected: truncate failed"));
+            }
+            self.file.set_len(len)
+        }
+
+        fn sync(&self) -> std::io::Result<()> {
+            if self.faults.sync.load(Ordering::SeqCst) {
+                return Err(std::io::Error::other("injected: fsync failed"));
+            }
+            self.file.sync_data()
+        }
+    }
+
+    fn faulty(path: &Path) -> (ReceiptLog, Arc<Faults>) {
+        let faults = Arc::new(Faults::default());
+        let for_file = faults.clone();
+        let log = ReceiptLog::open_with(path, move |file| {
+            Box::new(Faulty {
+                file,
+                faults: for_file,
+            })
+        })
+        .unwrap();
+        (log, faults)
+    }
+
+    /// The receipts the log serves, in order.
+    fn served(log: &ReceiptLog) -> Vec<Vec<u8>> {
+        log.after(None)
+            .unwrap()
+            .iter()
+            .map(|e| URL_SAFE_NO_PAD.decode(&e.receipt).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_failed_write_is_cut_off_and_the_log_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("receipts.log");
+        let (log, faults) = faulty(&path);
+        assert_eq!(log.append(b"first").unwrap(), 0);
+        faults.write.store(true, Ordering::SeqCst);
+        assert!(matches!(log.append(b"second"), Err(LogError::Io { .. })));
+        faults.write.store(false, Ordering::SeqCst);
+        // The half line was cut off: the next receipt takes its place, whole.
+        assert_eq!(log.append(b"third").unwrap(), 1);
+        assert_eq!(served(&log), [b"first".to_vec(), b"third".to_vec()]);
+        drop(log);
+        let log = ReceiptLog::open(&path).unwrap();
+        assert_eq!(served(&log), [b"first".to_vec(), b"third".to_vec()]);
+    }
+
+    #[test]
+    fn a_failed_write_that_cannot_be_cut_off_stops_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("receipts.log");
+        let (log, faults) = faulty(&path);
+        assert_eq!(log.append(b"first").unwrap(), 0);
+        faults.write.store(true, Ordering::SeqCst);
+        faults.truncate.store(true, Ordering::SeqCst);
+        assert!(matches!(log.append(b"second"), Err(LogError::Io { .. })));
+        faults.write.store(false, Ordering::SeqCst);
+        faults.truncate.store(false, Ordering::SeqCst);
+        // What the file holds is unknown: no more appends, the acknowledged one served.
+        assert!(matches!(log.append(b"third"), Err(LogError::Broken(_))));
+        assert_eq!(served(&log), [b"first".to_vec()]);
+        drop(log);
+        // A restart cuts the torn half line off and appends again.
+        let log = ReceiptLog::open(&path).unwrap();
+        assert_eq!(served(&log), [b"first".to_vec()]);
+        assert_eq!(log.append(b"third").unwrap(), 1);
+    }
+
+    #[test]
+    fn a_failed_fsync_stops_the_log_and_serves_nothing_unsynced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("receipts.log");
+        let (log, faults) = faulty(&path);
+        assert_eq!(log.append(b"first").unwrap(), 0);
+        faults.sync.store(true, Ordering::SeqCst);
+        assert!(matches!(log.append(b"second"), Err(LogError::Io { .. })));
+        faults.sync.store(false, Ordering::SeqCst);
+        // Linux may have dropped the unsynced line and still report later fsyncs as
+        // successful: no more appends, and the line not known to be on disk not served.
+        assert!(matches!(log.append(b"third"), Err(LogError::Broken(_))));
+        assert_eq!(log.len().unwrap(), 1);
+        assert_eq!(served(&log), [b"first".to_vec()]);
+        drop(log);
+        // A restart reads back what the file holds: here the line did reach it, a genuine
+        // receipt in sequence, so it is kept.
+        let log = ReceiptLog::open(&path).unwrap();
+        assert_eq!(served(&log), [b"first".to_vec(), b"second".to_vec()]);
+        assert_eq!(log.append(b"third").unwrap(), 2);
     }
 
     #[test]
