@@ -464,26 +464,44 @@ async fn bad_input_gets_a_clear_error_and_the_sentinel_keeps_serving() {
     // the answer: the work stops too.
     let mut whole = long.clone();
     whole["stream"] = json!(false);
-    let sealed = session
-        .seal_chunked(&post("/v1/chat/completions", &whole))
-        .unwrap();
-    let stream = tokio::net::TcpStream::connect(&s.relay).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    let conn = tokio::spawn(conn);
-    let req = hyper::Request::post(GATEWAY_PATH)
-        .header("host", &s.relay)
-        .header("content-type", CHUNKED_REQUEST_MEDIA_TYPE)
-        .body(Full::new(Bytes::from(sealed.encapsulated)))
-        .unwrap();
-    let pending = tokio::spawn(async move { sender.send_request(req).await });
-    // Until the engine is busy with it, then hang up.
-    let started = Instant::now();
-    while ask(&s, &session, &embed).await.status != 429 {
-        assert!(started.elapsed() < Duration::from_secs(10), "never started");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Until the engine is busy with it, then hang up. Its answer may come back at once,
+    // refused (429, queue_full) when it meets the previous request's turn not yet given
+    // back: then it is sent again.
+    let (pending, conn) = 'busy: {
+        for _ in 0..20 {
+            let sealed = session
+                .seal_chunked(&post("/v1/chat/completions", &whole))
+                .unwrap();
+            let stream = tokio::net::TcpStream::connect(&s.relay).await.unwrap();
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .unwrap();
+            let conn = tokio::spawn(conn);
+            let req = hyper::Request::post(GATEWAY_PATH)
+                .header("host", &s.relay)
+                .header("content-type", CHUNKED_REQUEST_MEDIA_TYPE)
+                .body(Full::new(Bytes::from(sealed.encapsulated)))
+                .unwrap();
+            // A whole answer's head comes at once, its body only at its end.
+            let pending = tokio::spawn(async move {
+                let resp = sender.send_request(req).await?;
+                resp.into_body().collect().await.map(|b| b.to_bytes())
+            });
+            let started = Instant::now();
+            loop {
+                if ask(&s, &session, &embed).await.status == 429 {
+                    break 'busy (pending, conn);
+                }
+                if pending.is_finished() {
+                    break;
+                }
+                assert!(started.elapsed() < Duration::from_secs(10), "never started");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            conn.abort();
+        }
+        panic!("the engine refused the chat twenty times");
+    };
     pending.abort();
     conn.abort();
     let gone = Instant::now();

@@ -212,11 +212,13 @@ impl BuiltIn {
         let (tx, rx) = oneshot::channel();
         let stopped = self.stopped.clone();
         tokio::task::spawn_blocking(move || {
-            let _slot = slot;
             // A client gone (the answer dropped) stops the generation.
             let generated = model.chat(&chat.messages, &chat.params, |_| {
                 !tx.is_closed() && !stopped.load(Ordering::SeqCst)
             });
+            // The turn is free before the answer goes: a client that sends its next
+            // request as soon as it has this answer must not find the queue full.
+            drop(slot);
             let _ = tx.send(generated);
         });
         match rx.await {
@@ -250,31 +252,27 @@ impl BuiltIn {
         let (tx, rx) = oneshot::channel();
         let stopped = self.stopped.clone();
         tokio::task::spawn_blocking(move || {
-            let _slot = slot;
-            let mut vectors = Vec::with_capacity(wanted.inputs.len());
-            let mut tokens = 0;
-            for input in &wanted.inputs {
-                if tx.is_closed()
-                    || stopped.load(Ordering::SeqCst)
-                    || std::time::Instant::now() >= deadline
-                {
-                    let _ = tx.send(Err(timeout_error(
-                        "the embeddings ran past the request's deadline",
-                    )));
-                    return;
-                }
-                match model.embed(input) {
-                    Ok(e) => {
-                        tokens += e.tokens;
-                        vectors.push(e.vector);
+            let embedded = (|| {
+                let mut vectors = Vec::with_capacity(wanted.inputs.len());
+                let mut tokens = 0;
+                for input in &wanted.inputs {
+                    if tx.is_closed()
+                        || stopped.load(Ordering::SeqCst)
+                        || std::time::Instant::now() >= deadline
+                    {
+                        return Err(timeout_error(
+                            "the embeddings ran past the request's deadline",
+                        ));
                     }
-                    Err(e) => {
-                        let _ = tx.send(Err(ApiError::from(e)));
-                        return;
-                    }
+                    let e = model.embed(input).map_err(ApiError::from)?;
+                    tokens += e.tokens;
+                    vectors.push(e.vector);
                 }
-            }
-            let _ = tx.send(Ok((vectors, tokens, wanted.base64)));
+                Ok((vectors, tokens, wanted.base64))
+            })();
+            // The turn is free before the answer goes (as for chat).
+            drop(slot);
+            let _ = tx.send(embedded);
         });
         match rx.await {
             Ok(Ok((vectors, tokens, base64))) => ApiAnswer::json(
@@ -451,7 +449,6 @@ async fn stream(
     let (usage_tx, usage_rx) = oneshot::channel();
     let (tx, rx) = mpsc::unbounded_channel::<Result<Bytes, Cut>>();
     tokio::task::spawn_blocking(move || {
-        let _slot = slot;
         let events = Events {
             tx,
             finished: false,
@@ -474,6 +471,9 @@ async fn stream(
             }
             events.send(reply.chunk(json!({"content": text}), None, None))
         });
+        // The generation is over: its turn is free before the last events go, so a client
+        // that sends its next request as soon as it has `[DONE]` finds the queue open.
+        drop(slot);
         match generated {
             Err(e) => {
                 if let Some(h) = head.take() {
