@@ -145,13 +145,8 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    #[test]
-    fn receipts_chain_in_signing_order_even_from_many_threads() {
-        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
-        let signer = Arc::new(ReceiptSigner::new(Arc::new(
-            ReceiptSigningKey::new(&key).unwrap(),
-        )));
-        let facts = ReceiptFacts {
+    fn facts() -> ReceiptFacts {
+        ReceiptFacts {
             nonce: None,
             model: [1; 32],
             request_digest: [2; 32],
@@ -161,7 +156,16 @@ mod tests {
             policy_digest: [5; 32],
             status: 200,
             usage: None,
-        };
+        }
+    }
+
+    #[test]
+    fn receipts_chain_in_signing_order_even_from_many_threads() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        let signer = Arc::new(ReceiptSigner::new(Arc::new(
+            ReceiptSigningKey::new(&key).unwrap(),
+        )));
+        let facts = facts();
         let receipts: Vec<Receipt> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..4)
                 .map(|_| {
@@ -197,17 +201,7 @@ mod tests {
             assert!(start.elapsed().as_secs() < 10, "no nonces made ahead");
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
-        let facts = ReceiptFacts {
-            nonce: None,
-            model: [1; 32],
-            request_digest: [2; 32],
-            response_digest: [3; 32],
-            evidence_digest: [4; 32],
-            measurements: BTreeMap::new(),
-            policy_digest: [5; 32],
-            status: 200,
-            usage: None,
-        };
+        let facts = facts();
         for _ in 0..3 {
             let receipt = signer.sign(facts.clone()).unwrap();
             trustbridge_protocol::receipt::UnverifiedReceipt::parse(receipt.as_bytes())

@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use support::{STREAM_EVENTS, http, post_chunked, read, session, setup};
+use support::{STREAM_EVENTS, http, post_chunked, read, send_chunked, session, setup};
 use trustbridge_client::session::Request;
 use trustbridge_protocol::ohttp::{CHUNKED_REQUEST_MEDIA_TYPE, GATEWAY_PATH};
 use trustbridge_verifier::receipt::{check_chains, verify_against};
@@ -142,17 +142,7 @@ async fn a_client_that_leaves_mid_stream_leaves_no_gap_in_the_log() {
     // Read the head of a streamed answer, then hang up.
     let sealed = session.seal_chunked(&stream_request("bye")).unwrap();
     {
-        let stream = tokio::net::TcpStream::connect(&s.relay).await.unwrap();
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        let conn = tokio::spawn(conn);
-        let req = hyper::Request::post(GATEWAY_PATH)
-            .header("host", &s.relay)
-            .header("content-type", CHUNKED_REQUEST_MEDIA_TYPE)
-            .body(Full::new(Bytes::from(sealed.encapsulated)))
-            .unwrap();
-        let resp = sender.send_request(req).await.unwrap();
+        let (resp, conn) = send_chunked(&s.relay, sealed.encapsulated).await;
         assert_eq!(resp.status(), 200);
         drop(resp);
         conn.abort();

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use support::{Setup, http, post_chunked, read, session, setup_serving};
+use support::{Setup, http, post_chunked, read, send_chunked, session, setup_serving};
 use trustbridge_client::session::{Request, Session, VerifiedAnswer};
 use trustbridge_enclave::engine::builtin::{BuiltInLimits, EVENT_PADDING};
 use trustbridge_enclave::engine::{ChatMessage, ChatModel, EmbeddingModel, EngineChoice};
@@ -472,21 +472,9 @@ async fn bad_input_gets_a_clear_error_and_the_sentinel_keeps_serving() {
             let sealed = session
                 .seal_chunked(&post("/v1/chat/completions", &whole))
                 .unwrap();
-            let stream = tokio::net::TcpStream::connect(&s.relay).await.unwrap();
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .unwrap();
-            let conn = tokio::spawn(conn);
-            let req = hyper::Request::post(GATEWAY_PATH)
-                .header("host", &s.relay)
-                .header("content-type", CHUNKED_REQUEST_MEDIA_TYPE)
-                .body(Full::new(Bytes::from(sealed.encapsulated)))
-                .unwrap();
             // A whole answer's head comes at once, its body only at its end.
-            let pending = tokio::spawn(async move {
-                let resp = sender.send_request(req).await?;
-                resp.into_body().collect().await.map(|b| b.to_bytes())
-            });
+            let (resp, conn) = send_chunked(&s.relay, sealed.encapsulated).await;
+            let pending = tokio::spawn(resp.into_body().collect());
             let started = Instant::now();
             loop {
                 if ask(&s, &session, &embed).await.status == 429 {

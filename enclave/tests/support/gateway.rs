@@ -295,21 +295,33 @@ pub async fn session(s: &Setup) -> trustbridge_client::session::Session {
     )
 }
 
-/// POSTs a chunked request to the relay: status, content type, and the body as the
-/// pieces (HTTP frames) it arrived in.
-pub async fn post_chunked(relay: &str, body: Vec<u8>) -> (u16, String, Vec<Bytes>) {
+/// POSTs a chunked request to the relay on a connection of its own: the answer's head
+/// (its body still to read) and the connection's task (abort it to hang up).
+pub async fn send_chunked(
+    relay: &str,
+    body: Vec<u8>,
+) -> (
+    hyper::Response<hyper::body::Incoming>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
     let stream = tokio::net::TcpStream::connect(relay).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .unwrap();
-    tokio::spawn(conn);
+    let conn = tokio::spawn(conn);
     use trustbridge_protocol::ohttp::{CHUNKED_REQUEST_MEDIA_TYPE, GATEWAY_PATH};
     let req = hyper::Request::post(GATEWAY_PATH)
         .header("host", relay)
         .header("content-type", CHUNKED_REQUEST_MEDIA_TYPE)
         .body(Full::new(Bytes::from(body)))
         .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
+    (sender.send_request(req).await.unwrap(), conn)
+}
+
+/// POSTs a chunked request to the relay: status, content type, and the body as the
+/// pieces (HTTP frames) it arrived in.
+pub async fn post_chunked(relay: &str, body: Vec<u8>) -> (u16, String, Vec<Bytes>) {
+    let (resp, _conn) = send_chunked(relay, body).await;
     let status = resp.status().as_u16();
     let media = resp.headers()["content-type"].to_str().unwrap().to_owned();
     let mut body = resp.into_body();
