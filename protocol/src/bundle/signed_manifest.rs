@@ -16,6 +16,16 @@ pub const MANIFEST_CONTENT_TYPE: &str = "application/vnd.trustbridge.manifest+cb
 pub struct SignedManifest {
     manifest: Manifest,
     encoded: Vec<u8>,
+    /// SHA-256 of `encoded`, computed once (every receipt names it).
+    digest: [u8; 32],
+}
+
+/// SHA-256 of `manifest.cose`'s bytes.
+fn sha256(encoded: &[u8]) -> [u8; 32] {
+    let d = digest::digest(&digest::SHA256, encoded);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
 }
 
 impl SignedManifest {
@@ -42,7 +52,11 @@ impl SignedManifest {
             .build()
             .to_tagged_vec()
             .map_err(|e| BundleError::ManifestMalformed(format!("COSE encoding failed: {e}")))?;
-        Ok(Self { manifest, encoded })
+        Ok(Self {
+            manifest,
+            digest: sha256(&encoded),
+            encoded,
+        })
     }
 
     /// Parses `manifest.cose` and verifies its signature.
@@ -101,6 +115,7 @@ impl SignedManifest {
         Ok(Self {
             manifest,
             encoded: bytes.to_vec(),
+            digest: sha256(bytes),
         })
     }
 
@@ -117,9 +132,6 @@ impl SignedManifest {
     /// SHA-256 of the `manifest.cose` bytes: the model digest that key releases and
     /// receipts name.
     pub fn digest(&self) -> [u8; 32] {
-        let d = digest::digest(&digest::SHA256, &self.encoded);
-        let mut out = [0u8; 32];
-        out.copy_from_slice(d.as_ref());
-        out
+        self.digest
     }
 }
