@@ -295,10 +295,105 @@ impl Writer {
     }
 }
 
+/// A map whose entries are added in any order and written in deterministic order (keys
+/// by their encoded bytes, RFC 8949 section 4.2.1) by [`MapWriter::finish`]. The entries
+/// are encoded as they come into one buffer, so a map of many entries costs two
+/// allocations, not two per entry. Keys must be distinct.
+#[derive(Debug, Default)]
+pub struct MapWriter {
+    entries: Writer,
+    /// Each entry's start, the end of its key and its end in `entries`.
+    spans: Vec<(usize, usize, usize)>,
+}
+
+impl MapWriter {
+    /// An empty map with room for `entries` entries of `bytes` bytes in all.
+    pub fn with_capacity(entries: usize, bytes: usize) -> Self {
+        Self {
+            entries: Writer::with_capacity(bytes),
+            spans: Vec::with_capacity(entries),
+        }
+    }
+
+    /// Adds the entry whose key `key` writes and whose value `value` writes (one CBOR
+    /// item each).
+    pub fn entry(
+        &mut self,
+        key: impl FnOnce(&mut Writer),
+        value: impl FnOnce(&mut Writer),
+    ) -> &mut Self {
+        let start = self.entries.out.len();
+        key(&mut self.entries);
+        let key_end = self.entries.out.len();
+        value(&mut self.entries);
+        self.spans.push((start, key_end, self.entries.out.len()));
+        self
+    }
+
+    /// Writes the map (its head, then its entries in deterministic order) to `w`.
+    pub fn finish(mut self, w: &mut Writer) {
+        let bytes = &self.entries.out;
+        self.spans
+            .sort_by(|a, b| bytes[a.0..a.1].cmp(&bytes[b.0..b.1]));
+        w.map(self.spans.len());
+        for &(start, _, end) in &self.spans {
+            w.raw(&bytes[start..end]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_map_writer_puts_entries_in_deterministic_order() {
+        let mut m = MapWriter::default();
+        // Added in no particular order; the encoded keys sort bytewise: 0x01 (1), 0x19 0x0109
+        // (265), 0x20 (-1), 0x61 "a", 0x62 "bb", 0x63 "abc" (shorter text first).
+        m.entry(|k| drop(k.text("bb")), |v| drop(v.uint(2)))
+            .entry(|k| drop(k.int(265)), |v| drop(v.bytes(b"x")))
+            .entry(|k| drop(k.text("a")), |v| drop(v.text("long value")))
+            .entry(|k| drop(k.int(-1)), |v| drop(v.uint(0)))
+            .entry(|k| drop(k.text("abc")), |v| drop(v.array(0)))
+            .entry(|k| drop(k.int(1)), |v| drop(v.uint(1000)));
+        let mut w = Writer::default();
+        m.finish(&mut w);
+        let b = w.into_vec();
+        let mut r = Reader::new(&b);
+        assert_eq!(r.map().unwrap(), 6);
+        let mut previous = None;
+        let mut keys = Vec::new();
+        for _ in 0..6 {
+            // `key_after` refuses keys out of deterministic order.
+            let (key, span) = r.key_after(previous).unwrap();
+            previous = Some(span);
+            keys.push(format!("{key:?}"));
+            match key {
+                Key::Text("a") => assert_eq!(r.text().unwrap(), "long value"),
+                Key::Text("abc") => assert_eq!(r.array().unwrap(), 0),
+                Key::Int(265) => assert_eq!(r.bytes().unwrap(), b"x"),
+                _ => drop(r.uint().unwrap()),
+            }
+        }
+        r.finish().unwrap();
+        assert_eq!(
+            keys,
+            [
+                "Int(1)",
+                "Int(265)",
+                "Int(-1)",
+                "Text(\"a\")",
+                "Text(\"bb\")",
+                "Text(\"abc\")"
+            ]
+        );
+        // An empty map is its head alone.
+        let mut w = Writer::default();
+        MapWriter::default().finish(&mut w);
+        assert_eq!(w.into_vec(), [0xa0]);
+    }
 
     #[test]
     fn heads_are_shortest_and_round_trip() {

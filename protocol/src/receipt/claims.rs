@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::KeyId;
-use crate::cbor::strict::{Key, Reader, Writer};
+use crate::cbor::strict::{Key, MapWriter, Reader, Writer};
 
 use super::{
     EAT_PROFILE, MAX_MEASUREMENT_NAME, MAX_MEASUREMENT_VALUE, MAX_MEASUREMENTS, ReceiptError,
@@ -61,32 +61,6 @@ pub struct Claims {
     pub usage: Option<Usage>,
 }
 
-/// One claim with its encoded key, so entries can be put in deterministic order.
-struct Entry {
-    key: Vec<u8>,
-    value: Vec<u8>,
-}
-
-fn entry(key: impl FnOnce(&mut Writer), value: impl FnOnce(&mut Writer)) -> Entry {
-    let mut k = Writer::with_capacity(16);
-    key(&mut k);
-    let mut v = Writer::with_capacity(40);
-    value(&mut v);
-    Entry {
-        key: k.into_vec(),
-        value: v.into_vec(),
-    }
-}
-
-/// Writes `entries` as a map in deterministic order (keys by their encoded bytes).
-fn write_map(w: &mut Writer, mut entries: Vec<Entry>) {
-    entries.sort_by(|a, b| a.key.cmp(&b.key));
-    w.map(entries.len());
-    for e in &entries {
-        w.raw(&e.key).raw(&e.value);
-    }
-}
-
 impl Claims {
     /// Checks the claims' own rules (sizes, ranges) before they are signed.
     pub fn check(&self) -> Result<(), ReceiptError> {
@@ -120,166 +94,136 @@ impl Claims {
     /// The deterministic CBOR encoding of the claims set.
     pub fn encode(&self) -> Result<Vec<u8>, ReceiptError> {
         self.check()?;
-        let mut entries = vec![
-            entry(
-                |k| {
-                    k.int(ISS);
-                },
-                |v| {
-                    v.text(&self.issuer.to_string());
-                },
-            ),
-            entry(
-                |k| {
-                    k.int(IAT);
-                },
-                |v| {
-                    v.uint(self.issued_at);
-                },
-            ),
-            entry(
-                |k| {
-                    k.int(CTI);
-                },
-                |v| {
-                    v.bytes(&self.id);
-                },
-            ),
-            entry(
-                |k| {
-                    k.int(EAT_PROFILE_KEY);
-                },
-                |v| {
-                    v.text(EAT_PROFILE);
-                },
-            ),
-            entry(
-                |k| {
-                    k.text("evidence_digest");
-                },
-                |v| {
-                    v.bytes(&self.evidence_digest);
-                },
-            ),
-            entry(
-                |k| {
-                    k.text("measurements");
-                },
-                |v| {
-                    let m = self
-                        .measurements
-                        .iter()
-                        .map(|(name, value)| {
-                            entry(
-                                |k| {
-                                    k.text(name);
-                                },
-                                |v| {
-                                    v.bytes(value);
-                                },
-                            )
-                        })
-                        .collect();
-                    write_map(v, m);
-                },
-            ),
-            entry(
-                |k| {
-                    k.text("model");
-                },
-                |v| {
-                    v.bytes(&self.model);
-                },
-            ),
-            entry(
-                |k| {
-                    k.text("policy_digest");
-                },
-                |v| {
-                    v.bytes(&self.policy_digest);
-                },
-            ),
-            entry(
-                |k| {
-                    k.text("previous");
-                },
-                |v| {
-                    v.bytes(&self.previous);
-                },
-            ),
-            entry(
-                |k| {
-                    k.text("request_digest");
-                },
-                |v| {
-                    v.bytes(&self.request_digest);
-                },
-            ),
-            entry(
-                |k| {
-                    k.text("response_digest");
-                },
-                |v| {
-                    v.bytes(&self.response_digest);
-                },
-            ),
-            entry(
-                |k| {
-                    k.text("sequence");
-                },
-                |v| {
-                    v.uint(self.sequence);
-                },
-            ),
-            entry(
-                |k| {
-                    k.text("status");
-                },
-                |v| {
-                    v.uint(u64::from(self.status));
-                },
-            ),
+        let mut map = MapWriter::with_capacity(15, 640);
+        map.entry(
+            |k| {
+                k.int(ISS);
+            },
+            |v| {
+                v.text(&self.issuer.to_string());
+            },
+        )
+        .entry(
+            |k| {
+                k.int(IAT);
+            },
+            |v| {
+                v.uint(self.issued_at);
+            },
+        )
+        .entry(
+            |k| {
+                k.int(CTI);
+            },
+            |v| {
+                v.bytes(&self.id);
+            },
+        )
+        .entry(
+            |k| {
+                k.int(EAT_PROFILE_KEY);
+            },
+            |v| {
+                v.text(EAT_PROFILE);
+            },
+        );
+        let digests = [
+            ("evidence_digest", &self.evidence_digest),
+            ("model", &self.model),
+            ("policy_digest", &self.policy_digest),
+            ("previous", &self.previous),
+            ("request_digest", &self.request_digest),
+            ("response_digest", &self.response_digest),
         ];
+        for (name, digest) in digests {
+            map.entry(
+                |k| {
+                    k.text(name);
+                },
+                |v| {
+                    v.bytes(digest);
+                },
+            );
+        }
+        map.entry(
+            |k| {
+                k.text("measurements");
+            },
+            |v| {
+                let bytes = self
+                    .measurements
+                    .iter()
+                    .map(|(name, value)| name.len() + value.len() + 4)
+                    .sum();
+                let mut m = MapWriter::with_capacity(self.measurements.len(), bytes);
+                for (name, value) in &self.measurements {
+                    m.entry(
+                        |k| {
+                            k.text(name);
+                        },
+                        |v| {
+                            v.bytes(value);
+                        },
+                    );
+                }
+                m.finish(v);
+            },
+        )
+        .entry(
+            |k| {
+                k.text("sequence");
+            },
+            |v| {
+                v.uint(self.sequence);
+            },
+        )
+        .entry(
+            |k| {
+                k.text("status");
+            },
+            |v| {
+                v.uint(u64::from(self.status));
+            },
+        );
         if let Some(n) = &self.nonce {
-            entries.push(entry(
+            map.entry(
                 |k| {
                     k.int(EAT_NONCE);
                 },
                 |v| {
                     v.bytes(n);
                 },
-            ));
+            );
         }
         if let Some(u) = &self.usage {
-            entries.push(entry(
+            map.entry(
                 |k| {
                     k.text("usage");
                 },
                 |v| {
-                    let m = vec![
-                        entry(
-                            |k| {
-                                k.text("completion_tokens");
-                            },
-                            |v| {
-                                v.uint(u.completion_tokens);
-                            },
-                        ),
-                        entry(
-                            |k| {
-                                k.text("prompt_tokens");
-                            },
-                            |v| {
-                                v.uint(u.prompt_tokens);
-                            },
-                        ),
-                    ];
-                    write_map(v, m);
+                    let mut m = MapWriter::with_capacity(2, 40);
+                    m.entry(
+                        |k| {
+                            k.text("completion_tokens");
+                        },
+                        |v| {
+                            v.uint(u.completion_tokens);
+                        },
+                    )
+                    .entry(
+                        |k| {
+                            k.text("prompt_tokens");
+                        },
+                        |v| {
+                            v.uint(u.prompt_tokens);
+                        },
+                    );
+                    m.finish(v);
                 },
-            ));
+            );
         }
         let mut w = Writer::with_capacity(640);
-        write_map(&mut w, entries);
+        map.finish(&mut w);
         Ok(w.into_vec())
     }
 
