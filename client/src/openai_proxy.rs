@@ -127,8 +127,8 @@ async fn forward(State(p): State<Arc<Proxy>>, req: HttpRequest) -> Response {
 
 /// Whether the request asks for a streamed answer (`"stream": true`).
 fn wants_stream(body: &[u8]) -> bool {
-    serde_json::from_slice::<serde_json::Value>(body)
-        .is_ok_and(|v| v.get("stream") == Some(&serde_json::Value::Bool(true)))
+    trustbridge_protocol::json_member::top_level_member(body, "stream")
+        == Some(serde_json::Value::Bool(true))
 }
 
 impl Proxy {

@@ -12,6 +12,7 @@
 //! - [`rfc3339`]: strict RFC 3339 times (contract windows, verification times).
 //! - [`ahead`]: values made ahead of need by a thread of their own (HPKE contexts,
 //!   signing nonces).
+//! - [`json_member`]: one member of a JSON object, read without building the rest.
 //!
 //! This crate does no file-system or network I/O and has no async: it reads and writes
 //! only through the `std::io` streams its callers hand it ([`ahead`] starts a thread,
@@ -24,6 +25,7 @@ pub mod binding;
 pub mod bundle;
 pub mod cbor;
 pub mod cose_es384;
+pub mod json_member;
 mod key_id;
 pub mod key_release;
 pub mod ohttp;

@@ -441,8 +441,7 @@ fn usage(body: &[u8]) -> Option<Usage> {
     if body.first() != Some(&b'{') {
         return None;
     }
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let u = v.get("usage")?;
+    let u = trustbridge_protocol::json_member::top_level_member(body, "usage")?;
     Some(Usage {
         prompt_tokens: u.get("prompt_tokens")?.as_u64()?,
         // Embeddings generate nothing and report no completion tokens; a value that is
