@@ -6,8 +6,9 @@
 //! Oblivious HTTP request starts with its key identifiers and the HPKE encapsulated key
 //! (`enc`), fresh for every request (RFC 9458 §4.3); the gateway remembers the `enc` of
 //! the requests it decapsulated and refuses one it has seen. It remembers the most recent
-//! [`CAPACITY`] of them (8 MiB): a replay must wait for that many newer requests, far more
-//! than a request's lifetime at the gateway's concurrency.
+//! [`CAPACITY`] of them (8 MiB of `enc`s, 24 MiB with their index, reserved at start): a
+//! replay must wait for that many newer requests, far more than a request's lifetime at
+//! the gateway's concurrency.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
@@ -21,15 +22,30 @@ const HEADER: usize = 7;
 const ENC: usize = 32;
 
 /// The `enc` of the requests seen, oldest first.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ReplayGuard {
     seen: Mutex<Seen>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Seen {
     set: HashSet<[u8; ENC]>,
     order: VecDeque<[u8; ENC]>,
+}
+
+impl Default for ReplayGuard {
+    /// A guard with room for [`CAPACITY`] requests from the start (24 MiB of address
+    /// space, its pages taken as they fill): a table that grew as requests came would
+    /// stop every request, under its lock, each time it doubled (milliseconds, near the
+    /// end).
+    fn default() -> Self {
+        Self {
+            seen: Mutex::new(Seen {
+                set: HashSet::with_capacity(CAPACITY + 1),
+                order: VecDeque::with_capacity(CAPACITY + 1),
+            }),
+        }
+    }
 }
 
 impl ReplayGuard {
