@@ -141,6 +141,12 @@ async fn a_client_gets_an_answer_only_it_can_read_with_a_receipt_that_verifies()
     assert_eq!(log["receipts"].as_array().unwrap().len(), 1);
     assert_eq!(log["receipts"][0]["seq"], 1);
     assert!(s.sentinel.model().is_some());
+    // The sentinel counted every request that reached it (the relay answers `/receipts`
+    // itself): the keys, two answers, the bundle and this one.
+    let (status, _, body) = http(&s.relay, "GET", "/status", vec![]).await;
+    assert_eq!(status, 200);
+    let status: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status["requests"], 5, "{status}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
