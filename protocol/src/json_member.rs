@@ -10,13 +10,16 @@ use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 
-/// The value of the member `name` of the JSON object `document`, as
-/// [`serde_json::Value`] would have it: `None` when `document` is not UTF-8, not JSON,
-/// not an object, or has no member `name`. Of repeated members the last counts (as
-/// `serde_json::Value`'s). Only members of the object itself count, not of objects
-/// nested in it. The other members' syntax is checked, their contents are not kept
-/// (so a number too large for an `f64`, which `serde_json::Value` refuses, is accepted
-/// there).
+/// The value of the member `name` of the JSON object `document`, as a
+/// [`serde_json::Value`] of the whole document would have it: `None` when `document` is
+/// not UTF-8, not JSON, not an object, or has no member `name`. Of repeated members the
+/// last counts (as `serde_json::Value`'s). Only members of the object itself count, not
+/// of objects nested in it. The other members are checked for JSON syntax only and not
+/// kept, so three things `serde_json::Value` refuses in them are accepted there: a
+/// number too large for an `f64`, nesting deeper than 128 levels, and an escaped lone
+/// surrogate (`"\ud800"`; Python's `json` accepts all three). The member `name` itself
+/// is read as `serde_json::Value` reads it. Time and memory are linear in the document's
+/// length: callers cap that first.
 pub fn top_level_member(document: &[u8], name: &str) -> Option<serde_json::Value> {
     let text = std::str::from_utf8(document).ok()?;
     let mut de = serde_json::Deserializer::from_str(text);
@@ -128,9 +131,31 @@ mod tests {
 
     #[test]
     fn other_members_are_checked_for_syntax_only() {
-        // serde_json::Value refuses a number beyond f64; this reader only skips it.
-        let doc = br#"{"x":1e400,"stream":true}"#;
-        assert_eq!(by_value(doc, "stream"), None);
-        assert_eq!(top_level_member(doc, "stream"), Some(json!(true)));
+        // serde_json::Value refuses a number beyond f64, nesting beyond 128 levels and a
+        // lone surrogate; this reader only skips them.
+        let deep = format!(
+            r#"{{"x":{}{},"stream":true}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        for doc in [
+            &br#"{"x":1e400,"stream":true}"#[..],
+            deep.as_bytes(),
+            br#"{"x":"\ud800","stream":true}"#,
+        ] {
+            assert_eq!(by_value(doc, "stream"), None);
+            assert_eq!(top_level_member(doc, "stream"), Some(json!(true)));
+        }
+        // The member sought is read as serde_json::Value reads it.
+        for doc in [&br#"{"stream":1e400}"#[..], br#"{"stream":"\ud800"}"#] {
+            assert_eq!(top_level_member(doc, "stream"), None);
+        }
+        // Syntax errors anywhere still count.
+        let broken = format!(
+            r#"{{"x":{}{},"stream":true}}"#,
+            "[".repeat(200),
+            "]".repeat(199)
+        );
+        assert_eq!(top_level_member(broken.as_bytes(), "stream"), None);
     }
 }
