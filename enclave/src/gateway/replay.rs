@@ -6,9 +6,9 @@
 //! Oblivious HTTP request starts with its key identifiers and the HPKE encapsulated key
 //! (`enc`), fresh for every request (RFC 9458 §4.3); the gateway remembers the `enc` of
 //! the requests it decapsulated and refuses one it has seen. It remembers the most recent
-//! [`CAPACITY`] of them (8 MiB of `enc`s, 24 MiB with their index, reserved at start): a
-//! replay must wait for that many newer requests, far more than a request's lifetime at
-//! the gateway's concurrency.
+//! [`CAPACITY`] of them (8 MiB of `enc`s, about 41 MiB with their index, reserved at
+//! start): a replay must wait for that many newer requests, far more than a request's
+//! lifetime at the gateway's concurrency.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
@@ -34,14 +34,15 @@ struct Seen {
 }
 
 impl Default for ReplayGuard {
-    /// A guard with room for [`CAPACITY`] requests from the start (24 MiB of address
-    /// space, its pages taken as they fill): a table that grew as requests came would
-    /// stop every request, under its lock, each time it doubled (milliseconds, near the
-    /// end).
+    /// A guard with room for [`CAPACITY`] requests from the start (about 41 MiB of
+    /// address space, its pages taken as they fill): a table that grew as requests came
+    /// would stop every request, under its lock, each time it doubled (milliseconds, near
+    /// the end). The index has room for twice that, so it stays at most half full and
+    /// the slots that removals leave marked are reclaimed in place, never by growing.
     fn default() -> Self {
         Self {
             seen: Mutex::new(Seen {
-                set: HashSet::with_capacity(CAPACITY + 1),
+                set: HashSet::with_capacity(2 * (CAPACITY + 1)),
                 order: VecDeque::with_capacity(CAPACITY + 1),
             }),
         }
