@@ -556,8 +556,8 @@ impl Sentinel {
     /// The health API.
     pub fn router(self: Arc<Self>) -> Router {
         // Counts every request as it comes in (a plain wrapper around each route: no boxed
-        // future and no copy of the router per request, as `axum::middleware::from_fn`
-        // has).
+        // future and no clone of the route's service per request, as
+        // `axum::middleware::from_fn` has).
         let counted = {
             let s = self.clone();
             tower::util::MapRequestLayer::new(move |req: axum::extract::Request| {

@@ -298,7 +298,8 @@ impl Writer {
 /// A map whose entries are added in any order and written in deterministic order (keys
 /// by their encoded bytes, RFC 8949 section 4.2.1) by [`MapWriter::finish`]. The entries
 /// are encoded as they come into one buffer, so a map of many entries costs two
-/// allocations, not two per entry. Keys must be distinct.
+/// allocations, not two per entry. Keys must be distinct (checked in debug builds), and
+/// each closure must write exactly one item.
 #[derive(Debug, Default)]
 pub struct MapWriter {
     entries: Writer,
@@ -335,6 +336,12 @@ impl MapWriter {
         let bytes = &self.entries.out;
         self.spans
             .sort_by(|a, b| bytes[a.0..a.1].cmp(&bytes[b.0..b.1]));
+        debug_assert!(
+            self.spans
+                .windows(2)
+                .all(|p| bytes[p[0].0..p[0].1] != bytes[p[1].0..p[1].1]),
+            "a map's keys must be distinct"
+        );
         w.map(self.spans.len());
         for &(start, _, end) in &self.spans {
             w.raw(&bytes[start..end]);
@@ -352,12 +359,54 @@ mod tests {
         let mut m = MapWriter::default();
         // Added in no particular order; the encoded keys sort bytewise: 0x01 (1), 0x19 0x0109
         // (265), 0x20 (-1), 0x61 "a", 0x62 "bb", 0x63 "abc" (shorter text first).
-        m.entry(|k| drop(k.text("bb")), |v| drop(v.uint(2)))
-            .entry(|k| drop(k.int(265)), |v| drop(v.bytes(b"x")))
-            .entry(|k| drop(k.text("a")), |v| drop(v.text("long value")))
-            .entry(|k| drop(k.int(-1)), |v| drop(v.uint(0)))
-            .entry(|k| drop(k.text("abc")), |v| drop(v.array(0)))
-            .entry(|k| drop(k.int(1)), |v| drop(v.uint(1000)));
+        m.entry(
+            |k| {
+                k.text("bb");
+            },
+            |v| {
+                v.uint(2);
+            },
+        )
+        .entry(
+            |k| {
+                k.int(265);
+            },
+            |v| {
+                v.bytes(b"x");
+            },
+        )
+        .entry(
+            |k| {
+                k.text("a");
+            },
+            |v| {
+                v.text("long value");
+            },
+        )
+        .entry(
+            |k| {
+                k.int(-1);
+            },
+            |v| {
+                v.uint(0);
+            },
+        )
+        .entry(
+            |k| {
+                k.text("abc");
+            },
+            |v| {
+                v.array(0);
+            },
+        )
+        .entry(
+            |k| {
+                k.int(1);
+            },
+            |v| {
+                v.uint(1000);
+            },
+        );
         let mut w = Writer::default();
         m.finish(&mut w);
         let b = w.into_vec();
@@ -374,7 +423,9 @@ mod tests {
                 Key::Text("a") => assert_eq!(r.text().unwrap(), "long value"),
                 Key::Text("abc") => assert_eq!(r.array().unwrap(), 0),
                 Key::Int(265) => assert_eq!(r.bytes().unwrap(), b"x"),
-                _ => drop(r.uint().unwrap()),
+                _ => {
+                    r.uint().unwrap();
+                }
             }
         }
         r.finish().unwrap();

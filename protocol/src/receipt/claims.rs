@@ -94,7 +94,14 @@ impl Claims {
     /// The deterministic CBOR encoding of the claims set.
     pub fn encode(&self) -> Result<Vec<u8>, ReceiptError> {
         self.check()?;
-        let mut map = MapWriter::with_capacity(15, 640);
+        let measured: usize = self
+            .measurements
+            .iter()
+            .map(|(name, value)| name.len() + value.len() + 4)
+            .sum();
+        // The rest of the claims, keys and heads included, take at most 470 bytes.
+        let size = 480 + measured + self.nonce.as_ref().map_or(0, Vec::len);
+        let mut map = MapWriter::with_capacity(15, size);
         map.entry(
             |k| {
                 k.int(ISS);
@@ -150,12 +157,7 @@ impl Claims {
                 k.text("measurements");
             },
             |v| {
-                let bytes = self
-                    .measurements
-                    .iter()
-                    .map(|(name, value)| name.len() + value.len() + 4)
-                    .sum();
-                let mut m = MapWriter::with_capacity(self.measurements.len(), bytes);
+                let mut m = MapWriter::with_capacity(self.measurements.len(), measured);
                 for (name, value) in &self.measurements {
                     m.entry(
                         |k| {
@@ -222,7 +224,7 @@ impl Claims {
                 },
             );
         }
-        let mut w = Writer::with_capacity(640);
+        let mut w = Writer::with_capacity(size + 8);
         map.finish(&mut w);
         Ok(w.into_vec())
     }
