@@ -13,7 +13,8 @@
 mod shutdown;
 
 pub use shutdown::{
-    Cut, DEFAULT_DRAIN, StopSignals, StopTaking, serve_until_stopped, shutdown_signal, stop_signals,
+    Cut, DEFAULT_DRAIN, DEFAULT_DRAIN_SECS, StopSignals, StopTaking, serve_until_stopped,
+    shutdown_signal, stop_signals,
 };
 use tracing_subscriber::EnvFilter;
 

@@ -3,6 +3,7 @@
 //! given a bounded time to finish, a second signal to stop at once.
 
 use std::future::Future;
+use std::num::NonZeroU64;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -11,6 +12,18 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 /// How long requests in flight get to finish after the stop signal, unless a daemon's
 /// `--drain-secs` says otherwise.
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+
+/// [`DEFAULT_DRAIN`] in whole seconds, the default of the daemons' `--drain-secs`. Time
+/// options are [`NonZeroU64`], so `--drain-secs 0` is a usage error (clap, or the config
+/// file's parser, names the option) rather than a value quietly raised to one second.
+#[allow(
+    clippy::panic,
+    reason = "evaluated at compile time: DEFAULT_DRAIN is a whole, non-zero number of seconds"
+)]
+pub const DEFAULT_DRAIN_SECS: NonZeroU64 = match NonZeroU64::new(DEFAULT_DRAIN.as_secs()) {
+    Some(secs) => secs,
+    None => panic!("DEFAULT_DRAIN is at least one second"),
+};
 
 /// The drain after a stop signal was cut short: requests still in flight were dropped (the
 /// daemon should exit with an error status, so its supervisor knows).

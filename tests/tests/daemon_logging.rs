@@ -1,10 +1,13 @@
-//! The daemons share one logging set-up: a `RUST_LOG` that does not parse stops each of
-//! them at start with an error that names it, instead of logging at some other level.
+//! The daemons share one logging and stop set-up: a `RUST_LOG` that does not parse stops
+//! each of them at start with an error that names it, instead of logging at some other
+//! level; a time option of zero seconds (a drain, a request's time, the attestation's
+//! age) is a usage error that names the option, instead of a value quietly raised.
 #![allow(clippy::unwrap_used)] // test code
 
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use trustbridge_tests::binary;
+use trustbridge_tests::{Daemon, binary};
 
 #[test]
 fn an_invalid_log_filter_stops_every_daemon_at_start() {
@@ -32,5 +35,70 @@ fn an_invalid_log_filter_stops_every_daemon_at_start() {
             "{bin}: {stderr}"
         );
         assert!(!db.exists(), "{bin} did work before failing");
+    }
+}
+
+#[test]
+fn a_time_option_of_zero_is_a_usage_error_in_every_daemon() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sentinel.toml");
+    std::fs::write(&config, "drain_secs = 0\n").unwrap();
+    let bundles = dir.path().to_str().unwrap();
+    let proxy = |option| {
+        let relay = [
+            "proxy",
+            "--relay",
+            "http://127.0.0.1:1",
+            "--policy",
+            "p.toml",
+        ];
+        [&relay[..], &[option, "0"]].concat()
+    };
+    let cases: [(&str, Vec<&str>, &str); 9] = [
+        (
+            "tb-relay",
+            vec!["--bundle-dir", bundles, "--drain-secs", "0"],
+            "--drain-secs",
+        ),
+        (
+            "tb-relay",
+            vec!["--bundle-dir", bundles, "--request-timeout-secs", "0"],
+            "--request-timeout-secs",
+        ),
+        ("tb-sentinel", vec!["--drain-secs", "0"], "--drain-secs"),
+        (
+            "tb-sentinel",
+            vec!["--request-timeout-secs", "0"],
+            "--request-timeout-secs",
+        ),
+        (
+            "tb-sentinel",
+            vec!["--attestation-max-age-secs", "0"],
+            "--attestation-max-age-secs",
+        ),
+        (
+            "tb-sentinel",
+            vec!["--config", config.to_str().unwrap()],
+            "drain_secs",
+        ),
+        ("trustbridge", proxy("--drain-secs"), "--drain-secs"),
+        ("trustbridge", proxy("--timeout-secs"), "--timeout-secs"),
+        (
+            "trustbridge",
+            vec!["runtime", "--model-dir", bundles, "--drain-secs", "0"],
+            "--drain-secs",
+        ),
+    ];
+    for (bin, args, option) in cases {
+        let mut command = Command::new(binary(bin));
+        command.args(&args).stdout(Stdio::null());
+        // A daemon that took the zero would start serving: the wait fails the test.
+        let (status, stderr) = Daemon::spawn(bin, command).exit_within(Duration::from_secs(30));
+        assert_eq!(status.code(), Some(2), "{bin} {args:?}: {stderr}");
+        assert!(stderr.contains(option), "{bin} {args:?}: {stderr}");
+        assert!(
+            stderr.contains("zero") || stderr.contains("nonzero"),
+            "{bin} {args:?}: {stderr}"
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! remote sentinel.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use trustbridge_client::openai_proxy::serve;
 use trustbridge_client::{Client, ClientConfig, ClientPolicy};
-use trustbridge_logging::{DEFAULT_DRAIN, serve_until_stopped, stop_signals};
+use trustbridge_logging::{DEFAULT_DRAIN_SECS, serve_until_stopped, stop_signals};
 
 /// Serve an OpenAI-compatible API on this machine that talks to a remote sentinel only
 /// through verified, end-to-end encrypted sessions.
@@ -46,13 +47,13 @@ pub(crate) struct ProxyArgs {
     #[arg(long, value_name = "DIR")]
     receipts: Option<PathBuf>,
     /// Time for one answer, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
-    timeout_secs: u64,
+    #[arg(long, value_name = "SECS", default_value = "300")]
+    timeout_secs: NonZeroU64,
     /// At SIGINT or SIGTERM: seconds the requests in flight may take to finish before the
     /// proxy stops anyway, with an error status (a second signal stops it at once). New
     /// requests are refused from the first signal.
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_DRAIN.as_secs())]
-    drain_secs: u64,
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_DRAIN_SECS)]
+    drain_secs: NonZeroU64,
 }
 
 /// Reads and validates a client policy file.
@@ -65,13 +66,13 @@ pub(crate) fn read_policy(path: &Path) -> Result<ClientPolicy> {
 pub(crate) fn run(args: ProxyArgs) -> Result<()> {
     let policy = read_policy(&args.policy)?;
     let mut config = ClientConfig::new(args.relay.clone(), policy);
-    config.timeout = Duration::from_secs(args.timeout_secs.max(1));
+    config.timeout = Duration::from_secs(args.timeout_secs.get());
     let client = Arc::new(Client::new(config)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let drain = Duration::from_secs(args.drain_secs.max(1));
+    let drain = Duration::from_secs(args.drain_secs.get());
     let result = runtime.block_on(async move {
         // First: a signal from here on (the verification below included) stops it cleanly.
         let mut stop = stop_signals().context("cannot catch SIGINT and SIGTERM")?;

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::future::IntoFuture;
 use std::io::Read;
 use std::net::SocketAddr;
+use std::num::NonZeroU64;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use trustbridge_enclave::engine::builtin::BuiltInLimits;
 use trustbridge_enclave::engine::openai::MAX_BODY;
 use trustbridge_enclave::engine::{ApiRequest, BuiltIn, Engine};
 use trustbridge_enclave::memory::PlainBuffer;
-use trustbridge_logging::{DEFAULT_DRAIN, serve_until_stopped, stop_signals};
+use trustbridge_logging::{DEFAULT_DRAIN_SECS, serve_until_stopped, stop_signals};
 use trustbridge_transport::{Endpoint, Listener};
 use zeroize::Zeroizing;
 
@@ -59,13 +60,13 @@ pub(crate) struct RuntimeArgs {
     #[arg(long, default_value_t = 32)]
     queue: usize,
     /// Seconds one request may take, waiting included (then 504).
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
-    request_timeout_secs: u64,
+    #[arg(long, value_name = "SECS", default_value = "300")]
+    request_timeout_secs: NonZeroU64,
     /// At SIGINT or SIGTERM: seconds the requests in flight may take to finish before the
     /// runtime stops anyway, with an error status (a second signal stops it at once). New
     /// requests are refused from the first signal.
-    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_DRAIN.as_secs())]
-    drain_secs: u64,
+    #[arg(long, value_name = "SECS", default_value_t = DEFAULT_DRAIN_SECS)]
+    drain_secs: NonZeroU64,
 }
 
 /// `--listen`: a loopback `IP:PORT`, or `unix:///ABSOLUTE/PATH`.
@@ -112,12 +113,12 @@ pub(crate) fn run(args: RuntimeArgs) -> Result<()> {
     .with_context(|| format!("cannot load the model in {}", args.model_dir.display()))?;
     drop(files);
     tracing::info!(?engine, "model loaded");
-    let timeout = Duration::from_secs(args.request_timeout_secs.max(1));
+    let timeout = Duration::from_secs(args.request_timeout_secs.get());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let drain = Duration::from_secs(args.drain_secs.max(1));
+    let drain = Duration::from_secs(args.drain_secs.get());
     let result = runtime.block_on(async move {
         let stop = stop_signals().context("cannot catch SIGINT and SIGTERM")?;
         let listener = Listener::bind(&args.listen)

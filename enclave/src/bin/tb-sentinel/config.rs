@@ -5,6 +5,7 @@
 //! underscores (`download_concurrency = 8`); an unknown key is an error, so a typo cannot
 //! silently leave a default in place.
 
+use std::num::NonZeroU64;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -59,9 +60,9 @@ struct FileConfig {
     #[serde(default, deserialize_with = "parsed")]
     runtime_url: Option<RuntimeUrl>,
     max_concurrent_requests: Option<usize>,
-    request_timeout_secs: Option<u64>,
-    drain_secs: Option<u64>,
-    attestation_max_age_secs: Option<u64>,
+    request_timeout_secs: Option<NonZeroU64>,
+    drain_secs: Option<NonZeroU64>,
+    attestation_max_age_secs: Option<NonZeroU64>,
     attestation_nonce_per_minute: Option<u32>,
     log_format: Option<LogFormat>,
 }
@@ -182,7 +183,7 @@ mod tests {
                 drain_secs = 120
             "#,
         );
-        assert_eq!(args.drain_secs, 120);
+        assert_eq!(args.drain_secs.get(), 120);
         assert_eq!(args.tpm_tcti, "swtpm:host=127.0.0.1,port=2321");
         assert_eq!(
             args.azure_certs.as_deref(),

@@ -10,6 +10,7 @@
 mod config;
 
 use std::future::IntoFuture;
+use std::num::NonZeroU64;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -30,7 +31,7 @@ use trustbridge_enclave::gateway::attestation::AttestationConfig;
 use trustbridge_enclave::hydrate::HydrateConfig;
 use trustbridge_enclave::output::{ModelOutput, SwapPolicy};
 use trustbridge_enclave::sentinel::{Reauthorization, Sentinel, SentinelConfig};
-use trustbridge_logging::{DEFAULT_DRAIN, LogFormat, serve_until_stopped, stop_signals};
+use trustbridge_logging::{DEFAULT_DRAIN_SECS, LogFormat, serve_until_stopped, stop_signals};
 use trustbridge_protocol::bundle::ProviderPublicKey;
 use trustbridge_transport::{Endpoint, Listener};
 
@@ -218,16 +219,16 @@ struct Args {
     max_concurrent_requests: usize,
     /// Seconds one request may take, the engine's work included (then 504 inside the
     /// encryption).
-    #[arg(long, env = "TB_REQUEST_TIMEOUT_SECS", default_value_t = 290)]
-    request_timeout_secs: u64,
+    #[arg(long, env = "TB_REQUEST_TIMEOUT_SECS", default_value = "290")]
+    request_timeout_secs: NonZeroU64,
     /// At SIGINT or SIGTERM: seconds the requests in flight may take to finish before the
     /// sentinel stops anyway, with an error status (a second signal stops it at once). New
     /// requests are refused, and what the runtime was given is wiped, from the first signal.
-    #[arg(long, env = "TB_DRAIN_SECS", default_value_t = DEFAULT_DRAIN.as_secs())]
-    drain_secs: u64,
+    #[arg(long, env = "TB_DRAIN_SECS", default_value_t = DEFAULT_DRAIN_SECS)]
+    drain_secs: NonZeroU64,
     /// Seconds before the published attestation bundle is made anew (fresh evidence).
-    #[arg(long, env = "TB_ATTESTATION_MAX_AGE_SECS", default_value_t = 3600)]
-    attestation_max_age_secs: u64,
+    #[arg(long, env = "TB_ATTESTATION_MAX_AGE_SECS", default_value = "3600")]
+    attestation_max_age_secs: NonZeroU64,
     /// Attestation bundles for a client's nonce, at most this many a minute (then 429).
     #[arg(long, env = "TB_ATTESTATION_NONCE_PER_MINUTE", default_value_t = 60)]
     attestation_nonce_per_minute: u32,
@@ -444,11 +445,11 @@ fn run(args: Args) -> Result<()> {
         gateway: GatewayConfig {
             engine,
             attestation: AttestationConfig {
-                max_age: Duration::from_secs(args.attestation_max_age_secs.max(1)),
+                max_age: Duration::from_secs(args.attestation_max_age_secs.get()),
                 nonce_per_minute: args.attestation_nonce_per_minute,
             },
             max_concurrent: args.max_concurrent_requests.max(1),
-            request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
+            request_timeout: Duration::from_secs(args.request_timeout_secs.get()),
             ..GatewayConfig::default()
         },
     };
@@ -464,7 +465,7 @@ fn run(args: Args) -> Result<()> {
         tracing::info!(listen = %args.listen, provider = provider.name(), asset = %asset, engine = ?args.engine, output = ?args.model_output, "tb-sentinel starting");
         tokio::spawn(sentinel.clone().boot(provider));
         let stopping = sentinel.clone();
-        let served = serve_until_stopped(stop, Duration::from_secs(args.drain_secs.max(1)), |stop_taking| {
+        let served = serve_until_stopped(stop, Duration::from_secs(args.drain_secs.get()), |stop_taking| {
             axum::serve(listener, sentinel.clone().router())
                 .with_graceful_shutdown(async move {
                     stop_taking.await;

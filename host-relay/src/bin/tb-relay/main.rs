@@ -15,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 use std::future::IntoFuture;
+use std::num::NonZeroU64;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use trustbridge_logging::{LogFormat, serve_until_stopped, stop_signals};
+use trustbridge_logging::{DEFAULT_DRAIN_SECS, LogFormat, serve_until_stopped, stop_signals};
 use trustbridge_relay::bundles::BundleServer;
 use trustbridge_relay::egress::{AllowList, EgressConfig, serve_egress};
 use trustbridge_relay::ingress::{self, IngressConfig};
@@ -120,13 +121,13 @@ struct Args {
     #[arg(long, env = "TB_RELAY_MAX_CONCURRENT_REQUESTS", default_value_t = 256)]
     max_concurrent_requests: usize,
     /// Seconds the sentinel has to begin an answer (then 504).
-    #[arg(long, env = "TB_RELAY_REQUEST_TIMEOUT_SECS", default_value_t = 300)]
-    request_timeout_secs: u64,
+    #[arg(long, env = "TB_RELAY_REQUEST_TIMEOUT_SECS", default_value = "300")]
+    request_timeout_secs: NonZeroU64,
     /// At SIGINT or SIGTERM: how long the requests in flight may take to finish before the
     /// relay stops anyway (a second signal stops it at once). New requests are refused from
     /// the first signal.
-    #[arg(long, env = "TB_RELAY_DRAIN_SECS", default_value_t = 30)]
-    drain_secs: u64,
+    #[arg(long, env = "TB_RELAY_DRAIN_SECS", default_value_t = DEFAULT_DRAIN_SECS)]
+    drain_secs: NonZeroU64,
     /// Log format on stderr; RUST_LOG selects what is logged (default info).
     #[arg(long, env = "TB_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -187,13 +188,13 @@ fn run(args: Args) -> Result<()> {
         log,
         max_request_bytes: args.max_request_bytes,
         max_concurrent: args.max_concurrent_requests.max(1),
-        timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
+        timeout: Duration::from_secs(args.request_timeout_secs.get()),
         ..IngressConfig::new(args.sentinel.clone())
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let drain = Duration::from_secs(args.drain_secs.max(1));
+    let drain = Duration::from_secs(args.drain_secs.get());
     let result = runtime.block_on(async move {
         // First: a signal from here on stops the relay cleanly.
         let stop = stop_signals().context("cannot catch SIGINT and SIGTERM")?;
