@@ -4,10 +4,12 @@
 //! `azure_certificates.rs`, `azure_boot.rs` and `authorize.rs`.
 #![allow(dead_code, unreachable_pub)] // each test file uses a different part
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use base64::Engine;
@@ -28,14 +30,26 @@ use tss_esapi::structures::{
 };
 use tss_esapi::tcti_ldr::TctiNameConf;
 
-/// A loopback port P, free a moment ago, with P + 1 free too: the swtpm TCTI talks to P
-/// (TPM commands) and P + 1 (control).
+/// Port pairs [`free_port_pair`] handed out in this test process. The tests of a file run
+/// in parallel threads, and a port free a moment ago may by now be another test's P + 1
+/// (seen in CI: "swtpm: Could not open TCP socket: Address already in use", and a TPM
+/// that never answered).
+static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// A loopback port P, free a moment ago, with P + 1 free too, neither handed out before
+/// in this process: the swtpm TCTI talks to P (TPM commands) and P + 1 (control).
 pub fn free_port_pair() -> u16 {
     (0..50)
         .find_map(|_| {
             let a = TcpListener::bind("127.0.0.1:0").ok()?;
             let p = a.local_addr().ok()?.port();
-            TcpListener::bind(("127.0.0.1", p.checked_add(1)?)).ok()?;
+            let next = p.checked_add(1)?;
+            TcpListener::bind(("127.0.0.1", next)).ok()?;
+            let mut taken = HANDED_OUT.lock().unwrap();
+            if taken.contains(&p) || taken.contains(&next) {
+                return None;
+            }
+            taken.extend([p, next]);
             Some(p)
         })
         .unwrap()
@@ -68,31 +82,42 @@ impl Swtpm {
             );
             return None;
         }
-        let state = tempfile::tempdir().unwrap();
-        let port = free_port_pair();
-        let child = Command::new("swtpm")
-            .args(["socket", "--tpm2", "--tpmstate"])
-            .arg(format!("dir={}", state.path().display()))
-            .arg("--server")
-            .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
-            .arg("--ctrl")
-            .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
-            .args(["--flags", "not-need-init,startup-clear"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let tpm = Self {
-            child,
-            port,
-            _state: state,
-        };
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(tpm);
+        // Another process may take the pair between the check and swtpm's bind: swtpm
+        // then exits, and it starts again on another pair.
+        for _ in 0..5 {
+            let state = tempfile::tempdir().unwrap();
+            let port = free_port_pair();
+            let mut child = Command::new("swtpm")
+                .args(["socket", "--tpm2", "--tpmstate"])
+                .arg(format!("dir={}", state.path().display()))
+                .arg("--server")
+                .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
+                .arg("--ctrl")
+                .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
+                .args(["--flags", "not-need-init,startup-clear"])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap();
+            for _ in 0..200 {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                let listening = |p: u16| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok();
+                // Both ports answer, and not for some other process that beat this swtpm
+                // to its bind (it would have exited).
+                if listening(port) && listening(port + 1) && child.try_wait().unwrap().is_none() {
+                    return Some(Self {
+                        child,
+                        port,
+                        _state: state,
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(25));
             }
-            std::thread::sleep(Duration::from_millis(25));
+            let _ = child.kill();
+            let _ = child.wait();
         }
-        panic!("swtpm did not listen on {port}");
+        panic!("swtpm did not start on any of five port pairs");
     }
 
     /// The TPM command port (`port() + 1` is the control port).
