@@ -13,9 +13,10 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 /// `--drain-secs` says otherwise.
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
 
-/// [`DEFAULT_DRAIN`] in whole seconds, the default of the daemons' `--drain-secs`. Time
-/// options are [`NonZeroU64`], so `--drain-secs 0` is a usage error (clap, or the config
-/// file's parser, names the option) rather than a value quietly raised to one second.
+/// [`DEFAULT_DRAIN`] in whole seconds, the default of the daemons' `--drain-secs`. The
+/// daemons' time and count options are `NonZero` types, so `--drain-secs 0` is a usage
+/// error (clap, or the config file's parser, names the option) rather than a value
+/// quietly raised to one second.
 #[allow(
     clippy::panic,
     reason = "evaluated at compile time: DEFAULT_DRAIN is a whole, non-zero number of seconds"

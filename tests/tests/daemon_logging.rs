@@ -1,7 +1,8 @@
 //! The daemons share one logging and stop set-up: a `RUST_LOG` that does not parse stops
 //! each of them at start with an error that names it, instead of logging at some other
 //! level; a time option of zero seconds (a drain, a request's time, the attestation's
-//! age) is a usage error that names the option, instead of a value quietly raised.
+//! age) or a count of zero (workers, concurrent requests or downloads, a chunk's bytes) is
+//! a usage error that names the option, instead of a value quietly raised.
 #![allow(clippy::unwrap_used)] // test code
 
 use std::process::{Command, Stdio};
@@ -39,56 +40,47 @@ fn an_invalid_log_filter_stops_every_daemon_at_start() {
 }
 
 #[test]
-fn a_time_option_of_zero_is_a_usage_error_in_every_daemon() {
+fn a_time_or_count_option_of_zero_is_a_usage_error_in_every_daemon() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sentinel.toml");
     std::fs::write(&config, "drain_secs = 0\n").unwrap();
     let bundles = dir.path().to_str().unwrap();
-    let proxy = |option| {
-        let relay = [
-            "proxy",
-            "--relay",
-            "http://127.0.0.1:1",
-            "--policy",
-            "p.toml",
-        ];
-        [&relay[..], &[option, "0"]].concat()
-    };
-    let cases: [(&str, Vec<&str>, &str); 9] = [
-        (
-            "tb-relay",
-            vec!["--bundle-dir", bundles, "--drain-secs", "0"],
-            "--drain-secs",
-        ),
-        (
-            "tb-relay",
-            vec!["--bundle-dir", bundles, "--request-timeout-secs", "0"],
-            "--request-timeout-secs",
-        ),
-        ("tb-sentinel", vec!["--drain-secs", "0"], "--drain-secs"),
-        (
-            "tb-sentinel",
-            vec!["--request-timeout-secs", "0"],
-            "--request-timeout-secs",
-        ),
-        (
-            "tb-sentinel",
-            vec!["--attestation-max-age-secs", "0"],
-            "--attestation-max-age-secs",
-        ),
-        (
-            "tb-sentinel",
-            vec!["--config", config.to_str().unwrap()],
-            "drain_secs",
-        ),
-        ("trustbridge", proxy("--drain-secs"), "--drain-secs"),
-        ("trustbridge", proxy("--timeout-secs"), "--timeout-secs"),
-        (
-            "trustbridge",
-            vec!["runtime", "--model-dir", bundles, "--drain-secs", "0"],
-            "--drain-secs",
-        ),
+    let relay: &[&str] = &["--bundle-dir", bundles];
+    let sentinel: &[&str] = &[];
+    let proxy: &[&str] = &[
+        "proxy",
+        "--relay",
+        "http://127.0.0.1:1",
+        "--policy",
+        "p.toml",
     ];
+    let runtime: &[&str] = &["runtime", "--model-dir", bundles];
+    let zeros = [
+        ("tb-relay", relay, "--drain-secs"),
+        ("tb-relay", relay, "--request-timeout-secs"),
+        ("tb-relay", relay, "--max-concurrent-requests"),
+        ("tb-relay", relay, "--download-concurrency"),
+        ("tb-relay", relay, "--download-chunk-bytes"),
+        ("tb-sentinel", sentinel, "--drain-secs"),
+        ("tb-sentinel", sentinel, "--request-timeout-secs"),
+        ("tb-sentinel", sentinel, "--attestation-max-age-secs"),
+        ("tb-sentinel", sentinel, "--engine-workers"),
+        ("tb-sentinel", sentinel, "--max-concurrent-requests"),
+        ("tb-sentinel", sentinel, "--download-chunk-bytes"),
+        ("trustbridge", proxy, "--drain-secs"),
+        ("trustbridge", proxy, "--timeout-secs"),
+        ("trustbridge", runtime, "--drain-secs"),
+        ("trustbridge", runtime, "--workers"),
+    ];
+    let mut cases: Vec<(&str, Vec<&str>, &str)> = zeros
+        .iter()
+        .map(|&(bin, before, option)| (bin, [before, &[option, "0"]].concat(), option))
+        .collect();
+    cases.push((
+        "tb-sentinel",
+        vec!["--config", config.to_str().unwrap()],
+        "drain_secs",
+    ));
     for (bin, args, option) in cases {
         let mut command = Command::new(binary(bin));
         command.args(&args).stdout(Stdio::null());

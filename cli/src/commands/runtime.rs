@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::future::IntoFuture;
 use std::io::Read;
 use std::net::SocketAddr;
-use std::num::NonZeroU64;
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -54,8 +54,8 @@ pub(crate) struct RuntimeArgs {
     #[arg(long, value_name = "ID", env = "TB_ASSET_ID")]
     model_id: String,
     /// Requests computed at once (each uses every core).
-    #[arg(long, default_value_t = 1)]
-    workers: usize,
+    #[arg(long, default_value = "1")]
+    workers: NonZeroUsize,
     /// Requests waiting their turn; beyond it, 429.
     #[arg(long, default_value_t = 32)]
     queue: usize,
@@ -106,7 +106,7 @@ pub(crate) fn run(args: RuntimeArgs) -> Result<()> {
         &args.model_id,
         &files,
         BuiltInLimits {
-            workers: args.workers.max(1),
+            workers: args.workers.get(),
             max_queued: args.queue,
         },
     )

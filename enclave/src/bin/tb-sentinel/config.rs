@@ -5,7 +5,7 @@
 //! underscores (`download_concurrency = 8`); an unknown key is an error, so a typo cannot
 //! silently leave a default in place.
 
-use std::num::NonZeroU64;
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -44,8 +44,8 @@ struct FileConfig {
     azure_certs: Option<std::path::PathBuf>,
     sim_ca: Option<std::path::PathBuf>,
     sim_platform: Option<SimPlatform>,
-    download_concurrency: Option<usize>,
-    download_chunk_bytes: Option<u64>,
+    download_concurrency: Option<NonZeroUsize>,
+    download_chunk_bytes: Option<NonZeroU64>,
     retry_initial_ms: Option<u64>,
     retry_attempts: Option<u32>,
     reauth_interval_secs: Option<u64>,
@@ -55,11 +55,11 @@ struct FileConfig {
     #[serde(default, deserialize_with = "parsed")]
     model_output: Option<ModelOutput>,
     engine: Option<EngineKind>,
-    engine_workers: Option<usize>,
+    engine_workers: Option<NonZeroUsize>,
     engine_queue: Option<usize>,
     #[serde(default, deserialize_with = "parsed")]
     runtime_url: Option<RuntimeUrl>,
-    max_concurrent_requests: Option<usize>,
+    max_concurrent_requests: Option<NonZeroUsize>,
     request_timeout_secs: Option<NonZeroU64>,
     drain_secs: Option<NonZeroU64>,
     attestation_max_age_secs: Option<NonZeroU64>,
@@ -189,8 +189,8 @@ mod tests {
             args.azure_certs.as_deref(),
             Some(std::path::Path::new("/run/trustbridge/thim.json"))
         );
-        assert_eq!(args.download_concurrency, 3);
-        assert_eq!(args.download_chunk_bytes, 1 << 20);
+        assert_eq!(args.download_concurrency.get(), 3);
+        assert_eq!(args.download_chunk_bytes.get(), 1 << 20);
         assert_eq!(args.asset_id.as_deref(), Some("acme/llm@v1"));
         assert_eq!(
             args.model_output,

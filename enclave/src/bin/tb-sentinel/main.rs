@@ -10,7 +10,7 @@
 mod config;
 
 use std::future::IntoFuture;
-use std::num::NonZeroU64;
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -152,11 +152,12 @@ struct Args {
     #[arg(long, env = "TB_SIM_PLATFORM", value_enum, default_value = "nitro")]
     sim_platform: SimPlatform,
     /// Parallel download requests.
-    #[arg(long, env = "TB_DOWNLOAD_CONCURRENCY", default_value_t = 8)]
-    download_concurrency: usize,
+    #[arg(long, env = "TB_DOWNLOAD_CONCURRENCY", default_value = "8")]
+    download_concurrency: NonZeroUsize,
     /// Download chunk size in bytes, rounded down to whole sealed segments (at least one).
-    #[arg(long, env = "TB_DOWNLOAD_CHUNK_BYTES", default_value_t = 16 << 20)]
-    download_chunk_bytes: u64,
+    /// Default 16 MiB.
+    #[arg(long, env = "TB_DOWNLOAD_CHUNK_BYTES", default_value = "16777216")]
+    download_chunk_bytes: NonZeroU64,
     /// First retry delay in milliseconds (doubling, at most 30 s).
     #[arg(long, env = "TB_RETRY_INITIAL_MS", default_value_t = 500)]
     retry_initial_ms: u64,
@@ -199,8 +200,8 @@ struct Args {
     #[arg(long, env = "TB_ENGINE", value_enum, default_value = "builtin")]
     engine: EngineKind,
     /// Built-in engine: requests computed at once (each uses every core).
-    #[arg(long, env = "TB_ENGINE_WORKERS", default_value_t = 1)]
-    engine_workers: usize,
+    #[arg(long, env = "TB_ENGINE_WORKERS", default_value = "1")]
+    engine_workers: NonZeroUsize,
     /// Built-in engine: requests waiting for their turn; beyond it, 429 (inside the
     /// encryption).
     #[arg(long, env = "TB_ENGINE_QUEUE", default_value_t = 32)]
@@ -215,8 +216,8 @@ struct Args {
     )]
     runtime_url: RuntimeUrl,
     /// Requests the gateway handles at once; beyond it, 503 with retry-after.
-    #[arg(long, env = "TB_MAX_CONCURRENT_REQUESTS", default_value_t = 64)]
-    max_concurrent_requests: usize,
+    #[arg(long, env = "TB_MAX_CONCURRENT_REQUESTS", default_value = "64")]
+    max_concurrent_requests: NonZeroUsize,
     /// Seconds one request may take, the engine's work included (then 504 inside the
     /// encryption).
     #[arg(long, env = "TB_REQUEST_TIMEOUT_SECS", default_value = "290")]
@@ -360,9 +361,6 @@ fn main() -> ExitCode {
 fn run(args: Args) -> Result<()> {
     trustbridge_enclave::memory::forbid_core_dumps()
         .context("cannot forbid core dumps (they would write the decrypted model to disk)")?;
-    if args.download_concurrency == 0 || args.download_chunk_bytes == 0 {
-        bail!("download concurrency and chunk size must be positive");
-    }
     if let Some(grace) = args.reauth_grace_secs
         && (grace == 0 || (args.reauth_interval_secs > 0 && grace < args.reauth_interval_secs))
     {
@@ -406,7 +404,7 @@ fn run(args: Args) -> Result<()> {
             args.model_output
         ),
         EngineKind::Builtin => EngineChoice::BuiltIn(BuiltInLimits {
-            workers: args.engine_workers.max(1),
+            workers: args.engine_workers.get(),
             max_queued: args.engine_queue,
         }),
         EngineKind::Runtime => EngineChoice::Runtime(args.runtime_url.clone()),
@@ -426,8 +424,8 @@ fn run(args: Args) -> Result<()> {
         egress: args.relay_egress.clone(),
         bundles: args.relay_bundles.clone(),
         hydrate: HydrateConfig {
-            concurrency: args.download_concurrency,
-            chunk_bytes: args.download_chunk_bytes,
+            concurrency: args.download_concurrency.get(),
+            chunk_bytes: args.download_chunk_bytes.get(),
             backoff,
         },
         backoff,
@@ -448,7 +446,7 @@ fn run(args: Args) -> Result<()> {
                 max_age: Duration::from_secs(args.attestation_max_age_secs.get()),
                 nonce_per_minute: args.attestation_nonce_per_minute,
             },
-            max_concurrent: args.max_concurrent_requests.max(1),
+            max_concurrent: args.max_concurrent_requests.get(),
             request_timeout: Duration::from_secs(args.request_timeout_secs.get()),
             ..GatewayConfig::default()
         },

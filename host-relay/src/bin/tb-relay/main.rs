@@ -15,7 +15,7 @@
 #![forbid(unsafe_code)]
 
 use std::future::IntoFuture;
-use std::num::NonZeroU64;
+use std::num::{NonZeroU64, NonZeroUsize};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -105,11 +105,11 @@ struct Args {
     )]
     bundle_options: Vec<String>,
     /// Chunks downloaded in parallel by the mirror.
-    #[arg(long, env = "TB_DOWNLOAD_CONCURRENCY", default_value_t = 8)]
-    download_concurrency: usize,
-    /// Mirror chunk size in bytes.
-    #[arg(long, env = "TB_DOWNLOAD_CHUNK_BYTES", default_value_t = 16 << 20)]
-    download_chunk_bytes: u64,
+    #[arg(long, env = "TB_DOWNLOAD_CONCURRENCY", default_value = "8")]
+    download_concurrency: NonZeroUsize,
+    /// Mirror chunk size in bytes (default 16 MiB).
+    #[arg(long, env = "TB_DOWNLOAD_CHUNK_BYTES", default_value = "16777216")]
+    download_chunk_bytes: NonZeroU64,
     /// The public receipt log: every receipt the sentinel signs is appended here (JSON
     /// lines, fsync'd) and served at GET /receipts?after=SEQ. Without it no log is kept.
     #[arg(long, env = "TB_RELAY_RECEIPT_LOG", value_name = "FILE")]
@@ -118,8 +118,8 @@ struct Args {
     #[arg(long, env = "TB_RELAY_MAX_REQUEST_BYTES", default_value_t = 2 << 20)]
     max_request_bytes: u64,
     /// Client requests forwarded at once (then 503 with retry-after).
-    #[arg(long, env = "TB_RELAY_MAX_CONCURRENT_REQUESTS", default_value_t = 256)]
-    max_concurrent_requests: usize,
+    #[arg(long, env = "TB_RELAY_MAX_CONCURRENT_REQUESTS", default_value = "256")]
+    max_concurrent_requests: NonZeroUsize,
     /// Seconds the sentinel has to begin an answer (then 504).
     #[arg(long, env = "TB_RELAY_REQUEST_TIMEOUT_SECS", default_value = "300")]
     request_timeout_secs: NonZeroU64,
@@ -175,8 +175,8 @@ fn run(args: Args) -> Result<()> {
     }
     .with_context(|| format!("cannot serve {}", args.bundle_dir.display()))?;
     let mirror_config = MirrorConfig {
-        concurrency: args.download_concurrency.max(1),
-        chunk_bytes: args.download_chunk_bytes.max(1),
+        concurrency: args.download_concurrency.get(),
+        chunk_bytes: args.download_chunk_bytes.get(),
     };
     let log = args
         .receipt_log
@@ -187,7 +187,7 @@ fn run(args: Args) -> Result<()> {
     let ingress_config = IngressConfig {
         log,
         max_request_bytes: args.max_request_bytes,
-        max_concurrent: args.max_concurrent_requests.max(1),
+        max_concurrent: args.max_concurrent_requests.get(),
         timeout: Duration::from_secs(args.request_timeout_secs.get()),
         ..IngressConfig::new(args.sentinel.clone())
     };
